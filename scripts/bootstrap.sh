@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install Lightbox with its test extras. Idempotent: a stamp
+# file skips the install while pyproject.toml is unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${LIGHTBOX_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+STAMP="$VENV/.lightbox-installed"
+
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+    exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+VPY="$VENV/bin/python"
+"$VPY" -m pip install --quiet --upgrade pip
+
+# Torch first: without a GPU take the CPU build (pinned so pip does not pull a
+# multi-GB CUDA build); with one, let pip choose a CUDA build in range.
+if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        "$VPY" -m pip install --quiet "torch>=2.3"
+    else
+        "$VPY" -m pip install --quiet "torch==2.13.0"
+    fi
+fi
+"$VPY" -m pip install --quiet -e ".[test]"
+touch "$STAMP"

@@ -1,0 +1,45 @@
+"""Shared fixtures: small synthetic series written as real DICOM in tmp folders."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+
+from viewer.core.volume import SourceInfo, Volume
+
+
+def rotation(ax_deg: float, ay_deg: float, az_deg: float) -> np.ndarray:
+    """Right-handed rotation (ITK column order x, y, z)."""
+    ax, ay, az = np.radians([ax_deg, ay_deg, az_deg])
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+# Array-order direction matrices (columns: slice, row, column axes).
+AXIAL = np.eye(3)[:, ::-1].copy()
+# Slice axis = row cosine x column cosine, as a DICOM stack sorted along its normal is.
+CORONAL = np.column_stack([[0, 1, 0], [0, 0, -1], [1, 0, 0]]).astype(float)  # rows go to feet
+SAGITTAL = np.column_stack([[-1, 0, 0], [0, 0, -1], [0, 1, 0]]).astype(float)
+OBLIQUE = rotation(20, -15, 30)[:, ::-1].copy()
+
+
+def ramp_volume(shape=(12, 40, 48), spacing=(2.5, 0.7, 0.9), origin=(-30.0, -20.0, 15.5),
+                direction=AXIAL, modality="CT", seed=0, **info) -> Volume:
+    """A volume whose every voxel is distinct enough to catch any flip or transposition."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    arr = (z * 97 + y * 13 + x * 3) % 2000 - 1000 + rng.integers(0, 5, shape)
+    info.setdefault("patient_name", "TEST^GEOMETRY")
+    info.setdefault("patient_id", "T-1")
+    info.setdefault("series_description", "ramp")
+    return Volume(arr.astype(np.int16), spacing, origin, direction, SourceInfo(modality=modality, **info))
+
+
+@pytest.fixture
+def ramp():
+    return ramp_volume

@@ -1,0 +1,59 @@
+"""The `lightbox` command line: demo, info, exit codes."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from viewer.cli import main
+from viewer.core.io.dicom_write import write_series
+
+from conftest import ramp_volume
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "viewer.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_info_lists_series_with_geometry(tmp_path, capsys):
+    truth = ramp_volume(shape=(6, 20, 30), spacing=(3.0, 0.6, 0.8), series_description="abdomen")
+    write_series(truth, tmp_path, intercept=-1024, stored_dtype=np.uint16, bits_stored=12)
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "abdomen" in out and "30x20x6 voxels" in out and "spacing 0.8x0.6x3 mm" in out and "axial (LPS)" in out
+    assert main(["info", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    s = data["patients"][0]["studies"][0]["series"][0]
+    assert s["dimensions"] == [30, 20, 6] and s["spacing"] == [0.8, 0.6, 3.0]
+    assert np.allclose(s["origin"], truth.origin) and s["orientation"] == "axial"
+
+
+def test_info_with_some_bad_files_lists_good_series_and_names_bad(tmp_path, capsys):
+    write_series(ramp_volume(shape=(3, 16, 16)), tmp_path, intercept=-1024, stored_dtype=np.uint16,
+                 bits_stored=12)
+    (tmp_path / "broken.dcm").write_bytes(b"\0" * 10)
+    assert main(["info", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "16x16x3 voxels" in captured.out
+    assert "broken.dcm" in captured.out and "broken.dcm" in captured.err
+
+
+@pytest.mark.parametrize("make", ["missing", "empty_dir", "junk_file"])
+def test_bad_input_exits_2_with_one_line(tmp_path, make):
+    target = tmp_path / "x"
+    if make == "empty_dir":
+        target.mkdir()
+    elif make == "junk_file":
+        target = tmp_path / "x.dcm"
+        target.write_text("not dicom")
+    proc = run_cli("info", target)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(target) in lines[0], proc.stderr
+
+
+def test_help_runs_without_qt():
+    proc = subprocess.run([sys.executable, "-c", "import sys, viewer.cli as c; c.build_parser();"
+                           "print('PySide6' in sys.modules)"], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False"

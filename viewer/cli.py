@@ -1,0 +1,137 @@
+"""`lightbox` command line: view, demo, info.
+
+Exit codes: 0 success, 2 bad input (one-line reason on stderr). Qt is imported
+only by `view`, so the headless commands work without a display.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .core.errors import LightboxError, describe
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> int:
+    print(f"lightbox: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_view(args) -> int:
+    from .ui.app import run  # lazy: Qt only for the GUI
+
+    if args.path is not None and not Path(args.path).exists():
+        return _fail(f"{args.path}: no such file or folder")
+    return run(args.path, screenshot=args.screenshot)
+
+
+def cmd_demo(args) -> int:
+    from .core.synthetic import write_demo_studies
+
+    out = Path(args.dir)
+    if out.exists() and not out.is_dir():
+        return _fail(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"{out}: cannot create folder ({exc.strerror or exc})")
+    written = write_demo_studies(out, seed=args.seed)
+    for name in written:
+        print(f"wrote {name} study to {out / name}")
+    return 0
+
+
+def _format_series(s: dict) -> list[str]:
+    head = f"    Series {s['number'] if s['number'] is not None else '-'} {s['modality'] or '??'} " \
+           f"\"{s['description']}\""
+    if s.get("part"):
+        head += f" [{s['part']}]"
+    if s.get("view"):
+        head += f" view {s['view']['laterality']}{s['view']['view_position']}"
+    lines = [head]
+    if "dimensions" in s:
+        dims = "x".join(str(v) for v in s["dimensions"])
+        sp = "x".join(f"{v:.4g}" for v in s["spacing"])
+        org = ", ".join(f"{v:.1f}" for v in s["origin"])
+        lines.append(f"      {dims} voxels, spacing {sp} mm, {s['orientation']} ({s['orientation_code']}), "
+                     f"origin ({org}) mm, {s['files']} file(s)")
+    elif s["kind"] == "non-image":
+        lines.append(f"      non-image object, {s['files']} file(s)")
+    lines += [f"      ! {p}" for p in s["problems"]]
+    return lines
+
+
+def format_info(summary: dict) -> str:
+    lines = []
+    for p in summary["patients"]:
+        lines.append(f"Patient {p['name'] or '(no name)'} [{p['id'] or 'no ID'}]")
+        for st in p["studies"]:
+            lines.append(f"  Study {st['date'] or '(no date)'} \"{st['description']}\" {st['uid']}")
+            for s in st["series"]:
+                lines += _format_series(s)
+    if summary["problems"]:
+        lines.append(f"Problems ({len(summary['problems'])} file(s) skipped):")
+        lines += [f"  {p['path']}: {p['reason']}" for p in summary["problems"]]
+    if summary["ignored_files"]:
+        lines.append(f"({summary['ignored_files']} non-DICOM file(s) ignored)")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    from .core.io.describe import scan_summary
+    from .core.io.scan import scan
+
+    path = Path(args.path)
+    if not path.exists():
+        return _fail(f"{path}: no such file or folder")
+    result = scan(path)
+    summary = scan_summary(result)
+    if not result.series:
+        why = str(result.problems[0]) if result.problems else f"{path}: no DICOM or image files found"
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        return _fail(why)
+    print(json.dumps(summary, indent=2) if args.json else format_info(summary))
+    for p in result.problems:
+        print(f"lightbox: skipped {p}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightbox",
+        description="Lightbox radiology workstation (research software, not a medical device).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("view", help="open the viewer (no PATH: the built-in demo studies)")
+    p.add_argument("path", nargs="?", default=None)
+    p.add_argument("--screenshot", metavar="PNG", help="save a screenshot once the first image shows, then quit")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("demo", help="write the synthetic demo studies (CT, MR, 4-view MG) as DICOM")
+    p.add_argument("dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="list patients/studies/series with geometry and problems")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LightboxError as exc:
+        return _fail(str(exc))
+    except (OSError, ValueError) as exc:
+        return _fail(describe(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

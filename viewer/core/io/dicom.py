@@ -1,0 +1,336 @@
+"""DICOM series -> Volume: geometry from headers first, then pixels.
+
+``plan_series`` decides, from headers alone, where every frame goes: slices are
+sorted by projecting ImagePositionPatient on the slice normal, duplicates
+dropped, gaps of whole slices kept as blank slices so world coordinates stay
+right, and anything odd (gaps, uneven spacing, gantry tilt) reported in words.
+``load_series`` then fills a preallocated array, reading uncompressed pixel data
+straight from its byte offset and handing everything else to pydicom (whose
+pylibjpeg plugins decode JPEG, JPEG-LS, JPEG 2000 and RLE).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pydicom
+
+from ..errors import Cancelled, LoadError, describe
+from ..geometry import direction_from_iop, slice_normal
+from ..study import Frame, Instance, Series
+from ..volume import Volume
+from . import itk
+
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DUPLICATE_TOL_MM = 0.01
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+_LETTERS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0),
+            "H": (0, 0, 1), "S": (0, 0, 1), "F": (0, 0, -1), "I": (0, 0, -1)}
+
+
+@dataclass
+class SlicePlan:
+    """Where each output slice comes from; None marks a missing slice kept blank."""
+
+    shape: tuple[int, int, int]
+    spacing: np.ndarray
+    origin: np.ndarray
+    direction: np.ndarray
+    slots: list[Frame | None]
+    problems: list[str] = field(default_factory=list)
+
+
+def _letters_vector(text: str) -> np.ndarray | None:
+    vec = np.zeros(3)
+    for ch in text.upper():
+        if ch not in _LETTERS:
+            return None
+        vec += _LETTERS[ch]
+    n = np.linalg.norm(vec)
+    return vec / n if n else None
+
+
+def projection_direction(patient_orientation) -> np.ndarray | None:
+    """Direction (array order) of a projection image from PatientOrientation, e.g. ('A', 'R')."""
+    if not patient_orientation:
+        return None
+    x = _letters_vector(patient_orientation[0])
+    y = _letters_vector(patient_orientation[1])
+    if x is None or y is None or abs(float(np.dot(x, y))) > 1e-3:
+        return None
+    return np.column_stack([np.cross(x, y), y, x])
+
+
+def _mm(v: float) -> str:
+    return f"{v:.3g} mm"
+
+
+def plan_series(series: Series) -> SlicePlan:
+    """Geometry of a series from its headers (no pixel data read)."""
+    frames = series.frames
+    if not frames:
+        raise LoadError(series.uid, "series has no images")
+    first = frames[0].instance
+    problems: list[str] = []
+    if first.pixel_spacing is not None and all(v > 0 for v in first.pixel_spacing):
+        row_sp, col_sp = first.pixel_spacing
+    else:
+        row_sp = col_sp = 1.0
+        problems.append("no pixel spacing in the file: 1 mm pixels assumed, measurements are in pixels")
+    placed = all(f.position is not None and f.orientation is not None for f in frames)
+    if placed:
+        return _plan_stack(frames, row_sp, col_sp, first, problems)
+    # No patient position: a projection (mammogram, radiograph) or a bare stack.
+    ordered = sorted(frames, key=lambda f: (f.instance.instance_number or 0, str(f.instance.path), f.index))
+    step = first.spacing_between_slices or first.slice_thickness or 1.0
+    if len(ordered) > 1:
+        problems.append("no ImagePositionPatient: images stacked in instance-number order, "
+                        f"{_mm(step)} apart")
+    direction = projection_direction(series.info.patient_orientation)
+    if direction is None:
+        direction = np.eye(3)[:, ::-1].copy()
+    origin = frames[0].position if frames[0].position is not None else np.zeros(3)
+    shape = (len(ordered), first.rows, first.columns)
+    return SlicePlan(shape, np.array([step, row_sp, col_sp]), origin, direction, list(ordered), problems)
+
+
+def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instance,
+                problems: list[str]) -> SlicePlan:
+    orientation = frames[0].orientation
+    normal = slice_normal(orientation)
+    dist = np.array([float(np.dot(f.position, normal)) for f in frames])
+    order = np.argsort(dist, kind="stable")
+    kept: list[Frame] = []
+    kept_d: list[float] = []
+    dupes = 0
+    for i in order:
+        if kept_d and abs(dist[i] - kept_d[-1]) < DUPLICATE_TOL_MM:
+            dupes += 1
+            continue
+        kept.append(frames[i])
+        kept_d.append(float(dist[i]))
+    if dupes:
+        problems.append(f"{dupes} image(s) at a position already taken: the first one is kept")
+    slots: list[Frame | None] = list(kept)
+    d = np.array(kept_d)
+    if len(kept) == 1:
+        step = first.spacing_between_slices or first.slice_thickness or 1.0
+    else:
+        gaps = np.diff(d)
+        step = float(np.median(gaps))
+        uneven = np.abs(gaps - step) > max(0.01 * step, DUPLICATE_TOL_MM)
+        if uneven.any():
+            ratio = gaps / step
+            whole = np.abs(ratio - np.rint(ratio)) < 0.05
+            if whole.all():
+                slots = [kept[0]]
+                missing = 0
+                for f, r in zip(kept[1:], np.rint(ratio).astype(int)):
+                    slots.extend([None] * (r - 1))
+                    missing += r - 1
+                    slots.append(f)
+                where = ", ".join(f"{kept_d[i]:.1f}..{kept_d[i + 1]:.1f} mm"
+                                  for i in np.flatnonzero(ratio > 1.5)[:3])
+                problems.append(f"{missing} missing slice(s) (gaps at {where}): kept as blank slices "
+                                "so positions stay true")
+            else:
+                step = float((d[-1] - d[0]) / (len(d) - 1))
+                problems.append(f"non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): "
+                                f"shown with the mean spacing {_mm(step)}, positions approximate")
+        if step <= 0:
+            step = 1.0
+        span = kept[-1].position - kept[0].position
+        if np.linalg.norm(span) > 0:
+            cos = abs(float(np.dot(span, normal))) / float(np.linalg.norm(span))
+            tilt = float(np.degrees(np.arccos(min(1.0, cos))))
+            if tilt > 0.1:
+                problems.append(f"gantry tilt or sheared stack ({tilt:.1f} degrees): slices shown "
+                                "unsheared, off-plane positions approximate")
+    direction = direction_from_iop(orientation, normal)
+    shape = (len(slots), first.rows, first.columns)
+    return SlicePlan(shape, np.array([step, row_sp, col_sp]), kept[0].position.copy(), direction, slots,
+                     problems)
+
+
+# -- pixels ------------------------------------------------------------------
+def _stored_range(inst: Instance) -> tuple[int, int]:
+    bits = inst.bits_stored or inst.bits_allocated
+    if inst.pixel_representation:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def output_dtype(plan: SlicePlan) -> np.dtype:
+    """Smallest dtype holding every modality value the stored bits allow (HU in int16)."""
+    insts = {id(f.instance): f.instance for f in plan.slots if f is not None}.values()
+    if any(i.samples_per_pixel != 1 or i.photometric.startswith("PALETTE") for i in insts):
+        return np.dtype(np.float32)
+    lo, hi, integral = np.inf, -np.inf, True
+    for inst in insts:
+        smin, smax = _stored_range(inst)
+        for slope, icpt in {f.rescale or inst.rescale for f in inst.frame_list}:
+            a, b = sorted((slope * smin + icpt, slope * smax + icpt))
+            lo, hi = min(lo, a), max(hi, b)
+            integral &= float(slope).is_integer() and float(icpt).is_integer()
+    if not integral:
+        return np.dtype(np.float32)
+    for dt in (np.uint8, np.int16, np.uint16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    return np.dtype(np.float32)
+
+
+def _native_dtype(inst: Instance) -> np.dtype | None:
+    if inst.bits_allocated not in (8, 16, 32) or inst.samples_per_pixel != 1:
+        return None
+    kind = "i" if inst.pixel_representation else "u"
+    order = ">" if inst.transfer_syntax == BIG_ENDIAN else "<"
+    return np.dtype(f"{order}{kind}{inst.bits_allocated // 8}")
+
+
+def read_stored(inst: Instance) -> np.ndarray:
+    """Stored pixel values of every frame, shape (frames, rows, cols) (or (..., 3) colour)."""
+    if not inst.has_pixels:
+        raise LoadError(inst.path, "no pixel data (7FE0,0010) in the file")
+    dtype = _native_dtype(inst)
+    if (dtype is not None and inst.pixel_offset is not None
+            and inst.transfer_syntax in NATIVE_SYNTAXES and inst.photometric.startswith("MONO")):
+        count = inst.rows * inst.columns * inst.frames
+        need = count * dtype.itemsize
+        size = inst.path.stat().st_size
+        if inst.pixel_offset + need > size or (inst.pixel_length or 0) < need:
+            have = max(0, min(size - inst.pixel_offset, inst.pixel_length or 0))
+            raise LoadError(inst.path, f"pixel data truncated: {need} bytes expected, {have} present")
+        arr = np.fromfile(inst.path, dtype=dtype, count=count, offset=inst.pixel_offset)
+        arr = arr.reshape(inst.frames, inst.rows, inst.columns)
+        if not dtype.isnative:
+            arr = arr.astype(dtype.newbyteorder("="))
+        return _mask_bits(arr, inst)
+    return _read_with_pydicom(inst)
+
+
+def _mask_bits(arr: np.ndarray, inst: Instance) -> np.ndarray:
+    """Clear bits above BitsStored (old overlays) and sign-extend signed values."""
+    spare = inst.bits_allocated - inst.bits_stored
+    if spare <= 0 or inst.bits_stored <= 0:
+        return arr
+    if inst.pixel_representation:
+        return (arr << spare) >> spare
+    mask = np.array((1 << inst.bits_stored) - 1, dtype=arr.dtype)
+    if arr.max(initial=0) > mask:
+        np.bitwise_and(arr, mask, out=arr)
+    return arr
+
+
+def _read_with_pydicom(inst: Instance) -> np.ndarray:
+    try:
+        ds = pydicom.dcmread(inst.path, force=True)  # the scan already vouched it is DICOM
+        arr = ds.pixel_array
+    except Exception as exc:
+        ts = inst.transfer_syntax
+        name = getattr(pydicom.uid.UID(ts), "name", ts) if ts else "unknown transfer syntax"
+        raise LoadError(inst.path, f"cannot decode pixel data ({name}): {describe(exc)}") from exc
+    if inst.photometric.startswith("PALETTE"):
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    if inst.samples_per_pixel == 3 or arr.ndim == (4 if inst.frames > 1 else 3):
+        arr = arr.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if inst.frames == 1:
+        arr = arr[np.newaxis]
+    expected = (inst.frames, inst.rows, inst.columns)
+    if arr.shape != expected:
+        raise LoadError(inst.path, f"decoded image is {arr.shape}, header says {expected}")
+    return arr
+
+
+def _to_modality(stored: np.ndarray, rescale: tuple[float, float], out: np.ndarray) -> None:
+    """out = stored * slope + intercept, exact for integer outputs (modular arithmetic)."""
+    slope, icpt = rescale
+    if np.issubdtype(out.dtype, np.integer):
+        np.copyto(out, stored, casting="unsafe")
+        if slope != 1:
+            out *= np.array(int(slope)).astype(out.dtype)
+        if icpt:
+            out += np.array(int(icpt)).astype(out.dtype)
+    else:
+        np.multiply(stored, np.float32(slope), out=out, dtype=np.float32, casting="unsafe")
+        if icpt:
+            out += np.float32(icpt)
+
+
+def load_series(series: Series, progress=None, should_stop=None) -> Volume:
+    """Decode a series into a Volume; bad files become problems, not failures, while any image is good."""
+    if series.kind == "file":
+        return itk.read_volume(series.path)
+    if series.kind != "dicom":
+        reason = series.problems[0] if series.problems else "no image data"
+        raise LoadError(series.instances[0].path if series.instances else series.uid, reason)
+    plan = plan_series(series)
+    dtype = output_dtype(plan)
+    out = np.empty(plan.shape, dtype=dtype)
+    slots_by_instance: dict[int, list[tuple[int, Frame]]] = {}
+    instances: dict[int, Instance] = {}
+    for k, f in enumerate(plan.slots):
+        if f is None:
+            continue
+        slots_by_instance.setdefault(id(f.instance), []).append((k, f))
+        instances[id(f.instance)] = f.instance
+    blank = [k for k, f in enumerate(plan.slots) if f is None]
+    problems = list(series.problems) + list(plan.problems)
+    fill = _fill_value(plan, dtype)
+
+    def work(key: int) -> None:
+        inst = instances[key]
+        stored = read_stored(inst)
+        for k, f in slots_by_instance[key]:
+            _to_modality(stored[f.index], f.rescale or inst.rescale, out[k])
+
+    done, total, good = 0, len(instances), 0
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        futures = {pool.submit(work, key): key for key in instances}
+        for fut in as_completed(futures):
+            key = futures[fut]
+            done += 1
+            if should_stop is not None and should_stop():
+                for other in futures:
+                    other.cancel()
+                raise Cancelled("loading cancelled")
+            try:
+                fut.result()
+                good += 1
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, LoadError) else \
+                    f"{instances[key].path}: cannot read pixels ({describe(exc)})"
+                problems.append(f"{reason}; shown blank")
+                blank.extend(k for k, _ in slots_by_instance[key])
+            if progress is not None:
+                progress(done, total)
+    if good == 0:
+        raise LoadError(next(iter(instances.values())).path,
+                        "no image in this series could be read: " + problems[-1])
+    for k in blank:
+        out[k] = fill
+    info = replace(series.info, files=tuple(str(i.path) for i in instances.values()))
+    if any(i.samples_per_pixel == 3 or i.photometric.startswith("PALETTE") for i in instances.values()):
+        problems.append("colour image shown as greyscale luminance")
+    return Volume(out, plan.spacing, plan.origin, plan.direction, info, problems)
+
+
+def _fill_value(plan: SlicePlan, dtype: np.dtype):
+    """Blank slices get the lowest value the modality can have (air for CT)."""
+    firsts = [f for f in plan.slots if f is not None]
+    if not firsts:
+        return 0
+    inst = firsts[0].instance
+    slope, icpt = firsts[0].rescale or inst.rescale
+    value = min(slope * _stored_range(inst)[0] + icpt, slope * _stored_range(inst)[1] + icpt)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return int(np.clip(value, info.min, info.max))
+    return float(value)
