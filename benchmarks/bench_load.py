@@ -63,13 +63,20 @@ def simpleitk(folder: Path):
 
 
 PEAK_SNIPPET = """
-import json, resource, sys
+import json, re, resource, sys
 from viewer.core.io import load_series, scan
-import numpy as np
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def high_water_bytes():
+    # VmHWM is per address space (reset by exec); ru_maxrss would inherit the parent's peak.
+    try:
+        text = open("/proc/self/status").read()
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", text).group(1)) * 1024
+    except (OSError, AttributeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+base = high_water_bytes()
 vol = load_series(max(scan(sys.argv[1]).series, key=lambda s: len(s.frames)))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_delta": (peak - base) * 1024, "volume_bytes": vol.array.nbytes}))
+print(json.dumps({"peak_delta": high_water_bytes() - base, "volume_bytes": vol.array.nbytes}))
 """
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 
+from ..geometry import plane_name
 from ..volume import SourceInfo, Volume
 
 SOP_CLASS = {
@@ -128,15 +128,24 @@ def save(ds: FileDataset, path: Path) -> Path:
     return path
 
 
-def to_stored(values: np.ndarray, slope: float, intercept: float, dtype) -> np.ndarray:
-    """Modality values -> stored integers (inverse of Rescale Slope/Intercept)."""
-    stored = np.rint((np.asarray(values, dtype=np.float64) - intercept) / slope)
+def check_fits(values: np.ndarray, slope: float, intercept: float, dtype) -> None:
+    """Refuse values the stored integer type cannot hold (instead of silently wrapping)."""
     info = np.iinfo(dtype)
-    if stored.min() < info.min or stored.max() > info.max:
+    lo = (float(np.min(values)) - intercept) / slope
+    hi = (float(np.max(values)) - intercept) / slope
+    lo, hi = sorted((np.rint(lo), np.rint(hi)))
+    if lo < info.min or hi > info.max:
         raise ValueError(
-            f"values {values.min()}..{values.max()} do not fit {np.dtype(dtype).name} "
+            f"values {np.min(values)}..{np.max(values)} do not fit {np.dtype(dtype).name} "
             f"with slope {slope} and intercept {intercept}")
-    return stored.astype(dtype)
+
+
+def to_stored(values: np.ndarray, slope: float, intercept: float, dtype) -> np.ndarray:
+    """Modality values -> stored integers (inverse of Rescale Slope/Intercept), range-checked."""
+    check_fits(values, slope, intercept, dtype)
+    if slope == 1 and float(intercept).is_integer() and np.issubdtype(np.asarray(values).dtype, np.integer):
+        return (np.asarray(values, dtype=np.int64) - int(intercept)).astype(dtype)
+    return np.rint((np.asarray(values, dtype=np.float64) - intercept) / slope).astype(dtype)
 
 
 def write_series(volume: Volume, out_dir, *, slope: float = 1.0, intercept: float = 0.0,
@@ -149,10 +158,14 @@ def write_series(volume: Volume, out_dir, *, slope: float = 1.0, intercept: floa
     file_order: 'index' names files by slice index; 'shuffled' gives random names
     and instance numbers unrelated to position (loaders must sort by geometry).
     """
+    if file_order not in ("index", "shuffled"):
+        raise ValueError(f"file_order must be 'index' or 'shuffled', not {file_order!r}")
     out = Path(out_dir)
     info = fill_uids(volume.info)
     sop_class = SOP_CLASS.get(info.modality, SECONDARY_CAPTURE)
-    stored = to_stored(volume.array, slope, intercept, stored_dtype)
+    check_fits(volume.array, slope, intercept, stored_dtype)  # once; slices convert one at a time
+    study_time = _dt.datetime.now().strftime("%H%M%S")
+    image_type = {"axial": "AXIAL"}.get(plane_name(volume.direction), "OTHER")
     row_cos = volume.direction[:, 2]
     col_cos = volume.direction[:, 1]
     iop = [_ds(v) for v in (*row_cos, *col_cos)]
@@ -163,8 +176,10 @@ def write_series(volume: Volume, out_dir, *, slope: float = 1.0, intercept: floa
         rng.shuffle(order)
     paths = []
     for name_index, k in enumerate(order):
-        ds = base_dataset(info, sop_class, transfer_syntax, extra=extra)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds = base_dataset(info, sop_class, transfer_syntax, extra=extra,
+                          sop_uid=generate_uid(entropy_srcs=[info.series_uid, str(k)]))
+        ds.StudyTime = study_time
+        ds.ImageType = ["ORIGINAL", "PRIMARY", image_type]
         ds.InstanceNumber = (name_index + 1) if file_order == "shuffled" else k + 1
         pos = volume.index_to_world([k, 0, 0])
         ds.ImagePositionPatient = [_ds(v) for v in pos]
@@ -179,7 +194,8 @@ def write_series(volume: Volume, out_dir, *, slope: float = 1.0, intercept: floa
             ds.KVP = "120"
         if info.window:
             ds.WindowCenter, ds.WindowWidth = _ds(info.window[0]), _ds(info.window[1])
-        set_pixels(ds, stored[k], bits_stored, info.photometric)
+        set_pixels(ds, to_stored(volume.array[k], slope, intercept, stored_dtype), bits_stored,
+                   info.photometric)
         fname = f"{rng.getrandbits(48):012x}.dcm" if file_order == "shuffled" else f"IM{k + 1:05d}.dcm"
         paths.append(save(ds, out / fname))
     return paths
@@ -191,7 +207,8 @@ def write_projection(image: np.ndarray, path, *, pixel_spacing: Sequence[float],
     """One 2D projection image (mammogram, radiograph): no IPP/IOP, PatientOrientation instead."""
     info = fill_uids(info)
     sop_class = SOP_CLASS.get(info.modality, SECONDARY_CAPTURE)
-    ds = base_dataset(info, sop_class, transfer_syntax, extra=extra)
+    ds = base_dataset(info, sop_class, transfer_syntax, extra=extra,
+                      sop_uid=generate_uid(entropy_srcs=[info.series_uid, "projection"]))
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.InstanceNumber = 1
     ds.ImagerPixelSpacing = [_ds(pixel_spacing[0]), _ds(pixel_spacing[1])]
@@ -208,7 +225,10 @@ def write_projection(image: np.ndarray, path, *, pixel_spacing: Sequence[float],
     ds.RescaleType = "US"
     if info.window:
         ds.WindowCenter, ds.WindowWidth = _ds(info.window[0]), _ds(info.window[1])
-    set_pixels(ds, np.asarray(image).astype(stored_dtype), bits_stored, info.photometric)
+    if info.modality == "MG":
+        ds.PresentationLUTShape = "IDENTITY" if info.photometric == "MONOCHROME2" else "INVERSE"
+        ds.BurnedInAnnotation = "NO"
+    set_pixels(ds, to_stored(np.asarray(image), 1.0, 0.0, stored_dtype), bits_stored, info.photometric)
     return save(ds, Path(path))
 
 
