@@ -57,3 +57,38 @@ def test_help_runs_without_qt():
     proc = subprocess.run([sys.executable, "-c", "import sys, viewer.cli as c; c.build_parser();"
                            "print('PySide6' in sys.modules)"], capture_output=True, text=True)
     assert proc.stdout.strip() == "False"
+
+
+def test_demo_then_info_reports_true_geometry(tmp_path):
+    """`lightbox demo DIR && lightbox info DIR --json`: CT, MR and a complete 4-view MG."""
+    from viewer.core.synthetic import write_demo_studies
+
+    truth = write_demo_studies(tmp_path / "truth", scale=0.25)
+    proc = run_cli("demo", tmp_path / "d", "--scale", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("info", tmp_path / "d", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["problems"] == []
+    by_modality = {}
+    for p in info["patients"]:
+        for st in p["studies"]:
+            for s in st["series"]:
+                by_modality.setdefault(s["modality"], []).append((st, s))
+    for mod in ("CT", "MR"):
+        (_, s), = by_modality[mod]
+        vol = truth[mod].volume
+        assert s["dimensions"] == list(vol.shape[::-1])
+        assert np.allclose(s["spacing"], vol.spacing[::-1], atol=1e-4)
+        assert np.allclose(s["origin"], vol.origin, atol=1e-3)
+        assert s["orientation"] == "axial" and s["problems"] == []
+    mg = by_modality["MG"]
+    assert len(mg) == 4
+    study = mg[0][0]
+    assert all(study["mammo_views"][v] for v in ("RCC", "LCC", "RMLO", "LMLO"))
+    for _, s in mg:
+        name = s["view"]["laterality"] + s["view"]["view_position"]
+        assert s["dimensions"] == list(truth["MG"][name].volume.shape[::-1])
+        assert s["orientation"] == "projection"
+    text = run_cli("info", tmp_path / "d").stdout
+    assert "4-view exam: RCC LCC RMLO LMLO (complete)" in text

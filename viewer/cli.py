@@ -38,7 +38,9 @@ def cmd_demo(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return _fail(f"{out}: cannot create folder ({exc.strerror or exc})")
-    written = write_demo_studies(out, seed=args.seed)
+    if not 0.05 <= args.scale <= 1.0:
+        return _fail(f"--scale must be between 0.05 and 1, got {args.scale}")
+    written = write_demo_studies(out, seed=args.seed, scale=args.scale)
     for name in written:
         print(f"wrote {name} study to {out / name}")
     return 0
@@ -70,6 +72,11 @@ def format_info(summary: dict) -> str:
         lines.append(f"Patient {p['name'] or '(no name)'} [{p['id'] or 'no ID'}]")
         for st in p["studies"]:
             lines.append(f"  Study {st['date'] or '(no date)'} \"{st['description']}\" {st['uid']}")
+            if "mammo_views" in st:
+                views = st["mammo_views"]
+                missing = [v for v, uid in views.items() if uid is None]
+                lines.append("    4-view exam: " + " ".join(v for v in views if views[v]) +
+                             (f" (missing: {' '.join(missing)})" if missing else " (complete)"))
             for s in st["series"]:
                 lines += _format_series(s)
     if summary["problems"]:
@@ -114,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="write the synthetic demo studies (CT, MR, 4-view MG) as DICOM")
     p.add_argument("dir")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="shrink image sizes (same field of view), 0.05-1")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("info", help="list patients/studies/series with geometry and problems")

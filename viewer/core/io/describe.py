@@ -5,7 +5,8 @@ import numpy as np
 
 from ..errors import describe as describe_exc
 from ..geometry import orientation_code, plane_name
-from ..study import ScanResult, Series
+from ..mammo import four_view, is_mammo_study
+from ..study import ScanResult, Series, Study
 from . import itk
 from .dicom import plan_series
 
@@ -48,22 +49,26 @@ def series_summary(series: Series) -> dict:
     return out
 
 
+def study_summary(study: Study) -> dict:
+    out = {
+        "uid": study.uid,
+        "date": study.date,
+        "description": study.description,
+        "accession": study.accession,
+        "series": [series_summary(se) for se in study.series],
+    }
+    if is_mammo_study(study):
+        out["mammo_views"] = {v: (s.key if s else None) for v, s in four_view(study).items()}
+    return out
+
+
 def scan_summary(result: ScanResult) -> dict:
     return {
         "patients": [
             {
                 "id": p.id,
                 "name": p.name,
-                "studies": [
-                    {
-                        "uid": st.uid,
-                        "date": st.date,
-                        "description": st.description,
-                        "accession": st.accession,
-                        "series": [series_summary(se) for se in st.series],
-                    }
-                    for st in p.studies
-                ],
+                "studies": [study_summary(st) for st in p.studies],
             }
             for p in result.patients
         ],
