@@ -100,6 +100,18 @@ def _chunks(shape, voxels: int = _CHUNK_VOXELS):
         yield z0, min(shape[0], z0 + step)
 
 
+def _render_chunked(shape, dtype, mask_keys, render_chunk) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Assemble a phantom from z-chunks so float32 temporaries stay small."""
+    out = np.empty(shape, dtype=dtype)
+    masks = {k: np.zeros(shape, dtype=np.uint8) for k in mask_keys}
+    for z0, z1 in _chunks(shape):
+        values, chunk_masks = render_chunk(z0, z1)
+        out[z0:z1] = values
+        for k in mask_keys:
+            masks[k][z0:z1] = chunk_masks[k]
+    return out, masks
+
+
 def _sphere_probe() -> np.ndarray:
     """Unit directions (cube corners, edges, faces) to test that a sphere fits an organ."""
     d = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)
@@ -332,14 +344,7 @@ class _CTModel:
 
     # -- rendering ---------------------------------------------------------
     def render(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        hu = np.empty(self.shape, dtype=np.int16)
-        masks = {k: np.zeros(self.shape, dtype=np.uint8) for k in CT_MASKS}
-        for z0, z1 in _chunks(self.shape):
-            v, m = self._render_chunk(z0, z1)
-            hu[z0:z1] = v
-            for k in CT_MASKS:
-                masks[k][z0:z1] = m[k]
-        return hu, masks
+        return _render_chunked(self.shape, np.int16, CT_MASKS, self._render_chunk)
 
     def _render_chunk(self, z0, z1):
         x = self.x[None, None, :]
@@ -487,14 +492,7 @@ class _MRModel:
         return r
 
     def render(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        out = np.empty(self.shape, dtype=np.uint16)
-        masks = {k: np.zeros(self.shape, dtype=np.uint8) for k in MR_MASKS}
-        for z0, z1 in _chunks(self.shape):
-            v, m = self._render_chunk(z0, z1)
-            out[z0:z1] = v
-            for k in MR_MASKS:
-                masks[k][z0:z1] = m[k]
-        return out, masks
+        return _render_chunked(self.shape, np.uint16, MR_MASKS, self._render_chunk)
 
     def _render_chunk(self, z0, z1):
         x = self.x[None, None, :]
