@@ -3,6 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydicom.config
+
+# Real-world files often break VR rules in harmless ways ('1A' in an IS). Reading is lenient
+# and quiet; what matters to the user (geometry, pixels) is checked and reported by us.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 from ..errors import LoadError
 from ..volume import Volume
 from .dicom import load_series, plan_series
