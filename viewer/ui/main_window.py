@@ -1,0 +1,368 @@
+"""The main window: series browser on the left, slice view in the middle.
+
+All reading happens on worker threads (workers.py); this module only reacts
+to their results. Errors end up as a message in the status bar, never as a
+crash or a blocking dialog.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from ..core.errors import LightboxError, describe
+from ..core.study import ScanResult, Series
+from .series_browser import SeriesBrowser
+from .slice_view import SliceView, default_window
+from .workers import TaskRunner, Worker
+
+DISCLAIMER = "Lightbox — research software, not a medical device. Not for diagnostic use."
+OPEN_FILE_FILTER = ("DICOM and image files (*.dcm *.dicom *.dic *.ima *.nii *.nii.gz *.nrrd *.nhdr "
+                    "*.mha *.mhd DICOMDIR);;All files (*)")
+
+
+def app_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("lightbox")
+    except Exception:  # noqa: BLE001 - not installed as a package (e.g. run from a source tree)
+        return "unknown"
+
+
+def about_text() -> str:
+    return f"Lightbox {app_version()}\n\n{DISCLAIMER}"
+
+
+def _demo_job(progress, should_stop) -> Path:
+    try:
+        from ..core.demo import ensure_demo_studies
+    except ImportError as exc:
+        raise LightboxError(f"the demo studies are not available ({describe(exc)})") from exc
+    try:
+        return ensure_demo_studies()
+    except ImportError as exc:  # synthetic.py missing or broken
+        raise LightboxError(f"the demo studies could not be generated ({describe(exc)})") from exc
+
+
+class MainWindow(QMainWindow):
+    image_shown = Signal()  # a volume is on screen (after each successful load)
+    scan_finished = Signal(object)  # ScanResult
+    task_failed = Signal(str)  # also: nothing to show after a scan
+    task_cancelled = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Lightbox")
+        self.setAcceptDrops(True)
+        self.runner = TaskRunner(self)
+        self._task: Worker | None = None
+        self._task_label = ""
+        self._generation = 0
+        self._closing = False
+        self._last_dir = str(Path.home())
+        self.source: Path | None = None
+        self.scan_result: ScanResult | None = None
+        self.shown_series: Series | None = None
+        self.about_box: QMessageBox | None = None
+
+        self.slice_view = SliceView(self)
+        self.setCentralWidget(self.slice_view)
+
+        self.browser = SeriesBrowser(self)
+        self.browser.series_selected.connect(self.load_series)
+        self.browser_dock = QDockWidget("Series", self)
+        self.browser_dock.setObjectName("series-dock")
+        self.browser_dock.setWidget(self.browser)
+        self.browser_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.browser_dock)
+        self.resizeDocks([self.browser_dock], [340], Qt.Orientation.Horizontal)
+
+        self.message = QLabel("Ready")
+        self.message.setTextFormat(Qt.TextFormat.PlainText)
+        self.message.setMinimumWidth(100)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_task)
+        bar = self.statusBar()
+        bar.addWidget(self.message, 1)
+        self.problems_label = QLabel()  # files the last scan skipped; stays while series load
+        self.problems_label.setStyleSheet("color: #b36b00;")
+        self.problems_label.hide()
+        bar.addPermanentWidget(self.problems_label)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_button)
+        self.progress.hide()
+        self.cancel_button.hide()
+
+        self._build_menus()
+
+    # -- menus ------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.open_folder_action = QAction("Open &Folder…", self)
+        self.open_folder_action.setShortcut(QKeySequence("Ctrl+O"))
+        self.open_folder_action.triggered.connect(self.choose_folder)
+        self.open_file_action = QAction("Open F&ile…", self)
+        self.open_file_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.open_file_action.triggered.connect(self.choose_file)
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        self.quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.open_folder_action)
+        file_menu.addAction(self.open_file_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self.about_action = QAction("&About Lightbox", self)
+        self.about_action.triggered.connect(self.show_about)
+        help_menu.addAction(self.about_action)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open folder", self._last_dir)
+        if folder:
+            self.open_path(folder)
+
+    def choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open file", self._last_dir, OPEN_FILE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def show_about(self) -> QMessageBox:
+        """Non-blocking About box (kept in ``about_box``)."""
+        box = QMessageBox(QMessageBox.Icon.Information, "About Lightbox", about_text(),
+                          QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.finished.connect(lambda _=0: setattr(self, "about_box", None))
+        self.about_box = box
+        box.open()
+        return box
+
+    # -- messages -----------------------------------------------------------------------
+    def show_message(self, text: str, level: str = "info") -> None:
+        """Status-bar message; level 'info', 'warning' or 'error' (colour only)."""
+        colour = {"info": "", "warning": "color: #b36b00;", "error": "color: #c0392b;"}[level]
+        self.message.setStyleSheet(colour)
+        first_line = text.splitlines()[0] if text else ""
+        self.message.setText(first_line)
+        self.message.setToolTip(text)
+
+    # -- background tasks ------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def _start(self, label: str, fn, on_done: Callable[[Any], None], should_stop=None) -> Worker:
+        """Run fn on a worker; a newer task supersedes (and cancels) the running one."""
+        if self._task is not None:
+            self._task.cancel()
+        self._generation += 1
+        gen = self._generation
+
+        def current(cb):
+            def call(*args):
+                if gen == self._generation and not self._closing:
+                    cb(*args)
+            return call
+
+        def finished(result):
+            self._end_task()
+            on_done(result)
+
+        self._task_label = label
+        self.show_message(f"{label}…")
+        self.progress.setRange(0, 0)  # busy until the first progress report
+        self.progress.show()
+        self.cancel_button.setEnabled(True)
+        self.cancel_button.show()
+        self._task = self.runner.start(fn, label, should_stop,
+                                       on_finished=current(finished),
+                                       on_failed=current(self._task_failed),
+                                       on_cancelled=current(self._task_was_cancelled),
+                                       on_progress=current(self._task_progress))
+        return self._task
+
+    def _task_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{done}/{total}")
+
+    def _end_task(self) -> None:
+        self._task = None
+        self.progress.hide()
+        self.cancel_button.hide()
+
+    def _task_failed(self, message: str) -> None:
+        label = self._task_label
+        self._end_task()
+        self.show_message(f"{label} failed: {message}", "error")
+        self.task_failed.emit(message)
+
+    def _task_was_cancelled(self) -> None:
+        label = self._task_label
+        self._end_task()
+        self.show_message(f"{label}: cancelled", "warning")
+        self.task_cancelled.emit()
+
+    def cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self.cancel_button.setEnabled(False)
+            self.show_message(f"{self._task_label}: cancelling…", "warning")
+
+    # -- opening ---------------------------------------------------------------------------
+    def open_demo(self) -> None:
+        """Generate (first run) and open the built-in demo studies."""
+        self._start("Preparing the demo studies (the first run writes them, this takes a while)",
+                    _demo_job, self.open_path)
+
+    def open_path(self, path, should_stop=None) -> None:
+        """Scan a folder or file in the background, list it, and show its first image series."""
+        try:
+            p = Path(path).expanduser()
+            exists = p.exists()
+        except (OSError, TypeError, ValueError) as exc:
+            self.show_message(f"{path}: cannot open ({describe(exc)})", "error")
+            self.task_failed.emit(str(exc))
+            return
+        if not exists:
+            msg = f"{p}: no such file or folder"
+            self.show_message(msg, "error")
+            self.task_failed.emit(msg)
+            return
+        self._last_dir = str(p if p.is_dir() else p.parent)
+
+        def job(progress, stop):
+            from ..core.io import scan
+
+            return p, scan(p, progress=progress, should_stop=stop)
+
+        self._start(f"Scanning {p.name or p}", job, self._scan_done, should_stop)
+
+    def _scan_done(self, payload) -> None:
+        path, result = payload
+        self.source = path
+        self.scan_result = result
+        self.browser.set_result(result)
+        images = self.browser.image_series()
+        studies = len(result.studies)
+        summary = f"{path}: {len(images)} image series in {studies} stud{'y' if studies == 1 else 'ies'}"
+        level = "info"
+        if result.problems:
+            level = "warning"
+            summary += f"; {len(result.problems)} file(s) skipped (see Problems) — {result.problems[0]}"
+        self._show_scan_problems(result)
+        self.scan_finished.emit(result)
+        if not images:
+            why = str(result.problems[0]) if result.problems else "no DICOM or image files found"
+            msg = f"{path}: nothing to show — {why}"
+            self.slice_view.clear()
+            self.shown_series = None
+            self.show_message(msg, "error")
+            self.task_failed.emit(msg)
+            return
+        self.show_message(summary, level)
+        self.shown_series = None
+        self.browser.select_first_image_series()  # -> load_series
+
+    def _show_scan_problems(self, result: ScanResult) -> None:
+        if not result.problems:
+            self.problems_label.hide()
+            self.problems_label.clear()
+            return
+        n = len(result.problems)
+        self.problems_label.setText(f"⚠ {n} file{'s' if n != 1 else ''} skipped")
+        shown = [str(p) for p in result.problems[:30]]
+        if n > 30:
+            shown.append(f"… and {n - 30} more (see Problems in the series list)")
+        self.problems_label.setToolTip("\n".join(shown))
+        self.problems_label.show()
+
+    def load_series(self, series: Series, should_stop=None) -> None:
+        """Decode a series in the background and show it."""
+        if self.shown_series is not None and series.key == self.shown_series.key and not self.busy:
+            return
+
+        def job(progress, stop):
+            from ..core.io import load_series
+
+            volume = load_series(series, progress=progress, should_stop=stop)
+            return series, volume, default_window(volume)
+
+        self._start(f"Loading {series.label()}", job, self._series_loaded, should_stop)
+
+    def _series_loaded(self, payload) -> None:
+        series, volume, window = payload
+        self.slice_view.set_volume(volume, window)
+        self.shown_series = series
+        info = volume.info
+        who = info.patient_name.replace("^", " ").strip()
+        self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, series.label()) if b))
+        nz, ny, nx = volume.shape
+        text = f"{series.label()}: {nx}×{ny}×{nz}, spacing " + \
+               "×".join(f"{v:.3g}" for v in volume.spacing[::-1]) + " mm"
+        if volume.problems:
+            self.show_message(f"{text} — {len(volume.problems)} problem(s): {volume.problems[0]}"
+                              + ("\n" + "\n".join(volume.problems[1:]) if len(volume.problems) > 1 else ""),
+                              "warning")
+        else:
+            self.show_message(text)
+        self.image_shown.emit()
+
+    # -- drag and drop -------------------------------------------------------------------------
+    @staticmethod
+    def _dropped_paths(mime) -> list[str]:
+        if mime is None or not mime.hasUrls():
+            return []
+        return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
+
+    def dragEnterEvent(self, ev):
+        if self._dropped_paths(ev.mimeData()):
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dragMoveEvent(self, ev):
+        if self._dropped_paths(ev.mimeData()):
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dropEvent(self, ev):
+        paths = self._dropped_paths(ev.mimeData())
+        if not paths:
+            ev.ignore()
+            return
+        ev.acceptProposedAction()
+        self.open_path(paths[0])
+        if len(paths) > 1:
+            self.show_message(f"{len(paths)} items dropped: opening {paths[0]} (drop a folder to open "
+                              "several files at once)", "warning")
+
+    # -- shutdown ----------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Cancel background work and wait for it (no thread may outlive the window)."""
+        self._closing = True
+        self.runner.shutdown()
+
+    def closeEvent(self, ev):
+        self.shutdown()
+        super().closeEvent(ev)

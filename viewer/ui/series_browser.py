@@ -1,0 +1,157 @@
+"""Tree of what a scan found: patient -> study -> series, plus the files it could not use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QWidget,
+)
+
+from ..core.study import ScanResult, Series
+
+KEY_ROLE = Qt.ItemDataRole.UserRole
+COL_NAME, COL_MODALITY, COL_IMAGES = range(3)
+PROBLEMS_TEXT = "Problems"
+
+
+def image_count(series: Series) -> int:
+    if series.kind == "file":
+        return 1
+    return len(series.frames)
+
+
+def _date(d: str) -> str:
+    d = (d or "").strip()
+    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
+
+
+class SeriesBrowser(QTreeWidget):
+    """Selecting (or double-clicking) an image series emits ``series_selected``."""
+
+    series_selected = Signal(object)  # Series
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setColumnCount(3)
+        self.setHeaderLabels(["Series", "Mod.", "Images"])
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setUniformRowHeights(True)
+        self.setAlternatingRowColors(True)
+        header = self.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(COL_MODALITY, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(COL_IMAGES, QHeaderView.ResizeMode.ResizeToContents)
+        self._series: dict[str, Series] = {}
+        self._items: dict[str, QTreeWidgetItem] = {}
+        self.problems_item: QTreeWidgetItem | None = None
+        self.currentItemChanged.connect(self._on_current_changed)
+        self.itemActivated.connect(self._on_activated)
+
+    # -- filling ------------------------------------------------------------------
+    def set_result(self, result: ScanResult) -> None:
+        """Replace the tree with a scan result (no series is selected yet)."""
+        self.blockSignals(True)
+        try:
+            self.clear()
+            self._series.clear()
+            self._items.clear()
+            self.problems_item = None
+            for patient in result.patients:
+                who = patient.name.replace("^", " ").strip() or "(no name)"
+                p_item = QTreeWidgetItem([f"{who}  [{patient.id or 'no ID'}]", "", ""])
+                p_item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                self.addTopLevelItem(p_item)
+                for study in patient.studies:
+                    label = " ".join(b for b in (_date(study.date), study.description) if b) or "(study)"
+                    n_img = sum(image_count(s) for s in study.series)
+                    st_item = QTreeWidgetItem([label, " ".join(study.modalities), str(n_img)])
+                    st_item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                    st_item.setToolTip(COL_NAME, f"Study {study.uid}")
+                    p_item.addChild(st_item)
+                    for series in study.series:
+                        st_item.addChild(self._series_item(series))
+                p_item.setExpanded(True)
+                for i in range(p_item.childCount()):
+                    p_item.child(i).setExpanded(True)
+            if result.problems:
+                self.problems_item = QTreeWidgetItem([f"{PROBLEMS_TEXT} ({len(result.problems)} files)", "", ""])
+                self.problems_item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                self.problems_item.setForeground(COL_NAME, QBrush(QColor("#c0392b")))
+                for prob in result.problems:
+                    child = QTreeWidgetItem([f"{Path(prob.path).name}: {prob.reason}", "", ""])
+                    child.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                    child.setToolTip(COL_NAME, str(prob))
+                    self.problems_item.addChild(child)
+                self.addTopLevelItem(self.problems_item)
+                self.problems_item.setExpanded(True)
+        finally:
+            self.blockSignals(False)
+
+    def _series_item(self, series: Series) -> QTreeWidgetItem:
+        number = f"{series.info.series_number}: " if series.info.series_number is not None else ""
+        desc = series.info.series_description or "(no description)"
+        extra = []
+        view = f"{series.info.laterality}{series.info.view_position}".strip()
+        if view and view not in desc.upper().replace(" ", ""):  # 'R CC' already says RCC
+            extra.append(view)
+        if series.part:
+            extra.append(f"[{series.part}]")
+        text = " ".join([f"{number}{desc}", *extra])
+        item = QTreeWidgetItem([text, series.info.modality or "?", str(image_count(series))])
+        item.setData(COL_NAME, KEY_ROLE, series.key)
+        tip = [series.label(), f"UID {series.uid}"] + [f"⚠ {p}" for p in series.problems]
+        item.setToolTip(COL_NAME, "\n".join(tip))
+        if series.kind == "non-image":
+            item.setFlags(Qt.ItemFlag.ItemIsEnabled)  # listed, not selectable
+            item.setForeground(COL_NAME, QBrush(QColor("gray")))
+        self._series[series.key] = series
+        self._items[series.key] = item
+        return item
+
+    # -- queries / selection ------------------------------------------------------------
+    def image_series(self) -> list[Series]:
+        return [s for s in self._series.values() if s.kind in ("dicom", "file")]
+
+    def item_for(self, series: Series) -> QTreeWidgetItem | None:
+        return self._items.get(series.key)
+
+    def problem_texts(self) -> list[str]:
+        if self.problems_item is None:
+            return []
+        return [self.problems_item.child(i).text(COL_NAME) for i in range(self.problems_item.childCount())]
+
+    def select_series(self, series: Series) -> None:
+        """Make ``series`` current (emits ``series_selected``)."""
+        item = self._items.get(series.key)
+        if item is not None:
+            self.setCurrentItem(item)
+
+    def select_first_image_series(self) -> Series | None:
+        first = next(iter(self.image_series()), None)
+        if first is not None:
+            self.select_series(first)
+        return first
+
+    def _series_of(self, item: QTreeWidgetItem | None) -> Series | None:
+        if item is None:
+            return None
+        key = item.data(COL_NAME, KEY_ROLE)
+        series = self._series.get(key) if key else None
+        return series if series is not None and series.kind in ("dicom", "file") else None
+
+    def _on_current_changed(self, current, _previous) -> None:
+        series = self._series_of(current)
+        if series is not None:
+            self.series_selected.emit(series)
+
+    def _on_activated(self, item, _column) -> None:
+        series = self._series_of(item)
+        if series is not None:
+            self.series_selected.emit(series)

@@ -1,0 +1,409 @@
+"""One 2D slice of a Volume, in millimetres, with window/level and corner text.
+
+Display conventions: the first array row is at the top and the first column
+at the left, so an axial LPS stack shows the patient's Right on the viewer's
+left (radiological convention). One scene unit is one millimetre, so
+anisotropic pixels keep their true aspect. MONOCHROME1 images are inverted
+for display only; ``current_image()`` always returns modality values.
+
+Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, right-drag =
+window/level (horizontal = width, vertical = center), left- or middle-drag =
+pan. Keys: Up/Down = previous/next slice, PageUp/PageDown = 10% of the
+stack, Home/End = first/last, R = reset view and window.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent
+from PySide6.QtWidgets import (
+    QGraphicsDropShadowEffect,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.geometry import axis_letter, opposite_letter
+from ..core.volume import Volume
+
+WHEEL_STEP = 120  # one notch of a mouse wheel, in eighths of a degree
+PERCENTILE_SAMPLES = 2_000_000
+
+
+def default_window(volume: Volume) -> tuple[float, float]:
+    """(center, width): the source's suggestion, else the 1st..99th percentile of the voxels.
+
+    Pure numpy, safe to call on a worker thread.
+    """
+    if volume.info.window is not None:
+        c, w = volume.info.window
+        if np.isfinite(c) and np.isfinite(w) and w > 0:
+            return float(c), float(w)
+    arr = volume.array
+    step = max(1, int(np.ceil((arr.size / PERCENTILE_SAMPLES) ** (1 / 3))))
+    sample = np.asarray(arr[::step, ::step, ::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.5, 1.0
+    lo, hi = (float(v) for v in np.percentile(sample, [1, 99]))
+    if hi <= lo:  # flat image: any window shows it; centre it on the value
+        lo, hi = lo - 0.5, lo + 0.5
+    return (lo + hi) / 2, hi - lo
+
+
+def _format_date(d: str) -> str:
+    d = (d or "").strip()
+    return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
+
+
+def _format_name(name: str) -> str:
+    """DICOM person name 'FAMILY^GIVEN^MIDDLE' as 'FAMILY, GIVEN MIDDLE'."""
+    parts = [p.strip() for p in (name or "").split("^")]
+    if len(parts) > 1 and parts[0]:
+        rest = " ".join(p for p in parts[1:] if p)
+        return f"{parts[0]}, {rest}" if rest else parts[0]
+    return (name or "").strip()
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.4g}"
+
+
+class _SliceViewBox(pg.ViewBox):
+    """A ViewBox whose wheel scrolls slices and whose right-drag sets window/level."""
+
+    def __init__(self, owner: SliceView):
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self._owner = owner
+
+    def wheelEvent(self, ev, axis=None):
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)  # zoom around the mouse
+            return
+        ev.accept()
+        self._owner.wheel(ev.delta())
+
+    def mouseDragEvent(self, ev, axis=None):
+        if ev.button() == Qt.MouseButton.RightButton:
+            ev.accept()
+            start = ev.buttonDownScreenPos(Qt.MouseButton.RightButton)
+            now = ev.screenPos()
+            self._owner.drag_window(now.x() - start.x(), now.y() - start.y(),
+                                    start=ev.isStart(), finish=ev.isFinish())
+            return
+        super().mouseDragEvent(ev, axis)  # left / middle: pan (ViewBox PanMode)
+
+
+class _Canvas(pg.GraphicsView):
+    """The graphics view; hands navigation keys to the SliceView."""
+
+    def __init__(self, owner: SliceView):
+        super().__init__(background="k")
+        self._owner = owner
+        self.setFocusPolicy(Qt.FocusPolicy.WheelFocus)
+        self.setAcceptDrops(False)  # let file drops reach the main window
+
+    def keyPressEvent(self, ev: QKeyEvent):
+        if self._owner.handle_key(ev.key(), ev.modifiers()):
+            ev.accept()
+            return
+        super().keyPressEvent(ev)
+
+    def resizeEvent(self, ev):
+        super().resizeEvent(ev)
+        owner = getattr(self, "_owner", None)  # pyqtgraph resizes during __init__
+        if owner is not None:
+            owner._place_overlay()
+
+
+class _OverlayLabel(QLabel):
+    def __init__(self, parent: QWidget, align: Qt.AlignmentFlag):
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setAlignment(align)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        # a translucent backing keeps the text legible on bright images too
+        self.setStyleSheet("color: #f2f2e6; background: rgba(0, 0, 0, 120); padding: 1px 3px;")
+        font = self.font()
+        font.setPointSizeF(max(9.0, font.pointSizeF()))
+        self.setFont(font)
+        shadow = QGraphicsDropShadowEffect(self)
+        shadow.setBlurRadius(0)
+        shadow.setOffset(1, 1)
+        shadow.setColor(QColor(0, 0, 0))
+        self.setGraphicsEffect(shadow)
+
+
+class SliceView(QWidget):
+    """Shows one slice of a Volume; the API below is what the window and tests use."""
+
+    slice_changed = Signal(int)
+    window_changed = Signal(float, float)  # center, width
+    volume_changed = Signal()
+
+    MARGIN = 6
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._volume: Volume | None = None
+        self._k = 0
+        self._window = (0.5, 1.0)
+        self._default_window = (0.5, 1.0)
+        self._wheel_acc = 0
+        self._drag_start_window: tuple[float, float] | None = None
+        self._wl_step = 1.0  # modality units per screen pixel of right-drag
+        self._min_width = 1.0
+
+        self.warning = QLabel(self)
+        self.warning.setWordWrap(True)
+        self.warning.setTextFormat(Qt.TextFormat.PlainText)
+        self.warning.setStyleSheet("background: #4a3b00; color: #ffe9a0; padding: 3px 6px;")
+        self.warning.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.warning.hide()
+
+        self.canvas = _Canvas(self)
+        self.view = _SliceViewBox(self)
+        self.canvas.setCentralItem(self.view)
+        self.image_item = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+        self.view.addItem(self.image_item)
+        self._gray = np.arange(256, dtype=np.uint8)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.warning)
+        layout.addWidget(self.canvas, 1)
+        self.setFocusProxy(self.canvas)
+
+        vp = self.canvas.viewport()
+        al = Qt.AlignmentFlag
+        self._tl = _OverlayLabel(vp, al.AlignLeft | al.AlignTop)
+        self._tr = _OverlayLabel(vp, al.AlignRight | al.AlignTop)
+        self._bl = _OverlayLabel(vp, al.AlignLeft | al.AlignBottom)
+        self._br = _OverlayLabel(vp, al.AlignRight | al.AlignBottom)
+        self._edge = {side: _OverlayLabel(vp, al.AlignCenter) for side in ("left", "right", "top", "bottom")}
+        self._placeholder = _OverlayLabel(vp, al.AlignCenter)
+        self._placeholder.setText("No image\n\nFile > Open Folder… or drop a folder or file here")
+        self._update_overlay()
+
+    # -- public API ---------------------------------------------------------------
+    @property
+    def volume(self) -> Volume | None:
+        return self._volume
+
+    @property
+    def slice_index(self) -> int:
+        return self._k
+
+    @property
+    def slice_count(self) -> int:
+        return 0 if self._volume is None else self._volume.shape[0]
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """(center, width) in modality units (HU for CT)."""
+        return self._window
+
+    def set_volume(self, volume: Volume, window: tuple[float, float] | None = None) -> None:
+        """Show a new volume at its middle slice with the given or default window."""
+        self._volume = volume
+        nz, ny, nx = volume.shape
+        self._k = nz // 2
+        self._default_window = window if window is not None else default_window(volume)
+        self._window = self._default_window
+        arr = volume.array
+        span = float(np.nanmax(arr[self._k]) - np.nanmin(arr[self._k])) if np.isfinite(arr[self._k]).any() else 0.0
+        span = max(span if np.isfinite(span) else 0.0, self._default_window[1])
+        self._wl_step = max(self._default_window[1] / 256.0, span / 2000.0, 1e-6)
+        self._min_width = 1.0 if np.issubdtype(arr.dtype, np.integer) else max(span * 1e-4, 1e-6)
+        lut = self._gray[::-1] if volume.info.photometric.upper() == "MONOCHROME1" else self._gray
+        self.image_item.setLookupTable(lut)
+        self.image_item.setImage(arr[self._k], autoLevels=False, levels=self._levels(),
+                                 rect=QRectF(0, 0, nx * volume.spacing[2], ny * volume.spacing[1]))
+        self._set_problems(volume.problems)
+        self.reset_view(window=False)
+        self._update_overlay()
+        self.volume_changed.emit()
+        self.slice_changed.emit(self._k)
+        self.window_changed.emit(*self._window)
+
+    def clear(self) -> None:
+        self._volume = None
+        self._k = 0
+        self.image_item.clear()
+        self._set_problems([])
+        self._update_overlay()
+        self.volume_changed.emit()
+
+    def set_slice(self, k: int) -> None:
+        """Go to slice k (clamped to the stack)."""
+        if self._volume is None:
+            return
+        k = int(np.clip(k, 0, self._volume.shape[0] - 1))
+        if k == self._k:
+            return
+        self._k = k
+        self.image_item.setImage(self._volume.array[k], autoLevels=False, levels=self._levels())
+        self._update_overlay()
+        self.slice_changed.emit(k)
+
+    def step_slice(self, steps: int) -> None:
+        self.set_slice(self._k + int(steps))
+
+    def set_window(self, center: float, width: float) -> None:
+        width = max(float(width), self._min_width)
+        self._window = (float(center), width)
+        if self._volume is not None:
+            self.image_item.setLevels(self._levels())
+        self._update_overlay()
+        self.window_changed.emit(*self._window)
+
+    def current_image(self) -> np.ndarray | None:
+        """The 2D array shown, in modality values (HU for CT), before windowing."""
+        return None if self._volume is None else self._volume.array[self._k]
+
+    def reset_view(self, window: bool = True) -> None:
+        """Fit the image to the view; with ``window`` also restore the default window."""
+        if self._volume is not None:
+            _, ny, nx = self._volume.shape
+            sy, sx = self._volume.spacing[1], self._volume.spacing[2]
+            self.view.setRange(QRectF(0, 0, nx * sx, ny * sy), padding=0)
+        if window:
+            self.set_window(*self._default_window)
+
+    # -- interaction (called by the view box / canvas, and by tests) ---------------
+    def wheel(self, delta: int) -> None:
+        """Wheel delta in eighths of a degree: each notch away from the user goes back a slice."""
+        self._wheel_acc += int(delta)
+        steps = int(self._wheel_acc / WHEEL_STEP)  # truncates toward zero, both signs
+        if steps:
+            self._wheel_acc -= steps * WHEEL_STEP
+            self.step_slice(-steps)
+
+    def drag_window(self, dx: float, dy: float, start: bool = False, finish: bool = False) -> None:
+        """Right-drag by (dx, dy) screen pixels since the press: right = wider, down = higher center."""
+        if start or self._drag_start_window is None:
+            self._drag_start_window = self._window
+        c0, w0 = self._drag_start_window
+        self.set_window(c0 + dy * self._wl_step, w0 + dx * self._wl_step)
+        if finish:
+            self._drag_start_window = None
+
+    def handle_key(self, key: int, modifiers=Qt.KeyboardModifier.NoModifier) -> bool:
+        """Navigation keys; True when the key was used."""
+        if self._volume is None:
+            return False
+        n = self._volume.shape[0]
+        page = max(1, n // 10)
+        k = Qt.Key
+        moves = {k.Key_Up: -1, k.Key_Down: 1, k.Key_PageUp: -page, k.Key_PageDown: page}
+        if key in moves:
+            self.step_slice(moves[key])
+        elif key == k.Key_Home:
+            self.set_slice(0)
+        elif key == k.Key_End:
+            self.set_slice(n - 1)
+        elif key == k.Key_R and not (modifiers & Qt.KeyboardModifier.ControlModifier):
+            self.reset_view(window=True)
+        else:
+            return False
+        return True
+
+    def keyPressEvent(self, ev: QKeyEvent):
+        if self.handle_key(ev.key(), ev.modifiers()):
+            ev.accept()
+            return
+        super().keyPressEvent(ev)
+
+    # -- internals ----------------------------------------------------------------
+    def _levels(self) -> tuple[float, float]:
+        c, w = self._window
+        return c - w / 2, c + w / 2
+
+    def _set_problems(self, problems: list[str]) -> None:
+        if not problems:
+            self.warning.hide()
+            self.warning.clear()
+            return
+        shown = problems[:3]
+        more = f"\n(+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        self.warning.setText("\n".join(f"⚠ {p}" for p in shown) + more)
+        self.warning.setToolTip("\n".join(problems))
+        self.warning.show()
+
+    def _update_overlay(self) -> None:
+        v = self._volume
+        labels = [self._tl, self._tr, self._bl, self._br, *self._edge.values()]
+        if v is None:
+            for lab in labels:
+                lab.hide()
+            self._placeholder.show()
+            self._place_overlay()
+            return
+        self._placeholder.hide()
+        info = v.info
+        name = _format_name(info.patient_name) or "(no name)"
+        top_left = [name]
+        if info.patient_id:
+            top_left.append(f"ID {info.patient_id}")
+        if info.study_date:
+            top_left.append(_format_date(info.study_date))
+        desc = info.series_description or "(no description)"
+        top_left.append(desc)
+        self._tl.setText("\n".join(top_left))
+
+        nz, ny, nx = v.shape
+        top_right = [" ".join(b for b in (info.modality,
+                                          f"Se {info.series_number}" if info.series_number is not None else "",
+                                          f"{info.laterality}{info.view_position}".strip()) if b)]
+        top_right.append(f"{nx} × {ny}")
+        top_right.append(f"{v.spacing[2]:.3g} × {v.spacing[1]:.3g} mm")
+        if info.photometric.upper() == "MONOCHROME1":
+            top_right.append("MONOCHROME1 (inverted)")
+        self._tr.setText("\n".join(t for t in top_right if t))
+
+        c, w = self._window
+        bottom = [f"Im {self._k + 1}/{nz}"]
+        if nz > 1:
+            pos = float(np.dot(v.index_to_world([self._k, 0, 0]), v.direction[:, 0]))
+            bottom[0] += f"   Pos {pos:.1f} mm"
+        bottom.append(f"W/L {_fmt(w)}/{_fmt(c)}")
+        self._bl.setText("\n".join(bottom))
+        self._br.setText("")
+
+        show_edges = nz > 1 or info.patient_orientation is not None
+        if show_edges:
+            right = axis_letter(v.direction[:, 2])
+            down = axis_letter(v.direction[:, 1])
+            text = {"right": right, "left": opposite_letter(right),
+                    "bottom": down, "top": opposite_letter(down)}
+            for side, lab in self._edge.items():
+                lab.setText(text[side])
+        for lab in labels:
+            lab.setVisible(bool(lab.text()) and (lab not in self._edge.values() or show_edges))
+        self._place_overlay()
+
+    def _place_overlay(self) -> None:
+        if not hasattr(self, "_placeholder"):  # still constructing
+            return
+        vp = self.canvas.viewport()
+        w, h, m = vp.width(), vp.height(), self.MARGIN
+        for lab in (self._tl, self._tr, self._bl, self._br, self._placeholder, *self._edge.values()):
+            lab.adjustSize()
+        self._tl.move(m, m)
+        self._tr.move(w - self._tr.width() - m, m)
+        self._bl.move(m, h - self._bl.height() - m)
+        self._br.move(w - self._br.width() - m, h - self._br.height() - m)
+        e = self._edge
+        e["left"].move(m, (h - e["left"].height()) // 2)
+        e["right"].move(w - e["right"].width() - m, (h - e["right"].height()) // 2)
+        e["top"].move((w - e["top"].width()) // 2, m)
+        e["bottom"].move((w - e["bottom"].width()) // 2, h - e["bottom"].height() - m)
+        self._placeholder.move((w - self._placeholder.width()) // 2, (h - self._placeholder.height()) // 2)
+
+    def event(self, ev):  # keep the overlay placed when first shown
+        if ev.type() in (QEvent.Type.Show, QEvent.Type.LayoutRequest):
+            self._place_overlay()
+        return super().event(ev)
