@@ -95,8 +95,9 @@ class Series:
 
     def label(self) -> str:
         bits = [self.info.modality, self.info.series_description or "(no description)"]
-        if self.info.view_position or self.info.laterality:
-            bits.append(f"{self.info.laterality}{self.info.view_position}".strip())
+        view = f"{self.info.laterality}{self.info.view_position}".strip()
+        if view and view not in bits[1].replace(" ", ""):
+            bits.append(view)
         if self.part:
             bits.append(f"[{self.part}]")
         return " ".join(b for b in bits if b)

@@ -1,0 +1,37 @@
+"""The layering rules of DESIGN.md, checked on the source: arrows only point down."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QT = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6")
+
+
+def imported_modules(package: str):
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    yield path, alias.name
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                yield path, node.module
+
+
+def test_core_and_inference_never_import_qt():
+    for package in ("viewer/core", "inference"):
+        bad = [(str(p), m) for p, m in imported_modules(package) if m.split(".")[0] in QT]
+        assert not bad, bad
+
+
+def test_inference_never_imports_viewer():
+    bad = [(str(p), m) for p, m in imported_modules("inference") if m.split(".")[0] == "viewer"]
+    assert not bad, bad
+
+
+def test_loading_a_study_headless_loads_no_qt(tmp_path):
+    code = ("import sys; from viewer.core.io import scan, load_series; from viewer.core import synthetic, mammo;"
+            "import viewer.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (QT,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
