@@ -137,7 +137,8 @@ def test_tiny_16x16_series(tmp_path):
     assert vol.shape == (3, 16, 16) and np.array_equal(vol.array, truth.array)
 
 
-@pytest.mark.parametrize("name", ["examples_palette.dcm", "SC_rgb_rle.dcm", "examples_rgb_color.dcm"])
+@pytest.mark.parametrize("name", ["examples_palette.dcm", "SC_rgb_rle.dcm", "examples_rgb_color.dcm",
+                                  "SC_rgb_jpeg_dcmtk.dcm", "examples_ybr_color.dcm"])
 def test_colour_images_load_as_luminance(name):
     vol, _ = only_volume(get_testdata_file(name))
     assert vol.array.dtype == np.float32 and vol.array.ndim == 3
