@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import LightboxError, describe
+from ..core.errors import describe
 from ..core.study import ScanResult, Series
 from .series_browser import SeriesBrowser
 from .slice_view import SliceView, default_window
@@ -48,14 +48,9 @@ def about_text() -> str:
 
 
 def _demo_job(progress, should_stop) -> Path:
-    try:
-        from ..core.demo import ensure_demo_studies
-    except ImportError as exc:
-        raise LightboxError(f"the demo studies are not available ({describe(exc)})") from exc
-    try:
-        return ensure_demo_studies()
-    except ImportError as exc:  # synthetic.py missing or broken
-        raise LightboxError(f"the demo studies could not be generated ({describe(exc)})") from exc
+    from ..core.demo import ensure_demo_studies
+
+    return ensure_demo_studies()
 
 
 class MainWindow(QMainWindow):
