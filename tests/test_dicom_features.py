@@ -146,6 +146,24 @@ def test_colour_images_load_as_luminance(name):
     assert float(vol.array.max()) > float(vol.array.min())
 
 
+def test_float_pixel_data_stays_float(tmp_path):
+    truth = ramp_volume(shape=(3, 16, 16), modality="OT")
+    values = (truth.array.astype(np.float32) / 7.0).astype(np.float32)
+    info = replace(truth.info, series_uid=generate_uid())
+    for k in range(3):
+        ds = base_dataset(info, pydicom.uid.UID("1.2.840.10008.5.1.4.1.1.30"))  # Parametric Map
+        ds.ImagePositionPatient = [str(v) for v in truth.index_to_world([k, 0, 0])]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.PixelSpacing = [str(truth.spacing[1]), str(truth.spacing[2])]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns, ds.BitsAllocated, ds.NumberOfFrames = 16, 16, 32, 1
+        ds.FloatPixelData = values[k].tobytes()
+        save(ds, tmp_path / f"f{k}.dcm")
+    vol, _ = only_volume(tmp_path)
+    assert vol.array.dtype == np.float32
+    assert np.array_equal(vol.array, values)
+
+
 # -- stack irregularities ---------------------------------------------------------------
 def write_slices(root, truth, positions, **kw):
     """Each slice its own file at an explicit position, all in one series."""

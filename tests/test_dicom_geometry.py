@@ -79,3 +79,19 @@ def test_non_integer_rescale_gives_float(tmp_path):
     assert vol.array.dtype == np.float32
     assert np.allclose(vol.array, truth.array)
     assert np.allclose(vol.array, sitk.GetArrayFromImage(sitk_read(tmp_path)))
+
+
+def test_open_volume_picks_the_series_asked_or_the_largest(tmp_path):
+    from viewer.core.io import open_volume
+    from viewer.core.io.itk import write_volume
+
+    big, small = ramp_volume(shape=(9, 16, 16)), ramp_volume(shape=(3, 16, 16), seed=1)
+    write_series(big, tmp_path / "big", intercept=-1024, stored_dtype=np.uint16, bits_stored=12)
+    write_series(small, tmp_path / "small", intercept=-1024, stored_dtype=np.uint16, bits_stored=12)
+    assert open_volume(tmp_path).shape == (9, 16, 16)
+    uid = scan(tmp_path / "small").series[0].uid
+    assert np.array_equal(open_volume(tmp_path, series_uid=uid).array, small.array)
+    nifti = write_volume(big, tmp_path / "v.nii.gz")
+    assert open_volume(nifti).same_grid(big)
+    with pytest.raises(Exception, match="no images found"):
+        open_volume(tmp_path / "big" / "..", series_uid="1.2.3.nope")

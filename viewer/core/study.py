@@ -60,6 +60,7 @@ class Instance:
     pixel_offset: int | None = None  # byte offset of native (uncompressed) pixel data
     pixel_length: int | None = None  # bytes of pixel data; None when encapsulated
     has_pixels: bool = False
+    float_pixels: bool = False  # Float / Double Float Pixel Data instead of integer Pixel Data
     frame_list: list[Frame] = field(default_factory=list)
 
 

@@ -167,7 +167,7 @@ def _stored_range(inst: Instance) -> tuple[int, int]:
 def output_dtype(plan: SlicePlan) -> np.dtype:
     """Smallest dtype holding every modality value the stored bits allow (HU in int16)."""
     insts = {id(f.instance): f.instance for f in plan.slots if f is not None}.values()
-    if any(i.samples_per_pixel != 1 or i.photometric.startswith("PALETTE") for i in insts):
+    if any(i.samples_per_pixel != 1 or i.photometric.startswith("PALETTE") or i.float_pixels for i in insts):
         return np.dtype(np.float32)
     lo, hi, integral = np.inf, -np.inf, True
     for inst in insts:

@@ -30,6 +30,7 @@ NON_IMAGE_SOP_CLASSES = {
 }
 PROJECTION_MODALITIES = {"MG", "CR", "DX", "PX", "IO", "RG", "XA", "RF"}  # one image = one view
 PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # parametric maps: decoded by pydicom, kept as float
 DEFER_BYTES = 4096  # larger values (pixel data, big private blobs) are not read during a scan
 ORIENTATION_TOL = 1e-3
 
@@ -221,11 +222,8 @@ def make_instance(path: Path, ds) -> Instance:
         rescale=(_float(ds, "RescaleSlope", 1.0) or 1.0, _float(ds, "RescaleIntercept", 0.0)),
     )
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-    if raw is None:
-        for tag in (0x7FE00008, 0x7FE00009):  # float / double float pixel data
-            if ds.get_item(tag, keep_deferred=True) is not None:
-                raw = ds.get_item(tag, keep_deferred=True)
-    inst.has_pixels = raw is not None
+    inst.float_pixels = any(ds.get_item(t, keep_deferred=True) is not None for t in FLOAT_PIXEL_DATA)
+    inst.has_pixels = raw is not None or inst.float_pixels
     if raw is not None and not getattr(raw, "is_undefined_length", False):
         length = getattr(raw, "length", None)
         tell = getattr(raw, "value_tell", None)
