@@ -20,12 +20,15 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QStackedWidget,
     QWidget,
 )
 
 from ..core.errors import describe
-from ..core.study import ScanResult, Series
-from .series_browser import SeriesBrowser
+from ..core.mammo import is_mammo_study
+from ..core.study import ScanResult, Series, Study
+from .mammo_layout import MammoLayout, load_four_view
+from .series_browser import KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
 from .workers import TaskRunner, Worker
 
@@ -72,13 +75,20 @@ class MainWindow(QMainWindow):
         self.source: Path | None = None
         self.scan_result: ScanResult | None = None
         self.shown_series: Series | None = None
+        self.shown_mammo: Study | None = None  # the study on the 4-view hanging, when it is shown
         self.about_box: QMessageBox | None = None
 
         self.slice_view = SliceView(self)
-        self.setCentralWidget(self.slice_view)
+        self.mammo_layout = MammoLayout(self)
+        self.views = QStackedWidget(self)  # the single slice view, or the mammography 4-view hanging
+        self.views.addWidget(self.slice_view)
+        self.views.addWidget(self.mammo_layout)
+        self.setCentralWidget(self.views)
 
         self.browser = SeriesBrowser(self)
         self.browser.series_selected.connect(self.load_series)
+        self.browser.currentItemChanged.connect(lambda item, _prev: self._study_item_chosen(item))
+        self.browser.itemClicked.connect(lambda item, _col: self._study_item_chosen(item))
         self.browser_dock = QDockWidget("Series", self)
         self.browser_dock.setObjectName("series-dock")
         self.browser_dock.setWidget(self.browser)
@@ -270,12 +280,15 @@ class MainWindow(QMainWindow):
             why = str(result.problems[0]) if result.problems else "no DICOM or image files found"
             msg = f"{path}: nothing to show — {why}"
             self.slice_view.clear()
+            self.views.setCurrentWidget(self.slice_view)
             self.shown_series = None
+            self.shown_mammo = None
             self.show_message(msg, "error")
             self.task_failed.emit(msg)
             return
         self.show_message(summary, level)
         self.shown_series = None
+        self.shown_mammo = None
         self.browser.select_first_image_series()  # -> load_series
 
     def _show_scan_problems(self, result: ScanResult) -> None:
@@ -291,8 +304,55 @@ class MainWindow(QMainWindow):
         self.problems_label.setToolTip("\n".join(shown))
         self.problems_label.show()
 
+    def study_of(self, series: Series) -> Study | None:
+        if self.scan_result is None:
+            return None
+        return next((st for st in self.scan_result.studies if any(s.key == series.key for s in st.series)), None)
+
+    def _study_item_chosen(self, item) -> None:
+        """A study row of the tree was chosen: a mammography study opens on the 4-view hanging."""
+        if item is None or item.data(0, KEY_ROLE) or item.childCount() == 0:
+            return  # a series row (handled by series_selected) or nothing
+        key = item.child(0).data(0, KEY_ROLE)
+        study = next((st for st in (self.scan_result.studies if self.scan_result else [])
+                      if any(s.key == key for s in st.series)), None) if key else None
+        if study is not None and is_mammo_study(study):
+            self.load_mammo(study)
+
+    def load_mammo(self, study: Study, should_stop=None) -> None:
+        """Decode the four standard views of a study in the background and hang them."""
+        if self.shown_mammo is not None and self.shown_mammo.uid == study.uid and not self.busy:
+            self.views.setCurrentWidget(self.mammo_layout)
+            return
+
+        def job(progress, stop):
+            return study, load_four_view(study, progress=progress, should_stop=stop)
+
+        self._start(f"Loading 4-view mammography {study.description or study.uid}".strip(), job,
+                    self._mammo_loaded, should_stop)
+
+    def _mammo_loaded(self, payload) -> None:
+        study, views = payload
+        self.mammo_layout.set_views(views, study)
+        self.views.setCurrentWidget(self.mammo_layout)
+        self.shown_mammo = study
+        self.shown_series = None
+        shown = [name for name, v in views.items() if v is not None]
+        info = next(v[1].info for v in views.values() if v is not None)
+        who = info.patient_name.replace("^", " ").strip()
+        self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, "4-view mammography") if b))
+        missing = [name for name, v in views.items() if v is None]
+        text = f"4-view mammography: {' '.join(shown)}"
+        self.show_message(text + (f" — not in this study: {' '.join(missing)}" if missing else ""),
+                          "warning" if missing else "info")
+        self.image_shown.emit()
+
     def load_series(self, series: Series, should_stop=None) -> None:
-        """Decode a series in the background and show it."""
+        """Decode a series in the background and show it (an MG series of a 4-view study: the hanging)."""
+        study = self.study_of(series)
+        if series.modality == "MG" and study is not None and is_mammo_study(study):
+            self.load_mammo(study, should_stop)
+            return
         if self.shown_series is not None and series.key == self.shown_series.key and not self.busy:
             return
 
@@ -307,7 +367,9 @@ class MainWindow(QMainWindow):
     def _series_loaded(self, payload) -> None:
         series, volume, window = payload
         self.slice_view.set_volume(volume, window)
+        self.views.setCurrentWidget(self.slice_view)
         self.shown_series = series
+        self.shown_mammo = None
         info = volume.info
         who = info.patient_name.replace("^", " ").strip()
         self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, series.label()) if b))

@@ -79,7 +79,7 @@ class _SliceViewBox(pg.ViewBox):
         self._owner = owner
 
     def wheelEvent(self, ev, axis=None):
-        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+        if self._owner.wheel_zooms or ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
             super().wheelEvent(ev, axis)  # zoom around the mouse
             return
         ev.accept()
@@ -155,6 +155,13 @@ class SliceView(QWidget):
         self._drag_start_window: tuple[float, float] | None = None
         self._wl_step = 1.0  # modality units per screen pixel of right-drag
         self._min_width = 1.0
+        # Display options for embedding (e.g. the mammography hanging); defaults = plain view.
+        self.flips: tuple[bool, bool] = (False, False)  # (left_right, up_down) mirror of the shown slice
+        self.h_align = "center"  # 'left' / 'right': fit the image against that side of the view
+        self.wheel_zooms = False  # plain wheel zooms instead of scrolling slices
+        self.corner_text = None  # optional callable(SliceView) -> {'tl','tr','bl','br': str} overriding the overlay
+        self.hidden_edges: set[str] = set()  # orientation letters not to show ('left', 'right', 'top', 'bottom')
+        self._fitted = False
 
         self.warning = QLabel(self)
         self.warning.setWordWrap(True)
@@ -166,6 +173,8 @@ class SliceView(QWidget):
         self.canvas = _Canvas(self)
         self.view = _SliceViewBox(self)
         self.canvas.setCentralItem(self.view)
+        self.view.sigRangeChangedManually.connect(self._range_changed_manually)
+        self.view.sigResized.connect(self._view_resized)
         self.image_item = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
         self.view.addItem(self.image_item)
         self._gray = np.arange(256, dtype=np.uint8)
@@ -206,9 +215,14 @@ class SliceView(QWidget):
         """(center, width) in modality units (HU for CT)."""
         return self._window
 
-    def set_volume(self, volume: Volume, window: tuple[float, float] | None = None) -> None:
-        """Show a new volume at its middle slice with the given or default window."""
+    def set_volume(self, volume: Volume, window: tuple[float, float] | None = None,
+                   flips: tuple[bool, bool] | None = None) -> None:
+        """Show a new volume at its middle slice with the given or default window.
+
+        ``flips`` (left_right, up_down) mirrors the display only (e.g. mammography hanging).
+        """
         self._volume = volume
+        self.flips = (bool(flips[0]), bool(flips[1])) if flips is not None else (False, False)
         nz, ny, nx = volume.shape
         self._k = nz // 2
         self._default_window = window if window is not None else default_window(volume)
@@ -220,7 +234,7 @@ class SliceView(QWidget):
         self._min_width = 1.0 if np.issubdtype(arr.dtype, np.integer) else max(span * 1e-4, 1e-6)
         lut = self._gray[::-1] if volume.info.photometric.upper() == "MONOCHROME1" else self._gray
         self.image_item.setLookupTable(lut)
-        self.image_item.setImage(arr[self._k], autoLevels=False, levels=self._levels(),
+        self.image_item.setImage(self._shown(arr[self._k]), autoLevels=False, levels=self._levels(),
                                  rect=QRectF(0, 0, nx * volume.spacing[2], ny * volume.spacing[1]))
         self._set_problems(volume.problems)
         self.reset_view(window=False)
@@ -245,7 +259,7 @@ class SliceView(QWidget):
         if k == self._k:
             return
         self._k = k
-        self.image_item.setImage(self._volume.array[k], autoLevels=False, levels=self._levels())
+        self.image_item.setImage(self._shown(self._volume.array[k]), autoLevels=False, levels=self._levels())
         self._update_overlay()
         self.slice_changed.emit(k)
 
@@ -261,15 +275,27 @@ class SliceView(QWidget):
         self.window_changed.emit(*self._window)
 
     def current_image(self) -> np.ndarray | None:
-        """The 2D array shown, in modality values (HU for CT), before windowing."""
+        """The 2D array shown, in modality values (HU for CT), before windowing and display flips."""
         return None if self._volume is None else self._volume.array[self._k]
+
+    def set_placeholder(self, text: str) -> None:
+        """Text shown when there is no image."""
+        self._placeholder.setText(text)
+        self._place_overlay()
 
     def reset_view(self, window: bool = True) -> None:
         """Fit the image to the view; with ``window`` also restore the default window."""
         if self._volume is not None:
             _, ny, nx = self._volume.shape
-            sy, sx = self._volume.spacing[1], self._volume.spacing[2]
-            self.view.setRange(QRectF(0, 0, nx * sx, ny * sy), padding=0)
+            width, height = nx * self._volume.spacing[2], ny * self._volume.spacing[1]
+            pw, ph = self.view.width(), self.view.height()
+            if self.h_align in ("left", "right") and pw > 1 and ph > 1 and pw / ph > width / height:
+                span = height * pw / ph  # fit the height; the spare width goes to the other side
+                x0 = 0.0 if self.h_align == "left" else width - span
+                self.view.setRange(xRange=(x0, x0 + span), yRange=(0, height), padding=0)
+            else:
+                self.view.setRange(QRectF(0, 0, width, height), padding=0)
+            self._fitted = True
         if window:
             self.set_window(*self._default_window)
 
@@ -318,6 +344,19 @@ class SliceView(QWidget):
         super().keyPressEvent(ev)
 
     # -- internals ----------------------------------------------------------------
+    def _shown(self, image: np.ndarray) -> np.ndarray:
+        lr, ud = self.flips
+        if lr:
+            image = image[:, ::-1]
+        return image[::-1, :] if ud else image
+
+    def _range_changed_manually(self, *_args) -> None:
+        self._fitted = False  # the user zoomed or panned: keep their view on resize
+
+    def _view_resized(self, *_args) -> None:
+        if self._fitted and self.h_align != "center" and self._volume is not None:
+            self.reset_view(window=False)
+
     def _levels(self) -> tuple[float, float]:
         c, w = self._window
         return c - w / 2, c + w / 2
@@ -372,6 +411,9 @@ class SliceView(QWidget):
         bottom.append(f"W/L {_fmt(w)}/{_fmt(c)}")
         self._bl.setText("\n".join(bottom))
         self._br.setText("")
+        if self.corner_text is not None:
+            for key, text in self.corner_text(self).items():
+                getattr(self, f"_{key}").setText(text)
 
         show_edges = nz > 1 or info.patient_orientation is not None
         if show_edges:
@@ -379,8 +421,14 @@ class SliceView(QWidget):
             down = axis_letter(v.direction[:, 1])
             text = {"right": right, "left": opposite_letter(right),
                     "bottom": down, "top": opposite_letter(down)}
+            if self.flips[0]:
+                text["left"], text["right"] = text["right"], text["left"]
+            if self.flips[1]:
+                text["top"], text["bottom"] = text["bottom"], text["top"]
             for side, lab in self._edge.items():
                 lab.setText(text[side])
+        for side in self.hidden_edges:
+            self._edge[side].setText("")
         for lab in labels:
             lab.setVisible(bool(lab.text()) and (lab not in self._edge.values() or show_edges))
         self._place_overlay()

@@ -1,0 +1,293 @@
+"""The mammography 4-view hanging: RCC | LCC above RMLO | LMLO.
+
+The right breast hangs on the viewer's left, the left breast on the right,
+each mirrored (``core.mammo.display_flips``) so that its chest wall is on the
+side of the cell facing the middle, and each image is fitted against that
+side: the two breasts face each other back to back, as on a mammography
+workstation. Every cell is a ``SliceView`` (one projection image) with the
+display options it offers for this (flips, alignment, wheel zoom, compact
+corner text).
+
+Mouse per cell: wheel (or Ctrl+wheel) = zoom, right-drag = window/level,
+left/middle-drag = pan. R resets every cell. With "Link W/L and zoom" on (the
+default), window/level and zoom changes in one cell apply to all four.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import QGridLayout, QLabel, QToolBar, QVBoxLayout, QWidget
+
+from ..core.mammo import FOUR_VIEWS, GRID, display_flips, four_view
+from ..core.study import Series, Study
+from ..core.volume import Volume
+from .slice_view import SliceView, _fmt, _format_date, _format_name, default_window
+
+PRESETS = ("Full range", "Dense")
+# One loaded view: (series, volume, (center, width), (flip_left_right, flip_up_down)); None = not in the study.
+LoadedView = tuple[Series, Volume, tuple[float, float], tuple[bool, bool]]
+
+
+def load_four_view(study: Study, progress=None, should_stop=None) -> dict[str, LoadedView | None]:
+    """Decode the four standard views of a study (no Qt: runs on a worker thread)."""
+    from ..core.errors import Cancelled
+    from ..core.io import load_series
+
+    chosen = four_view(study)
+    present = [v for v in FOUR_VIEWS if chosen[v] is not None]
+    out: dict[str, LoadedView | None] = {v: None for v in FOUR_VIEWS}
+    for i, name in enumerate(present):
+        if should_stop is not None and should_stop():
+            raise Cancelled("loading the 4-view exam cancelled")
+        series = chosen[name]
+        volume = load_series(series, should_stop=should_stop)
+        flips = display_flips(volume.info, volume.array[0])
+        out[name] = (series, volume, default_window(volume), (flips.left_right, flips.up_down))
+        if progress is not None:
+            progress(i + 1, len(present))
+    return out
+
+
+def preset_window(image: np.ndarray, preset: str) -> tuple[float, float]:
+    """(center, width) of a preset for one MG image: 'Full range' or 'Dense' (upper tissue range)."""
+    vals = np.asarray(image, dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return 0.5, 1.0
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi <= lo:
+        return lo, 1.0
+    if preset == "Full range":
+        return (lo + hi) / 2, hi - lo
+    if preset == "Dense":
+        tissue = vals[vals > lo + 0.05 * (hi - lo)]  # leave the air background out
+        if tissue.size < 16:
+            tissue = vals
+        a, b = (float(v) for v in np.percentile(tissue[:: max(1, tissue.size // 500_000)], [50, 99.5]))
+        if b <= a:
+            a, b = lo + 0.5 * (hi - lo), hi
+        return (a + b) / 2, b - a
+    raise ValueError(f"unknown preset {preset!r}")
+
+
+class MammoLayout(QWidget):
+    """2x2 hanging of RCC, LCC, RMLO, LMLO; ``cells[name]`` is the SliceView of that view."""
+
+    views_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._syncing = False
+        self.study: Study | None = None
+        self.series: dict[str, Series | None] = {v: None for v in FOUR_VIEWS}
+        self.cells: dict[str, SliceView] = {}
+
+        self.toolbar = QToolBar("Mammography", self)
+        self.toolbar.setStyleSheet(
+            "QToolBar { background: #2b2b2b; border: 0; spacing: 4px; }"
+            "QToolButton { color: #e6e6e6; padding: 2px 8px; border-radius: 3px; }"
+            "QToolButton:hover { background: #404040; }"
+            "QToolButton:checked { background: #3d6185; }"
+            "QLabel { color: #cfcfcf; }")
+        self.link_action = QAction("Link W/L and zoom", self)
+        self.link_action.setCheckable(True)
+        self.link_action.setChecked(True)
+        self.link_action.setToolTip("Window/level and zoom changes in one view apply to all four")
+        self.toolbar.addAction(self.link_action)
+        self.toolbar.addSeparator()
+        self.preset_actions: dict[str, QAction] = {}
+        group = QActionGroup(self)
+        group.setExclusive(False)
+        for name in PRESETS:
+            act = QAction(name, self)
+            act.setToolTip({"Full range": "Window over each image's full pixel range",
+                            "Dense": "Narrow window on the upper intensity range (dense tissue)"}[name])
+            act.triggered.connect(lambda _checked=False, n=name: self.apply_preset(n))
+            group.addAction(act)
+            self.toolbar.addAction(act)
+            self.preset_actions[name] = act
+        self.reset_action = QAction("Reset (R)", self)
+        self.reset_action.triggered.connect(self.reset_all)
+        self.toolbar.addSeparator()
+        self.toolbar.addAction(self.reset_action)
+        self.header = QLabel(self)
+        self.header.setTextFormat(Qt.TextFormat.PlainText)
+        self.header.setStyleSheet("padding: 0 8px;")
+        self.toolbar.addWidget(self.header)
+
+        grid = QGridLayout()
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(2)
+        for name in FOUR_VIEWS:
+            cell = SliceView(self)
+            cell.setObjectName(f"mammo-{name}")
+            cell.h_align = "right" if name[0] == "R" else "left"  # chest walls meet in the middle
+            cell.wheel_zooms = True
+            cell.hidden_edges = {"right" if name[0] == "R" else "left"}  # keep the chest-wall edge clear
+            cell.corner_text = partial(self._corner_text, name)
+            cell.set_placeholder(f"{name} — not in this study")
+            cell.window_changed.connect(lambda c, w, n=name: self._window_changed(n, c, w))
+            cell.view.sigRangeChangedManually.connect(lambda *_mask, n=name: self._zoom_changed(n))
+            cell.canvas.installEventFilter(self)
+            row, col = GRID[name]
+            grid.addWidget(cell, row, col)
+            self.cells[name] = cell
+        grid.setRowStretch(0, 1)
+        grid.setRowStretch(1, 1)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.toolbar)
+        layout.addLayout(grid, 1)
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.setStyleSheet("MammoLayout { background: #3a3a3a; }")  # dark gaps between the cells
+
+    # -- content ------------------------------------------------------------------
+    @property
+    def linked(self) -> bool:
+        return self.link_action.isChecked()
+
+    def set_linked(self, on: bool) -> None:
+        self.link_action.setChecked(bool(on))
+
+    def set_views(self, views: dict[str, LoadedView | None], study: Study | None = None) -> None:
+        """Show loaded views (``load_four_view``'s result); missing ones get an empty labelled cell."""
+        self.study = study
+        self._syncing = True
+        try:
+            for name in FOUR_VIEWS:
+                cell, loaded = self.cells[name], views.get(name)
+                if loaded is None:
+                    self.series[name] = None
+                    cell.clear()
+                    continue
+                series, volume, window, flips = loaded
+                self.series[name] = series
+                cell.set_volume(volume, window, flips=flips)
+        finally:
+            self._syncing = False
+        self._update_header()
+        self.views_changed.emit()
+
+    def clear(self) -> None:
+        self.set_views({})
+
+    def cell_label(self, name: str) -> str:
+        """What the cell says about itself: its corner text, or the 'not in this study' text."""
+        cell = self.cells[name]
+        if cell.volume is None:
+            return cell._placeholder.text()
+        return "\n".join(t for t in self._corner_text(name, cell).values() if t)
+
+    # -- interaction ----------------------------------------------------------------
+    def reset_all(self) -> None:
+        self._syncing = True
+        try:
+            for cell in self.cells.values():
+                if cell.volume is not None:
+                    cell.reset_view(window=True)
+        finally:
+            self._syncing = False
+
+    def apply_preset(self, preset: str, *_args) -> None:
+        """Window every image with a preset computed from its own pixels."""
+        self._syncing = True
+        try:
+            for cell in self.cells.values():
+                image = cell.current_image()
+                if image is not None:
+                    cell.set_window(*preset_window(image, preset))
+        finally:
+            self._syncing = False
+
+    def zoom_of(self, name: str) -> float:
+        """Magnification relative to the fitted view (1 = fitted)."""
+        cell = self.cells[name]
+        fit = self._fit_scale(cell)
+        (x0, x1), _ = cell.view.viewRange()
+        if fit is None or x1 <= x0:
+            return 1.0
+        return (cell.view.width() / (x1 - x0)) / fit
+
+    def set_zoom(self, name: str, zoom: float) -> None:
+        """Magnify one cell to ``zoom`` x its fitted scale, keeping its chest-wall edge (the side
+        facing the middle) and its vertical centre in place, so the breasts still meet in the middle."""
+        cell = self.cells[name]
+        fit = self._fit_scale(cell)
+        if fit is None or zoom <= 0:
+            return
+        (x0, x1), (y0, y1) = cell.view.viewRange()
+        cy = (y0 + y1) / 2
+        scale = fit * zoom  # screen pixels per mm
+        span_x, hh = cell.view.width() / scale, cell.view.height() / scale / 2
+        x_range = (x1 - span_x, x1) if name[0] == "R" else (x0, x0 + span_x)
+        cell.view.setRange(xRange=x_range, yRange=(cy - hh, cy + hh), padding=0)
+        cell._fitted = False
+
+    def eventFilter(self, obj: QObject, ev: QEvent) -> bool:
+        if (ev.type() == QEvent.Type.KeyPress and ev.key() == Qt.Key.Key_R
+                and not ev.modifiers() & Qt.KeyboardModifier.ControlModifier):
+            self.reset_all()
+            return True
+        return super().eventFilter(obj, ev)
+
+    # -- internals -------------------------------------------------------------------
+    @staticmethod
+    def _fit_scale(cell: SliceView) -> float | None:
+        vol = cell.volume
+        pw, ph = cell.view.width(), cell.view.height()
+        if vol is None or pw <= 1 or ph <= 1:
+            return None
+        _, ny, nx = vol.shape
+        return min(pw / (nx * vol.spacing[2]), ph / (ny * vol.spacing[1]))
+
+    def _window_changed(self, name: str, center: float, width: float) -> None:
+        if self._syncing or not self.linked:
+            return
+        self._syncing = True
+        try:
+            for other, cell in self.cells.items():
+                if other != name and cell.volume is not None:
+                    cell.set_window(center, width)
+        finally:
+            self._syncing = False
+
+    def _zoom_changed(self, name: str, *_args) -> None:
+        if self._syncing or not self.linked:
+            return
+        zoom = self.zoom_of(name)
+        self._syncing = True
+        try:
+            for other, cell in self.cells.items():
+                if other != name and cell.volume is not None:
+                    self.set_zoom(other, zoom)
+        finally:
+            self._syncing = False
+
+    def _corner_text(self, name: str, cell: SliceView) -> dict[str, Any]:
+        """View name, series and W/L in the outer corners (the chest-wall side stays clear)."""
+        series = self.series.get(name)
+        desc = series.info.series_description if series is not None else ""
+        number = series.info.series_number if series is not None else None
+        head = "  ".join(b for b in (name, desc, f"Se {number}" if number is not None else "") if b)
+        c, w = cell.window
+        wl = f"W/L {_fmt(w)}/{_fmt(c)}"
+        if name[0] == "R":  # right breast: left column, outer side = left
+            return {"tl": head, "tr": "", "bl": wl, "br": ""}
+        return {"tl": "", "tr": head, "bl": "", "br": wl}
+
+    def _update_header(self) -> None:
+        info = next((c.volume.info for c in self.cells.values() if c.volume is not None), None)
+        if info is None:
+            self.header.setText("")
+            return
+        parts = [_format_name(info.patient_name), f"ID {info.patient_id}" if info.patient_id else "",
+                 _format_date(info.study_date), info.study_description]
+        self.header.setText("   ".join(p for p in parts if p))
