@@ -28,29 +28,6 @@ from viewer.ui.main_window import MainWindow
 from viewer.ui.mammo_layout import MammoLayout, load_four_view, preset_window
 
 
-def _pyside_emit_refcount_workaround() -> None:
-    """PySide6 6.12.0: every ``SignalInstance.emit()`` called from Python returns ``True`` without a
-    reference (sys.getrefcount(True) drops by one per emit), so a process that emits a few thousand
-    signals aborts at exit with "bool_dealloc: deallocating True or False". Each pyqtgraph view
-    emits many; this module builds a dozen of them. Hold spare references (never released)."""
-    import ctypes
-    import sys
-
-    from PySide6.QtCore import QObject, Signal
-
-    class _Probe(QObject):
-        ping = Signal()
-
-    probe, before = _Probe(), sys.getrefcount(True)
-    for _ in range(10):
-        probe.ping.emit()
-    if sys.getrefcount(True) < before:  # the bug is present
-        for _ in range(200_000):
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(True))
-
-
-_pyside_emit_refcount_workaround()
-
 SIZE = (104, 80)
 DESCRIPTION = {"RCC": "R CC", "LCC": "L CC", "RMLO": "R MLO", "LMLO": "L MLO"}
 
