@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QStackedWidget,
+    QToolBar,
     QWidget,
 )
 
@@ -28,6 +29,7 @@ from ..core.errors import describe
 from ..core.mammo import is_mammo_study
 from ..core.study import ScanResult, Series, Study
 from .mammo_layout import MammoLayout, load_four_view
+from .mpr_layout import MprLayout
 from .series_browser import KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
 from .workers import TaskRunner, Worker
@@ -80,9 +82,12 @@ class MainWindow(QMainWindow):
 
         self.slice_view = SliceView(self)
         self.mammo_layout = MammoLayout(self)
-        self.views = QStackedWidget(self)  # the single slice view, or the mammography 4-view hanging
+        self.mpr_layout = MprLayout(self)
+        self.layout_mode = "1x1"  # chosen in the Layout menu: '1x1' or 'mpr' (kept across loads)
+        self.views = QStackedWidget(self)  # the single slice view, the MPR layout or the mammography hanging
         self.views.addWidget(self.slice_view)
         self.views.addWidget(self.mammo_layout)
+        self.views.addWidget(self.mpr_layout)
         self.setCentralWidget(self.views)
 
         self.browser = SeriesBrowser(self)
@@ -135,10 +140,57 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
 
+        layout_menu = self.menuBar().addMenu("&Layout")
+        group = QActionGroup(self)
+        self.layout_1x1_action = QAction("1×1", self)
+        self.layout_1x1_action.setShortcut(QKeySequence("1"))
+        self.layout_1x1_action.setToolTip("One view of the series as acquired (1)")
+        self.layout_mpr_action = QAction("MPR", self)
+        self.layout_mpr_action.setShortcut(QKeySequence("M"))
+        self.layout_mpr_action.setToolTip("Axial, coronal and sagittal views with a shared crosshair (M)")
+        self.layout_toolbar = QToolBar("Layout", self)
+        self.layout_toolbar.setObjectName("layout-toolbar")
+        for act, mode in ((self.layout_1x1_action, "1x1"), (self.layout_mpr_action, "mpr")):
+            act.setCheckable(True)
+            act.triggered.connect(lambda _checked=False, m=mode: self.set_layout(m))
+            group.addAction(act)
+            layout_menu.addAction(act)
+            self.layout_toolbar.addAction(act)
+        self.layout_1x1_action.setChecked(True)
+        self.layout_mpr_action.setEnabled(False)
+        self.addToolBar(self.layout_toolbar)
+
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = QAction("&About Lightbox", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
+
+    # -- layouts --------------------------------------------------------------------------
+    def set_layout(self, mode: str) -> None:
+        """'1x1' or 'mpr'; the choice stays for the next series loaded (MPR needs a 3D volume)."""
+        if mode not in ("1x1", "mpr"):
+            raise ValueError(f"unknown layout {mode!r}")
+        self.layout_mode = mode
+        (self.layout_mpr_action if mode == "mpr" else self.layout_1x1_action).setChecked(True)
+        if self.shown_mammo is None:
+            self._show_volume_layout()
+
+    def _mpr_possible(self) -> bool:
+        vol = self.slice_view.volume
+        return vol is not None and self.shown_mammo is None and min(vol.shape) > 1
+
+    def _show_volume_layout(self) -> None:
+        """Show the loaded volume in the chosen layout."""
+        vol = self.slice_view.volume
+        self.layout_mpr_action.setEnabled(self._mpr_possible())
+        if self.layout_mode == "mpr" and self._mpr_possible():
+            if self.mpr_layout.volume is not vol:
+                self.mpr_layout.set_volume(vol, self.slice_view.window)
+            self.views.setCurrentWidget(self.mpr_layout)
+        else:
+            if self.mpr_layout.volume is not None and self.mpr_layout.volume is not vol:
+                self.mpr_layout.clear()  # do not keep a second volume alive
+            self.views.setCurrentWidget(self.slice_view)
 
     def choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open folder", self._last_dir)
@@ -280,7 +332,9 @@ class MainWindow(QMainWindow):
             why = str(result.problems[0]) if result.problems else "no DICOM or image files found"
             msg = f"{path}: nothing to show — {why}"
             self.slice_view.clear()
+            self.mpr_layout.clear()
             self.views.setCurrentWidget(self.slice_view)
+            self.layout_mpr_action.setEnabled(False)
             self.shown_series = None
             self.shown_mammo = None
             self.show_message(msg, "error")
@@ -337,6 +391,7 @@ class MainWindow(QMainWindow):
         self.views.setCurrentWidget(self.mammo_layout)
         self.shown_mammo = study
         self.shown_series = None
+        self.layout_mpr_action.setEnabled(False)
         shown = [name for name, v in views.items() if v is not None]
         info = next(v[1].info for v in views.values() if v is not None)
         who = info.patient_name.replace("^", " ").strip()
@@ -367,9 +422,9 @@ class MainWindow(QMainWindow):
     def _series_loaded(self, payload) -> None:
         series, volume, window = payload
         self.slice_view.set_volume(volume, window)
-        self.views.setCurrentWidget(self.slice_view)
         self.shown_series = series
         self.shown_mammo = None
+        self._show_volume_layout()
         info = volume.info
         who = info.patient_name.replace("^", " ").strip()
         self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, series.label()) if b))

@@ -8,7 +8,7 @@ for display only; ``current_image()`` always returns modality values.
 
 Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, right-drag =
 window/level (horizontal = width, vertical = center), left- or middle-drag =
-pan. Keys: Up/Down = previous/next slice, PageUp/PageDown = 10% of the
+pan (``pixel_clicked`` reports left clicks, e.g. for a crosshair). Keys: Up/Down = previous/next slice, PageUp/PageDown = 10% of the
 stack, Home/End = first/last, R = reset view and window.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.geometry import axis_letter, opposite_letter
+from ..core.mpr import PlaneGeometry, extract_slice, pixel_to_world, plane_geometry
 from ..core.volume import Volume
 
 WHEEL_STEP = 120  # one notch of a mouse wheel, in eighths of a degree
@@ -71,6 +72,20 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.4g}"
 
 
+def native_geometry(volume: Volume) -> PlaneGeometry:
+    """The array as stored: slice k = array[k], rows down, columns right (the 1x1 view)."""
+    nz, ny, nx = volume.shape
+    right, down = axis_letter(volume.direction[:, 2]), axis_letter(volume.direction[:, 1])
+    return PlaneGeometry(plane="native", axis=0, n_slices=nz, row_axis=1, col_axis=2,
+                         flip_rows=False, flip_cols=False, n_rows=ny, n_cols=nx,
+                         pixel_size=(float(volume.spacing[1]), float(volume.spacing[2])),
+                         edge_letters={"right": right, "left": opposite_letter(right),
+                                       "bottom": down, "top": opposite_letter(down)})
+
+
+_PLANE_AXIS = {"axial": (2, "S", "I"), "coronal": (1, "P", "A"), "sagittal": (0, "L", "R")}
+
+
 class _SliceViewBox(pg.ViewBox):
     """A ViewBox whose wheel scrolls slices and whose right-drag sets window/level."""
 
@@ -94,6 +109,14 @@ class _SliceViewBox(pg.ViewBox):
                                     start=ev.isStart(), finish=ev.isFinish())
             return
         super().mouseDragEvent(ev, axis)  # left / middle: pan (ViewBox PanMode)
+
+    def mouseClickEvent(self, ev):
+        if ev.button() == Qt.MouseButton.LeftButton and self._owner.volume is not None:
+            ev.accept()
+            p = self.mapSceneToView(ev.scenePos())
+            self._owner.click_at(p.x(), p.y(), ev.modifiers())
+            return
+        super().mouseClickEvent(ev)
 
 
 class _Canvas(pg.GraphicsView):
@@ -142,11 +165,16 @@ class SliceView(QWidget):
     slice_changed = Signal(int)
     window_changed = Signal(float, float)  # center, width
     volume_changed = Signal()
+    pixel_clicked = Signal(int, int, object)  # row, col of the shown slice (display orientation), modifiers
 
     MARGIN = 6
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, plane: str | None = None):
         super().__init__(parent)
+        # None: the array as stored (today's single view); 'axial' / 'coronal' / 'sagittal':
+        # that reformatted plane (core.mpr), whatever the acquisition direction.
+        self.plane = plane
+        self.geometry_: PlaneGeometry | None = None
         self._volume: Volume | None = None
         self._k = 0
         self._window = (0.5, 1.0)
@@ -208,7 +236,27 @@ class SliceView(QWidget):
 
     @property
     def slice_count(self) -> int:
-        return 0 if self._volume is None else self._volume.shape[0]
+        return 0 if self.geometry_ is None else self.geometry_.n_slices
+
+    @property
+    def plane_geometry(self) -> PlaneGeometry | None:
+        """How the shown slices are cut from the volume (None without a volume)."""
+        return self.geometry_
+
+    def image_size_mm(self) -> tuple[float, float]:
+        """(width, height) of the shown slice in scene units (mm)."""
+        g = self.geometry_
+        if g is None:
+            return 0.0, 0.0
+        return g.n_cols * g.pixel_size[1], g.n_rows * g.pixel_size[0]
+
+    def pixel_center(self, row: float, col: float) -> tuple[float, float]:
+        """Scene (x, y) in mm of the centre of a displayed pixel (before display flips)."""
+        g = self.geometry_
+        w, h = self.image_size_mm()
+        x, y = (col + 0.5) * g.pixel_size[1], (row + 0.5) * g.pixel_size[0]
+        lr, ud = self.flips
+        return (w - x if lr else x), (h - y if ud else y)
 
     @property
     def window(self) -> tuple[float, float]:
@@ -223,19 +271,20 @@ class SliceView(QWidget):
         """
         self._volume = volume
         self.flips = (bool(flips[0]), bool(flips[1])) if flips is not None else (False, False)
-        nz, ny, nx = volume.shape
-        self._k = nz // 2
+        g = self.geometry_ = native_geometry(volume) if self.plane is None else plane_geometry(volume, self.plane)
+        self._k = g.n_slices // 2
         self._default_window = window if window is not None else default_window(volume)
         self._window = self._default_window
         arr = volume.array
-        span = float(np.nanmax(arr[self._k]) - np.nanmin(arr[self._k])) if np.isfinite(arr[self._k]).any() else 0.0
+        img = self._slice(self._k)
+        span = float(np.nanmax(img) - np.nanmin(img)) if np.isfinite(img).any() else 0.0
         span = max(span if np.isfinite(span) else 0.0, self._default_window[1])
         self._wl_step = max(self._default_window[1] / 256.0, span / 2000.0, 1e-6)
         self._min_width = 1.0 if np.issubdtype(arr.dtype, np.integer) else max(span * 1e-4, 1e-6)
         lut = self._gray[::-1] if volume.info.photometric.upper() == "MONOCHROME1" else self._gray
         self.image_item.setLookupTable(lut)
-        self.image_item.setImage(self._shown(arr[self._k]), autoLevels=False, levels=self._levels(),
-                                 rect=QRectF(0, 0, nx * volume.spacing[2], ny * volume.spacing[1]))
+        self.image_item.setImage(self._shown(img), autoLevels=False, levels=self._levels(),
+                                 rect=QRectF(0, 0, *self.image_size_mm()))
         self._set_problems(volume.problems)
         self.reset_view(window=False)
         self._update_overlay()
@@ -245,6 +294,7 @@ class SliceView(QWidget):
 
     def clear(self) -> None:
         self._volume = None
+        self.geometry_ = None
         self._k = 0
         self.image_item.clear()
         self._set_problems([])
@@ -255,11 +305,11 @@ class SliceView(QWidget):
         """Go to slice k (clamped to the stack)."""
         if self._volume is None:
             return
-        k = int(np.clip(k, 0, self._volume.shape[0] - 1))
+        k = int(np.clip(k, 0, self.slice_count - 1))
         if k == self._k:
             return
         self._k = k
-        self.image_item.setImage(self._shown(self._volume.array[k]), autoLevels=False, levels=self._levels())
+        self.image_item.setImage(self._shown(self._slice(k)), autoLevels=False, levels=self._levels())
         self._update_overlay()
         self.slice_changed.emit(k)
 
@@ -276,7 +326,7 @@ class SliceView(QWidget):
 
     def current_image(self) -> np.ndarray | None:
         """The 2D array shown, in modality values (HU for CT), before windowing and display flips."""
-        return None if self._volume is None else self._volume.array[self._k]
+        return None if self._volume is None else self._slice(self._k)
 
     def set_placeholder(self, text: str) -> None:
         """Text shown when there is no image."""
@@ -286,8 +336,7 @@ class SliceView(QWidget):
     def reset_view(self, window: bool = True) -> None:
         """Fit the image to the view; with ``window`` also restore the default window."""
         if self._volume is not None:
-            _, ny, nx = self._volume.shape
-            width, height = nx * self._volume.spacing[2], ny * self._volume.spacing[1]
+            width, height = self.image_size_mm()
             pw, ph = self.view.width(), self.view.height()
             if self.h_align in ("left", "right") and pw > 1 and ph > 1 and pw / ph > width / height:
                 span = height * pw / ph  # fit the height; the spare width goes to the other side
@@ -308,6 +357,18 @@ class SliceView(QWidget):
             self._wheel_acc -= steps * WHEEL_STEP
             self.step_slice(-steps)
 
+    def click_at(self, x_mm: float, y_mm: float, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+        """A left click at scene (x, y) mm: emits ``pixel_clicked`` with the pixel under it."""
+        g = self.geometry_
+        if g is None:
+            return
+        w, h = self.image_size_mm()
+        lr, ud = self.flips
+        x, y = (w - x_mm if lr else x_mm), (h - y_mm if ud else y_mm)
+        row = int(np.clip(np.floor(y / g.pixel_size[0]), 0, g.n_rows - 1))
+        col = int(np.clip(np.floor(x / g.pixel_size[1]), 0, g.n_cols - 1))
+        self.pixel_clicked.emit(row, col, modifiers)
+
     def drag_window(self, dx: float, dy: float, start: bool = False, finish: bool = False) -> None:
         """Right-drag by (dx, dy) screen pixels since the press: right = wider, down = higher center."""
         if start or self._drag_start_window is None:
@@ -321,7 +382,7 @@ class SliceView(QWidget):
         """Navigation keys; True when the key was used."""
         if self._volume is None:
             return False
-        n = self._volume.shape[0]
+        n = self.slice_count
         page = max(1, n // 10)
         k = Qt.Key
         moves = {k.Key_Up: -1, k.Key_Down: 1, k.Key_PageUp: -page, k.Key_PageDown: page}
@@ -344,6 +405,11 @@ class SliceView(QWidget):
         super().keyPressEvent(ev)
 
     # -- internals ----------------------------------------------------------------
+    def _slice(self, k: int) -> np.ndarray:
+        if self.plane is None:
+            return self._volume.array[k]
+        return extract_slice(self._volume, self.geometry_, k)
+
     def _shown(self, image: np.ndarray) -> np.ndarray:
         lr, ud = self.flips
         if lr:
@@ -354,7 +420,7 @@ class SliceView(QWidget):
         self._fitted = False  # the user zoomed or panned: keep their view on resize
 
     def _view_resized(self, *_args) -> None:
-        if self._fitted and self.h_align != "center" and self._volume is not None:
+        if self._fitted and self._volume is not None:  # not zoomed or panned by the user: keep it fitted
             self.reset_view(window=False)
 
     def _levels(self) -> tuple[float, float]:
@@ -393,21 +459,28 @@ class SliceView(QWidget):
         top_left.append(desc)
         self._tl.setText("\n".join(top_left))
 
-        nz, ny, nx = v.shape
+        g = self.geometry_
+        nz, ny, nx = g.n_slices, g.n_rows, g.n_cols
         top_right = [" ".join(b for b in (info.modality,
                                           f"Se {info.series_number}" if info.series_number is not None else "",
                                           f"{info.laterality}{info.view_position}".strip()) if b)]
         top_right.append(f"{nx} × {ny}")
-        top_right.append(f"{v.spacing[2]:.3g} × {v.spacing[1]:.3g} mm")
+        top_right.append(f"{g.pixel_size[1]:.3g} × {g.pixel_size[0]:.3g} mm")
+        if self.plane is not None:
+            top_right.insert(0, self.plane.capitalize())
         if info.photometric.upper() == "MONOCHROME1":
             top_right.append("MONOCHROME1 (inverted)")
         self._tr.setText("\n".join(t for t in top_right if t))
 
         c, w = self._window
         bottom = [f"Im {self._k + 1}/{nz}"]
-        if nz > 1:
+        if nz > 1 and self.plane is None:
             pos = float(np.dot(v.index_to_world([self._k, 0, 0]), v.direction[:, 0]))
             bottom[0] += f"   Pos {pos:.1f} mm"
+        elif nz > 1:  # world coordinate along the plane's axis, e.g. "S 12.5 mm"
+            axis, plus, minus = _PLANE_AXIS[self.plane]
+            pos = float(pixel_to_world(v, g, self._k, (g.n_rows - 1) / 2, (g.n_cols - 1) / 2)[axis])
+            bottom[0] += f"   {plus if pos >= 0 else minus} {abs(pos):.1f} mm"
         bottom.append(f"W/L {_fmt(w)}/{_fmt(c)}")
         self._bl.setText("\n".join(bottom))
         self._br.setText("")
@@ -415,12 +488,9 @@ class SliceView(QWidget):
             for key, text in self.corner_text(self).items():
                 getattr(self, f"_{key}").setText(text)
 
-        show_edges = nz > 1 or info.patient_orientation is not None
+        show_edges = v.shape[0] > 1 or info.patient_orientation is not None
         if show_edges:
-            right = axis_letter(v.direction[:, 2])
-            down = axis_letter(v.direction[:, 1])
-            text = {"right": right, "left": opposite_letter(right),
-                    "bottom": down, "top": opposite_letter(down)}
+            text = dict(g.edge_letters)
             if self.flips[0]:
                 text["left"], text["right"] = text["right"], text["left"]
             if self.flips[1]:
