@@ -25,6 +25,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QToolBar, QVBoxLayout, QWidge
 from ..core.mammo import FOUR_VIEWS, GRID, display_flips, four_view
 from ..core.study import Series, Study
 from ..core.volume import Volume
+from ..core.windowing import dense_window, full_range_window
 from .slice_view import SliceView, _fmt, _format_date, _format_name, default_window
 
 PRESETS = ("Full range", "Dense")
@@ -54,23 +55,10 @@ def load_four_view(study: Study, progress=None, should_stop=None) -> dict[str, L
 
 def preset_window(image: np.ndarray, preset: str) -> tuple[float, float]:
     """(center, width) of a preset for one MG image: 'Full range' or 'Dense' (upper tissue range)."""
-    vals = np.asarray(image, dtype=np.float64)
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return 0.5, 1.0
-    lo, hi = float(vals.min()), float(vals.max())
-    if hi <= lo:
-        return lo, 1.0
     if preset == "Full range":
-        return (lo + hi) / 2, hi - lo
+        return full_range_window(image)
     if preset == "Dense":
-        tissue = vals[vals > lo + 0.05 * (hi - lo)]  # leave the air background out
-        if tissue.size < 16:
-            tissue = vals
-        a, b = (float(v) for v in np.percentile(tissue[:: max(1, tissue.size // 500_000)], [50, 99.5]))
-        if b <= a:
-            a, b = lo + 0.5 * (hi - lo), hi
-        return (a + b) / 2, b - a
+        return dense_window(image)
     raise ValueError(f"unknown preset {preset!r}")
 
 

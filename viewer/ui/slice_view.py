@@ -28,30 +28,9 @@ from PySide6.QtWidgets import (
 from ..core.geometry import axis_letter, opposite_letter
 from ..core.mpr import PlaneGeometry, extract_slice, pixel_to_world, plane_geometry
 from ..core.volume import Volume
+from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
 
 WHEEL_STEP = 120  # one notch of a mouse wheel, in eighths of a degree
-PERCENTILE_SAMPLES = 2_000_000
-
-
-def default_window(volume: Volume) -> tuple[float, float]:
-    """(center, width): the source's suggestion, else the 1st..99th percentile of the voxels.
-
-    Pure numpy, safe to call on a worker thread.
-    """
-    if volume.info.window is not None:
-        c, w = volume.info.window
-        if np.isfinite(c) and np.isfinite(w) and w > 0:
-            return float(c), float(w)
-    arr = volume.array
-    step = max(1, int(np.ceil((arr.size / PERCENTILE_SAMPLES) ** (1 / 3))))
-    sample = np.asarray(arr[::step, ::step, ::step], dtype=np.float64)
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return 0.5, 1.0
-    lo, hi = (float(v) for v in np.percentile(sample, [1, 99]))
-    if hi <= lo:  # flat image: any window shows it; centre it on the value
-        lo, hi = lo - 0.5, lo + 0.5
-    return (lo + hi) / 2, hi - lo
 
 
 def _format_date(d: str) -> str:
