@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
+    QComboBox,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QStackedWidget,
     QToolBar,
     QWidget,
@@ -28,6 +30,7 @@ from PySide6.QtWidgets import (
 from ..core.errors import describe
 from ..core.mammo import is_mammo_study
 from ..core.study import ScanResult, Series, Study
+from ..core.windowing import CT_PRESET_KEYS, Preset, presets_for
 from .mammo_layout import MammoLayout, load_four_view
 from .mpr_layout import MprLayout
 from .series_browser import KEY_ROLE, SeriesBrowser
@@ -37,6 +40,22 @@ from .workers import TaskRunner, Worker
 DISCLAIMER = "Lightbox — research software, not a medical device. Not for diagnostic use."
 OPEN_FILE_FILTER = ("DICOM and image files (*.dcm *.dicom *.dic *.ima *.nii *.nii.gz *.nrrd *.nhdr "
                     "*.mha *.mhd DICOMDIR);;All files (*)")
+
+
+MAX_RECENT = 8
+RECENT_KEY = "recent/paths"
+
+
+def settings() -> QSettings:
+    """The application's settings (an INI file in the user scope, organisation "Lightbox")."""
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Lightbox", "Lightbox")
+
+
+def preset_label(p: Preset) -> str:
+    def f(v: float) -> str:
+        return f"{v:.0f}" if abs(v - round(v)) < 1e-6 else f"{v:.4g}"
+
+    return f"{p.name}  (W {f(p.width)} / L {f(p.center)})"
 
 
 def app_version() -> str:
@@ -121,7 +140,12 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.cancel_button.hide()
 
+        self.preset_actions: list[QAction] = []  # the Window menu's entries for what is shown now
+        self.cine_timer = QTimer(self)
+        self.cine_timer.timeout.connect(self._cine_step)
         self._build_menus()
+        self._rebuild_presets()
+        self._rebuild_recent_menu()
 
     # -- menus ------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -137,6 +161,8 @@ class MainWindow(QMainWindow):
         self.quit_action.triggered.connect(self.close)
         file_menu.addAction(self.open_folder_action)
         file_menu.addAction(self.open_file_action)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._rebuild_recent_menu)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
 
@@ -160,6 +186,47 @@ class MainWindow(QMainWindow):
         self.layout_mpr_action.setEnabled(False)
         self.addToolBar(self.layout_toolbar)
 
+        # Window/level presets: rebuilt for each volume shown (presets_for), F1..F7 for CT.
+        self.window_menu = self.menuBar().addMenu("&Window")
+        self.preset_toolbar = QToolBar("Window", self)
+        self.preset_toolbar.setObjectName("window-toolbar")
+        self.preset_combo = QComboBox(self)
+        self.preset_combo.setToolTip("Window/level preset (F1…F7)")
+        self.preset_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.preset_combo.activated.connect(self._preset_combo_chosen)
+        self.preset_toolbar.addWidget(self.preset_combo)
+        self.addToolBar(self.preset_toolbar)
+
+        # Cine
+        self.cine_toolbar = QToolBar("Cine", self)
+        self.cine_toolbar.setObjectName("cine-toolbar")
+        self.play_action = QAction("▶ Play", self)
+        self.play_action.setCheckable(True)
+        self.play_action.setShortcuts([QKeySequence("P"), QKeySequence("Space")])
+        self.play_action.setToolTip("Cine: step through the slices in a loop (P or Space)")
+        self.play_action.toggled.connect(self.set_playing)
+        self.fps_spin = QSpinBox(self)
+        self.fps_spin.setRange(1, 60)
+        self.fps_spin.setValue(10)
+        self.fps_spin.setSuffix(" fps")
+        self.fps_spin.setToolTip("Cine speed, frames per second")
+        self.fps_spin.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.fps_spin.valueChanged.connect(self._fps_changed)
+        self.cine_toolbar.addAction(self.play_action)
+        self.cine_toolbar.addWidget(self.fps_spin)
+        self.addToolBar(self.cine_toolbar)
+        self.addAction(self.play_action)
+
+        view_menu = self.menuBar().addMenu("&View")
+        self.overlay_action = QAction("Show &overlay text", self)
+        self.overlay_action.setCheckable(True)
+        self.overlay_action.setChecked(True)
+        self.overlay_action.setShortcut(QKeySequence("T"))
+        self.overlay_action.toggled.connect(self.set_overlay_text_visible)
+        view_menu.addAction(self.overlay_action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.play_action)
+
         help_menu = self.menuBar().addMenu("&Help")
         self.about_action = QAction("&About Lightbox", self)
         self.about_action.triggered.connect(self.show_about)
@@ -174,6 +241,7 @@ class MainWindow(QMainWindow):
         (self.layout_mpr_action if mode == "mpr" else self.layout_1x1_action).setChecked(True)
         if self.shown_mammo is None:
             self._show_volume_layout()
+        self._apply_overlay_visibility()
 
     def _mpr_possible(self) -> bool:
         vol = self.slice_view.volume
@@ -306,6 +374,8 @@ class MainWindow(QMainWindow):
             self.task_failed.emit(msg)
             return
         self._last_dir = str(p if p.is_dir() else p.parent)
+        self.stop_cine()
+        self.add_recent(p)
 
         def job(progress, stop):
             from ..core.io import scan
@@ -337,6 +407,7 @@ class MainWindow(QMainWindow):
             self.layout_mpr_action.setEnabled(False)
             self.shown_series = None
             self.shown_mammo = None
+            self._rebuild_presets()
             self.show_message(msg, "error")
             self.task_failed.emit(msg)
             return
@@ -377,6 +448,7 @@ class MainWindow(QMainWindow):
         """Decode the four standard views of a study in the background and hang them."""
         if self.shown_mammo is not None and self.shown_mammo.uid == study.uid and not self.busy:
             self.views.setCurrentWidget(self.mammo_layout)
+            self._rebuild_presets()
             return
 
         def job(progress, stop):
@@ -387,6 +459,7 @@ class MainWindow(QMainWindow):
 
     def _mammo_loaded(self, payload) -> None:
         study, views = payload
+        self.stop_cine()
         self.mammo_layout.set_views(views, study)
         self.views.setCurrentWidget(self.mammo_layout)
         self.shown_mammo = study
@@ -400,6 +473,8 @@ class MainWindow(QMainWindow):
         text = f"4-view mammography: {' '.join(shown)}"
         self.show_message(text + (f" — not in this study: {' '.join(missing)}" if missing else ""),
                           "warning" if missing else "info")
+        self._rebuild_presets()
+        self._apply_overlay_visibility()
         self.image_shown.emit()
 
     def load_series(self, series: Series, should_stop=None) -> None:
@@ -410,6 +485,7 @@ class MainWindow(QMainWindow):
             return
         if self.shown_series is not None and series.key == self.shown_series.key and not self.busy:
             return
+        self.stop_cine()
 
         def job(progress, stop):
             from ..core.io import load_series
@@ -421,6 +497,7 @@ class MainWindow(QMainWindow):
 
     def _series_loaded(self, payload) -> None:
         series, volume, window = payload
+        self.stop_cine()
         self.slice_view.set_volume(volume, window)
         self.shown_series = series
         self.shown_mammo = None
@@ -437,7 +514,217 @@ class MainWindow(QMainWindow):
                               "warning")
         else:
             self.show_message(text)
+        self._rebuild_presets()
+        self._apply_overlay_visibility()
         self.image_shown.emit()
+
+    # -- window/level presets -------------------------------------------------------------------
+    def shown_views(self) -> list[SliceView]:
+        """The SliceViews on screen now (the 1x1 view, the three MPR views or the mammography cells)."""
+        current = self.views.currentWidget()
+        if current is self.mpr_layout:
+            return list(self.mpr_layout.views.values())
+        if current is self.mammo_layout:
+            return list(self.mammo_layout.cells.values())
+        return [self.slice_view]
+
+    def all_views(self) -> list[SliceView]:
+        return [self.slice_view, *self.mpr_layout.views.values(), *self.mammo_layout.cells.values()]
+
+    def current_presets(self) -> list[Preset]:
+        vol = self.slice_view.volume
+        if self.views.currentWidget() is self.mammo_layout or vol is None:
+            return []
+        return presets_for(vol)
+
+    def _rebuild_presets(self) -> None:
+        """Fill the Window menu and the toolbar combo for what is shown now."""
+        for act in self.preset_actions:
+            self.removeAction(act)
+            act.deleteLater()
+        self.preset_actions = []
+        self.window_menu.clear()
+        self.preset_combo.clear()
+        self.preset_combo.addItem("W/L preset")
+        entries: list[tuple[str, Callable[[], None], str | None]] = []
+        if self.views.currentWidget() is self.mammo_layout:
+            for i, (name, act) in enumerate(self.mammo_layout.preset_actions.items()):
+                entries.append((name, lambda a=act: a.trigger(), f"F{i + 1}" if i < 12 else None))
+        else:
+            presets = self.current_presets()
+            is_ct = self.slice_view.volume is not None and \
+                (self.slice_view.volume.info.modality or "").upper() == "CT"
+            ct_keys = {name: f"F{digit}" for digit, name in CT_PRESET_KEYS.items()}
+            ordered = sorted(presets, key=lambda p: int(ct_keys.get(p.name, "F99")[1:])) if is_ct else presets
+            for i, p in enumerate(ordered):
+                key = ct_keys.get(p.name) if is_ct else (f"F{i + 1}" if i < 12 else None)
+                entries.append((preset_label(p), lambda p=p: self.apply_window(p.center, p.width), key))
+        for text, fn, key in entries:
+            act = QAction(text, self)
+            if key:
+                act.setShortcut(QKeySequence(key))
+                act.setToolTip(f"{text} ({key})")
+            act.triggered.connect(lambda _checked=False, fn=fn: fn())
+            self.window_menu.addAction(act)
+            self.addAction(act)  # shortcuts work while the menu is closed
+            self.preset_actions.append(act)
+            self.preset_combo.addItem(f"{text}   {key}" if key else text)
+        if not entries:
+            placeholder = self.window_menu.addAction("(no image)")
+            placeholder.setEnabled(False)
+        self.preset_combo.setEnabled(bool(entries))
+        self.preset_combo.setCurrentIndex(0)
+
+    def preset_action(self, name: str) -> QAction | None:
+        """The Window menu entry of the preset called ``name`` (None if not offered now)."""
+        return next((a for a in self.preset_actions if a.text().split("  (")[0] == name), None)
+
+    def _preset_combo_chosen(self, index: int) -> None:
+        if 1 <= index <= len(self.preset_actions):
+            self.preset_actions[index - 1].trigger()
+        self.preset_combo.setCurrentIndex(0)
+
+    def apply_window(self, center: float, width: float) -> None:
+        """Set (center, width) on every image view shown now."""
+        for view in self.shown_views():
+            if view.volume is not None:
+                view.set_window(center, width)
+
+    # -- cine --------------------------------------------------------------------------------------
+    @property
+    def playing(self) -> bool:
+        return self.cine_timer.isActive()
+
+    def cine_view(self) -> SliceView | None:
+        """The view cine steps through: the 1x1 view (the axial view in MPR); None for mammography."""
+        current = self.views.currentWidget()
+        if current is self.slice_view:
+            return self.slice_view
+        if current is self.mpr_layout:
+            return self.mpr_layout.views.get("axial")
+        return None
+
+    def set_playing(self, on: bool) -> None:
+        view = self.cine_view()
+        if on and (view is None or view.volume is None or view.slice_count < 2):
+            on = False
+            self.show_message("Cine: nothing to play (needs a series of several slices)", "warning")
+        if on:
+            self.cine_timer.start(max(1, round(1000 / self.fps_spin.value())))
+        else:
+            self.cine_timer.stop()
+        if self.play_action.isChecked() != on:
+            self.play_action.blockSignals(True)
+            self.play_action.setChecked(on)
+            self.play_action.blockSignals(False)
+        self.play_action.setText("⏸ Pause" if on else "▶ Play")
+
+    def stop_cine(self) -> None:
+        if self.playing or self.play_action.isChecked():
+            self.set_playing(False)
+
+    def _fps_changed(self, fps: int) -> None:
+        if self.cine_timer.isActive():
+            self.cine_timer.setInterval(max(1, round(1000 / fps)))
+
+    def _cine_step(self) -> None:
+        view = self.cine_view()
+        if view is None or view.volume is None or view.slice_count < 2:
+            self.stop_cine()
+            return
+        k = view.slice_index + 1
+        view.set_slice(0 if k >= view.slice_count else k)
+
+    # -- overlay text ------------------------------------------------------------------------------
+    @property
+    def overlay_text_visible(self) -> bool:
+        return self.overlay_action.isChecked()
+
+    def set_overlay_text_visible(self, on: bool) -> None:
+        if self.overlay_action.isChecked() != bool(on):
+            self.overlay_action.setChecked(bool(on))  # -> toggled -> here again
+            return
+        self._apply_overlay_visibility()
+
+    def _apply_overlay_visibility(self) -> None:
+        """Blank (or restore) the four corner texts of every view through SliceView.corner_text.
+
+        The orientation letters at the edges stay: they are not demographics, and hiding
+        them invites left/right mistakes.
+        """
+        hide = not self.overlay_action.isChecked()
+        for view in self.all_views():
+            blanked = getattr(view.corner_text, "_lightbox_blank", False)
+            if hide and not blanked:
+                original = view.corner_text
+
+                def blank(_view, original=original):
+                    return {"tl": "", "tr": "", "bl": "", "br": ""}
+
+                blank._lightbox_blank = True
+                blank._lightbox_original = original
+                view.corner_text = blank
+            elif not hide and blanked:
+                view.corner_text = view.corner_text._lightbox_original
+            else:
+                continue
+            # redraw the overlay: set_window with the same window, signals blocked (no W/L linking)
+            view.blockSignals(True)
+            try:
+                view.set_window(*view.window)
+            finally:
+                view.blockSignals(False)
+
+    # -- recent studies ----------------------------------------------------------------------------
+    def recent_paths(self) -> list[str]:
+        value = settings().value(RECENT_KEY, [])
+        if isinstance(value, str):
+            value = [value] if value else []
+        return [str(v) for v in (value or []) if v]
+
+    def _save_recent(self, paths: list[str]) -> None:
+        s = settings()
+        s.setValue(RECENT_KEY, paths[:MAX_RECENT])
+        s.sync()
+        self._rebuild_recent_menu()
+
+    def add_recent(self, path) -> None:
+        try:
+            p = str(Path(path).expanduser().resolve())
+        except (OSError, RuntimeError, ValueError):
+            p = str(path)
+        self._save_recent([p, *(q for q in self.recent_paths() if q != p)])
+
+    def clear_recent(self) -> None:
+        self._save_recent([])
+
+    def open_recent(self, path: str) -> None:
+        if not Path(path).exists():
+            self._save_recent([q for q in self.recent_paths() if q != path])
+            msg = f"{path}: no longer there — removed from Open Recent"
+            self.show_message(msg, "error")
+            self.task_failed.emit(msg)
+            return
+        self.open_path(path)
+
+    def _rebuild_recent_menu(self) -> None:
+        menu = self.recent_menu
+        menu.clear()
+        paths = self.recent_paths()
+        for i, path in enumerate(paths):
+            missing = not Path(path).exists()
+            act = menu.addAction(f"&{i + 1}  {path}" + ("   (missing)" if missing else ""))
+            act.setData(path)
+            act.setEnabled(not missing)
+            if missing:
+                act.setToolTip("This folder or file is no longer there")
+            act.triggered.connect(lambda _checked=False, p=path: self.open_recent(p))
+        if not paths:
+            menu.addAction("(none)").setEnabled(False)
+        menu.addSeparator()
+        clear = menu.addAction("Clear list")
+        clear.setEnabled(bool(paths))
+        clear.triggered.connect(self.clear_recent)
 
     # -- drag and drop -------------------------------------------------------------------------
     @staticmethod
@@ -473,6 +760,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Cancel background work and wait for it (no thread may outlive the window)."""
         self._closing = True
+        self.cine_timer.stop()
         self.runner.shutdown()
 
     def closeEvent(self, ev):
