@@ -617,7 +617,7 @@ class MainWindow(QMainWindow):
             self.play_action.blockSignals(True)
             self.play_action.setChecked(on)
             self.play_action.blockSignals(False)
-        self.play_action.setText("⏸ Pause" if on else "▶ Play")
+        self.play_action.setText("Pause" if on else "▶ Play")
 
     def stop_cine(self) -> None:
         if self.playing or self.play_action.isChecked():
