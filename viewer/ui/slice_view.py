@@ -169,6 +169,7 @@ class SliceView(QWidget):
         self.corner_text = None  # optional callable(SliceView) -> {'tl','tr','bl','br': str} overriding the overlay
         self.hidden_edges: set[str] = set()  # orientation letters not to show ('left', 'right', 'top', 'bottom')
         self._fitted = False
+        self._layers: dict = {}  # name -> overlays.OverlayLayer, drawn above the image in insertion order
 
         self.warning = QLabel(self)
         self.warning.setWordWrap(True)
@@ -264,6 +265,9 @@ class SliceView(QWidget):
         self.image_item.setLookupTable(lut)
         self.image_item.setImage(self._shown(img), autoLevels=False, levels=self._levels(),
                                  rect=QRectF(0, 0, *self.image_size_mm()))
+        for name in [n for n, lay in self._layers.items() if lay.shape != volume.shape]:
+            self.remove_layer(name)  # overlays belong to a grid; a new grid drops mismatched ones
+        self._refresh_layers()
         self._set_problems(volume.problems)
         self.reset_view(window=False)
         self._update_overlay()
@@ -276,6 +280,8 @@ class SliceView(QWidget):
         self.geometry_ = None
         self._k = 0
         self.image_item.clear()
+        for name in list(self._layers):
+            self.remove_layer(name)
         self._set_problems([])
         self._update_overlay()
         self.volume_changed.emit()
@@ -289,6 +295,7 @@ class SliceView(QWidget):
             return
         self._k = k
         self.image_item.setImage(self._shown(self._slice(k)), autoLevels=False, levels=self._levels())
+        self._refresh_layers()
         self._update_overlay()
         self.slice_changed.emit(k)
 
@@ -326,6 +333,44 @@ class SliceView(QWidget):
             self._fitted = True
         if window:
             self.set_window(*self._default_window)
+
+    # -- overlay layers (viewer.ui.overlays) -------------------------------------------
+    def add_layer(self, name: str, layer):
+        """Show ``layer`` (same shape as the volume) above the image; replaces a layer of that name."""
+        if self._volume is None:
+            raise ValueError(f"cannot add overlay {name!r}: no volume shown")
+        if tuple(layer.shape) != tuple(self._volume.shape):
+            raise ValueError(f"overlay {name!r} has shape {tuple(layer.shape)}, but the volume is "
+                             f"{tuple(self._volume.shape)}; overlays must be on the volume's own grid")
+        if name in self._layers:
+            self.remove_layer(name)
+        layer.name = name
+        self._layers[name] = layer
+        layer._attach(self, z=10 + len(self._layers))
+        return layer
+
+    def remove_layer(self, name: str):
+        """Remove and return the named layer (KeyError if there is none)."""
+        layer = self._layers.pop(name)
+        layer._detach()
+        return layer
+
+    def layer(self, name: str):
+        """The named layer, or None."""
+        return self._layers.get(name)
+
+    @property
+    def layers(self) -> dict:
+        return dict(self._layers)
+
+    def set_layer_visible(self, name: str, visible: bool) -> None:
+        layer = self._layers[name]
+        layer.visible = bool(visible)
+        layer.refresh()  # hidden layers are not recomputed while scrolling; catch up now
+
+    def _refresh_layers(self) -> None:
+        for layer in self._layers.values():
+            layer.refresh()
 
     # -- interaction (called by the view box / canvas, and by tests) ---------------
     def wheel(self, delta: int) -> None:
@@ -385,9 +430,13 @@ class SliceView(QWidget):
 
     # -- internals ----------------------------------------------------------------
     def _slice(self, k: int) -> np.ndarray:
+        return self._cut(self._volume.array, k)
+
+    def _cut(self, array: np.ndarray, k: int) -> np.ndarray:
+        """Slice k of any array on the volume's grid (the image, or an overlay), before flips."""
         if self.plane is None:
-            return self._volume.array[k]
-        return extract_slice(self._volume, self.geometry_, k)
+            return array[k]
+        return extract_slice(array, self.geometry_, k)
 
     def _shown(self, image: np.ndarray) -> np.ndarray:
         lr, ud = self.flips
