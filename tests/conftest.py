@@ -40,6 +40,22 @@ def ramp_volume(shape=(12, 40, 48), spacing=(2.5, 0.7, 0.9), origin=(-30.0, -20.
     return Volume(arr.astype(np.int16), spacing, origin, direction, SourceInfo(modality=modality, **info))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_state(tmp_path_factory):
+    """Tests never touch the user's settings (recent studies) or demo cache."""
+    root = tmp_path_factory.mktemp("user-state")
+    os.environ["LIGHTBOX_CACHE_DIR"] = str(root / "cache")
+    os.environ["XDG_CONFIG_HOME"] = str(root / "config")  # also for the GUI subprocesses' QSettings
+    try:
+        from PySide6.QtCore import QSettings
+    except ImportError:
+        yield root
+        return
+    for fmt in (QSettings.IniFormat, QSettings.NativeFormat):
+        QSettings.setPath(fmt, QSettings.UserScope, str(root / "settings"))
+    yield root
+
+
 @pytest.fixture
 def ramp():
     return ramp_volume
