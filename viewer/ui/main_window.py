@@ -217,6 +217,35 @@ class MainWindow(QMainWindow):
         self.addToolBar(self.cine_toolbar)
         self.addAction(self.play_action)
 
+        # Measurement tools (viewer.ui.measure_tools): one exclusive choice for every view.
+        tools_menu = self.menuBar().addMenu("&Tools")
+        self.tools_toolbar = QToolBar("Tools", self)
+        self.tools_toolbar.setObjectName("tools-toolbar")
+        self.tool_group = QActionGroup(self)
+        self.tool_group.setExclusive(True)
+        self.tool_actions: dict[str, QAction] = {}
+        for name, text, tip in (("navigate", "Navigate", "Left-drag pans (Esc)"),
+                                ("ruler", "Ruler", "Left-drag measures a length in mm"),
+                                ("rect", "Rectangle ROI", "Left-drag a box: mean ± SD, min/max, area"),
+                                ("ellipse", "Ellipse ROI", "Left-drag an ellipse: mean ± SD, min/max, area")):
+            act = QAction(text, self)
+            act.setCheckable(True)
+            act.setToolTip(tip)
+            act.triggered.connect(lambda _checked=False, n=name: self.set_tool(n))
+            self.tool_group.addAction(act)
+            tools_menu.addAction(act)
+            self.tools_toolbar.addAction(act)
+            self.tool_actions[name] = act
+        self.tool_actions["navigate"].setChecked(True)
+        tools_menu.addSeparator()
+        self.clear_measurements_action = QAction("&Clear measurements", self)
+        self.clear_measurements_action.triggered.connect(self.clear_measurements)
+        tools_menu.addAction(self.clear_measurements_action)
+        self.tools_toolbar.addAction(self.clear_measurements_action)
+        self.addToolBar(self.tools_toolbar)
+        for view in self.all_views():
+            view.tool_changed.connect(self._view_tool_changed)
+
         view_menu = self.menuBar().addMenu("&View")
         self.overlay_action = QAction("Show &overlay text", self)
         self.overlay_action.setCheckable(True)
@@ -231,6 +260,26 @@ class MainWindow(QMainWindow):
         self.about_action = QAction("&About Lightbox", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
+
+    # -- measurement tools ----------------------------------------------------------------
+    @property
+    def tool_name(self) -> str:
+        return next((n for n, a in self.tool_actions.items() if a.isChecked()), "navigate")
+
+    def set_tool(self, name: str) -> None:
+        """'navigate', 'ruler', 'rect' or 'ellipse' on every view."""
+        self.tool_actions[name].setChecked(True)
+        for view in self.all_views():
+            if view.tool_name != name:
+                view.set_tool(name)
+
+    def _view_tool_changed(self, name: str) -> None:
+        if name == "navigate" and self.tool_name != "navigate":  # Escape in one view: back to pan everywhere
+            self.set_tool("navigate")
+
+    def clear_measurements(self) -> None:
+        for view in self.all_views():
+            view.clear_measurements()
 
     # -- layouts --------------------------------------------------------------------------
     def set_layout(self, mode: str) -> None:

@@ -10,6 +10,9 @@ Mouse: wheel = next/previous slice, Ctrl+wheel = zoom, right-drag =
 window/level (horizontal = width, vertical = center), left- or middle-drag =
 pan (``pixel_clicked`` reports left clicks, e.g. for a crosshair). Keys: Up/Down = previous/next slice, PageUp/PageDown = 10% of the
 stack, Home/End = first/last, R = reset view and window.
+With a measurement tool set (``set_tool``: ruler, rect, ellipse) left-drag
+draws that measurement instead of panning; Escape returns to navigate and
+Delete removes the selected (else the last) measurement on the shown slice.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from ..core.geometry import axis_letter, opposite_letter
 from ..core.mpr import PlaneGeometry, extract_slice, pixel_to_world, plane_geometry
 from ..core.volume import Volume
 from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
+from .measure_tools import TOOLS, MeasureTool
 
 WHEEL_STEP = 120  # one notch of a mouse wheel, in eighths of a degree
 
@@ -80,6 +84,18 @@ class _SliceViewBox(pg.ViewBox):
         self._owner.wheel(ev.delta())
 
     def mouseDragEvent(self, ev, axis=None):
+        tool = self._owner.tool
+        if ev.button() == Qt.MouseButton.LeftButton and tool is not None:
+            ev.accept()  # a measurement tool draws instead of panning
+            if ev.isStart():
+                p = self.mapSceneToView(ev.buttonDownScenePos(Qt.MouseButton.LeftButton))
+                tool.press(p.x(), p.y())
+            p = self.mapSceneToView(ev.scenePos())
+            if ev.isFinish():
+                tool.release(p.x(), p.y())
+            else:
+                tool.move(p.x(), p.y())
+            return
         if ev.button() == Qt.MouseButton.RightButton:
             ev.accept()
             start = ev.buttonDownScreenPos(Qt.MouseButton.RightButton)
@@ -144,6 +160,7 @@ class SliceView(QWidget):
     slice_changed = Signal(int)
     window_changed = Signal(float, float)  # center, width
     volume_changed = Signal()
+    tool_changed = Signal(str)  # 'navigate', 'ruler', 'rect' or 'ellipse'
     pixel_clicked = Signal(int, int, object)  # row, col of the shown slice (display orientation), modifiers
 
     MARGIN = 6
@@ -170,6 +187,9 @@ class SliceView(QWidget):
         self.hidden_edges: set[str] = set()  # orientation letters not to show ('left', 'right', 'top', 'bottom')
         self._fitted = False
         self._layers: dict = {}  # name -> overlays.OverlayLayer, drawn above the image in insertion order
+        self.tool: MeasureTool | None = None  # active measurement tool (None: navigate / pan)
+        self.measurements: list = []  # measure_tools.Measurement, each tied to its slice
+        self.selected_measurement = None
 
         self.warning = QLabel(self)
         self.warning.setWordWrap(True)
@@ -268,6 +288,7 @@ class SliceView(QWidget):
         for name in [n for n, lay in self._layers.items() if lay.shape != volume.shape]:
             self.remove_layer(name)  # overlays belong to a grid; a new grid drops mismatched ones
         self._refresh_layers()
+        self.clear_measurements()
         self._set_problems(volume.problems)
         self.reset_view(window=False)
         self._update_overlay()
@@ -282,6 +303,7 @@ class SliceView(QWidget):
         self.image_item.clear()
         for name in list(self._layers):
             self.remove_layer(name)
+        self.clear_measurements()
         self._set_problems([])
         self._update_overlay()
         self.volume_changed.emit()
@@ -296,6 +318,7 @@ class SliceView(QWidget):
         self._k = k
         self.image_item.setImage(self._shown(self._slice(k)), autoLevels=False, levels=self._levels())
         self._refresh_layers()
+        self._refresh_measurements()
         self._update_overlay()
         self.slice_changed.emit(k)
 
@@ -372,6 +395,64 @@ class SliceView(QWidget):
         for layer in self._layers.values():
             layer.refresh()
 
+    # -- measurement tools (viewer.ui.measure_tools) -----------------------------------
+    @property
+    def tool_name(self) -> str:
+        return "navigate" if self.tool is None else self.tool.name
+
+    def set_tool(self, tool) -> MeasureTool | None:
+        """'navigate' / None (left-drag pans), 'ruler', 'rect', 'ellipse' or a MeasureTool instance."""
+        if isinstance(tool, str):
+            tool = None if tool == "navigate" else TOOLS[tool]()
+        if self.tool is not None:
+            self.tool.deactivate()
+        self.tool = tool
+        if tool is not None:
+            tool.activate(self)
+        self.tool_changed.emit(self.tool_name)
+        return tool
+
+    def _add_measurement(self, m) -> None:
+        self.measurements.append(m)
+        self.select_measurement(m)
+
+    def select_measurement(self, m) -> None:
+        if self.selected_measurement is not None and self.selected_measurement in self.measurements:
+            self.selected_measurement.set_selected(False)
+        self.selected_measurement = m
+        if m is not None:
+            m.set_selected(True)
+
+    def measurements_on_slice(self, k: int | None = None) -> list:
+        k = self._k if k is None else k
+        return [m for m in self.measurements if m.slice_index == k]
+
+    def remove_measurement(self, m=None) -> bool:
+        """Remove ``m`` or else the selected (or last) measurement on the shown slice."""
+        if m is None:
+            here = self.measurements_on_slice()
+            m = self.selected_measurement if self.selected_measurement in here else (here[-1] if here else None)
+        if m is None or m not in self.measurements:
+            return False
+        if self.tool is not None and self.tool.current is m:
+            self.tool.current = None
+        self.measurements.remove(m)
+        m.remove()
+        if m is self.selected_measurement:
+            here = self.measurements_on_slice()
+            self.selected_measurement = None
+            self.select_measurement(here[-1] if here else None)
+        return True
+
+    def clear_measurements(self) -> None:
+        for m in list(self.measurements):
+            self.remove_measurement(m)
+        self.selected_measurement = None
+
+    def _refresh_measurements(self) -> None:
+        for m in self.measurements:
+            m.refresh_visibility()
+
     # -- interaction (called by the view box / canvas, and by tests) ---------------
     def wheel(self, delta: int) -> None:
         """Wheel delta in eighths of a degree: each notch away from the user goes back a slice."""
@@ -404,8 +485,13 @@ class SliceView(QWidget):
 
     def handle_key(self, key: int, modifiers=Qt.KeyboardModifier.NoModifier) -> bool:
         """Navigation keys; True when the key was used."""
+        if key == Qt.Key.Key_Escape and self.tool is not None:
+            self.set_tool("navigate")
+            return True
         if self._volume is None:
             return False
+        if key in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            return self.remove_measurement()
         n = self.slice_count
         page = max(1, n // 10)
         k = Qt.Key
