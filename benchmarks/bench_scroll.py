@@ -22,7 +22,6 @@ import time
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtWidgets import QApplication
 
 from viewer.core.volume import SourceInfo, Volume
@@ -112,7 +111,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     app = QApplication.instance() or QApplication(sys.argv)
-    pg.setConfigOptions(imageAxisOrder="row-major")
     arr, labels, prob = make_data(tuple(args.shape), args.random)
     vol = Volume(arr, (1.0, 0.7, 0.7), (0.0, 0.0, 0.0), np.eye(3)[:, ::-1].copy(),
                  SourceInfo(modality="CT", series_description="bench"))

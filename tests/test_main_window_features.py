@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from viewer.core.io.dicom_write import write_series
 from viewer.core.windowing import CT_PRESET_KEYS
 from viewer.ui.main_window import MainWindow
+from qt_helpers import shown
 
 LUNG = (-600.0, 1500.0)
 
@@ -40,12 +41,7 @@ def write_ct(folder, n=12, **info):
 
 @pytest.fixture
 def window(qtbot):
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
+    w = shown(qtbot, MainWindow(), (1100, 800))
     yield w
     w.shutdown()
 

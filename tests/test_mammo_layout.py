@@ -26,6 +26,7 @@ from viewer.core.synthetic import write_mammo_exam
 from viewer.core.volume import SourceInfo, Volume
 from viewer.ui.main_window import MainWindow
 from viewer.ui.mammo_layout import MammoLayout, load_four_view, preset_window
+from qt_helpers import shown
 
 
 SIZE = (104, 80)
@@ -45,13 +46,7 @@ def write_shuffled_exam(folder: Path, views=FOUR_VIEWS, seed=0) -> Path:
 
 @pytest.fixture
 def layout(qtbot):
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    w = MammoLayout()
-    qtbot.addWidget(w)
-    w.resize(900, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
+    return shown(qtbot, MammoLayout(), (900, 700))
 
 
 def hang(layout, folder):
@@ -188,7 +183,6 @@ def test_linked_zoom_and_presets(tmp_path, layout):
 
 
 def test_main_window_switches_between_mammo_layout_and_slice_view(tmp_path, qtbot):
-    pg.setConfigOptions(imageAxisOrder="row-major")
     root = tmp_path / "mixed"
     z, y, x = np.indices((6, 32, 32))
     ct = Volume(((z * 37 + y * 11 + x * 5) % 1500 - 1000).astype(np.int16), spacing=(2.5, 0.8, 0.8),

@@ -21,6 +21,7 @@ from viewer.core.mpr import PLANES, extract_slice, pixel_to_world, plane_geometr
 from viewer.ui.main_window import MainWindow
 from viewer.ui.mpr_layout import MprLayout
 from viewer.ui.slice_view import SliceView
+from qt_helpers import shown
 
 DIRECTIONS = {"axial": AXIAL, "coronal": CORONAL, "sagittal": SAGITTAL}
 
@@ -31,13 +32,7 @@ def volume(direction=AXIAL):
 
 @pytest.fixture
 def mpr(qtbot):
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    w = MprLayout()
-    qtbot.addWidget(w)
-    w.resize(900, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
+    return shown(qtbot, MprLayout(), (900, 800))
 
 
 def viewport_pos(view: SliceView, row: float, col: float) -> QPointF:
@@ -174,7 +169,6 @@ def test_single_view_default_is_unchanged_for_a_coronal_acquisition(qtbot):
 def test_main_window_switches_to_mpr_and_back(qtbot, tmp_path):
     vol = ramp_volume(shape=(12, 24, 20), spacing=(2.0, 0.8, 0.8), origin=(-10.0, -12.0, 40.0))
     write_series(vol, tmp_path / "ct", intercept=-1024, stored_dtype=np.uint16)
-    pg.setConfigOptions(imageAxisOrder="row-major")
     w = MainWindow()
     qtbot.addWidget(w)
     w.resize(1100, 800)

@@ -30,7 +30,6 @@ def labels():
 
 
 def make_view(qtbot, plane=None, direction=None, flips=None):
-    pg.setConfigOptions(imageAxisOrder="row-major")
     v = SliceView(plane=plane)
     qtbot.addWidget(v)
     v.resize(400, 360)
@@ -197,5 +196,7 @@ def test_overlay_renders_on_screen(qtbot):
     lab[:, 4:18, 4:22] = 1
     view.add_layer("seg", LabelLayer(lab, colors={1: (255, 0, 0)}, opacity=1.0))
     after = view.canvas.grab().toImage()
+    b = before.pixelColor(before.width() // 2, before.height() // 2)
     c = after.pixelColor(after.width() // 2, after.height() // 2)
+    assert (b.red(), b.green(), b.blue()) != (255, 0, 0)  # the red comes from the layer
     assert (c.red(), c.green(), c.blue()) == (255, 0, 0)

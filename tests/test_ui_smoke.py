@@ -26,6 +26,7 @@ from viewer.core.volume import SourceInfo, Volume
 from viewer.ui.main_window import DISCLAIMER, MainWindow, about_text
 from viewer.ui.slice_view import SliceView, default_window
 from viewer.ui.workers import TaskRunner
+from qt_helpers import shown
 
 REPO = Path(__file__).resolve().parents[1]
 NZ, NY, NX = 20, 64, 64
@@ -50,11 +51,7 @@ def ct_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def window(qtbot):
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.resize(1000, 700)
-    w.show()
+    w = shown(qtbot, MainWindow(), (1000, 700))
     yield w
     w.shutdown()
 

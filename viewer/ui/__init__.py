@@ -4,3 +4,9 @@
 window, slice_view.py for the image display and workers.py for background
 work.
 """
+
+import pyqtgraph as _pg
+
+# Our arrays are (row, column): every widget here assumes row-major images, so set it once for
+# whoever builds them (the app, tests, scripts), not in each caller.
+_pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)

@@ -10,12 +10,6 @@ SCREENSHOT_SETTLE_MS = 300  # let layouts and the first paint settle before grab
 WINDOW_SIZE = (1280, 800)
 
 
-def _configure_pyqtgraph() -> None:
-    import pyqtgraph as pg
-
-    pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
-
-
 def run(path: str | None = None, screenshot: str | None = None) -> int:
     """Open the viewer on ``path`` (None: the demo studies) and run the event loop.
 
@@ -24,8 +18,6 @@ def run(path: str | None = None, screenshot: str | None = None) -> int:
     """
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
-
-    _configure_pyqtgraph()
     from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "lightbox"])
