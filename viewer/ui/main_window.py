@@ -696,33 +696,9 @@ class MainWindow(QMainWindow):
         self._apply_overlay_visibility()
 
     def _apply_overlay_visibility(self) -> None:
-        """Blank (or restore) the four corner texts of every view through SliceView.corner_text.
-
-        The orientation letters at the edges stay: they are not demographics, and hiding
-        them invites left/right mistakes.
-        """
-        hide = not self.overlay_action.isChecked()
+        visible = self.overlay_action.isChecked()
         for view in self.all_views():
-            blanked = getattr(view.corner_text, "_lightbox_blank", False)
-            if hide and not blanked:
-                original = view.corner_text
-
-                def blank(_view, original=original):
-                    return {"tl": "", "tr": "", "bl": "", "br": ""}
-
-                blank._lightbox_blank = True
-                blank._lightbox_original = original
-                view.corner_text = blank
-            elif not hide and blanked:
-                view.corner_text = view.corner_text._lightbox_original
-            else:
-                continue
-            # redraw the overlay: set_window with the same window, signals blocked (no W/L linking)
-            view.blockSignals(True)
-            try:
-                view.set_window(*view.window)
-            finally:
-                view.blockSignals(False)
+            view.set_corner_text_visible(visible)
 
     # -- recent studies ----------------------------------------------------------------------------
     def recent_paths(self) -> list[str]:

@@ -184,6 +184,7 @@ class SliceView(QWidget):
         self.h_align = "center"  # 'left' / 'right': fit the image against that side of the view
         self.wheel_zooms = False  # plain wheel zooms instead of scrolling slices
         self.corner_text = None  # optional callable(SliceView) -> {'tl','tr','bl','br': str} overriding the overlay
+        self.corner_text_visible = True  # False hides the four corner texts; orientation letters stay
         self.hidden_edges: set[str] = set()  # orientation letters not to show ('left', 'right', 'top', 'bottom')
         self._fitted = False
         self._layers: dict = {}  # name -> overlays.OverlayLayer, drawn above the image in insertion order
@@ -332,6 +333,11 @@ class SliceView(QWidget):
             self.image_item.setLevels(self._levels())
         self._update_overlay()
         self.window_changed.emit(*self._window)
+
+    def set_corner_text_visible(self, on: bool) -> None:
+        """Show or hide patient/series/slice/W-L text (the T key); orientation letters always show."""
+        self.corner_text_visible = bool(on)
+        self._update_overlay()
 
     def current_image(self) -> np.ndarray | None:
         """The 2D array shown, in modality values (HU for CT), before windowing and display flips."""
@@ -601,6 +607,9 @@ class SliceView(QWidget):
         if self.corner_text is not None:
             for key, text in self.corner_text(self).items():
                 getattr(self, f"_{key}").setText(text)
+        if not self.corner_text_visible:
+            for lab in (self._tl, self._tr, self._bl, self._br):
+                lab.setText("")
 
         show_edges = v.shape[0] > 1 or info.patient_orientation is not None
         if show_edges:
