@@ -135,3 +135,14 @@ def test_bad_arguments():
         plane_geometry(v, "oblique")
     with pytest.raises(IndexError):
         extract_slice(v, plane_geometry(v, "axial"), v.shape[0])
+
+
+def test_native_geometry_is_the_stored_stack():
+    from viewer.core.mpr import native_geometry
+
+    vol = ramp_volume(shape=(5, 6, 7), spacing=(3.0, 0.5, 0.8), direction=CORONAL)
+    g = native_geometry(vol)
+    assert (g.axis, g.row_axis, g.col_axis, g.flip_rows, g.flip_cols) == (0, 1, 2, False, False)
+    assert g.pixel_size == (0.5, 0.8) and (g.n_slices, g.n_rows, g.n_cols) == (5, 6, 7)
+    assert g.edge_letters == {"left": "R", "right": "L", "top": "S", "bottom": "I"}
+    assert np.array_equal(extract_slice(vol, g, 2), vol.array[2])

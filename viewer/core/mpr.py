@@ -49,6 +49,12 @@ class PlaneGeometry:
     edge_letters: dict[str, str]  # "left", "right", "top", "bottom" -> R/L/A/P/S/I
 
 
+def _edge_letters(down, right) -> dict[str, str]:
+    """Patient-direction letters at the four screen edges, from the screen's down/right vectors."""
+    r, b = axis_letter(right), axis_letter(down)
+    return {"right": r, "left": opposite_letter(r), "bottom": b, "top": opposite_letter(b)}
+
+
 def world_to_array_axes(direction) -> tuple[int, int, int]:
     """Array axis matched to each LPS axis, as one permutation.
 
@@ -70,14 +76,8 @@ def plane_geometry(volume, plane: str) -> PlaneGeometry:
     axis, row_axis, col_axis = match[normal], match[row_w], match[col_w]
     flip_rows = bool(np.sign(d[row_w, row_axis]) != row_sign)
     flip_cols = bool(np.sign(d[col_w, col_axis]) != col_sign)
-    down = d[:, row_axis] * (-1 if flip_rows else 1)
-    right = d[:, col_axis] * (-1 if flip_cols else 1)
-    letters = {
-        "right": axis_letter(right),
-        "left": opposite_letter(axis_letter(right)),
-        "bottom": axis_letter(down),
-        "top": opposite_letter(axis_letter(down)),
-    }
+    letters = _edge_letters(down=d[:, row_axis] * (-1 if flip_rows else 1),
+                            right=d[:, col_axis] * (-1 if flip_cols else 1))
     return PlaneGeometry(
         plane=plane,
         axis=axis,
@@ -91,6 +91,20 @@ def plane_geometry(volume, plane: str) -> PlaneGeometry:
         pixel_size=(float(volume.spacing[row_axis]), float(volume.spacing[col_axis])),
         edge_letters=letters,
     )
+
+
+def native_geometry(volume) -> PlaneGeometry:
+    """The array as stored: slice k = array[k], rows down, columns right (the 1x1 view)."""
+    nz, ny, nx = volume.shape
+    return PlaneGeometry(plane="native", axis=0, n_slices=nz, row_axis=1, col_axis=2,
+                         flip_rows=False, flip_cols=False, n_rows=ny, n_cols=nx,
+                         pixel_size=(float(volume.spacing[1]), float(volume.spacing[2])),
+                         edge_letters=_edge_letters(down=volume.direction[:, 1], right=volume.direction[:, 2]))
+
+
+def normal_world_axis(plane: str) -> int:
+    """LPS axis (0 = L, 1 = P, 2 = S) a plane's slider moves along."""
+    return _LAYOUT[plane][0]
 
 
 def extract_slice(volume_or_array, geometry: PlaneGeometry, index: int) -> np.ndarray:

@@ -28,8 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.geometry import axis_letter, opposite_letter
-from ..core.mpr import PlaneGeometry, extract_slice, pixel_to_world, plane_geometry
+from ..core.geometry import axis_letter
+from ..core.mpr import (PlaneGeometry, extract_slice, native_geometry, normal_world_axis, pixel_to_world,
+                        plane_geometry)
 from ..core.volume import Volume
 from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
 from .measure_tools import TOOLS, MeasureTool
@@ -55,18 +56,6 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 or float(v).is_integer() else f"{v:.4g}"
 
 
-def native_geometry(volume: Volume) -> PlaneGeometry:
-    """The array as stored: slice k = array[k], rows down, columns right (the 1x1 view)."""
-    nz, ny, nx = volume.shape
-    right, down = axis_letter(volume.direction[:, 2]), axis_letter(volume.direction[:, 1])
-    return PlaneGeometry(plane="native", axis=0, n_slices=nz, row_axis=1, col_axis=2,
-                         flip_rows=False, flip_cols=False, n_rows=ny, n_cols=nx,
-                         pixel_size=(float(volume.spacing[1]), float(volume.spacing[2])),
-                         edge_letters={"right": right, "left": opposite_letter(right),
-                                       "bottom": down, "top": opposite_letter(down)})
-
-
-_PLANE_AXIS = {"axial": (2, "S", "I"), "coronal": (1, "P", "A"), "sagittal": (0, "L", "R")}
 
 
 class _SliceViewBox(pg.ViewBox):
@@ -598,9 +587,10 @@ class SliceView(QWidget):
             pos = float(np.dot(v.index_to_world([self._k, 0, 0]), v.direction[:, 0]))
             bottom[0] += f"   Pos {pos:.1f} mm"
         elif nz > 1:  # world coordinate along the plane's axis, e.g. "S 12.5 mm"
-            axis, plus, minus = _PLANE_AXIS[self.plane]
+            axis = normal_world_axis(self.plane)
             pos = float(pixel_to_world(v, g, self._k, (g.n_rows - 1) / 2, (g.n_cols - 1) / 2)[axis])
-            bottom[0] += f"   {plus if pos >= 0 else minus} {abs(pos):.1f} mm"
+            letter = axis_letter(np.eye(3)[axis] * (1 if pos >= 0 else -1))
+            bottom[0] += f"   {letter} {abs(pos):.1f} mm"
         bottom.append(f"W/L {_fmt(w)}/{_fmt(c)}")
         self._bl.setText("\n".join(bottom))
         self._br.setText("")
