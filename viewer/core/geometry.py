@@ -54,7 +54,3 @@ def plane_name(direction, tol_deg: float = 10.0) -> str:
     angle = np.degrees(np.arccos(min(1.0, abs(n[a]))))
     return names[a] if angle <= tol_deg else "oblique"
 
-
-def is_orthonormal(direction, tol: float = 1e-3) -> bool:
-    d = np.asarray(direction, dtype=float)
-    return bool(np.allclose(d.T @ d, np.eye(3), atol=tol))

@@ -139,9 +139,3 @@ class ScanResult:
     @property
     def series(self) -> list[Series]:
         return [se for st in self.studies for se in st.series]
-
-    def find_series(self, uid_or_key: str) -> Series:
-        for s in self.series:
-            if uid_or_key in (s.key, s.uid):
-                return s
-        raise KeyError(uid_or_key)

@@ -63,14 +63,6 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.array.shape)  # type: ignore[return-value]
 
-    @property
-    def is_2d(self) -> bool:
-        return self.array.shape[0] == 1
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.array.nbytes)
-
     # -- geometry --------------------------------------------------------
     @property
     def affine(self) -> np.ndarray:
