@@ -11,6 +11,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+import inference.phantoms as phantoms
 import viewer.core.synthetic as syn
 from viewer.core.synthetic import (
     CT_MASKS,
@@ -86,7 +87,7 @@ def test_ct_anatomy_sizes_and_sides(ct):
     width = body.any(axis=(0, 1)).sum() * sx
     depth = body.any(axis=(0, 2)).sum() * sy
     assert 300 <= width <= 360 and 200 <= depth <= 260
-    origin = syn._centred_origin(CT_SHAPE, CT_SPACING)
+    origin = phantoms._centred_origin(CT_SHAPE, CT_SPACING)
     z, y, x = (np.nonzero(body)[i].mean() for i in range(3))
     assert abs(origin[0] + x * sx) < 10 and abs(origin[1] + y * sy) < 25
     assert origin[2] == pytest.approx(-(nz - 1) * sz)
