@@ -1,0 +1,97 @@
+"""Where inference runs: pick CUDA / MPS / CPU, mixed precision on GPUs, fall back to CPU on OOM.
+
+Kept apart from the models so every runner (heatmap, segmentation, classification)
+makes the same choice and reports the same errors.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Callable, TypeVar
+
+import torch
+
+T = TypeVar("T")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class DeviceError(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU for "auto"; an explicit choice must exist or we say so."""
+    if isinstance(preference, torch.device):
+        preference = str(preference)
+    pref = (preference or "auto").strip().lower()
+    kind = pref.split(":")[0]
+    if kind not in DEVICES:
+        raise DeviceError(f"unknown device {preference!r}; choose one of {', '.join(DEVICES)}")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' requested but no CUDA GPU is available "
+                          "(torch built without CUDA or no driver); use --device cpu or auto")
+    if kind == "mps" and not _mps_available():
+        raise DeviceError("device 'mps' requested but Apple Metal (MPS) is not available; use cpu or auto")
+    return torch.device(pref)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it (no overflow), else fp16; None = full precision (CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return None
+
+
+def autocast(device: torch.device | str):
+    """Mixed-precision context on GPUs; a no-op on CPU, where fp32 is both exact and fastest."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def run_with_cpu_fallback(fn: Callable[[torch.device], T], device: torch.device | str,
+                          notify: Callable[[str], None] | None = None) -> T:
+    """Run fn(device); if the GPU runs out of memory, say so and run fn(cpu) instead.
+
+    A large exam on a small GPU should be slower, not fail. `notify` receives a
+    sentence for the user (the UI status bar, the CLI's stderr); without it a
+    RuntimeWarning is issued.
+    """
+    device = torch.device(device)
+    try:
+        return fn(device)
+    except Exception as exc:  # noqa: BLE001 - only OOM on a non-CPU device is handled
+        if device.type == "cpu" or not _is_oom(exc):
+            raise
+        message = (f"{device.type.upper()} ran out of memory ({str(exc).splitlines()[0][:120]}); "
+                   "retrying on the CPU, which is slower")
+        if notify is not None:
+            notify(message)
+        else:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return fn(torch.device("cpu"))

@@ -1,0 +1,7 @@
+"""Network architectures; importing this package registers every builder with inference.registry.
+
+One module per architecture, plain nn.Modules configured by constructor arguments
+(as in MONAI); running, tiling and pre/post-processing live elsewhere.
+"""
+from inference.models import patch_net  # noqa: F401  (mammography patch classifier)
+from inference.models import exam_net  # noqa: F401  (mammography whole-image classifier)
