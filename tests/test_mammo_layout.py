@@ -211,7 +211,7 @@ def test_main_window_switches_between_mammo_layout_and_slice_view(tmp_path, qtbo
 
         with qtbot.waitSignal(w.image_shown, timeout=15000):
             w.browser.select_series(ct_series)
-        assert w.views.currentWidget() is w.slice_view
+        assert w.views.currentWidget() is w.grid
         assert w.slice_view.volume.info.modality == "CT"
 
         with qtbot.waitSignal(w.image_shown, timeout=15000):

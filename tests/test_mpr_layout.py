@@ -177,7 +177,7 @@ def test_main_window_switches_to_mpr_and_back(qtbot, tmp_path):
         assert not w.layout_mpr_action.isEnabled()
         with qtbot.waitSignal(w.image_shown, timeout=15000):
             w.open_path(tmp_path / "ct")
-        assert w.views.currentWidget() is w.slice_view
+        assert w.views.currentWidget() is w.grid
         assert w.layout_mpr_action.isEnabled()
         w.layout_mpr_action.trigger()
         QApplication.processEvents()
@@ -189,13 +189,13 @@ def test_main_window_switches_to_mpr_and_back(qtbot, tmp_path):
             np.testing.assert_array_equal(view.current_image(),
                                           extract_slice(loaded, plane_geometry(loaded, plane), view.slice_index))
         # loading again keeps the chosen layout
-        w.shown_series = None
+        w._cell_series.clear()  # forget what is shown, so the same series loads again
         with qtbot.waitSignal(w.image_shown, timeout=15000):
             w.load_series(w.browser.image_series()[0])
         assert w.views.currentWidget() is w.mpr_layout
         assert w.mpr_layout.volume is w.slice_view.volume
         w.layout_1x1_action.trigger()
-        assert w.views.currentWidget() is w.slice_view and w.layout_mode == "1x1"
+        assert w.views.currentWidget() is w.grid and w.layout_mode == "1x1"
         assert w.layout_1x1_action.isChecked() and not w.layout_mpr_action.isChecked()
     finally:
         w.shutdown()

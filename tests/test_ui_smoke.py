@@ -239,7 +239,7 @@ def test_cancel_scan_and_load_then_ui_still_works(qtbot, window, ct_dir):
 
     open_and_wait(qtbot, window, ct_dir)  # usable again
     series = window.browser.image_series()[0]
-    window.shown_series = None
+    window._cell_series.clear()  # forget what is shown, so the same series loads again
     with qtbot.waitSignal(window.task_cancelled, timeout=10000):
         window.load_series(series, should_stop=lambda: True)
     assert window.slice_view.volume is not None  # the volume already shown stays

@@ -35,6 +35,8 @@ from .mammo_layout import MammoLayout, load_four_view
 from .mpr_layout import MprLayout
 from .series_browser import KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
+from .viewport_grid import MODES as GRID_MODES
+from .viewport_grid import ViewportGrid
 from .workers import TaskRunner, Worker
 
 DISCLAIMER = "Lightbox — research software, not a medical device. Not for diagnostic use."
@@ -71,6 +73,24 @@ def about_text() -> str:
     return f"Lightbox {app_version()}\n\n{DISCLAIMER}"
 
 
+def _thumbnail_job(series_list: list[Series]):
+    """Previews for the browser, one per series; a series that cannot be read just gets none."""
+    def job(progress, should_stop) -> dict[str, Any]:
+        from ..core.thumbnail import series_thumbnail
+
+        out = {}
+        for i, series in enumerate(series_list):
+            if should_stop():
+                break
+            try:
+                out[series.key] = series_thumbnail(series)
+            except Exception:  # noqa: BLE001 - the load itself will report what is wrong with it
+                pass
+            progress(i + 1, len(series_list))
+        return out
+    return job
+
+
 def _demo_job(progress, should_stop) -> Path:
     from ..core.demo import ensure_demo_studies
 
@@ -82,12 +102,15 @@ class MainWindow(QMainWindow):
     scan_finished = Signal(object)  # ScanResult
     task_failed = Signal(str)  # also: nothing to show after a scan
     task_cancelled = Signal()
+    thumbnails_ready = Signal()  # the browser shows previews for the last scan
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Lightbox")
         self.setAcceptDrops(True)
         self.runner = TaskRunner(self)
+        self.thumbnail_runner = TaskRunner(self)  # previews load beside the main task, never cancel it
+        self._thumbnail_task: Worker | None = None
         self._task: Worker | None = None
         self._task_label = ""
         self._generation = 0
@@ -95,16 +118,19 @@ class MainWindow(QMainWindow):
         self._last_dir = str(Path.home())
         self.source: Path | None = None
         self.scan_result: ScanResult | None = None
-        self.shown_series: Series | None = None
+        self._cell_series: dict[SliceView, Series] = {}  # what each grid viewport shows
+        self._pending_fill: list[tuple[Series, SliceView]] = []  # series queued for empty viewports
         self.shown_mammo: Study | None = None  # the study on the 4-view hanging, when it is shown
         self.about_box: QMessageBox | None = None
 
-        self.slice_view = SliceView(self)
+        self.grid = ViewportGrid(self)  # 1x1 / 1x2 / 2x2 viewports; the active one is `slice_view`
+        self.grid.active_changed.connect(self._active_viewport_changed)
+        self.grid.series_dropped.connect(self._series_dropped)
         self.mammo_layout = MammoLayout(self)
         self.mpr_layout = MprLayout(self)
-        self.layout_mode = "1x1"  # chosen in the Layout menu: '1x1' or 'mpr' (kept across loads)
-        self.views = QStackedWidget(self)  # the single slice view, the MPR layout or the mammography hanging
-        self.views.addWidget(self.slice_view)
+        self.layout_mode = "1x1"  # chosen in the Layout menu: '1x1', '1x2', '2x2' or 'mpr' (kept across loads)
+        self.views = QStackedWidget(self)  # the viewport grid, the MPR layout or the mammography hanging
+        self.views.addWidget(self.grid)
         self.views.addWidget(self.mammo_layout)
         self.views.addWidget(self.mpr_layout)
         self.setCentralWidget(self.views)
@@ -171,12 +197,18 @@ class MainWindow(QMainWindow):
         self.layout_1x1_action = QAction("1×1", self)
         self.layout_1x1_action.setShortcut(QKeySequence("1"))
         self.layout_1x1_action.setToolTip("One view of the series as acquired (1)")
+        self.layout_1x2_action = QAction("1×2", self)
+        self.layout_1x2_action.setToolTip("Two viewports side by side, each with its own series")
+        self.layout_2x2_action = QAction("2×2", self)
+        self.layout_2x2_action.setToolTip("Four viewports, each with its own series")
         self.layout_mpr_action = QAction("MPR", self)
         self.layout_mpr_action.setShortcut(QKeySequence("M"))
         self.layout_mpr_action.setToolTip("Axial, coronal and sagittal views with a shared crosshair (M)")
         self.layout_toolbar = QToolBar("Layout", self)
         self.layout_toolbar.setObjectName("layout-toolbar")
-        for act, mode in ((self.layout_1x1_action, "1x1"), (self.layout_mpr_action, "mpr")):
+        self.layout_actions = {"1x1": self.layout_1x1_action, "1x2": self.layout_1x2_action,
+                               "2x2": self.layout_2x2_action, "mpr": self.layout_mpr_action}
+        for mode, act in self.layout_actions.items():
             act.setCheckable(True)
             act.triggered.connect(lambda _checked=False, m=mode: self.set_layout(m))
             group.addAction(act)
@@ -283,13 +315,20 @@ class MainWindow(QMainWindow):
 
     # -- layouts --------------------------------------------------------------------------
     def set_layout(self, mode: str) -> None:
-        """'1x1' or 'mpr'; the choice stays for the next series loaded (MPR needs a 3D volume)."""
-        if mode not in ("1x1", "mpr"):
+        """'1x1', '1x2', '2x2' or 'mpr'; the choice stays for the next series loaded (MPR needs a 3D volume).
+
+        Switching to 1x2 / 2x2 fills empty viewports with the next series of the open study.
+        """
+        if mode not in self.layout_actions:
             raise ValueError(f"unknown layout {mode!r}")
         self.layout_mode = mode
-        (self.layout_mpr_action if mode == "mpr" else self.layout_1x1_action).setChecked(True)
+        self.layout_actions[mode].setChecked(True)
+        if mode in GRID_MODES:
+            self.grid.set_mode(mode)
         if self.shown_mammo is None:
             self._show_volume_layout()
+            if mode in GRID_MODES:
+                self._fill_empty_viewports()
         self._apply_overlay_visibility()
 
     def _mpr_possible(self) -> bool:
@@ -307,7 +346,7 @@ class MainWindow(QMainWindow):
         else:
             if self.mpr_layout.volume is not None and self.mpr_layout.volume is not vol:
                 self.mpr_layout.clear()  # do not keep a second volume alive
-            self.views.setCurrentWidget(self.slice_view)
+            self.views.setCurrentWidget(self.grid)
 
     def choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open folder", self._last_dir)
@@ -450,20 +489,22 @@ class MainWindow(QMainWindow):
         if not images:
             why = str(result.problems[0]) if result.problems else "no DICOM or image files found"
             msg = f"{path}: nothing to show — {why}"
-            self.slice_view.clear()
+            self._clear_viewports()
             self.mpr_layout.clear()
-            self.views.setCurrentWidget(self.slice_view)
+            self.views.setCurrentWidget(self.grid)
             self.layout_mpr_action.setEnabled(False)
-            self.shown_series = None
             self.shown_mammo = None
             self._rebuild_presets()
             self.show_message(msg, "error")
             self.task_failed.emit(msg)
             return
         self.show_message(summary, level)
-        self.shown_series = None
+        self._clear_viewports()
         self.shown_mammo = None
-        self.browser.select_first_image_series()  # -> load_series
+        self._start_thumbnails(images)
+        first = self.browser.select_first_image_series()  # -> load_series
+        if first is not None and self.layout_mode in GRID_MODES and self.layout_mode != "1x1":
+            self._pending_fill = self._fill_plan(exclude=first)
 
     def _show_scan_problems(self, result: ScanResult) -> None:
         if not result.problems:
@@ -512,7 +553,6 @@ class MainWindow(QMainWindow):
         self.mammo_layout.set_views(views, study)
         self.views.setCurrentWidget(self.mammo_layout)
         self.shown_mammo = study
-        self.shown_series = None
         self.layout_mpr_action.setEnabled(False)
         shown = [name for name, v in views.items() if v is not None]
         info = next(v[1].info for v in views.values() if v is not None)
@@ -526,13 +566,20 @@ class MainWindow(QMainWindow):
         self._apply_overlay_visibility()
         self.image_shown.emit()
 
-    def load_series(self, series: Series, should_stop=None) -> None:
-        """Decode a series in the background and show it (an MG series of a 4-view study: the hanging)."""
+    def load_series(self, series: Series, should_stop=None, viewport: SliceView | None = None) -> None:
+        """Decode a series in the background and show it in ``viewport`` (default: the active one).
+
+        An MG series of a 4-view study opens the mammography hanging instead.
+        """
         study = self.study_of(series)
         if series.modality == "MG" and study is not None and is_mammo_study(study):
+            self._pending_fill = []
             self.load_mammo(study, should_stop)
             return
-        if self.shown_series is not None and series.key == self.shown_series.key and not self.busy:
+        target = viewport or self.grid.active
+        shown = self._cell_series.get(target)
+        if (shown is not None and series.key == shown.key and not self.busy
+                and self.views.currentWidget() is not self.mammo_layout):
             return
         self.stop_cine()
 
@@ -540,15 +587,16 @@ class MainWindow(QMainWindow):
             from ..core.io import load_series
 
             volume = load_series(series, progress=progress, should_stop=stop)
-            return series, volume, default_window(volume)
+            return series, volume, default_window(volume), target
 
         self._start(f"Loading {series.label()}", job, self._series_loaded, should_stop)
 
     def _series_loaded(self, payload) -> None:
-        series, volume, window = payload
+        series, volume, window, target = payload
         self.stop_cine()
-        self.slice_view.set_volume(volume, window)
-        self.shown_series = series
+        self.grid.set_active(target)
+        target.set_volume(volume, window)
+        self._cell_series[target] = series
         self.shown_mammo = None
         self._show_volume_layout()
         info = volume.info
@@ -566,6 +614,94 @@ class MainWindow(QMainWindow):
         self._rebuild_presets()
         self._apply_overlay_visibility()
         self.image_shown.emit()
+        self._load_next_pending()
+
+    # -- viewports ------------------------------------------------------------------------------
+    @property
+    def slice_view(self) -> SliceView:
+        """The active viewport: browser selections load here; presets, cine and MPR act on it."""
+        return self.grid.active
+
+    @property
+    def shown_series(self) -> Series | None:
+        """The series in the active viewport (None for the mammography hanging or an empty viewport)."""
+        if self.views.currentWidget() is self.mammo_layout:
+            return None
+        return self._cell_series.get(self.grid.active)
+
+    def viewport_series(self, view: SliceView) -> Series | None:
+        return self._cell_series.get(view)
+
+    def _clear_viewports(self) -> None:
+        self._pending_fill = []
+        self._cell_series.clear()
+        for view in self.grid.cells:
+            view.clear()
+        self.grid.set_active(self.grid.cells[0])
+
+    def _fill_plan(self, exclude: Series | None = None) -> list[tuple[Series, SliceView]]:
+        """Next series of the open scan, not on screen yet, for each empty visible viewport."""
+        on_screen = {s.key for s in self._cell_series.values()} | ({exclude.key} if exclude else set())
+        candidates = [s for s in self.browser.image_series() if s.key not in on_screen and not s.is_projection]
+        empty = [v for v in self.grid.visible_cells() if v.volume is None
+                 and (exclude is None or v is not self.grid.active)]
+        return list(zip(candidates, empty))
+
+    def _fill_empty_viewports(self) -> None:
+        if self.scan_result is None or self.busy:
+            return
+        self._pending_fill = self._fill_plan()
+        self._load_next_pending()
+
+    def _load_next_pending(self) -> None:
+        while self._pending_fill:
+            series, view = self._pending_fill.pop(0)
+            if view.volume is None and view in self.grid.visible_cells():
+                self.load_series(series, viewport=view)
+                return
+
+    def _series_dropped(self, view: SliceView, key: str) -> None:
+        series = self.browser.series_for_key(key)
+        if series is None:
+            self.show_message(f"That series is no longer in the list ({key})", "warning")
+            return
+        self._pending_fill = []
+        self.load_series(series, viewport=view)
+
+    def _active_viewport_changed(self, view: SliceView) -> None:
+        """Presets, the window title and the MPR action follow the active viewport."""
+        if self.views.currentWidget() is not self.grid:
+            return
+        self.stop_cine()
+        self.layout_mpr_action.setEnabled(self._mpr_possible())
+        self._rebuild_presets()
+        series = self._cell_series.get(view)
+        self.browser.mark_current(series)
+        if series is not None and view.volume is not None:
+            who = view.volume.info.patient_name.replace("^", " ").strip()
+            self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, series.label()) if b))
+
+    # -- thumbnails ---------------------------------------------------------------------------
+    def _start_thumbnails(self, series_list: list[Series]) -> None:
+        if self._thumbnail_task is not None:
+            self._thumbnail_task.cancel()  # an older scan's previews
+        task: Worker | None = None
+
+        def over(*_args) -> None:
+            if self._thumbnail_task is task:
+                self._thumbnail_task = None
+
+        def done(thumbs: dict) -> None:
+            over()
+            if self._closing:
+                return
+            for key, gray in thumbs.items():  # keys of an older scan are simply not found
+                self.browser.set_thumbnail(key, gray)
+            self.thumbnails_ready.emit()
+
+        task = self.thumbnail_runner.start(_thumbnail_job(list(series_list)), "thumbnails",
+                                           on_finished=done, on_failed=over, on_cancelled=over)
+        self._thumbnail_task = task
 
     # -- window/level presets -------------------------------------------------------------------
     def shown_views(self) -> list[SliceView]:
@@ -575,10 +711,10 @@ class MainWindow(QMainWindow):
             return list(self.mpr_layout.views.values())
         if current is self.mammo_layout:
             return list(self.mammo_layout.cells.values())
-        return [self.slice_view]
+        return self.grid.visible_cells()
 
     def all_views(self) -> list[SliceView]:
-        return [self.slice_view, *self.mpr_layout.views.values(), *self.mammo_layout.cells.values()]
+        return [*self.grid.cells, *self.mpr_layout.views.values(), *self.mammo_layout.cells.values()]
 
     def current_presets(self) -> list[Preset]:
         vol = self.slice_view.volume
@@ -634,8 +770,10 @@ class MainWindow(QMainWindow):
         self.preset_combo.setCurrentIndex(0)
 
     def apply_window(self, center: float, width: float) -> None:
-        """Set (center, width) on every image view shown now."""
-        for view in self.shown_views():
+        """Set (center, width) on the views showing the active image (all MPR planes, all mammo views;
+        in a 1x2/2x2 grid only the active viewport, which may hold another modality than its neighbours)."""
+        views = [self.grid.active] if self.views.currentWidget() is self.grid else self.shown_views()
+        for view in views:
             if view.volume is not None:
                 view.set_window(center, width)
 
@@ -647,8 +785,8 @@ class MainWindow(QMainWindow):
     def cine_view(self) -> SliceView | None:
         """The view cine steps through: the 1x1 view (the axial view in MPR); None for mammography."""
         current = self.views.currentWidget()
-        if current is self.slice_view:
-            return self.slice_view
+        if current is self.grid:
+            return self.grid.active
         if current is self.mpr_layout:
             return self.mpr_layout.views.get("axial")
         return None
@@ -787,6 +925,7 @@ class MainWindow(QMainWindow):
         self._closing = True
         self.cine_timer.stop()
         self.runner.shutdown()
+        self.thumbnail_runner.shutdown()
 
     def closeEvent(self, ev):
         self.shutdown()

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QBrush, QColor
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -14,10 +15,12 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.study import ScanResult, Series
+from .mime import SERIES_MIME, series_mime
 
 KEY_ROLE = Qt.ItemDataRole.UserRole
 COL_NAME, COL_MODALITY, COL_IMAGES = range(3)
 PROBLEMS_TEXT = "Problems"
+THUMBNAIL_SIZE = 48
 
 
 def image_count(series: Series) -> int:
@@ -31,8 +34,19 @@ def _date(d: str) -> str:
     return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else d
 
 
+def thumbnail_icon(gray: np.ndarray, size: int = THUMBNAIL_SIZE) -> QIcon:
+    """A square icon with the uint8 preview centred on black (keeps rows aligned in the tree)."""
+    canvas = np.zeros((size, size), np.uint8)
+    h, w = min(gray.shape[0], size), min(gray.shape[1], size)
+    y0, x0 = (size - h) // 2, (size - w) // 2
+    canvas[y0:y0 + h, x0:x0 + w] = gray[:h, :w]
+    image = QImage(canvas.data, size, size, size, QImage.Format.Format_Grayscale8).copy()
+    return QIcon(QPixmap.fromImage(image))
+
+
 class SeriesBrowser(QTreeWidget):
-    """Selecting (or double-clicking) an image series emits ``series_selected``."""
+    """Selecting (or double-clicking) an image series emits ``series_selected``; series can be dragged
+    onto a viewport (see mime.py) and show a thumbnail once ``set_thumbnail`` gives one."""
 
     series_selected = Signal(object)  # Series
 
@@ -41,8 +55,10 @@ class SeriesBrowser(QTreeWidget):
         self.setColumnCount(3)
         self.setHeaderLabels(["Series", "Mod.", "Images"])
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.setUniformRowHeights(True)
         self.setAlternatingRowColors(True)
+        self.setIconSize(QSize(THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        self.setDragEnabled(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         header = self.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(COL_NAME, QHeaderView.ResizeMode.Stretch)
@@ -115,6 +131,29 @@ class SeriesBrowser(QTreeWidget):
         self._items[series.key] = item
         return item
 
+    def set_thumbnail(self, key: str, gray: np.ndarray) -> bool:
+        """Show a uint8 preview beside the series ``key`` (False if it is not listed any more)."""
+        item = self._items.get(key)
+        if item is None:
+            return False
+        item.setIcon(COL_NAME, thumbnail_icon(gray))
+        return True
+
+    def has_thumbnail(self, key: str) -> bool:
+        item = self._items.get(key)
+        return item is not None and not item.icon(COL_NAME).isNull()
+
+    def series_for_key(self, key: str) -> Series | None:
+        return self._series.get(key)
+
+    # -- dragging a series onto a viewport --------------------------------------------------
+    def mimeData(self, items):
+        series = self._series_of(items[0]) if items else None
+        return series_mime(series.key) if series is not None else None
+
+    def mimeTypes(self):
+        return [SERIES_MIME]
+
     # -- queries / selection ------------------------------------------------------------
     def image_series(self) -> list[Series]:
         return [s for s in self._series.values() if s.kind in ("dicom", "file")]
@@ -132,6 +171,17 @@ class SeriesBrowser(QTreeWidget):
         item = self._items.get(series.key)
         if item is not None:
             self.setCurrentItem(item)
+
+    def mark_current(self, series: Series | None) -> None:
+        """Highlight ``series`` (what the active viewport shows) without loading it again."""
+        item = self._items.get(series.key) if series is not None else None
+        self.blockSignals(True)
+        try:
+            if item is None:
+                self.clearSelection()
+            self.setCurrentItem(item)
+        finally:
+            self.blockSignals(False)
 
     def select_first_image_series(self) -> Series | None:
         first = next(iter(self.image_series()), None)

@@ -34,6 +34,7 @@ from ..core.mpr import (PlaneGeometry, extract_slice, native_geometry, normal_wo
 from ..core.volume import Volume
 from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
 from .measure_tools import TOOLS, MeasureTool
+from .mime import series_key
 
 WHEEL_STEP = 120  # one notch of a mouse wheel, in eighths of a degree
 
@@ -110,7 +111,32 @@ class _Canvas(pg.GraphicsView):
         super().__init__(background="k")
         self._owner = owner
         self.setFocusPolicy(Qt.FocusPolicy.WheelFocus)
-        self.setAcceptDrops(False)  # let file drops reach the main window
+        self.setAcceptDrops(True)  # a series dragged from the browser; file drops go on to the main window
+
+    def mousePressEvent(self, ev):
+        self._owner.activated.emit()
+        super().mousePressEvent(ev)
+
+    def dragEnterEvent(self, ev):
+        if series_key(ev.mimeData()) is not None:
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()  # -> the parent widgets (the main window opens dropped files)
+
+    def dragMoveEvent(self, ev):
+        if series_key(ev.mimeData()) is not None:
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dropEvent(self, ev):
+        key = series_key(ev.mimeData())
+        if key is None:
+            ev.ignore()
+            return
+        ev.acceptProposedAction()
+        self._owner.activated.emit()
+        self._owner.series_dropped.emit(key)
 
     def keyPressEvent(self, ev: QKeyEvent):
         if self._owner.handle_key(ev.key(), ev.modifiers()):
@@ -151,6 +177,8 @@ class SliceView(QWidget):
     volume_changed = Signal()
     tool_changed = Signal(str)  # 'navigate', 'ruler', 'rect' or 'ellipse'
     pixel_clicked = Signal(int, int, object)  # row, col of the shown slice (display orientation), modifiers
+    activated = Signal()  # pressed or dropped on: the window makes this the active viewport
+    series_dropped = Signal(str)  # key of a series dragged here from the browser
 
     MARGIN = 6
 
