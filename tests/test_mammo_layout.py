@@ -161,11 +161,26 @@ def test_linked_zoom_and_presets(tmp_path, layout):
     zoom = layout.zoom_of("RCC")
     assert zoom > 1.2
     assert all(layout.zoom_of(n) == pytest.approx(zoom, rel=1e-2) for n in FOUR_VIEWS)
-    for name in ("LCC", "RMLO", "LMLO"):  # the followers stay against their chest wall
+    depth, dy = layout.pan_of("RCC")  # zooming about the mouse moved RCC's region off the chest wall ...
+    assert depth > 1.0
+    for name in ("LCC", "RMLO", "LMLO"):  # ... and the others show the mirror-image region
         cell = layout.cells[name]
         (x0, x1), _ = cell.view.viewRange()
         width = cell.volume.shape[2] * cell.volume.spacing[2]
-        assert (x1 == pytest.approx(width, abs=0.5)) if name[0] == "R" else (x0 == pytest.approx(0, abs=0.5))
+        inner = (width - x1) if name[0] == "R" else x0  # distance of the inner edge from the chest wall
+        assert inner == pytest.approx(depth, abs=0.5)
+        assert layout.pan_of(name)[1] == pytest.approx(dy, abs=0.5)
+
+    # a pan in one view pans the others, mirrored between sides (LCC right = RCC left on screen)
+    lcc, rcc = layout.cells["LCC"], layout.cells["RCC"]
+    (l0, _), _ = lcc.view.viewRange()
+    (r0, r1), (ry0, _) = rcc.view.viewRange()
+    lcc.view.translateBy(x=5.0, y=3.0)
+    lcc.view.sigRangeChangedManually.emit(lcc.view.state["mouseEnabled"])
+    (nl0, _), _ = lcc.view.viewRange()
+    (nr0, nr1), (nry0, _) = rcc.view.viewRange()
+    assert nl0 - l0 == pytest.approx(5.0, abs=1e-3)
+    assert nr1 - r1 == pytest.approx(-5.0, abs=1e-3) and nry0 - ry0 == pytest.approx(3.0, abs=1e-3)
     layout.reset_all()
     assert all(layout.zoom_of(n) == pytest.approx(1.0, rel=1e-3) for n in FOUR_VIEWS)
 

@@ -74,8 +74,8 @@ def test_ruler_anisotropic_pixels(qtbot, use_events):
     view.set_tool("ruler")
     assert isinstance(view.tool, RulerTool)
     cases = [((10, 5), (10, 13), 16.0),   # 8 columns x 2.0 mm
-             ((10, 5), (16, 5), 3.0),     # 6 rows x 0.5 mm
-             ((10, 5), (16, 7), 5.0)]     # 6 rows = 3 mm and 2 columns = 4 mm: 3-4-5
+             ((25, 5), (31, 5), 3.0),     # 6 rows x 0.5 mm (apart from the others: a press on
+             ((40, 5), (46, 7), 5.0)]     # a ruler's end edits it); 6 rows = 3 mm, 2 columns = 4 mm: 3-4-5
     for (r0, c0), (r1, c1), expected in cases:
         p0, p1 = view.pixel_center(r0, c0), view.pixel_center(r1, c1)
         if use_events:
@@ -213,3 +213,33 @@ def test_main_window_tools(qtbot):
     win.tool_actions["navigate"].trigger()
     assert all(v.tool is None for v in win.all_views())
     win.shutdown()
+
+
+def test_press_on_a_measurement_reshapes_or_moves_it(qtbot):
+    view = make_view(qtbot, aniso_volume())
+    view.set_tool("ruler")
+    ruler = tool_drag(view.tool, view.pixel_center(10, 5), view.pixel_center(10, 13))
+    assert ruler.value == pytest.approx(16.0)
+    # grab the far end and drag it 6 rows down: a 3-4-5... here 8 cols = 16 mm, 6 rows = 3 mm
+    tool_drag(view.tool, view.pixel_center(10, 13), view.pixel_center(16, 13))
+    assert len(view.measurements) == 1 and ruler.value == pytest.approx(np.hypot(16.0, 3.0))
+    # grab the middle of the line and move it: same length, new place
+    mid = view.pixel_center(13, 9)
+    tool_drag(view.tool, mid, (mid[0] + 4.0, mid[1] + 2.0))
+    assert len(view.measurements) == 1 and ruler.value == pytest.approx(np.hypot(16.0, 3.0))
+    assert ruler.p0 == pytest.approx((view.pixel_center(10, 5)[0] + 4.0, view.pixel_center(10, 5)[1] + 2.0))
+    # a press away from it starts a new one
+    tool_drag(view.tool, view.pixel_center(40, 5), view.pixel_center(46, 5))
+    assert len(view.measurements) == 2
+
+    view.set_tool("rect")
+    box = tool_drag(view.tool, view.pixel_center(20, 10), view.pixel_center(30, 20))
+    image = view.current_image()
+    np.testing.assert_allclose(box.value.mean, image[20:31, 10:21].mean())
+    tool_drag(view.tool, view.pixel_center(25, 15), view.pixel_center(27, 18))  # inside: move by 2 rows, 3 cols
+    assert len(view.measurements) == 3
+    np.testing.assert_allclose(box.value.mean, image[22:33, 13:24].mean())
+    tool_drag(view.tool, view.pixel_center(32, 23), view.pixel_center(36, 25))  # corner x1y1: resize
+    np.testing.assert_allclose(box.value.mean, image[22:37, 13:26].mean())
+    assert box.value.area_mm2 == pytest.approx(15 * 0.5 * 13 * 2.0)
+    assert view.selected_measurement is box

@@ -12,8 +12,11 @@ pytest.importorskip("pytestqt")
 pg = pytest.importorskip("pyqtgraph")
 
 from conftest import CORONAL, SAGITTAL, ramp_volume
+from PySide6.QtCore import Qt
+from qt_helpers import shown as show_widget
 
 from viewer.core.mpr import extract_slice
+from viewer.core.volume import SourceInfo, Volume
 from viewer.ui.overlays import LabelLayer, ProbabilityLayer, colormap_lut
 from viewer.ui.slice_view import SliceView
 
@@ -200,3 +203,68 @@ def test_overlay_renders_on_screen(qtbot):
     c = after.pixelColor(after.width() // 2, after.height() // 2)
     assert (b.red(), b.green(), b.blue()) != (255, 0, 0)  # the red comes from the layer
     assert (c.red(), c.green(), c.blue()) == (255, 0, 0)
+
+
+# -- H / S toggles and the colour bar ------------------------------------------------------------
+def test_h_and_s_toggle_heatmaps_and_label_maps_in_every_view(qtbot):
+    from viewer.ui.main_window import MainWindow
+
+    w = show_widget(qtbot, MainWindow(), (1000, 700))
+    try:
+        vol = Volume(np.zeros((4, 20, 30), np.int16), spacing=(2.0, 1.0, 1.0),
+                     info=SourceInfo(modality="CT", series_uid="1.2.3"))
+        view = w.slice_view
+        view.set_volume(vol)
+        prob = view.add_layer("heat", ProbabilityLayer(np.full(vol.shape, 0.9, np.float32)))
+        labels = view.add_layer("seg", LabelLayer(np.ones(vol.shape, np.uint8)))
+        assert view.legend.isVisible()
+
+        def key(k):  # as a user types it: the window active, the image focused
+            w.activateWindow()
+            qtbot.waitUntil(w.isActiveWindow, timeout=3000)
+            view.canvas.setFocus()
+            qtbot.keyClick(view.canvas, k)
+
+        key(Qt.Key.Key_H)
+        assert not prob.visible and not prob.item.isVisible() and labels.visible
+        assert not view.legend.isVisible()  # no visible heatmap: no colour bar
+        key(Qt.Key.Key_S)
+        assert not labels.visible and not labels.item.isVisible()
+        key(Qt.Key.Key_H)
+        assert prob.visible and prob.item.isVisible() and view.legend.isVisible()
+        assert not w.segmentation_action.isChecked()
+    finally:
+        w.shutdown()
+
+
+def test_legend_shows_the_layer_colours_and_dims_below_threshold(qtbot):
+    from viewer.ui.legend import BAR_HEIGHT
+
+    view = show_widget(qtbot, make_view(qtbot), (400, 360))
+
+    layer = view.add_layer("heat", ProbabilityLayer(np.zeros(view.volume.shape, np.float32), colormap="jet",
+                                                    threshold=0.25))
+    legend = view.legend
+    assert legend.isVisible() and legend.title == "heat"
+    bar = legend.bar_image()
+    lut = layer.lut()[:, :3]
+    np.testing.assert_array_equal(bar[0], lut[255])  # vmax at the top, in the layer's own colours
+    row = legend.threshold_row()
+    assert row == round(0.75 * (BAR_HEIGHT - 1))
+    assert bar[row + 2:].astype(int).sum(axis=1).max() < bar[:row - 1].astype(int).sum(axis=1).max()
+    layer.threshold = 0.5  # the bar follows the layer
+    assert legend.threshold_row() == round(0.5 * (BAR_HEIGHT - 1))
+    view.remove_layer("heat")
+    assert not legend.isVisible()
+
+
+def test_another_image_drops_the_previous_overlays(qtbot):
+    view = make_view(qtbot)
+    view.add_layer("heat", ProbabilityLayer(np.zeros(view.volume.shape, np.float32)))
+    same = view.volume
+    view.set_volume(same)  # the same image again keeps them
+    assert "heat" in view.layers
+    other = Volume(np.ones(same.shape, same.array.dtype), same.spacing, same.origin, same.direction,
+                   info=SourceInfo(modality="CT", series_uid="9.9.9"))
+    view.set_volume(other)  # same grid, other series: a heatmap of the first image must not stay
+    assert view.layers == {}

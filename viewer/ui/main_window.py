@@ -33,6 +33,7 @@ from ..core.study import ScanResult, Series, Study
 from ..core.windowing import CT_PRESET_KEYS, Preset, presets_for
 from .mammo_layout import MammoLayout, load_four_view
 from .mpr_layout import MprLayout
+from .overlays import LabelLayer, ProbabilityLayer
 from .series_browser import KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
 from .viewport_grid import MODES as GRID_MODES
@@ -285,6 +286,17 @@ class MainWindow(QMainWindow):
         self.overlay_action.setShortcut(QKeySequence("T"))
         self.overlay_action.toggled.connect(self.set_overlay_text_visible)
         view_menu.addAction(self.overlay_action)
+        self.heatmap_action = QAction("Show &heatmaps", self)
+        self.heatmap_action.setShortcut(QKeySequence("H"))
+        self.heatmap_action.setToolTip("Show or hide the probability heatmaps on every view (H)")
+        self.segmentation_action = QAction("Show &segmentation", self)
+        self.segmentation_action.setShortcut(QKeySequence("S"))
+        self.segmentation_action.setToolTip("Show or hide the segmentation label maps on every view (S)")
+        for act in (self.heatmap_action, self.segmentation_action):
+            act.setCheckable(True)
+            act.setChecked(True)
+            act.toggled.connect(lambda _on: self.apply_layer_visibility())
+            view_menu.addAction(act)
         view_menu.addSeparator()
         view_menu.addAction(self.play_action)
 
@@ -557,7 +569,7 @@ class MainWindow(QMainWindow):
         shown = [name for name, v in views.items() if v is not None]
         info = next(v[1].info for v in views.values() if v is not None)
         who = info.patient_name.replace("^", " ").strip()
-        self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, "4-view mammography") if b))
+        self._set_title(who, "4-view mammography")
         missing = [name for name, v in views.items() if v is None]
         text = f"4-view mammography: {' '.join(shown)}"
         self.show_message(text + (f" — not in this study: {' '.join(missing)}" if missing else ""),
@@ -601,7 +613,7 @@ class MainWindow(QMainWindow):
         self._show_volume_layout()
         info = volume.info
         who = info.patient_name.replace("^", " ").strip()
-        self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, series.label()) if b))
+        self._set_title(who, series.label())
         nz, ny, nx = volume.shape
         text = f"{series.label()}: {nx}×{ny}×{nz}, spacing " + \
                "×".join(f"{v:.3g}" for v in volume.spacing[::-1]) + " mm"
@@ -615,6 +627,10 @@ class MainWindow(QMainWindow):
         self._apply_overlay_visibility()
         self.image_shown.emit()
         self._load_next_pending()
+
+    def _set_title(self, *parts: str) -> None:
+        """What is shown; Qt adds the application's display name ("Lightbox") on X11 and Windows."""
+        self.setWindowTitle(" — ".join(p for p in parts if p) or "Lightbox")
 
     # -- viewports ------------------------------------------------------------------------------
     @property
@@ -679,7 +695,7 @@ class MainWindow(QMainWindow):
         self.browser.mark_current(series)
         if series is not None and view.volume is not None:
             who = view.volume.info.patient_name.replace("^", " ").strip()
-            self.setWindowTitle(" — ".join(b for b in ("Lightbox", who, series.label()) if b))
+            self._set_title(who, series.label())
 
     # -- thumbnails ---------------------------------------------------------------------------
     def _start_thumbnails(self, series_list: list[Series]) -> None:
@@ -837,6 +853,20 @@ class MainWindow(QMainWindow):
         visible = self.overlay_action.isChecked()
         for view in self.all_views():
             view.set_corner_text_visible(visible)
+
+    # -- overlay layers (H / S) ------------------------------------------------------------------
+    def set_heatmaps_visible(self, on: bool) -> None:
+        self.heatmap_action.setChecked(bool(on))  # -> toggled -> apply_layer_visibility
+
+    def set_segmentation_visible(self, on: bool) -> None:
+        self.segmentation_action.setChecked(bool(on))
+
+    def apply_layer_visibility(self) -> None:
+        """Every view's heatmaps and label maps follow the H and S toggles (also for layers added later)."""
+        heat, seg = self.heatmap_action.isChecked(), self.segmentation_action.isChecked()
+        for view in self.all_views():
+            view.set_layers_visible(ProbabilityLayer, heat)
+            view.set_layers_visible(LabelLayer, seg)
 
     # -- recent studies ----------------------------------------------------------------------------
     def recent_paths(self) -> list[str]:

@@ -9,8 +9,9 @@ display options it offers for this (flips, alignment, wheel zoom, compact
 corner text).
 
 Mouse per cell: wheel (or Ctrl+wheel) = zoom, right-drag = window/level,
-left/middle-drag = pan. R resets every cell. With "Link W/L and zoom" on (the
-default), window/level and zoom changes in one cell apply to all four.
+left/middle-drag = pan. R resets every cell. With "Link W/L, zoom and pan" on
+(the default), window/level, zoom and pan in one cell apply to all four; pan is
+mirrored between the sides, so the same region of each breast stays in view.
 """
 from __future__ import annotations
 
@@ -81,10 +82,11 @@ class MammoLayout(QWidget):
             "QToolButton:hover { background: #404040; }"
             "QToolButton:checked { background: #3d6185; }"
             "QLabel { color: #cfcfcf; }")
-        self.link_action = QAction("Link W/L and zoom", self)
+        self.link_action = QAction("Link W/L, zoom and pan", self)
         self.link_action.setCheckable(True)
         self.link_action.setChecked(True)
-        self.link_action.setToolTip("Window/level and zoom changes in one view apply to all four")
+        self.link_action.setToolTip("Window/level, zoom and pan in one view apply to all four "
+                                    "(pan mirrored, so the same region of both breasts shows)")
         self.toolbar.addAction(self.link_action)
         self.toolbar.addSeparator()
         self.preset_actions: dict[str, QAction] = {}
@@ -204,20 +206,35 @@ class MammoLayout(QWidget):
             return 1.0
         return (cell.view.width() / (x1 - x0)) / fit
 
-    def set_zoom(self, name: str, zoom: float) -> None:
-        """Magnify one cell to ``zoom`` x its fitted scale, keeping its chest-wall edge (the side
-        facing the middle) and its vertical centre in place, so the breasts still meet in the middle."""
+    def pan_of(self, name: str) -> tuple[float, float]:
+        """(depth, dy) in mm: how far the view's inner edge lies from the chest wall (towards the
+        nipple), and its vertical centre relative to the image's. Mirror-symmetric between sides."""
+        cell = self.cells[name]
+        (x0, x1), (y0, y1) = cell.view.viewRange()
+        width, height = cell.image_size_mm()
+        depth = (width - x1) if name[0] == "R" else x0
+        return depth, (y0 + y1) / 2 - height / 2
+
+    def set_view(self, name: str, zoom: float, depth: float, dy: float) -> None:
+        """Show one cell at ``zoom`` x its fitted scale with its inner (chest-wall) edge ``depth`` mm
+        into the breast and its centre ``dy`` mm below the image centre; the R and L views of a pair
+        given the same numbers show mirror-symmetric regions, still meeting in the middle."""
         cell = self.cells[name]
         fit = self._fit_scale(cell)
         if fit is None or zoom <= 0:
             return
-        (x0, x1), (y0, y1) = cell.view.viewRange()
-        cy = (y0 + y1) / 2
+        width, height = cell.image_size_mm()
         scale = fit * zoom  # screen pixels per mm
         span_x, hh = cell.view.width() / scale, cell.view.height() / scale / 2
-        x_range = (x1 - span_x, x1) if name[0] == "R" else (x0, x0 + span_x)
+        x_range = (width - depth - span_x, width - depth) if name[0] == "R" else (depth, depth + span_x)
+        cy = height / 2 + dy
         cell.view.setRange(xRange=x_range, yRange=(cy - hh, cy + hh), padding=0)
         cell._fitted = False
+
+    def set_zoom(self, name: str, zoom: float) -> None:
+        """Magnify one cell to ``zoom`` x its fitted scale, keeping its chest-wall edge (the side
+        facing the middle) and its vertical centre in place, so the breasts still meet in the middle."""
+        self.set_view(name, zoom, *self.pan_of(name))
 
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:
         if (ev.type() == QEvent.Type.KeyPress and ev.key() == Qt.Key.Key_R
@@ -248,14 +265,16 @@ class MammoLayout(QWidget):
             self._syncing = False
 
     def _zoom_changed(self, name: str, *_args) -> None:
+        """Zoom or pan in one cell: the others follow, mirrored so the same region of each breast shows."""
         if self._syncing or not self.linked:
             return
         zoom = self.zoom_of(name)
+        depth, dy = self.pan_of(name)
         self._syncing = True
         try:
             for other, cell in self.cells.items():
                 if other != name and cell.volume is not None:
-                    self.set_zoom(other, zoom)
+                    self.set_view(other, zoom, depth, dy)
         finally:
             self._syncing = False
 

@@ -7,6 +7,9 @@ are. While a tool is active the SliceView hands it left-drags instead of
 panning. Every drag makes a ``Measurement``: pyqtgraph items plus a TextItem
 label, tied to the slice it was drawn on (hidden on the others).
 
+Pressing on an existing measurement edits it: a ruler end or a box corner
+reshapes it, the line or the box's inside moves it; the numbers follow.
+
 Scene (x, y) mm are mapped back to fractional pixel (row, col) of
 ``current_image()`` undoing the display flips, and the numbers come from
 ``viewer.core.measure`` (``distance_mm`` per-axis pixel size, ``roi_stats``).
@@ -78,9 +81,36 @@ class Measurement:
 
     def update(self, p1) -> None:
         self.p1 = (float(p1[0]), float(p1[1]))
+        self._redraw()
+
+    def _redraw(self) -> None:
         self._draw()
         self.value = self._compute()
         self.label.setText(self._text())
+
+    # editing: grab a handle to reshape, or the body to move (scene mm)
+    def handles(self) -> dict[str, tuple[float, float]]:
+        return {"p0": self.p0, "p1": self.p1}
+
+    def drag_handle(self, name: str, x: float, y: float) -> None:
+        setattr(self, name, (float(x), float(y)))
+        self._redraw()
+
+    def translate(self, dx: float, dy: float) -> None:
+        self.p0 = (self.p0[0] + dx, self.p0[1] + dy)
+        self.p1 = (self.p1[0] + dx, self.p1[1] + dy)
+        self._redraw()
+
+    def contains(self, x: float, y: float, tol: float) -> bool:
+        raise NotImplementedError
+
+    def hit(self, x: float, y: float, tol: float) -> str | None:
+        """'move', a handle name, or None: what a press at (x, y) within ``tol`` mm grabs."""
+        near = [(np.hypot(x - hx, y - hy), name) for name, (hx, hy) in self.handles().items()]
+        dist, name = min(near)
+        if dist <= tol:
+            return name
+        return "move" if self.contains(x, y, tol) else None
 
     @property
     def text(self) -> str:
@@ -124,6 +154,13 @@ class RulerMeasurement(Measurement):
         a, b = self.pixel_points()
         return distance_mm(self.view.plane_geometry.pixel_size, a, b)
 
+    def contains(self, x: float, y: float, tol: float) -> bool:
+        """Within ``tol`` mm of the line segment."""
+        p, a, b = np.array([x, y]), np.array(self.p0), np.array(self.p1)
+        ab = b - a
+        t = 0.0 if not ab.any() else float(np.clip(np.dot(p - a, ab) / np.dot(ab, ab), 0, 1))
+        return float(np.hypot(*(p - (a + t * ab)))) <= tol
+
     def _text(self) -> str:
         return f"{self.value:.1f} mm"
 
@@ -143,6 +180,21 @@ class _BoxMeasurement(Measurement):
         rect = QRectF(min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0))
         self.items[0].setRect(rect)
         self.label.setPos(rect.right(), rect.top())
+
+    def handles(self) -> dict[str, tuple[float, float]]:
+        """The four corners, named by which of p0/p1 gives each coordinate ('x0y1' = (p0.x, p1.y))."""
+        (x0, y0), (x1, y1) = self.p0, self.p1
+        return {"x0y0": (x0, y0), "x1y1": (x1, y1), "x0y1": (x0, y1), "x1y0": (x1, y0)}
+
+    def drag_handle(self, name: str, x: float, y: float) -> None:
+        xs, ys = [self.p0[0], self.p1[0]], [self.p0[1], self.p1[1]]
+        xs[int(name[1])], ys[int(name[3])] = float(x), float(y)
+        self.p0, self.p1 = (xs[0], ys[0]), (xs[1], ys[1])
+        self._redraw()
+
+    def contains(self, x: float, y: float, tol: float) -> bool:
+        (x0, y0), (x1, y1) = self.p0, self.p1
+        return min(x0, x1) - tol <= x <= max(x0, x1) + tol and min(y0, y1) - tol <= y <= max(y0, y1) + tol
 
     def _compute(self):
         (r0, c0), (r1, c1) = self.pixel_points()
@@ -171,8 +223,15 @@ class EllipseMeasurement(_BoxMeasurement):
     item_class = QGraphicsEllipseItem
 
 
+GRAB_PIXELS = 7  # how close (screen pixels) a press must be to a handle or line to grab it
+
+
 class MeasureTool:
-    """A left-drag interaction on one SliceView; subclasses pick the measurement made."""
+    """A left-drag interaction on one SliceView; subclasses pick the measurement made.
+
+    A press on an existing measurement of the shown slice edits it instead: near a handle
+    (ruler end, box corner) it reshapes, on the line or inside the box it moves the whole thing.
+    """
 
     name = "tool"
     measurement_class: type[Measurement] = Measurement
@@ -180,6 +239,28 @@ class MeasureTool:
     def __init__(self):
         self.view = None
         self.current: Measurement | None = None
+        self._grab: tuple[str, tuple[float, float]] | None = None  # (handle or 'move', last point)
+
+    def grab_tolerance(self) -> float:
+        """GRAB_PIXELS in scene mm at the current zoom."""
+        try:
+            px = self.view.view.viewPixelSize()
+            return GRAB_PIXELS * max(float(px[0]), float(px[1]))
+        except Exception:  # noqa: BLE001 - view not laid out yet
+            return 1.0
+
+    def _hit(self, x_mm: float, y_mm: float) -> tuple[Measurement, str] | None:
+        tol = self.grab_tolerance()
+        here = list(reversed(self.view.measurements_on_slice()))  # topmost (newest) first
+        selected = self.view.selected_measurement
+        if selected in here:
+            here.remove(selected)
+            here.insert(0, selected)
+        for m in here:
+            what = m.hit(x_mm, y_mm, tol)
+            if what is not None:
+                return m, what
+        return None
 
     def activate(self, view) -> None:
         self.view = view
@@ -192,20 +273,37 @@ class MeasureTool:
     def press(self, x_mm: float, y_mm: float) -> Measurement | None:
         if self.view is None or self.view.volume is None:
             return None
+        hit = self._hit(x_mm, y_mm)
+        if hit is not None:
+            self.current, what = hit
+            self._grab = (what, (x_mm, y_mm))
+            self.view.select_measurement(self.current)
+            return self.current
+        self._grab = None
         self.current = self.measurement_class(self.view, (x_mm, y_mm), (x_mm, y_mm))
         self.view._add_measurement(self.current)
         return self.current
 
     def move(self, x_mm: float, y_mm: float) -> None:
-        if self.current is not None:
-            self.current.update((x_mm, y_mm))
+        m = self.current
+        if m is None:
+            return
+        if self._grab is None:
+            m.update((x_mm, y_mm))
+            return
+        what, (lx, ly) = self._grab
+        if what == "move":
+            m.translate(x_mm - lx, y_mm - ly)
+        else:
+            m.drag_handle(what, x_mm, y_mm)
+        self._grab = (what, (x_mm, y_mm))
 
     def release(self, x_mm, y_mm=None) -> Measurement | None:
         if y_mm is None:
             x_mm, y_mm = x_mm
-        m, self.current = self.current, None
-        if m is not None:
-            m.update((x_mm, y_mm))
+        m = self.current
+        self.move(x_mm, y_mm)
+        self.current, self._grab = None, None
         return m
 
 

@@ -139,6 +139,7 @@ class ProbabilityLayer(OverlayLayer):
         self._threshold = float(threshold)
         self.vmin, self.vmax = float(vmin), float(vmax)
         self._colormap = colormap
+        self.title = ""  # shown above the colour bar (else the layer's name), e.g. "mass probability"
         self._rgb = colormap_lut(colormap)
         self._table = self._make_table()
 
@@ -151,6 +152,8 @@ class ProbabilityLayer(OverlayLayer):
     def _rebuild(self) -> None:
         self._table = self._make_table()
         super()._rebuild()
+        if self._view is not None:
+            self._view.update_legend()
 
     @property
     def colormap(self) -> str:
@@ -170,10 +173,16 @@ class ProbabilityLayer(OverlayLayer):
     def threshold(self, value: float) -> None:
         self._threshold = float(value)
         self.refresh()
+        if self._view is not None:
+            self._view.update_legend()
 
     def lut(self) -> np.ndarray:
         """(256, 4) uint8 RGBA table from vmin (row 0) to vmax (row 255), for a legend/colour bar."""
         return self._table.copy()
+
+    def legend_info(self) -> tuple[str, np.ndarray, float, float, float]:
+        """(title, (256, 3) RGB, vmin, vmax, threshold) for the viewport's colour bar."""
+        return (self.title or self.name or "", self._rgb, self.vmin, self.vmax, self._threshold)
 
     def rgba(self, plane_slice: np.ndarray) -> np.ndarray:
         p = plane_slice

@@ -33,6 +33,7 @@ from ..core.mpr import (PlaneGeometry, extract_slice, native_geometry, normal_wo
                         plane_geometry)
 from ..core.volume import Volume
 from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
+from .legend import ColorLegend
 from .measure_tools import TOOLS, MeasureTool
 from .mime import series_key
 
@@ -241,6 +242,7 @@ class SliceView(QWidget):
         self._edge = {side: _OverlayLabel(vp, al.AlignCenter) for side in ("left", "right", "top", "bottom")}
         self._placeholder = _OverlayLabel(vp, al.AlignCenter)
         self._placeholder.setText("No image\n\nFile > Open Folder… or drop a folder or file here")
+        self.legend = ColorLegend(vp)  # colour bar of the topmost visible probability layer
         self._update_overlay()
 
     # -- public API ---------------------------------------------------------------
@@ -287,7 +289,7 @@ class SliceView(QWidget):
 
         ``flips`` (left_right, up_down) mirrors the display only (e.g. mammography hanging).
         """
-        self._volume = volume
+        previous, self._volume = self._volume, volume
         self.flips = (bool(flips[0]), bool(flips[1])) if flips is not None else (False, False)
         g = self.geometry_ = native_geometry(volume) if self.plane is None else plane_geometry(volume, self.plane)
         self._k = g.n_slices // 2
@@ -303,8 +305,10 @@ class SliceView(QWidget):
         self.image_item.setLookupTable(lut)
         self.image_item.setImage(self._shown(img), autoLevels=False, levels=self._levels(),
                                  rect=QRectF(0, 0, *self.image_size_mm()))
-        for name in [n for n, lay in self._layers.items() if lay.shape != volume.shape]:
-            self.remove_layer(name)  # overlays belong to a grid; a new grid drops mismatched ones
+        other_image = previous is not None and not (previous is volume or previous.same_grid(volume)
+                                                     and previous.info.series_uid == volume.info.series_uid)
+        for name in [n for n, lay in self._layers.items() if other_image or lay.shape != volume.shape]:
+            self.remove_layer(name)  # overlays belong to one image's grid; another image drops them
         self._refresh_layers()
         self.clear_measurements()
         self._set_problems(volume.problems)
@@ -393,12 +397,14 @@ class SliceView(QWidget):
         layer.name = name
         self._layers[name] = layer
         layer._attach(self, z=10 + len(self._layers))
+        self.update_legend()
         return layer
 
     def remove_layer(self, name: str):
         """Remove and return the named layer (KeyError if there is none)."""
         layer = self._layers.pop(name)
         layer._detach()
+        self.update_legend()
         return layer
 
     def layer(self, name: str):
@@ -413,6 +419,24 @@ class SliceView(QWidget):
         layer = self._layers[name]
         layer.visible = bool(visible)
         layer.refresh()  # hidden layers are not recomputed while scrolling; catch up now
+        self.update_legend()
+
+    def set_layers_visible(self, kind: type, visible: bool) -> list[str]:
+        """Show or hide every layer of a class (the H and S keys); returns the names touched."""
+        names = [n for n, layer in self._layers.items() if isinstance(layer, kind)]
+        for n in names:
+            self.set_layer_visible(n, visible)
+        return names
+
+    def update_legend(self) -> None:
+        """The colour bar follows the topmost visible layer that has a colour scale (``legend_info``)."""
+        shown = [layer for layer in self._layers.values()
+                 if layer.visible and hasattr(layer, "legend_info")]
+        if not shown or self._volume is None:
+            self.legend.hide()
+            return
+        self.legend.show_layer(*shown[-1].legend_info())
+        self._place_overlay()
 
     def _refresh_layers(self) -> None:
         for layer in self._layers.values():
@@ -661,6 +685,8 @@ class SliceView(QWidget):
         e["top"].move((w - e["top"].width()) // 2, m)
         e["bottom"].move((w - e["bottom"].width()) // 2, h - e["bottom"].height() - m)
         self._placeholder.move((w - self._placeholder.width()) // 2, (h - self._placeholder.height()) // 2)
+        self.legend.move(w - self.legend.width() - m, self._tr.y() + self._tr.height() + m
+                         if self._tr.isVisible() else m)
 
     def event(self, ev):  # keep the overlay placed when first shown
         if ev.type() in (QEvent.Type.Show, QEvent.Type.LayoutRequest):
