@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QWidget
 
 BAR_WIDTH = 14
 BAR_HEIGHT = 150
-TEXT_WIDTH = 44
+TEXT_WIDTH = 60
 
 
 def _fmt(v: float) -> str:
@@ -29,6 +29,7 @@ class ColorLegend(QWidget):
 
     def show_layer(self, title: str, rgb: np.ndarray, vmin: float, vmax: float, threshold: float) -> None:
         self.title = title
+        self.setToolTip(title)
         self._rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :3])
         self.vmin, self.vmax, self.threshold = float(vmin), float(vmax), float(threshold)
         self.show()
@@ -54,7 +55,8 @@ class ColorLegend(QWidget):
         font.setPointSizeF(max(7.5, font.pointSizeF() - 1))
         p.setFont(font)
         p.setPen(QColor("#f2f2e6"))
-        p.drawText(QRect(2, 1, self.width() - 4, 14), Qt.AlignmentFlag.AlignLeft, self.title[:14])
+        title = p.fontMetrics().elidedText(self.title, Qt.TextElideMode.ElideRight, self.width() - 6)
+        p.drawText(QRect(3, 1, self.width() - 6, 14), Qt.AlignmentFlag.AlignLeft, title)
         top = 18
         rgb = np.repeat(self.bar_image()[:, None, :], BAR_WIDTH, axis=1)
         img = QImage(rgb.data, BAR_WIDTH, BAR_HEIGHT, 3 * BAR_WIDTH, QImage.Format.Format_RGB888).copy()
