@@ -5,3 +5,4 @@ One module per architecture, plain nn.Modules configured by constructor argument
 """
 from inference.models import patch_net  # noqa: F401  (mammography patch classifier)
 from inference.models import exam_net  # noqa: F401  (mammography whole-image classifier)
+from inference.models import unet  # noqa: F401  (2D/3D U-Net segmentation)
