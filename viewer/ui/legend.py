@@ -24,6 +24,7 @@ class ColorLegend(QWidget):
         self.title = ""
         self.vmin, self.vmax, self.threshold = 0.0, 1.0, 0.5
         self._rgb = np.zeros((256, 3), np.uint8)
+        self._bar = QImage()
         self.setFixedSize(BAR_WIDTH + TEXT_WIDTH + 8, BAR_HEIGHT + 34)
         self.hide()
 
@@ -32,6 +33,8 @@ class ColorLegend(QWidget):
         self.setToolTip(title)
         self._rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[:, :3])
         self.vmin, self.vmax, self.threshold = float(vmin), float(vmax), float(threshold)
+        rgb = np.ascontiguousarray(np.repeat(self.bar_image()[:, None, :], BAR_WIDTH, axis=1))
+        self._bar = QImage(rgb.data, BAR_WIDTH, BAR_HEIGHT, 3 * BAR_WIDTH, QImage.Format.Format_RGB888).copy()
         self.show()
         self.update()
 
@@ -58,9 +61,7 @@ class ColorLegend(QWidget):
         title = p.fontMetrics().elidedText(self.title, Qt.TextElideMode.ElideRight, self.width() - 6)
         p.drawText(QRect(3, 1, self.width() - 6, 14), Qt.AlignmentFlag.AlignLeft, title)
         top = 18
-        rgb = np.repeat(self.bar_image()[:, None, :], BAR_WIDTH, axis=1)
-        img = QImage(rgb.data, BAR_WIDTH, BAR_HEIGHT, 3 * BAR_WIDTH, QImage.Format.Format_RGB888).copy()
-        p.drawImage(4, top, img)
+        p.drawImage(4, top, self._bar)  # built once per change of layer, not per repaint
         x_text = 4 + BAR_WIDTH + 4
         p.drawText(x_text, top + 9, _fmt(self.vmax))
         p.drawText(x_text, top + BAR_HEIGHT, _fmt(self.vmin))
