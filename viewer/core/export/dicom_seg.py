@@ -209,8 +209,11 @@ def _sources(labels: np.ndarray, volume: Volume, series: Series):
         raise ValueError(f"series {series.label()} has several images without ImagePositionPatient; "
                          "a DICOM SEG cannot place them (export NIfTI instead)")
     headers = _source_headers([f.instance.path for _, f in placed])
-    for ds in headers:  # highdicom copies Pixel Measures from the source and needs a thickness
-        if "ImagePositionPatient" in ds and "SliceThickness" not in ds:
+    for ds in headers:
+        # highdicom copies Pixel Measures from the source: for a stack it fails without
+        # SliceThickness, and for a mammogram it writes measures that its own reader (segread)
+        # then refuses. Our nominal slice spacing stands in (1 mm for a projection).
+        if "SliceThickness" not in ds or ds.SliceThickness in (None, ""):
             ds.SliceThickness = f"{float(volume.spacing[0]):.6g}"
     return headers, labels[[k for k, _ in placed]]
 
