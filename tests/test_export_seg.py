@@ -265,6 +265,35 @@ def test_seg_from_another_tool_loads_by_reference_not_order(tmp_path):
     np.testing.assert_array_equal(back, labels)
 
 
+@pytest.mark.parametrize("kind", ["LABELMAP", "FRACTIONAL"])
+def test_labelmap_and_fractional_segs_read_as_labels(tmp_path, kind):
+    src = ramp_volume(shape=(5, 12, 10), direction=OBLIQUE)
+    write_series(src, tmp_path / "src", file_order="shuffled", seed=7)
+    series, volume = load(tmp_path / "src")
+    labels = some_labels(volume.shape, seed=6)
+    labels[labels == 2] = 0  # a described segment with no voxels
+    descriptions = [hd.seg.SegmentDescription(
+        s.number, s.label, *property_codes(s.label), "MANUAL") for s in SEGMENTS]
+    sources = [pydicom.dcmread(f.instance.path) for f in plan_series(series).slots]
+    seg = hd.seg.Segmentation(sources, labels, kind, descriptions, hd.UID(), 9, hd.UID(), 1,
+                              "Other", "OtherTool", "1", "1")
+    seg.save_as(tmp_path / "seg.dcm")
+    back, segments = read_dicom_seg(tmp_path / "seg.dcm", volume, series)
+    np.testing.assert_array_equal(back, labels)
+    assert [s.number for s in segments] == [1, 2, 3]
+
+
+def test_seg_of_other_images_is_refused(tmp_path):
+    for name, origin in (("a", (0.0, 0.0, 0.0)), ("b", (0.0, 0.0, 500.0))):
+        write_series(ramp_volume(shape=(4, 10, 8), origin=origin), tmp_path / name)
+    series_a, volume_a = load(tmp_path / "a")
+    series_b, volume_b = load(tmp_path / "b")
+    labels = some_labels(volume_a.shape)
+    path = write_dicom_seg(labels, volume_a, series_a, SEGMENTS, tmp_path / "seg.dcm")
+    with pytest.raises(ValueError, match="none of its frames refers to an image of series"):
+        read_dicom_seg(path, volume_b, series_b)
+
+
 def test_nifti_label_map_and_heatmap_keep_the_volume_geometry(tmp_path):
     src = ramp_volume(shape=(5, 12, 9), spacing=(3.0, 0.8, 0.6), direction=OBLIQUE)
     write_series(src, tmp_path / "src", file_order="shuffled")

@@ -215,6 +215,8 @@ def _sources(labels: np.ndarray, volume: Volume, series: Series):
         # then refuses. Our nominal slice spacing stands in (1 mm for a projection).
         if "SliceThickness" not in ds or ds.SliceThickness in (None, ""):
             ds.SliceThickness = f"{float(volume.spacing[0]):.6g}"
+    if len(placed) == labels.shape[0]:
+        return headers, labels  # every slice has its image: no copy of a big label map
     return headers, labels[[k for k, _ in placed]]
 
 
@@ -344,7 +346,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
     threshold = 1
     if kind == "FRACTIONAL":
         threshold = max(1, (int(ds.get("MaximumFractionalValue", 255)) + 1) // 2)
-    unplaced, overlap = 0, 0
+    unplaced, overlap, placed = 0, 0, []
     order = []
     for i in range(n_frames):
         fg = per_frame[i] if i < len(per_frame) else None
@@ -359,6 +361,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
         if z is None:
             unplaced += int(np.any(frame))
             continue
+        placed.append(i)
         if kind == "LABELMAP":
             values = frame
             mask = values > 0
@@ -367,6 +370,9 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
             values = number
         overlap += int(np.count_nonzero(out[z][mask]))
         out[z][mask] = values[mask] if kind == "LABELMAP" else values
+    if unplaced and len(placed) == 0:
+        raise ValueError(f"{path}: none of its frames refers to an image of series {series.label()} "
+                         "(by reference or position): it belongs to other images")
     if unplaced:
         warnings.warn(SegReadWarning(f"{path}: {unplaced} frame(s) with labels refer to no image of this "
                                      "series and were skipped"), stacklevel=2)
