@@ -18,7 +18,8 @@ _WHERE = {
     "MissingSliceWarning": "dicom_seg",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = ["GridMismatch", "MissingSliceWarning", "Segment", "read_dicom_seg", "read_label_map",
+           "write_dicom_seg", "write_heatmap", "write_label_map"]
 
 
 def __getattr__(name: str):

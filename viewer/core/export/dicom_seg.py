@@ -88,8 +88,8 @@ class SegReadWarning(UserWarning):
 def property_codes(label: str) -> tuple[Code, Code]:
     """(category, type) codes for a segment name; generic Tissue or Lesion when unknown."""
     key = " ".join(label.lower().replace("_", " ").replace("-", " ").split())
-    for candidate in (key, key.rstrip("s"), key[:-2] if key.endswith("es") else key,
-                      key.removeprefix("left ").removeprefix("right ").rstrip("s")):
+    side = key.removeprefix("left ").removeprefix("right ")
+    for candidate in (key, key.removesuffix("s"), key.removesuffix("es"), side, side.removesuffix("s")):
         if candidate in _KNOWN:
             return _KNOWN[candidate]
     if any(word in key for word in _ABNORMAL_WORDS):
@@ -121,11 +121,11 @@ class Segment:
 
 
 def _software_version() -> str:
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("lightbox")
-    except Exception:
+    except PackageNotFoundError:  # running from a source tree that was never installed
         return "0"
 
 
@@ -170,13 +170,8 @@ def _source_headers(paths) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
 
 
-def _sources(labels: np.ndarray, volume: Volume, series: Series):
-    """Source headers and the SEG pixel array in the correspondence highdicom expects.
-
-    Single-frame images: frame i of the array belongs to source_images[i], so we
-    list the images in z order. One multi-frame image: frame i belongs to source
-    frame i + 1, so we put each z slice at its frame's storage index.
-    """
+def _plan(volume: Volume, series: Series):
+    """The series' slice plan, after checking that ``volume`` is what the series loads to."""
     if series.kind != "dicom":
         raise ValueError(f"DICOM SEG needs a DICOM source series; {series.label()} is a {series.kind} series")
     plan = plan_series(series)
@@ -186,6 +181,17 @@ def _sources(labels: np.ndarray, volume: Volume, series: Series):
             and np.allclose(plan.direction, volume.direction, atol=1e-4)):
         raise ValueError(f"the volume's geometry is not that of series {series.label()}: "
                          "labels must be on the grid the series loads to")
+    return plan
+
+
+def _sources(labels: np.ndarray, volume: Volume, series: Series):
+    """Source headers and the SEG pixel array in the correspondence highdicom expects.
+
+    Single-frame images: frame i of the array belongs to source_images[i], so we
+    list the images in z order. One multi-frame image: frame i belongs to source
+    frame i + 1, so we put each z slice at its frame's storage index.
+    """
+    plan = _plan(volume, series)
     missing = [k for k, f in enumerate(plan.slots) if f is None]
     lost = [k for k in missing if labels[k].any()]
     if lost:
@@ -324,7 +330,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
     if (int(ds.Rows), int(ds.Columns)) != volume.shape[1:]:
         raise ValueError(f"{path}: frames are {ds.Rows}x{ds.Columns} (rows x columns) but the image is "
                          f"{volume.shape[1]}x{volume.shape[2]}: the SEG was made on another grid")
-    plan = plan_series(series)
+    plan = _plan(volume, series)
     where: dict[tuple[str, int | None], int] = {}
     for k, f in enumerate(plan.slots):
         if f is None:
@@ -346,7 +352,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
     threshold = 1
     if kind == "FRACTIONAL":
         threshold = max(1, (int(ds.get("MaximumFractionalValue", 255)) + 1) // 2)
-    unplaced, overlap, placed = 0, 0, []
+    unplaced, overlap, placed = 0, 0, 0
     order = []
     for i in range(n_frames):
         fg = per_frame[i] if i < len(per_frame) else None
@@ -361,7 +367,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
         if z is None:
             unplaced += int(np.any(frame))
             continue
-        placed.append(i)
+        placed += 1
         if kind == "LABELMAP":
             values = frame
             mask = values > 0
@@ -370,7 +376,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
             values = number
         overlap += int(np.count_nonzero(out[z][mask]))
         out[z][mask] = values[mask] if kind == "LABELMAP" else values
-    if unplaced and len(placed) == 0:
+    if n_frames and not placed:
         raise ValueError(f"{path}: none of its frames refers to an image of series {series.label()} "
                          "(by reference or position): it belongs to other images")
     if unplaced:
