@@ -1,0 +1,119 @@
+"""Mammography view and exam classification: per-view probability, per-breast exam score.
+
+A breast is imaged twice (CC and MLO). Its exam score is the mean of the two
+views' probabilities by default: a finding seen in both projections is more
+credible than one seen in a single view, and one noisy view cannot alone push the
+breast to the top. combine="max" is the more sensitive alternative (a lesion hidden
+by overlapping tissue in one view still counts). A missing view leaves the other.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from inference import heatmap as hm
+from inference.device import autocast, pick_device
+from inference.explain import cam_centers, grad_cam
+from inference.preprocess.mammo import PreparedMammo, prepare, to_source
+
+COMBINE = ("mean", "max")
+
+
+def split_view_name(name: str) -> tuple[str, str]:
+    """'RCC' -> ('R', 'CC'); 'LMLO' -> ('L', 'MLO')."""
+    name = name.upper()
+    if len(name) < 3 or name[0] not in "RL" or name[1:] not in ("CC", "MLO"):
+        raise ValueError(f"view names are RCC, LCC, RMLO, LMLO; got {name!r}")
+    return name[0], name[1:]
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+@torch.no_grad()
+def view_probability(exam_model, image, device="cpu") -> float:
+    """Probability that a prepared view contains a suspicious finding."""
+    dev = pick_device(device)
+    x = torch.as_tensor(np.asarray(image, dtype=np.float32), device=dev)[None, None]
+    with autocast(dev):
+        return sigmoid(float(exam_model(x).float()[0]))
+
+
+def exam_scores(view_probs: dict[str, float], combine: str = "mean") -> dict[str, float]:
+    """{"R": score, "L": score} from per-view probabilities keyed RCC/LCC/RMLO/LMLO."""
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+    per_side: dict[str, list[float]] = {}
+    for name, p in view_probs.items():
+        side, _ = split_view_name(name)
+        per_side.setdefault(side, []).append(float(p))
+    f = np.mean if combine == "mean" else np.max
+    return {side: float(f(ps)) for side, ps in sorted(per_side.items())}
+
+
+@dataclass
+class ViewAnalysis:
+    """One view's results on the prepared grid, with mappings back to the source image."""
+
+    name: str
+    prepared: PreparedMammo
+    probability: float
+    heatmap: np.ndarray  # (C, h', w') class probabilities at patch centres
+    classes: list
+    heatmap_grid: tuple[float, float]  # (origin, step) in prepared pixels
+    cam: np.ndarray | None = None  # (h'', w'') Grad-CAM in [0, 1]
+    cam_grid: tuple[float, float] | None = None
+
+    def heatmap_on_source(self, cls: str) -> np.ndarray:
+        """float32 probability of class `cls` on the source image grid (0 outside the crop)."""
+        c = self.classes.index(cls)
+        return to_source(self.heatmap[c], self.prepared.geometry, *self.heatmap_grid)
+
+    def cam_on_source(self) -> np.ndarray:
+        if self.cam is None:
+            raise ValueError("no Grad-CAM was computed for this view (explain=False)")
+        return to_source(self.cam, self.prepared.geometry, *self.cam_grid)
+
+
+@dataclass
+class ExamAnalysis:
+    views: dict[str, ViewAnalysis]
+    breast_scores: dict[str, float]  # "R"/"L" -> combined probability
+    combine: str = "mean"
+    models: dict = field(default_factory=dict)  # role -> "name version"
+
+
+def analyze_view(name: str, image: np.ndarray, spacing, patch_model, patch_card, exam_model,
+                 chest_wall: str | None = None, device="cpu", explain: bool = True) -> ViewAnalysis:
+    """Preprocess one view, then heatmap + probability (+ Grad-CAM)."""
+    side, view = split_view_name(name)
+    inp = patch_card.input
+    prepared = prepare(image, spacing, side, view, chest_wall=chest_wall,
+                       target_spacing=float(inp.get("spacing_mm", 0.42)),
+                       margin=int(inp.get("crop_margin_px", 26)), normalization=patch_card.normalization or None)
+    probs = hm.dense_heatmap(patch_model, prepared.image, device=device)
+    grid = hm.centers(patch_model.patch_size, patch_model.stride)
+    cam = cam_grid = None
+    if explain:
+        cam, logit = grad_cam(exam_model, prepared.image, device=device)
+        probability, cam_grid = sigmoid(logit), cam_centers(exam_model)
+    else:
+        probability = view_probability(exam_model, prepared.image, device=device)
+    return ViewAnalysis(name.upper(), prepared, probability, probs, list(patch_card.classes), grid, cam, cam_grid)
+
+
+def analyze_exam(images: dict, patch_model, patch_card, exam_model, exam_card, device="cpu",
+                 explain: bool = True, combine: str | None = None, chest_walls: dict | None = None) -> ExamAnalysis:
+    """images: {"RCC": (pixels, (row_mm, col_mm)), ...} -> per-view results and per-breast scores."""
+    combine = combine or exam_card.extra.get("exam_combine", "mean")
+    views = {}
+    for name, (pixels, spacing) in images.items():
+        views[name.upper()] = analyze_view(name, pixels, spacing, patch_model, patch_card, exam_model,
+                                           (chest_walls or {}).get(name), device, explain)
+    scores = exam_scores({n: v.probability for n, v in views.items()}, combine)
+    return ExamAnalysis(views, scores, combine, {"patch": f"{patch_card.name} {patch_card.version}",
+                                                 "exam": f"{exam_card.name} {exam_card.version}"})

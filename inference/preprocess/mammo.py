@@ -1,0 +1,222 @@
+"""Mammogram -> model input (resample, breast crop, chest wall to the left, normalize) and back.
+
+Models see every view the same way: a fixed pixel spacing, the chest wall on the
+left, the breast cropped with a margin, intensities scaled as in training. Every
+step is recorded in a `MammoGeometry` so that any map computed on the model grid
+(heatmap, Grad-CAM) can be placed back on the source pixels (`to_source`); the
+viewer overlays it on the image exactly as loaded and never resamples the image.
+
+Order of operations (and of the recorded geometry): area-resample the whole image
+to the model spacing, crop the breast's bounding box plus a margin (padding with
+background where the box leaves the image), then mirror columns if needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inference.preprocess import sample_bilinear
+
+MODEL_SPACING_MM = 0.42  # 6x the 0.07 mm full-field detector pixel, 2x the 0.21 mm training phantoms
+DEFAULT_NORMALIZATION = {"kind": "linear", "offset": 2000.0, "scale": 1000.0}  # 12-bit MG -> about [-2, 2]
+
+
+@dataclass(frozen=True)
+class MammoGeometry:
+    """How the prepared (model-grid) image sits on the source image."""
+
+    source_shape: tuple[int, int]
+    source_spacing: tuple[float, float]  # mm (row, col)
+    resampled_shape: tuple[int, int]  # whole image at model spacing, before the crop
+    crop: tuple[int, int, int, int]  # r0, r1, c0, c1 in the resampled grid (may leave it: padded)
+    flipped: bool  # columns mirrored so the chest wall is on the left
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Source pixels per model pixel along rows and columns."""
+        return (self.source_shape[0] / self.resampled_shape[0], self.source_shape[1] / self.resampled_shape[1])
+
+    @property
+    def spacing(self) -> tuple[float, float]:
+        """Pixel spacing of the prepared image in mm."""
+        return (self.source_spacing[0] * self.scale[0], self.source_spacing[1] * self.scale[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        r0, r1, c0, c1 = self.crop
+        return (r1 - r0, c1 - c0)
+
+
+@dataclass
+class PreparedMammo:
+    image: np.ndarray  # float32 (h, w), normalized, chest wall left
+    breast: np.ndarray  # bool (h, w) breast mask in the same grid
+    geometry: MammoGeometry
+    laterality: str | None = None
+    view: str | None = None
+
+
+# --------------------------------------------------------------------------
+# single steps
+# --------------------------------------------------------------------------
+def resampled_shape(shape, spacing, target_spacing: float = MODEL_SPACING_MM) -> tuple[int, int]:
+    return tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape, spacing))
+
+
+def resample(array: np.ndarray, out_shape) -> np.ndarray:
+    """Area (box) average to `out_shape`: the right low-pass for shrinking, keeps mask fractions."""
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+    if tuple(out_shape) == array.shape:
+        return t[0, 0].numpy().copy()
+    return F.interpolate(t, size=tuple(out_shape), mode="area")[0, 0].numpy()
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(float)
+    w1 = w0[-1] - w0
+    m = np.cumsum(hist * centers)
+    mu0 = m / np.maximum(w0, 1)
+    mu1 = (m[-1] - m) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.argmax(between))])
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """Largest 8-connected region with its holes filled (drops labels, markers and noise)."""
+    import SimpleITK as sitk
+
+    if not mask.any():
+        return mask.astype(bool)
+    cc = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
+    largest = sitk.RelabelComponent(cc) == 1
+    return sitk.GetArrayFromImage(sitk.BinaryFillhole(largest, fullyConnected=True)) > 0
+
+
+def breast_mask(image: np.ndarray) -> np.ndarray:
+    """Breast = largest region clearly above the air level.
+
+    Otsu separates air from tissue, but its threshold sits between the two class
+    means and so cuts the thin, faint periphery; a quarter of the way up from the air
+    level keeps the skin line while noise in the air stays far below it.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    sub = img[:: max(1, img.shape[0] // 256), :: max(1, img.shape[1] // 256)]
+    t = otsu_threshold(sub)
+    air = float(np.median(sub[sub <= t])) if (sub <= t).any() else float(sub.min())
+    return largest_component(img > air + 0.25 * (t - air))
+
+
+def chest_wall_side(mask: np.ndarray, band: int = 3) -> str:
+    """'left' or 'right': the image edge the breast touches more (the chest wall is cut by the detector)."""
+    b = max(1, min(band, mask.shape[1] // 4))
+    return "left" if mask[:, :b].sum() >= mask[:, -b:].sum() else "right"
+
+
+def chest_wall_from_orientation(patient_orientation) -> str | None:
+    """From DICOM PatientOrientation (row direction first): columns running anterior -> chest wall left."""
+    if not patient_orientation:
+        return None
+    first = str(patient_orientation[0]).upper()[:1]
+    return {"A": "left", "P": "right"}.get(first)
+
+
+def normalize(image: np.ndarray, normalization: dict | None = None) -> np.ndarray:
+    n = normalization or DEFAULT_NORMALIZATION
+    if n.get("kind", "linear") != "linear":
+        raise ValueError(f"unsupported normalization {n.get('kind')!r}")
+    return ((np.asarray(image, dtype=np.float32) - np.float32(n["offset"])) / np.float32(n["scale"]))
+
+
+# --------------------------------------------------------------------------
+# forward: source grid -> model grid
+# --------------------------------------------------------------------------
+def to_model(array: np.ndarray, geometry: MammoGeometry, fill: float = 0.0) -> np.ndarray:
+    """Any source-grid array (image, mask) through the same resample/crop/flip as the image."""
+    g = geometry
+    if array.shape != g.source_shape:
+        raise ValueError(f"array {array.shape} is not on the source grid {g.source_shape}")
+    return _crop_flip(resample(array, g.resampled_shape), g, fill)
+
+
+def prepare(image: np.ndarray, spacing, laterality: str | None = None, view: str | None = None,
+            chest_wall: str | None = None, target_spacing: float = MODEL_SPACING_MM, margin: int = 26,
+            normalization: dict | None = None) -> PreparedMammo:
+    """Source mammogram (rows, cols; modality values) -> PreparedMammo on the model grid.
+
+    chest_wall: "left"/"right" when known (e.g. chest_wall_from_orientation), else found
+    from the pixels. margin: model pixels kept around the breast (half a patch, so the
+    heatmap reaches the skin line).
+    """
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim != 2:
+        raise ValueError(f"a mammogram is one 2D image, got shape {np.shape(image)}")
+    spacing = (float(spacing[-2]), float(spacing[-1]))
+    rshape = resampled_shape(img.shape, spacing, target_spacing)
+    small = resample(img, rshape)
+    mask = breast_mask(small)
+    if chest_wall is None:
+        chest_wall = chest_wall_side(mask)
+    if chest_wall not in ("left", "right"):
+        raise ValueError(f"chest_wall must be 'left' or 'right', got {chest_wall!r}")
+    rows, cols = np.nonzero(mask)
+    if rows.size:
+        crop = (int(rows.min()) - margin, int(rows.max()) + 1 + margin,
+                int(cols.min()) - margin, int(cols.max()) + 1 + margin)
+    else:  # nothing brighter than air: keep the whole image
+        crop = (0, rshape[0], 0, rshape[1])
+    geometry = MammoGeometry(tuple(img.shape), spacing, rshape, crop, chest_wall == "right")
+    n = normalization or DEFAULT_NORMALIZATION
+    background = float(np.percentile(small[~mask], 50)) if (~mask).any() else float(small.min())
+    # Crop/flip through the same code path the maps use, so they cannot drift apart.
+    out = _crop_flip(normalize(small, n), geometry, fill=float(normalize(np.float32(background), n)))
+    breast = _crop_flip(mask.astype(np.float32), geometry, fill=0.0) > 0.5
+    return PreparedMammo(out, breast, geometry, laterality, view)
+
+
+def _crop_flip(small: np.ndarray, g: MammoGeometry, fill: float) -> np.ndarray:
+    r0, r1, c0, c1 = g.crop
+    h, w = small.shape
+    out = np.full((r1 - r0, c1 - c0), np.float32(fill), dtype=np.float32)
+    sr0, sr1, sc0, sc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+    if sr0 < sr1 and sc0 < sc1:
+        out[sr0 - r0:sr1 - r0, sc0 - c0:sc1 - c0] = small[sr0:sr1, sc0:sc1]
+    return out[:, ::-1].copy() if g.flipped else out
+
+
+# --------------------------------------------------------------------------
+# inverse: model grid -> source grid
+# --------------------------------------------------------------------------
+def to_source(values: np.ndarray, geometry: MammoGeometry, origin=0.0, step=1.0, fill: float = 0.0) -> np.ndarray:
+    """A map on the prepared grid -> float32 map on the source image grid.
+
+    values[..., i, j] sits at prepared-image pixel coordinate (origin + step*i, origin + step*j)
+    (origin/step may be per axis): origin 0, step 1 for a map the size of the prepared
+    image; a heatmap puts each value at its patch centre ((patch-1)/2, stride). Values
+    are interpolated bilinearly (held constant beyond the first/last sample), and
+    source pixels outside the crop get `fill`. Leading axes (classes) are kept.
+    """
+    g = geometry
+    v = np.asarray(values, dtype=np.float32)
+    oy, ox = np.broadcast_to(np.asarray(origin, dtype=float), (2,))
+    sy, sx = np.broadcast_to(np.asarray(step, dtype=float), (2,))
+    fy, fx = g.scale
+    r0, r1, c0, c1 = g.crop
+    H, W = g.source_shape
+    # source pixel centre -> resampled-grid coordinate -> crop coordinate (-> mirrored)
+    qy = (np.arange(H) + 0.5) / fy - 0.5 - r0
+    qx = (np.arange(W) + 0.5) / fx - 0.5 - c0
+    inside_y = (qy >= -0.5) & (qy < (r1 - r0) - 0.5)
+    inside_x = (qx >= -0.5) & (qx < (c1 - c0) - 0.5)
+    if g.flipped:
+        qx = (c1 - c0 - 1) - qx
+    out = sample_bilinear(v, (qy - oy) / sy, (qx - ox) / sx)
+    outside = ~(inside_y[:, None] & inside_x[None, :])
+    out[..., outside] = np.float32(fill)
+    return out.astype(np.float32, copy=False)
