@@ -199,8 +199,13 @@ def test_missing_slice_labels_are_dropped_with_a_warning(tmp_path):
         write_dicom_seg(labels, volume, series, SEGMENTS, tmp_path / "seg2.dcm")
 
 
-def test_projection_seg_round_trips_without_plane_positions(tmp_path):
+@pytest.mark.parametrize("bare", [False, True], ids=["mg", "mg-without-frame-of-reference-and-pixel-spacing"])
+def test_projection_seg_round_trips_without_plane_positions(tmp_path, bare):
     exam = synthetic.write_mammo_exam(tmp_path / "mg", size=(70, 54), views=("LCC",))
+    if bare:  # common in the wild: only ImagerPixelSpacing, no Frame of Reference
+        ds = pydicom.dcmread(exam["LCC"].files[0])
+        del ds.FrameOfReferenceUID, ds.PixelSpacing
+        ds.save_as(exam["LCC"].files[0])
     series, volume = load(tmp_path / "mg")
     assert series.is_projection and volume.shape == (1, 70, 54)
     labels = (exam["LCC"].masks["mass"] > 0).astype(np.uint8) * 2
@@ -211,15 +216,19 @@ def test_projection_seg_round_trips_without_plane_positions(tmp_path):
     seg = hd.seg.segread(path)
     source = pydicom.dcmread(exam["LCC"].files[0], stop_before_pixels=True)
     assert seg.StudyInstanceUID == source.StudyInstanceUID
-    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert seg.get("FrameOfReferenceUID") == source.get("FrameOfReferenceUID")
     facts = frame_facts(seg)
     assert sorted(n for _, _, n, _ in facts) == [1, 2, 3]
     for i, (uid, frame_no, number, ipp) in enumerate(facts):
         assert uid == source.SOPInstanceUID and frame_no is None and ipp is None
         np.testing.assert_array_equal(seg.pixel_array[i], (labels[0] == number).astype(np.uint8))
-    assert "PlaneOrientationSequence" not in seg.SharedFunctionalGroupsSequence[0]
-    spacing = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
-    np.testing.assert_allclose([float(v) for v in spacing], volume.spacing[1:], rtol=1e-5)
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert "PlaneOrientationSequence" not in shared
+    if bare:
+        assert "PixelMeasuresSequence" not in shared
+    else:
+        spacing = shared.PixelMeasuresSequence[0].PixelSpacing
+        np.testing.assert_allclose([float(v) for v in spacing], volume.spacing[1:], rtol=1e-5)
 
     back, segments = read_dicom_seg(path, volume, series)
     np.testing.assert_array_equal(back, labels)
@@ -354,12 +363,23 @@ def test_failed_seg_write_leaves_no_file(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     bad = [Segment(1, "a"), Segment(2, "b", algorithm_type="ROBOT"), Segment(3, "c")]
-    with pytest.raises(ValueError, match="ROBOT"):  # highdicom refuses the algorithm type
+    with pytest.raises(ValueError, match="segment 2 'b'.*ROBOT"):  # highdicom refuses the algorithm type
+        write_dicom_seg(labels, volume, series, bad, out / "seg.dcm")
+    bad = [Segment(1, "a"), Segment(2, "b", color=(300, 0, 0)), Segment(3, "c")]
+    with pytest.raises(ValueError, match="segment 2 'b'"):
         write_dicom_seg(labels, volume, series, bad, out / "seg.dcm")
     with pytest.raises(ValueError, match=r"label values \[3\]"):
         write_dicom_seg(labels, volume, series, SEGMENTS[:2], out / "seg.dcm")
     with pytest.raises(ValueError, match="1..N"):
         write_dicom_seg(np.minimum(labels, 1), volume, series, [Segment(2, "x")], out / "seg.dcm")
+
+    def broken_init(self, *args, **kwargs):
+        raise ValueError("Source images must have a shared orientation.")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hd.seg.Segmentation, "__init__", broken_init)
+        with pytest.raises(ValueError, match="cannot build a DICOM SEG .*shared orientation"):
+            write_dicom_seg(labels, volume, series, SEGMENTS, out / "seg.dcm")
 
     def broken_save(self, filename, *args, **kwargs):
         Path(filename).write_bytes(b"half a file")

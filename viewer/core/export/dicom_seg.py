@@ -246,7 +246,12 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
         raise ValueError(f"label map has shape {labels.shape} (z, y, x) but the image has {volume.shape}")
     labels = labels.astype(label_dtype(labels), copy=False)
     segments = _check_segments(segments, labels)
-    descriptions = [_description(s) for s in segments]
+    descriptions = []
+    for s in segments:
+        try:
+            descriptions.append(_description(s))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"segment {s.number} {s.label!r} cannot be described in DICOM: {describe(exc)}") from exc
     sources, array = _sources(labels, volume, series)
     if series_number is None:
         series_number = 1000 + int(series.info.series_number or 0)
