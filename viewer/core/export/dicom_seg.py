@@ -210,7 +210,15 @@ def _sources(labels: np.ndarray, volume: Volume, series: Series):
         array = np.zeros((inst.frames, *volume.shape[1:]), dtype=labels.dtype)
         for k, f in placed:
             array[f.index] = labels[k]
-        return _source_headers([inst.path]), array
+        header = _source_headers([inst.path])[0]
+        if not header.get("PerFrameFunctionalGroupsSequence"):
+            raise ValueError(f"{inst.path}: multi-frame image without per-frame plane positions (legacy "
+                             "multi-frame); a DICOM SEG cannot place its frames (export NIfTI instead)")
+        shared = header.get("SharedFunctionalGroupsSequence")
+        measures = shared[0].get("PixelMeasuresSequence") if shared else None
+        if measures and "SliceThickness" not in measures[0]:  # see below: highdicom needs it
+            measures[0].SliceThickness = f"{float(volume.spacing[0]):.6g}"
+        return [header], array
     if len(placed) > 1 and any(f.position is None for _, f in placed):
         raise ValueError(f"series {series.label()} has several images without ImagePositionPatient; "
                          "a DICOM SEG cannot place them (export NIfTI instead)")
