@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+_MATMUL_MAX = 128  # small maps (heatmaps) upsample fastest as two matrix products
+
 
 def _axis_weights(coord: np.ndarray, n: int):
     """Linear interpolation indices/weights along one axis, clamped to the sampled range."""
@@ -15,13 +17,41 @@ def _axis_weights(coord: np.ndarray, n: int):
     return i0, i1, (c - i0).astype(np.float32)
 
 
-def sample_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def _weight_matrix(coord: np.ndarray, n: int, valid: np.ndarray | None) -> np.ndarray:
+    i0, i1, w = _axis_weights(coord, n)
+    m = np.zeros((len(i0), n), np.float32)
+    r = np.arange(len(i0))
+    np.add.at(m, (r, i0), 1 - w)
+    np.add.at(m, (r, i1), w)
+    if valid is not None:
+        m[~valid] = 0
+    return m
+
+
+def sample_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_valid=None, col_valid=None,
+                    fill: float = 0.0) -> np.ndarray:
     """values[..., r, c] at fractional index coordinates rows x cols (an axis-aligned grid).
 
-    Separable, so a 3328x2560 output costs two gathers; held constant beyond the edges.
+    Held constant beyond the edges. Output rows/cols whose *_valid is False get `fill`.
+    Separable: a small map becomes Wy @ values @ Wx.T (BLAS, one full-size output), a
+    large one two gathers, so a 3328x2560 overlay costs tens of milliseconds.
     """
     v = np.asarray(values, dtype=np.float32)
-    y0, y1, wy = _axis_weights(rows, v.shape[-2])
-    x0, x1, wx = _axis_weights(cols, v.shape[-1])
-    r = v[..., y0, :] * (1 - wy)[:, None] + v[..., y1, :] * wy[:, None]
-    return r[..., x0] * (1 - wx) + r[..., x1] * wx
+    h, w = v.shape[-2:]
+    if max(h, w) <= _MATMUL_MAX:
+        out = _weight_matrix(rows, h, row_valid) @ v @ _weight_matrix(cols, w, col_valid).T
+    else:
+        y0, y1, wy = _axis_weights(rows, h)
+        x0, x1, wx = _axis_weights(cols, w)
+        r = v[..., y0, :] * (1 - wy)[:, None] + v[..., y1, :] * wy[:, None]
+        out = r[..., x0] * (1 - wx) + r[..., x1] * wx
+        if row_valid is not None:
+            out[..., ~np.asarray(row_valid, bool), :] = 0
+        if col_valid is not None:
+            out[..., ~np.asarray(col_valid, bool)] = 0
+    if fill:
+        if row_valid is not None:
+            out[..., ~np.asarray(row_valid, bool), :] = np.float32(fill)
+        if col_valid is not None:
+            out[..., ~np.asarray(col_valid, bool)] = np.float32(fill)
+    return out

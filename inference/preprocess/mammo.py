@@ -216,7 +216,4 @@ def to_source(values: np.ndarray, geometry: MammoGeometry, origin=0.0, step=1.0,
     inside_x = (qx >= -0.5) & (qx < (c1 - c0) - 0.5)
     if g.flipped:
         qx = (c1 - c0 - 1) - qx
-    out = sample_bilinear(v, (qy - oy) / sy, (qx - ox) / sx)
-    outside = ~(inside_y[:, None] & inside_x[None, :])
-    out[..., outside] = np.float32(fill)
-    return out.astype(np.float32, copy=False)
+    return sample_bilinear(v, (qy - oy) / sy, (qx - ox) / sx, inside_y, inside_x, fill)
