@@ -12,6 +12,7 @@ putting the mass heatmap and the Grad-CAM back on the 3328 x 2560 source grids.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -58,11 +59,17 @@ def main(argv=None) -> int:
     t_dense, dense = best_of(lambda: hm.dense_heatmap(patch, x, device=args.device), args.repeats)
     t_naive, naive = best_of(lambda: hm.naive_heatmap(patch, x, device=args.device,
                                                       batch_size=args.naive_batch), 1)
+    t_single, single = best_of(lambda: hm.naive_heatmap(patch, x, device=args.device, batch_size=1), 1)
     diff = float(np.abs(dense - naive).max())
+    print(f"load average before timing: {' '.join(f'{v:.2f}' for v in os.getloadavg())} "
+          f"(other processes on the same cores slow the multi-threaded dense pass most)")
     print()
-    print(f"{'method':<34}{'seconds':>10}{'ratio':>10}{'max |diff|':>14}")
-    print(f"{'naive (batches of %d patches)' % args.naive_batch:<34}{t_naive:>10.3f}{1.0:>10.1f}{'-':>14}")
-    print(f"{'dense (one pass)':<34}{t_dense:>10.3f}{t_naive / t_dense:>10.1f}{diff:>14.2e}")
+    print(f"{'method':<36}{'seconds':>10}{'dense is x faster':>19}{'max |diff| to dense':>21}")
+    print(f"{'naive, one patch per call':<36}{t_single:>10.3f}{t_single / t_dense:>19.1f}"
+          f"{float(np.abs(dense - single).max()):>21.2e}")
+    print(f"{'naive, batches of %d patches' % args.naive_batch:<36}{t_naive:>10.3f}{t_naive / t_dense:>19.1f}"
+          f"{diff:>21.2e}")
+    print(f"{'dense, one pass':<36}{t_dense:>10.3f}{1.0:>19.1f}{0.0:>21.2e}")
 
     def run_exam():
         res = classify.analyze_exam({n: (im, spacing) for n, im in images.items()}, patch, patch_card,

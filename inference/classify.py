@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from inference import heatmap as hm
-from inference.device import autocast, pick_device
+from inference.device import autocast, pick_device, run_with_cpu_fallback
 from inference.explain import cam_centers, grad_cam
 from inference.preprocess.mammo import PreparedMammo, prepare, to_source
 
@@ -107,13 +107,21 @@ def analyze_view(name: str, image: np.ndarray, spacing, patch_model, patch_card,
 
 
 def analyze_exam(images: dict, patch_model, patch_card, exam_model, exam_card, device="cpu",
-                 explain: bool = True, combine: str | None = None, chest_walls: dict | None = None) -> ExamAnalysis:
-    """images: {"RCC": (pixels, (row_mm, col_mm)), ...} -> per-view results and per-breast scores."""
+                 explain: bool = True, combine: str | None = None, chest_walls: dict | None = None,
+                 notify=None) -> ExamAnalysis:
+    """images: {"RCC": (pixels, (row_mm, col_mm)), ...} -> per-view results and per-breast scores.
+
+    A view that runs the GPU out of memory is redone on the CPU (`notify` gets the message).
+    """
     combine = combine or exam_card.extra.get("exam_combine", "mean")
+    dev = pick_device(device)
     views = {}
     for name, (pixels, spacing) in images.items():
-        views[name.upper()] = analyze_view(name, pixels, spacing, patch_model, patch_card, exam_model,
-                                           (chest_walls or {}).get(name), device, explain)
+        def run(d, name=name, pixels=pixels, spacing=spacing):
+            return analyze_view(name, pixels, spacing, patch_model.to(d), patch_card, exam_model.to(d),
+                                (chest_walls or {}).get(name), d, explain)
+
+        views[name.upper()] = run_with_cpu_fallback(run, dev, notify)
     scores = exam_scores({n: v.probability for n, v in views.items()}, combine)
     return ExamAnalysis(views, scores, combine, {"patch": f"{patch_card.name} {patch_card.version}",
                                                  "exam": f"{exam_card.name} {exam_card.version}"})
