@@ -1,4 +1,4 @@
-"""`lightbox` command line: view, demo, info.
+"""`lightbox` command line: view, demo, info, analyze.
 
 Exit codes: 0 success, 2 bad input (one-line reason on stderr). Qt is imported
 only by `view`, so the headless commands work without a display.
@@ -107,6 +107,51 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import time
+
+    from .analysis.batch import analyze_scan
+    from .analysis.outputs import write_outputs
+    from .core.io.scan import scan
+
+    path = Path(args.path)
+    if not path.exists():
+        return _fail(f"{path}: no such file or folder")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return _fail(f"{out}: exists and is not a folder")
+    try:
+        from inference.device import DeviceError, pick_device
+
+        device = str(pick_device(args.device))
+    except DeviceError as exc:
+        return _fail(str(exc))
+
+    def report(msg: str) -> None:
+        print(f"lightbox: {msg}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    result = scan(path)
+    for p in result.problems:
+        report(f"skipped {p}")
+    analyses, skipped = analyze_scan(result, device, report)
+    for line in skipped:
+        report(f"not analysed: {line}")
+    if not analyses:
+        why = skipped[0] if skipped else (str(result.problems[0]) if result.problems
+                                          else f"{path}: no DICOM or image files found")
+        return _fail(f"nothing to analyse: {why}")
+    series_by_key = {s.key: s for s in result.series}
+    written = write_outputs(analyses, series_by_key, out,
+                            extra={"source": str(path.resolve()), "device": device,
+                                   "seconds": round(time.perf_counter() - t0, 3),
+                                   "not_analysed": skipped})
+    report(f"wrote {written}")
+    if args.json:
+        print(written.read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightbox",
@@ -128,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("analyze", help="run the AI models headless: heatmaps, segmentations (NIfTI, DICOM SEG), "
+                                       "results.json")
+    p.add_argument("path")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the results (created if needed)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--json", action="store_true", help="also print results.json to stdout")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

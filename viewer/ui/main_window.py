@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -32,6 +33,7 @@ from ..core.mammo import is_mammo_study
 from ..core.study import ScanResult, Series, Study
 from ..core.windowing import CT_PRESET_KEYS, Preset, presets_for
 from .mammo_layout import MammoLayout, load_four_view
+from .analysis_controller import AnalysisController
 from .mpr_layout import MprLayout
 from .overlays import LabelLayer, ProbabilityLayer
 from .series_browser import KEY_ROLE, SeriesBrowser
@@ -171,6 +173,16 @@ class MainWindow(QMainWindow):
         self.cine_timer = QTimer(self)
         self.cine_timer.timeout.connect(self._cine_step)
         self._build_menus()
+        self.analysis = AnalysisController(self)  # Analyze (A), AI results dock, AI overlays
+        ai_menu = QMenu("&AI", self)
+        self.menuBar().insertMenu(self.help_menu.menuAction(), ai_menu)
+        ai_menu.addAction(self.analysis.action)
+        ai_menu.addAction(self.analysis.dock.toggleViewAction())
+        self.ai_toolbar = QToolBar("AI", self)
+        self.ai_toolbar.setObjectName("ai-toolbar")
+        self.ai_toolbar.addAction(self.analysis.action)
+        self.addToolBar(self.ai_toolbar)
+        self.image_shown.connect(self.analysis.refresh_overlays)
         self._rebuild_presets()
         self._rebuild_recent_menu()
 
@@ -300,7 +312,7 @@ class MainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.play_action)
 
-        help_menu = self.menuBar().addMenu("&Help")
+        help_menu = self.help_menu = self.menuBar().addMenu("&Help")
         self.about_action = QAction("&About Lightbox", self)
         self.about_action.triggered.connect(self.show_about)
         help_menu.addAction(self.about_action)
@@ -342,6 +354,7 @@ class MainWindow(QMainWindow):
             if mode in GRID_MODES:
                 self._fill_empty_viewports()
         self._apply_overlay_visibility()
+        self.analysis.refresh_overlays()  # the MPR planes show the AI maps of their volume too
 
     def _mpr_possible(self) -> bool:
         vol = self.slice_view.volume

@@ -16,6 +16,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 
+from ..core.colors import label_color
+
 # Not bundled with pyqtgraph (matplotlib's); defined here so "jet" works offline.
 _EXTRA_MAPS = {
     "jet": ([0.0, 0.11, 0.125, 0.34, 0.35, 0.64, 0.66, 0.89, 1.0],
@@ -24,11 +26,6 @@ _EXTRA_MAPS = {
     "hot": ([0.0, 0.375, 0.75, 1.0], [(10, 0, 0), (255, 0, 0), (255, 255, 0), (255, 255, 255)]),
 }
 
-# Default label colours (ITK-SNAP / Slicer-like), cycled for labels without a given colour.
-DEFAULT_LABEL_COLORS = [
-    (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255),
-    (255, 239, 213), (0, 0, 205), (205, 133, 63), (210, 180, 140), (102, 205, 170), (0, 0, 128),
-]
 
 OVERLAY_Z = 10  # above the image item (z 0); later layers stack above earlier ones
 
@@ -233,7 +230,7 @@ class LabelLayer(OverlayLayer):
         label = int(label)
         if label in self._colors:
             return self._colors[label]
-        return DEFAULT_LABEL_COLORS[(label - 1) % len(DEFAULT_LABEL_COLORS)]
+        return label_color(label)
 
     @property
     def colors(self) -> dict[int, tuple[int, int, int]]:

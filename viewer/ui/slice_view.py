@@ -685,8 +685,12 @@ class SliceView(QWidget):
         e["top"].move((w - e["top"].width()) // 2, m)
         e["bottom"].move((w - e["bottom"].width()) // 2, h - e["bottom"].height() - m)
         self._placeholder.move((w - self._placeholder.width()) // 2, (h - self._placeholder.height()) // 2)
-        self.legend.move(w - self.legend.width() - m, self._tr.y() + self._tr.height() + m
-                         if self._tr.isVisible() else m)
+        top = self._tr.y() + self._tr.height() + m if self._tr.isVisible() else m
+        if self.h_align == "right":  # image against the right edge (RCC/RMLO): the free side is the left
+            top = self._tl.y() + self._tl.height() + m if self._tl.isVisible() else m
+            self.legend.move(m, top)
+        else:
+            self.legend.move(w - self.legend.width() - m, top)
 
     def event(self, ev):  # keep the overlay placed when first shown
         if ev.type() in (QEvent.Type.Show, QEvent.Type.LayoutRequest):

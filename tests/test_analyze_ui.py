@@ -1,0 +1,113 @@
+"""The Analyze button: overlays on every view of the analysed image, scores, cache, H/S and the controls."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from qt_helpers import shown
+from viewer.core.synthetic import write_ct_study, write_mammo_exam
+from viewer.ui.analysis_controller import HEAT_LAYER, LABEL_LAYER
+from viewer.ui.main_window import MainWindow
+from viewer.ui.overlays import LabelLayer, ProbabilityLayer
+
+
+@pytest.fixture(scope="module")
+def mg_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mg")
+    write_mammo_exam(out, (832, 640), seed=4, lesion_side="R")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ct_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ct")
+    write_ct_study(out, shape=(40, 80, 80), spacing=(7.5, 4.48, 4.48), seed=6)
+    return out
+
+
+@pytest.fixture
+def window(qtbot):
+    w = shown(qtbot, MainWindow(), (1300, 850))
+    yield w
+    w.shutdown()
+
+
+def open_and_wait(qtbot, w, path):
+    with qtbot.waitSignal(w.image_shown, timeout=30000):
+        w.open_path(path)
+    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
+
+
+def analyze(qtbot, w):
+    with qtbot.waitSignal(w.analysis.analysis_finished, timeout=120000) as blocker:
+        w.analysis.action.trigger()
+    return blocker.args[0]
+
+
+def test_analyze_mammo_exam_overlays_each_view_and_lists_scores(qtbot, window, mg_dir):
+    w = window
+    open_and_wait(qtbot, w, mg_dir)
+    assert w.views.currentWidget() is w.mammo_layout
+    result = analyze(qtbot, w)
+    assert result.kind == "mammo-exam" and set(result.series) == {"RCC", "LCC", "RMLO", "LMLO"}
+    assert result.exam_scores["R"] > result.exam_scores["L"]
+    texts = w.analysis.panel.score_texts()
+    assert texts["Exam score per breast/Right breast"] == f"{result.exam_scores['R']:.3f}"
+    assert texts["RCC/malignancy"] == f"{result.series['RCC'].scores['malignancy']:.3f}"
+    assert w.analysis.dock.isVisible()
+    for name, cell in w.mammo_layout.cells.items():
+        sr = result.series[name]
+        heat, labels = cell.layer(HEAT_LAYER), cell.layer(LABEL_LAYER)
+        assert isinstance(heat, ProbabilityLayer) and isinstance(labels, LabelLayer)
+        assert heat.shape == cell.volume.shape
+        assert heat.array is sr.overlay(w.analysis.chosen_heatmap).array
+        assert labels.array is sr.overlay("segmentation").array
+        assert cell.legend.isVisible()
+    # the heatmap drawn on the RCC cell is the source-grid map, windowed by the panel's threshold
+    rcc = w.mammo_layout.cells["RCC"]
+    heat = rcc.layer(HEAT_LAYER)
+    assert heat.image is not None and heat.image.shape[:2] == rcc.volume.shape[1:]
+
+    # choose another map, and restyle
+    w.analysis.panel.heatmap_combo.setCurrentText("Grad-CAM")
+    assert rcc.layer(HEAT_LAYER).array is result.series["RCC"].overlay("Grad-CAM").array
+    w.analysis.panel.threshold.setValue(70)
+    assert rcc.layer(HEAT_LAYER).threshold == pytest.approx(0.70)
+    w.analysis.panel.outline.setChecked(True)
+    assert rcc.layer(LABEL_LAYER).outline
+
+    # H hides the heatmaps, the segmentation stays
+    w.set_heatmaps_visible(False)
+    assert not rcc.layer(HEAT_LAYER).visible and rcc.layer(LABEL_LAYER).visible
+
+    # the same exam again: from the cache, at once
+    again = analyze(qtbot, w)
+    assert again is result and "cache" in w.analysis.panel.title.text()
+
+
+def test_analyze_ct_shows_segmentation_in_all_mpr_planes(qtbot, window, ct_dir):
+    w = window
+    open_and_wait(qtbot, w, ct_dir)
+    result = analyze(qtbot, w)
+    assert result.kind == "ct"
+    (sr,) = result.series.values()
+    seg = sr.overlay("segmentation")
+    assert seg.array.shape == w.slice_view.volume.shape and seg.array.max() >= 1
+    assert w.slice_view.layer(LABEL_LAYER).array is seg.array
+    assert any(k.endswith("mL") for k in sr.scores)
+    w.set_layout("mpr")
+    for plane, view in w.mpr_layout.views.items():
+        layer = view.layer(LABEL_LAYER)
+        assert layer is not None and layer.array is seg.array, plane
+        np.testing.assert_array_equal(layer.image[..., 3] > 0, view._shown(view._cut(seg.array, view.slice_index)) > 0)
+
+
+def test_analyze_explains_when_there_is_nothing_to_analyse(qtbot, window):
+    window.analysis.action.trigger()
+    assert "nothing to analyse" in window.message.text()

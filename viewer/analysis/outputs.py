@@ -1,0 +1,107 @@
+"""Write an analysis to a folder: heatmaps and label maps as NIfTI, segmentations as DICOM SEG,
+and ``results.json`` with the scores, models and the files written.
+
+File names come from view names and class names, reduced to safe characters, and every
+path is checked to stay inside the chosen folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from viewer.core.study import Series
+
+from .results import AnalysisResult, Overlay, SeriesResult
+
+SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, fallback: str = "item") -> str:
+    """A file-name-safe version of ``text`` (no separators, no leading dots)."""
+    name = SAFE.sub("_", text.strip()).strip("._")
+    return name[:80] or fallback
+
+
+def inside(folder: Path, name: str) -> Path:
+    """folder / name, refusing anything that would land outside ``folder``."""
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if root != path and root not in path.parents:
+        raise ValueError(f"{name!r} would be written outside {root}")
+    return path
+
+
+def write_json_atomic(data, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared like the maps
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_series_outputs(sr: SeriesResult, series: Series | None, folder: Path) -> dict[str, str]:
+    """NIfTI for every overlay, DICOM SEG for label maps of DICOM sources; returns {what: relative path}."""
+    from viewer.core.export.nifti import write_heatmap, write_label_map
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    for ov in sr.overlays:
+        stem = safe_name(ov.name)
+        if ov.kind == "probability":
+            path = write_heatmap(ov.array, sr.volume, inside(folder, f"heatmap_{stem}.nii.gz"))
+            written[f"heatmap {ov.name}"] = path.name
+        else:
+            path = write_label_map(ov.array, sr.volume, inside(folder, f"{stem}.nii.gz"))
+            written[f"{ov.name} (NIfTI)"] = path.name
+            if series is not None and series.kind == "dicom":
+                seg_path = write_seg(ov, sr, series, inside(folder, f"{stem}.seg.dcm"))
+                if seg_path is not None:
+                    written[f"{ov.name} (DICOM SEG)"] = seg_path.name
+    return written
+
+
+def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path | None:
+    """DICOM SEG of a label map referencing its source series; None when it holds no finding."""
+    from viewer.core.colors import label_color
+    from viewer.core.export.dicom_seg import Segment, write_dicom_seg
+
+    present = sorted(int(v) for v in set(ov.array.ravel().tolist()) - {0}) if ov.array.size < 4_000_000 else \
+        [i for i in range(1, len(ov.classes)) if (ov.array == i).any()]
+    if not present:
+        return None
+    name, _, version = ov.model.rpartition(" ")
+    segments = [Segment(number=i, label=ov.classes[i] if i < len(ov.classes) else f"label {i}",
+                        color=label_color(i), algorithm_type="AUTOMATIC", algorithm_name=name or ov.model,
+                        algorithm_version=version or "1") for i in present]
+    return write_dicom_seg(ov.array, sr.volume, series, segments, path,
+                           series_description=f"Lightbox AI {ov.name}"[:64])
+
+
+def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series], out_dir,
+                  extra: dict | None = None) -> Path:
+    """Everything for a list of analyses under ``out_dir``; returns the path of results.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"results": [], **(extra or {})}
+    used: set[str] = set()
+    for res in results:
+        entry = res.summary()
+        for key, sr in res.series.items():
+            base = safe_name(f"{res.kind}_{sr.title}" if res.kind == "mammo-exam" else sr.title, "series")
+            folder_name, n = base, 2
+            while folder_name in used:
+                folder_name, n = f"{base}_{n}", n + 1
+            used.add(folder_name)
+            files = write_series_outputs(sr, series_by_key.get(sr.series_key), inside(out, folder_name))
+            entry["series"][key]["files"] = {k: f"{folder_name}/{v}" for k, v in files.items()}
+        summary["results"].append(entry)
+    return write_json_atomic(summary, inside(out, "results.json"))

@@ -1,0 +1,77 @@
+"""What an analysis produced, on the source image's own grid, and its JSON summary.
+
+Every map is an array with exactly the shape of the analysed Volume (a
+mammogram is (1, rows, cols)), so the viewer overlays it without resampling and
+the writers can give it the volume's geometry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from viewer.core.volume import Volume
+
+DISCLAIMER = ("Research software, not a medical device. The demo models are trained only on synthetic "
+              "phantoms; their output must not be used for diagnosis.")
+
+
+@dataclass
+class Overlay:
+    """One map on a volume's grid: a probability (float32 0..1) or a label map (uint8, 0 = background)."""
+
+    name: str  # e.g. "mass", "Grad-CAM", "segmentation"
+    kind: str  # "probability" | "labels"
+    array: np.ndarray
+    model: str  # "name version"
+    classes: list[str] = field(default_factory=list)  # labels: index -> class name (0 = background)
+
+    def __post_init__(self):
+        if self.kind not in ("probability", "labels"):
+            raise ValueError(f"overlay kind must be 'probability' or 'labels', got {self.kind!r}")
+
+
+@dataclass
+class SeriesResult:
+    """Results for one analysed image (a CT series, or one mammography view)."""
+
+    series_key: str
+    series_uid: str
+    title: str  # "RCC", or the series label
+    volume: Volume
+    overlays: list[Overlay] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)  # e.g. {"malignancy": 0.83} or {"liver mL": 1520}
+
+    def overlay(self, name: str) -> Overlay | None:
+        return next((o for o in self.overlays if o.name == name), None)
+
+    def summary(self) -> dict:
+        return {"series_uid": self.series_uid, "title": self.title,
+                "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+                "overlays": [{"name": o.name, "kind": o.kind, "model": o.model,
+                              **({"classes": o.classes} if o.classes else {})} for o in self.overlays]}
+
+
+@dataclass
+class AnalysisResult:
+    """One run of the models on one study (a 4-view exam) or one series (CT)."""
+
+    kind: str  # "mammo-exam" | "ct"
+    study_uid: str
+    series: dict[str, SeriesResult]  # keyed by view name ("RCC") or series key
+    exam_scores: dict[str, float] = field(default_factory=dict)  # mammography: {"R": p, "L": p}
+    models: dict[str, str] = field(default_factory=dict)  # role -> "name version"
+    device: str = "cpu"
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """JSON-ready: scores per view/series and per breast, models and versions (no arrays)."""
+        out = {"kind": self.kind, "study_uid": self.study_uid, "device": self.device,
+               "seconds": round(self.seconds, 3), "models": dict(self.models),
+               "series": {k: s.summary() for k, s in self.series.items()}, "disclaimer": DISCLAIMER}
+        if self.exam_scores:
+            out["exam_scores"] = {k: round(float(v), 6) for k, v in self.exam_scores.items()}
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out

@@ -1,0 +1,236 @@
+"""Run the right models on a loaded study: the glue between Volumes and the inference engine.
+
+The engine (``inference``) takes numpy arrays and spacings and knows nothing of
+DICOM; this module picks the models for a modality from the registry, feeds them
+the loaded pixels with the geometry facts they need (pixel spacing, laterality,
+which side the chest wall is on), and hands back maps on the source grid.
+Both the CLI (`lightbox analyze`) and the viewer's Analyze button call it.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from viewer.core.errors import Cancelled
+from viewer.core.mammo import view_name
+from viewer.core.study import Series
+from viewer.core.volume import Volume
+
+from .results import AnalysisResult, Overlay, SeriesResult
+
+Progress = Callable[[float, str], None]  # fraction 0..1, what is happening
+StopCheck = Callable[[], bool]
+
+# Patch-classifier classes that are not findings: no heatmap is offered for them.
+NOT_FINDINGS = {"background", "normal", "tissue", "normal tissue"}
+_MODELS: dict[tuple[str, str, str], tuple[object, object]] = {}  # (name, version, device) -> (module, card)
+
+
+class NoModel(LookupError):
+    """No model in the registry can analyse this kind of image."""
+
+
+def pick_card(task: str, modality: str):
+    """Newest card for a task and modality (the user's folder wins a tie), or None."""
+    from inference.registry import _version_key, available_models
+
+    cards = available_models(task=task, modality=modality)
+    if not cards:
+        return None
+    best = max(range(len(cards)), key=lambda i: (_version_key(cards[i].version), i))
+    return cards[best]
+
+
+def load(card, device: str):
+    """A model loaded once per process and device (weights verified against the card on first load)."""
+    from inference.registry import load_model
+
+    key = (card.name, card.version, str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_model(card, device=device)
+    return _MODELS[key]
+
+
+def model_id(card) -> str:
+    return f"{card.name} {card.version}"
+
+
+def resolve_device(preference: str = "auto") -> str:
+    from inference.device import pick_device
+
+    return str(pick_device(preference))
+
+
+def _stop_guard(should_stop: StopCheck | None) -> Callable[[], bool]:
+    """The engine's cancel callable; also raises our Cancelled between stages."""
+    def cancel() -> bool:
+        return bool(should_stop and should_stop())
+    return cancel
+
+
+def _check(should_stop: StopCheck | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("analysis cancelled")
+
+
+def _engine_call(fn, *args, **kwargs):
+    """Engine Cancelled -> ours, so callers catch one type."""
+    from inference.segment import Cancelled as EngineCancelled
+
+    try:
+        return fn(*args, **kwargs)
+    except EngineCancelled as exc:
+        raise Cancelled("analysis cancelled") from exc
+
+
+# --------------------------------------------------------------------------
+# mammography: 4-view exam
+# --------------------------------------------------------------------------
+def mammo_models():
+    cards = {role: pick_card(task, "MG") for role, task in
+             (("patch", "patch-classifier"), ("exam", "exam-classifier"), ("segmentation", "segmentation-2d"))}
+    if cards["patch"] is None or cards["exam"] is None:
+        raise NoModel("no mammography classifier installed (need a 'patch-classifier' and an "
+                      "'exam-classifier' card for MG in resources/models or the user model folder)")
+    return cards
+
+
+def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str = "", device: str = "auto",
+                       progress: Progress | None = None, should_stop: StopCheck | None = None) -> AnalysisResult:
+    """views: {"RCC": (series, volume (1, rows, cols)), ...} (missing views left out).
+
+    Per view: class heatmaps from the patch classifier (run fully convolutionally), the
+    malignancy probability of the whole-image classifier and its Grad-CAM, and the
+    lesion segmentation when a 2D segmentation model is installed; per breast: the exam
+    score from its CC and MLO.
+    """
+    from inference.classify import analyze_view, exam_scores
+    from inference.preprocess.mammo import chest_wall_from_orientation
+
+    if not views:
+        raise ValueError("no mammography views to analyse")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    cards = mammo_models()
+    patch_model, patch_card = load(cards["patch"], dev)
+    exam_model, exam_card = load(cards["exam"], dev)
+    seg = load(cards["segmentation"], dev) if cards["segmentation"] is not None else None
+    models = {"patch": model_id(patch_card), "exam": model_id(exam_card)}
+    if seg is not None:
+        models["segmentation"] = model_id(seg[1])
+    result = AnalysisResult("mammo-exam", study_uid, {}, models=models, device=dev)
+    if seg is None:
+        result.warnings.append("no 2D segmentation model for MG installed: no lesion masks")
+    findings = [c for c in patch_card.classes if c.lower() not in NOT_FINDINGS]
+    names = sorted(views, key=lambda n: ("RCC", "LCC", "RMLO", "LMLO").index(n) if n in
+                   ("RCC", "LCC", "RMLO", "LMLO") else 9)
+    steps = len(names) * (2 if seg is not None else 1)
+    done = 0
+    for name in names:
+        series, volume = views[name]
+        _check(should_stop)
+        if progress:
+            progress(done / steps, f"{name}: heatmap and classification")
+        image = volume.array[0]
+        spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
+        chest_wall = chest_wall_from_orientation(volume.info.patient_orientation)
+        va = analyze_view(name, image, spacing, patch_model, patch_card, exam_model, chest_wall, dev, True)
+        done += 1
+        sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
+        for cls in findings:
+            sr.overlays.append(Overlay(cls, "probability", va.heatmap_on_source(cls)[np.newaxis],
+                                       model_id(patch_card)))
+        sr.overlays.append(Overlay("Grad-CAM", "probability", va.cam_on_source()[np.newaxis], model_id(exam_card)))
+        if seg is not None:
+            from inference.segment import segment_image
+
+            _check(should_stop)
+            if progress:
+                progress(done / steps, f"{name}: lesion segmentation")
+            seg_model, seg_card = seg
+            labels, prob = _engine_call(segment_image, seg_model, seg_card, image, spacing, name[0], name[1:],
+                                        device=dev, cancel=_stop_guard(should_stop), chest_wall=chest_wall)
+            done += 1
+            sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
+                                       list(seg_card.classes)))
+            sr.overlays.append(Overlay("lesion probability", "probability", prob[np.newaxis], model_id(seg_card)))
+            px_mm2 = spacing[0] * spacing[1]
+            sr.scores["lesion area mm2"] = float((labels > 0).sum() * px_mm2)
+        result.series[name] = sr
+    result.exam_scores = exam_scores({n: s.scores["malignancy"] for n, s in result.series.items()},
+                                     exam_card.extra.get("exam_combine", "mean"))
+    result.seconds = time.perf_counter() - t0
+    if progress:
+        progress(1.0, "done")
+    return result
+
+
+# --------------------------------------------------------------------------
+# CT: 3D segmentation
+# --------------------------------------------------------------------------
+def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: Progress | None = None,
+               should_stop: StopCheck | None = None) -> AnalysisResult:
+    """Organ and lesion segmentation of a CT volume; volumes in mL per class, and the lesion
+    probability as a heatmap."""
+    from inference.segment import segment_volume
+
+    card = pick_card("segmentation-3d", "CT")
+    if card is None:
+        raise NoModel("no CT segmentation model installed (need a 'segmentation-3d' card for CT)")
+    if min(volume.shape) < 2:
+        raise ValueError(f"{series.label()}: a CT segmentation needs a 3D volume, got shape {volume.shape}")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    model, card = load(card, dev)
+    _check(should_stop)
+
+    def engine_progress(f: float) -> None:
+        if progress:
+            progress(0.95 * float(f), "CT segmentation")
+
+    labels, probs = _engine_call(segment_volume, model, card, volume.array, tuple(volume.spacing), dev,
+                                 engine_progress, _stop_guard(should_stop), probabilities="lazy")
+    classes = list(card.classes)
+    sr = SeriesResult(series.key, series.uid, series.label(), volume)
+    sr.overlays.append(Overlay("segmentation", "labels", labels, model_id(card), classes))
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    for i, name in enumerate(classes):
+        if i == 0:
+            continue
+        sr.scores[f"{name} mL"] = float(counts[i] * voxel_ml)
+    lesion = next((c for c in classes if "lesion" in c.lower()), None)
+    if lesion is not None and probs is not None:
+        _check(should_stop)
+        sr.overlays.append(Overlay(f"{lesion} probability", "probability", probs.channel(lesion), model_id(card)))
+    result = AnalysisResult("ct", volume.info.study_uid, {series.key: sr}, models={"segmentation": model_id(card)},
+                            device=dev, seconds=time.perf_counter() - t0)
+    if progress:
+        progress(1.0, "done")
+    return result
+
+
+# --------------------------------------------------------------------------
+# choosing what to run
+# --------------------------------------------------------------------------
+def mammo_views(volumes: dict[str, tuple[Series, Volume] | None]) -> dict[str, tuple[Series, Volume]]:
+    """The present views of a four_view()-style mapping, named from their tags."""
+    out = {}
+    for name, pair in volumes.items():
+        if pair is None:
+            continue
+        series, volume = pair
+        out[view_name(volume.info) or name] = (series, volume)
+    return out
+
+
+def can_analyze(modality: str) -> bool:
+    """Whether some installed model handles this modality (MG exams, CT volumes)."""
+    modality = (modality or "").upper()
+    if modality == "MG":
+        return pick_card("patch-classifier", "MG") is not None and pick_card("exam-classifier", "MG") is not None
+    if modality == "CT":
+        return pick_card("segmentation-3d", "CT") is not None
+    return False

@@ -1,0 +1,187 @@
+"""The Analyze button: run the models on what is shown, list the scores, overlay the maps.
+
+Runs viewer.analysis on the window's worker (progress bar + Cancel), keeps every
+result per study/series for the session so showing it again is instant, and
+puts the maps on every view that shows the analysed image (the 1x1 viewport,
+the three MPR planes, the four mammography cells) as overlay layers named
+``ai:heatmap`` (the map chosen in the panel) and ``ai:labels``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget
+
+from ..analysis.results import AnalysisResult, SeriesResult
+from .analysis_panel import NO_HEATMAP, AnalysisPanel
+from .overlays import LabelLayer, ProbabilityLayer
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+    from .slice_view import SliceView
+
+HEAT_LAYER, LABEL_LAYER = "ai:heatmap", "ai:labels"
+PREFERRED_HEATMAPS = ("mass", "lesion probability", "lesions probability", "calcification", "Grad-CAM")
+
+
+class AnalysisController(QObject):
+    analysis_finished = Signal(object)  # AnalysisResult (also when taken from the cache)
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+        self.cache: dict[str, AnalysisResult] = {}
+        self.current: AnalysisResult | None = None
+        self.chosen_heatmap: str | None = None
+
+        self.action = QAction("Analyze", window)
+        self.action.setShortcut(QKeySequence("A"))
+        self.action.setToolTip("Run the AI models on the shown CT series or mammography exam (A)")
+        self.action.triggered.connect(self.analyze)
+
+        self.panel = AnalysisPanel(window)
+        self.dock = QDockWidget("AI results", window)
+        self.dock.setObjectName("ai-dock")
+        self.dock.setWidget(self.panel)
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+        self.panel.heatmap_chosen.connect(self._heatmap_chosen)
+        self.panel.heatmap_style_changed.connect(self._restyle)
+        self.panel.labels_style_changed.connect(self._restyle)
+
+    # -- what can be analysed ----------------------------------------------------------------------
+    def target(self):
+        """('mammo', study_uid, {view: (series, volume)}) or ('ct', series, volume); else (None, reason)."""
+        w = self.window
+        if w.views.currentWidget() is w.mammo_layout and w.shown_mammo is not None:
+            views = {name: (w.mammo_layout.series[name], cell.volume)
+                     for name, cell in w.mammo_layout.cells.items()
+                     if cell.volume is not None and w.mammo_layout.series.get(name) is not None}
+            return ("mammo", w.shown_mammo.uid, views) if views else (None, "no mammography view loaded")
+        series, volume = w.shown_series, w.slice_view.volume
+        if series is None or volume is None:
+            return None, "nothing to analyse: open a CT series or a mammography exam"
+        modality = (volume.info.modality or "").upper()
+        if modality != "CT":
+            return None, f"no model for {modality or 'this'} images (the demo models analyse CT and 4-view MG)"
+        if min(volume.shape) < 2:
+            return None, "the CT model needs a 3D series"
+        return "ct", series, volume
+
+    @staticmethod
+    def cache_key(target) -> str:
+        return f"study:{target[1]}" if target[0] == "mammo" else f"series:{target[1].key}"
+
+    # -- running -------------------------------------------------------------------------------------
+    def analyze(self) -> None:
+        target = self.target()
+        if target[0] is None:
+            self.window.show_message(f"Analyze: {target[1]}", "warning")
+            return
+        key = self.cache_key(target)
+        if key in self.cache:
+            self._show(self.cache[key], cached=True)
+            return
+        from ..analysis import run
+
+        def job(progress, should_stop):
+            def report(fraction: float, _what: str) -> None:
+                progress(int(round(fraction * 1000)), 1000)
+
+            if target[0] == "mammo":
+                return key, run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
+            return key, run.analyze_ct(target[1], target[2], "auto", report, should_stop)
+
+        label = "Analyzing the mammography exam" if target[0] == "mammo" else f"Analyzing {target[1].label()}"
+        self.window._start(label, job, self._finished)
+
+    def _finished(self, payload) -> None:
+        key, result = payload
+        self.cache[key] = result
+        self._show(result, cached=False)
+
+    def _show(self, result: AnalysisResult, cached: bool) -> None:
+        self.current = result
+        self.dock.show()
+        self.panel.show_result(result, cached)
+        names = self.heatmap_names(result)
+        if self.chosen_heatmap not in names:
+            self.chosen_heatmap = next((n for n in PREFERRED_HEATMAPS if n in names), names[0] if names else None)
+        self.panel.set_heatmaps(names, self.chosen_heatmap)
+        self.refresh_overlays()
+        scores = (", ".join(f"{s} {p:.2f}" for s, p in result.exam_scores.items()) if result.exam_scores
+                  else "; ".join(f"{k} {v:.0f}" for sr in result.series.values() for k, v in sr.scores.items()))
+        self.window.show_message(f"Analysis {'(cached) ' if cached else ''}done: {scores}")
+        self.analysis_finished.emit(result)
+
+    @staticmethod
+    def heatmap_names(result: AnalysisResult) -> list[str]:
+        names: list[str] = []
+        for sr in result.series.values():
+            names += [o.name for o in sr.overlays if o.kind == "probability" and o.name not in names]
+        return names
+
+    # -- overlays -----------------------------------------------------------------------------------
+    def result_for(self, view: SliceView) -> SeriesResult | None:
+        """The analysed image shown in ``view`` (same Volume object), from any cached result."""
+        vol = view.volume
+        if vol is None:
+            return None
+        for result in ([self.current] if self.current else []) + list(self.cache.values()):
+            for sr in result.series.values():
+                if sr.volume is vol:
+                    return sr
+        return None
+
+    def refresh_overlays(self) -> None:
+        """Put the AI layers on every view that shows an analysed image (after loads and layout changes)."""
+        for view in self.window.all_views():
+            sr = self.result_for(view)
+            if sr is None:
+                continue
+            self._ensure_layers(view, sr)
+        self.window.apply_layer_visibility()
+
+    def _ensure_layers(self, view: SliceView, sr: SeriesResult) -> None:
+        p = self.panel
+        heat = sr.overlay(self.chosen_heatmap) if self.chosen_heatmap and self.chosen_heatmap != NO_HEATMAP \
+            else None
+        layer = view.layer(HEAT_LAYER)
+        if heat is None:
+            if layer is not None:
+                view.remove_layer(HEAT_LAYER)
+        elif layer is None or layer.array is not heat.array:
+            new = ProbabilityLayer(heat.array, colormap=p.heatmap_colormap, opacity=p.heatmap_opacity,
+                                   threshold=p.heatmap_threshold)
+            new.title = heat.name
+            view.add_layer(HEAT_LAYER, new)
+        labels = next((o for o in sr.overlays if o.kind == "labels"), None)
+        layer = view.layer(LABEL_LAYER)
+        if labels is not None and (layer is None or layer.array is not labels.array):
+            view.add_layer(LABEL_LAYER, LabelLayer(labels.array, opacity=p.labels_opacity, outline=p.labels_outline))
+        if HEAT_LAYER in view.layers and LABEL_LAYER in view.layers:
+            self._heat_on_top(view)
+
+    @staticmethod
+    def _heat_on_top(view: SliceView) -> None:
+        heat, labels = view.layer(HEAT_LAYER), view.layer(LABEL_LAYER)
+        heat.item.setZValue(max(heat.item.zValue(), labels.item.zValue() + 1))
+
+    def _heatmap_chosen(self, name: str) -> None:
+        self.chosen_heatmap = name
+        self.refresh_overlays()
+
+    def _restyle(self) -> None:
+        p = self.panel
+        for view in self.window.all_views():
+            heat, labels = view.layer(HEAT_LAYER), view.layer(LABEL_LAYER)
+            if heat is not None:
+                heat.threshold = p.heatmap_threshold
+                if heat.colormap != p.heatmap_colormap:
+                    heat.colormap = p.heatmap_colormap
+                heat.opacity = p.heatmap_opacity
+            if labels is not None:
+                labels.outline = p.labels_outline
+                labels.opacity = p.labels_opacity
