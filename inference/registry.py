@@ -167,13 +167,17 @@ def save_model(module: nn.Module, card: ModelCard, folder) -> Path:
 
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
-    data = st_save(state, metadata={"name": card.name, "version": str(card.version)})
+    data = st_save(state)  # no metadata: its key order is random, and the sha256 must be reproducible
     card.weights = f"{card.name}.safetensors"
     card.sha256 = sha256_bytes(data)
     card.path = folder
+    try:  # serialise first: a card that cannot be written must not leave orphan weights
+        text = json.dumps(card.to_dict(), indent=2, allow_nan=False)
+    except ValueError as exc:  # NaN/inf would make a card other JSON readers reject
+        raise ModelError(f"model {card.name!r}: card values must be finite numbers ({exc})") from exc
     _atomic_write(folder / card.weights, data)
     json_path = folder / f"{card.name}.json"
-    _atomic_write(json_path, (json.dumps(card.to_dict(), indent=2) + "\n").encode())
+    _atomic_write(json_path, (text + "\n").encode())
     return json_path
 
 

@@ -116,6 +116,11 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(fh[:, None, None, None], x.flip(3), x)
 
 
+def _r(x: float, nd: int = 4):
+    """Rounded for the card; None where undefined (JSON has no NaN)."""
+    return None if x != x else round(float(x), nd)
+
+
 def auc(scores, labels) -> float:
     """Area under the ROC curve (Mann-Whitney, ties counted half)."""
     s, y = np.asarray(scores, float), np.asarray(labels, bool)
@@ -164,10 +169,10 @@ def patch_metrics(model, x, y) -> dict:
     probs = torch.cat([torch.softmax(model(x[i:i + 512]).flatten(1), 1) for i in range(0, len(x), 512)]).numpy()
     pred = probs.argmax(1)
     y = y.numpy()
-    out = {"accuracy": round(float((pred == y).mean()), 4), "n_patches": int(len(y))}
+    out = {"accuracy": _r((pred == y).mean()), "n_patches": int(len(y))}
     for k, name in enumerate(CLASSES):
-        out[f"{name}_recall"] = round(float((pred[y == k] == k).mean()), 4)
-        out[f"{name}_auc"] = round(auc(probs[:, k], y == k), 4)
+        out[f"{name}_recall"] = _r((pred[y == k] == k).mean()) if (y == k).any() else None
+        out[f"{name}_auc"] = _r(auc(probs[:, k], y == k))
     return out
 
 
@@ -217,8 +222,8 @@ def exam_metrics(exam: ExamNet, views: list[View]) -> dict:
         breasts.setdefault((v.seed, v.name[0]), []).append((p, v.lesion))
     bp = np.array([np.mean([p for p, _ in b]) for b in breasts.values()])
     by = np.array([b[0][1] for b in breasts.values()])
-    return {"view_auc": round(auc(probs, y), 4), "view_accuracy_at_0.5": round(float(((probs > 0.5) == y).mean()), 4),
-            "breast_auc_mean_cc_mlo": round(auc(bp, by), 4), "n_views": int(len(y)), "n_breasts": int(len(by))}
+    return {"view_auc": _r(auc(probs, y)), "view_accuracy_at_0.5": _r(((probs > 0.5) == y).mean()),
+            "breast_auc_mean_cc_mlo": _r(auc(bp, by)), "n_views": int(len(y)), "n_breasts": int(len(by))}
 
 
 def main(argv=None) -> int:

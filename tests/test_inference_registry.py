@@ -234,3 +234,19 @@ def test_other_errors_and_cpu_oom_are_not_swallowed():
 
     with pytest.raises(torch.cuda.OutOfMemoryError):
         dev.run_with_cpu_fallback(oom, torch.device("cpu"))
+
+
+def test_saving_is_reproducible_byte_for_byte(tmp_path):
+    """Same weights -> same file and sha256, so retraining with the same seed can be verified."""
+    a = registry.save_model(trained_tiny(), card(), tmp_path / "a")
+    b = registry.save_model(trained_tiny(), card(), tmp_path / "b")
+    assert (tmp_path / "a" / "tiny.safetensors").read_bytes() == (tmp_path / "b" / "tiny.safetensors").read_bytes()
+    assert json.loads(a.read_text())["sha256"] == json.loads(b.read_text())["sha256"]
+    c = registry.save_model(trained_tiny(seed=5), card(), tmp_path / "c")
+    assert json.loads(c.read_text())["sha256"] != json.loads(a.read_text())["sha256"]
+
+
+def test_card_with_nan_metric_is_refused_before_writing(tmp_path):
+    with pytest.raises(ModelError, match="finite"):
+        registry.save_model(trained_tiny(), card(metrics={"auc": float("nan")}), tmp_path)
+    assert not any(tmp_path.iterdir())
