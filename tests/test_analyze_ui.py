@@ -111,3 +111,50 @@ def test_analyze_ct_shows_segmentation_in_all_mpr_planes(qtbot, window, ct_dir):
 def test_analyze_explains_when_there_is_nothing_to_analyse(qtbot, window):
     window.analysis.action.trigger()
     assert "nothing to analyse" in window.message.text()
+
+
+def test_a_users_model_appears_in_the_models_dialog_and_wins_for_analyze(qtbot, window, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from inference.registry import shipped_models_dir
+    from viewer.analysis.run import pick_card
+
+    user = tmp_path / "my-models"
+    user.mkdir()
+    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(user))
+    shipped = shipped_models_dir()
+    card = json.loads((shipped / "mammo-exam.json").read_text())
+    card["version"] = "9.0.0"
+    shutil.copy(shipped / card["weights"], user / card["weights"])
+    (user / "mammo-exam.json").write_text(json.dumps(card))
+    (user / "broken.json").write_text("{not json")
+
+    dialog = window.analysis.show_models()
+    qtbot.waitExposed(dialog)
+    rows = [dialog.tree.topLevelItem(i) for i in range(dialog.tree.topLevelItemCount())]
+    mine = [r for r in rows if r.text(0) == "mammo-exam" and r.text(1) == "9.0.0"]
+    assert len(mine) == 1 and mine[0].text(4) == "yours"
+    assert any(r.text(0) == "mammo-patch" and r.text(4) == "shipped" for r in rows)
+    assert any("broken.json" in r.text(0) for r in rows)  # a bad card is named, the rest still listed
+    dialog.tree.setCurrentItem(mine[0])
+    assert "synthetic phantoms" in dialog.details.toPlainText() and card["sha256"] in dialog.details.toPlainText()
+    assert pick_card("exam-classifier", "MG").version == "9.0.0"
+    dialog.close()
+
+
+def test_reopening_an_analysed_series_shows_its_results_at_once(qtbot, window, ct_dir, mg_dir):
+    w = window
+    open_and_wait(qtbot, w, ct_dir)
+    result = analyze(qtbot, w)
+    (sr,) = result.series.values()
+    open_and_wait(qtbot, w, mg_dir)  # something else, not analysed: the panel says so
+    assert w.analysis.current is None and "No analysis" in w.analysis.panel.title.text()
+    assert w.analysis.panel.score_texts() == {}
+    with qtbot.waitSignal(w.image_shown, timeout=30000):
+        w.open_path(ct_dir)  # ... then the CT again: a new scan, a newly loaded volume
+    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
+    assert w.slice_view.volume is not sr.volume
+    layer = w.slice_view.layer(LABEL_LAYER)
+    assert layer is not None and layer.array is sr.overlay("segmentation").array
+    assert "cache" in w.analysis.panel.title.text()

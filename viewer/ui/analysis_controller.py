@@ -47,9 +47,23 @@ class AnalysisController(QObject):
         self.dock.setWidget(self.panel)
         window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
+        self.models_action = QAction("Models…", window)
+        self.models_action.setToolTip("Installed AI models, their training data and metrics; add your own")
+        self.models_action.triggered.connect(self.show_models)
+        self.models_dialog = None
         self.panel.heatmap_chosen.connect(self._heatmap_chosen)
         self.panel.heatmap_style_changed.connect(self._restyle)
         self.panel.labels_style_changed.connect(self._restyle)
+
+    def show_models(self):
+        from .models_dialog import ModelsDialog
+
+        if self.models_dialog is None:
+            self.models_dialog = ModelsDialog(self.window)
+        else:
+            self.models_dialog.reload()
+        self.models_dialog.show()
+        return self.models_dialog
 
     # -- what can be analysed ----------------------------------------------------------------------
     def target(self):
@@ -124,24 +138,39 @@ class AnalysisController(QObject):
         return names
 
     # -- overlays -----------------------------------------------------------------------------------
-    def result_for(self, view: SliceView) -> SeriesResult | None:
-        """The analysed image shown in ``view`` (same Volume object), from any cached result."""
+    def match(self, view: SliceView) -> tuple[AnalysisResult, SeriesResult] | None:
+        """The cached analysis of the image shown in ``view``: the same Volume, or the same series
+        loaded again on the same grid (re-opening a series shows its results at once)."""
         vol = view.volume
         if vol is None:
             return None
-        for result in ([self.current] if self.current else []) + list(self.cache.values()):
+        results = ([self.current] if self.current else []) + [r for r in self.cache.values() if r is not self.current]
+        for result in results:
             for sr in result.series.values():
                 if sr.volume is vol:
-                    return sr
+                    return result, sr
+        for result in results:
+            for sr in result.series.values():
+                if sr.series_uid == vol.info.series_uid and sr.volume.same_grid(vol):
+                    return result, sr
         return None
+
+    def result_for(self, view: SliceView) -> SeriesResult | None:
+        found = self.match(view)
+        return None if found is None else found[1]
 
     def refresh_overlays(self) -> None:
         """Put the AI layers on every view that shows an analysed image (after loads and layout changes)."""
+        shown = [self.match(v) for v in self.window.shown_views()]
+        on_screen = next((found[0] for found in shown if found is not None), None)
+        if on_screen is not self.current:  # the panel lists what is on screen (or says there is nothing)
+            self.current = on_screen
+            self.panel.show_result(on_screen, cached=True)
+            self.panel.set_heatmaps(self.heatmap_names(on_screen) if on_screen else [], self.chosen_heatmap)
         for view in self.window.all_views():
-            sr = self.result_for(view)
-            if sr is None:
-                continue
-            self._ensure_layers(view, sr)
+            found = self.match(view)
+            if found is not None:
+                self._ensure_layers(view, found[1])
         self.window.apply_layer_visibility()
 
     def _ensure_layers(self, view: SliceView, sr: SeriesResult) -> None:

@@ -178,6 +178,7 @@ class MainWindow(QMainWindow):
         self.menuBar().insertMenu(self.help_menu.menuAction(), ai_menu)
         ai_menu.addAction(self.analysis.action)
         ai_menu.addAction(self.analysis.dock.toggleViewAction())
+        ai_menu.addAction(self.analysis.models_action)
         self.ai_toolbar = QToolBar("AI", self)
         self.ai_toolbar.setObjectName("ai-toolbar")
         self.ai_toolbar.addAction(self.analysis.action)

@@ -1,0 +1,102 @@
+"""AI ▸ Models: what models are installed (shipped and the user's own), what they were trained on,
+their held-out metrics, and where to put new ones."""
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QPushButton,
+    QTextEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+COLUMNS = ["Model", "Version", "Task", "Modality", "Source"]
+
+
+class ModelsDialog(QDialog):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("AI models")
+        self.resize(820, 560)
+        self.tree = QTreeWidget(self)
+        self.tree.setHeaderLabels(COLUMNS)
+        self.tree.setRootIsDecorated(False)
+        self.tree.currentItemChanged.connect(self._show_card)
+        self.details = QTextEdit(self)
+        self.details.setReadOnly(True)
+        self.folder_label = QLabel(self)
+        self.folder_label.setWordWrap(True)
+        self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        open_folder = QPushButton("Open my models folder")
+        open_folder.clicked.connect(self.open_user_folder)
+        reload_button = QPushButton("Reload")
+        reload_button.clicked.connect(self.reload)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        buttons.addButton(open_folder, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(reload_button, QDialogButtonBox.ButtonRole.ActionRole)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tree, 2)
+        layout.addWidget(self.details, 2)
+        layout.addWidget(self.folder_label)
+        layout.addWidget(buttons)
+        self.cards: list = []
+        self.problems: list[str] = []
+        self.reload()
+
+    def reload(self) -> None:
+        from inference.registry import available_models, shipped_models_dir, user_models_dir
+
+        self.problems = []
+        self.cards = available_models(problems=self.problems)
+        shipped = shipped_models_dir().resolve()
+        self.tree.clear()
+        for card in self.cards:
+            source = "shipped" if card.path is not None and card.path.resolve() == shipped else "yours"
+            item = QTreeWidgetItem([card.name, card.version, card.task, card.modality, source])
+            self.tree.addTopLevelItem(item)
+        for p in self.problems:
+            item = QTreeWidgetItem([f"⚠ {p}", "", "", "", ""])
+            item.setToolTip(0, p)
+            self.tree.addTopLevelItem(item)
+        for i in range(len(COLUMNS)):
+            self.tree.resizeColumnToContents(i)
+        user = user_models_dir()
+        self.folder_label.setText(
+            f"Your models: {user}\nPut a weights file (.safetensors, or a TorchScript .pt) there with a JSON card "
+            "beside it (same fields as the shipped cards, including the weights' sha256). Loading checks the "
+            "checksum and never unpickles. A newer version of a model replaces the shipped one for Analyze.")
+        if self.cards:
+            self.tree.setCurrentItem(self.tree.topLevelItem(0))
+
+    def model_names(self) -> list[str]:
+        return [c.name for c in self.cards]
+
+    def _show_card(self, item, _previous=None) -> None:
+        idx = self.tree.indexOfTopLevelItem(item) if item is not None else -1
+        if not 0 <= idx < len(self.cards):
+            self.details.setPlainText("\n".join(self.problems))
+            return
+        card = self.cards[idx]
+        text = [f"{card.name} {card.version} — {card.task}, {card.modality}", "", card.disclaimer, "",
+                f"Classes: {', '.join(card.classes)}", f"Input: {json.dumps(card.input)}",
+                f"Normalization: {json.dumps(card.normalization)}", "", f"Training data: {card.training_data}",
+                "", "Held-out metrics:"]
+        text += [f"  {k}: {v}" for k, v in card.metrics.items()]
+        text += ["", f"Weights: {card.weights_path}", f"sha256: {card.sha256}"]
+        self.details.setPlainText("\n".join(text))
+
+    def open_user_folder(self) -> None:
+        from inference.registry import user_models_dir
+
+        folder = user_models_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
