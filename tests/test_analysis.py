@@ -130,3 +130,4 @@ def test_output_names_stay_inside_the_folder(tmp_path):
     with pytest.raises(ValueError):
         inside(tmp_path, "../escape.json")
     assert inside(tmp_path, "a.json") == (tmp_path / "a.json").resolve()
+

@@ -34,8 +34,8 @@ def analyze_scan(result: ScanResult, device: str = "auto", report: Report | None
                     views[name] = (series, load_series(series, should_stop=should_stop))
                 analyses.append(analyze_mammo_exam(
                     views, study.uid, device,
-                    progress=lambda f, what: say(f"mammography exam {study.description or study.uid}: "
-                                                 f"{what} ({f:.0%})"),
+                    progress=lambda f, what, st=study: say(f"mammography exam {st.description or st.uid}: "
+                                                           f"{what} ({f:.0%})"),
                     should_stop=should_stop))
             except NoModel as exc:
                 skipped.append(f"mammography exam {study.uid}: {exc}")

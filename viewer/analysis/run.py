@@ -107,6 +107,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     score from its CC and MLO.
     """
     from inference.classify import analyze_view, exam_scores
+    from inference.device import run_with_cpu_fallback
     from inference.preprocess.mammo import chest_wall_from_orientation
 
     if not views:
@@ -136,7 +137,10 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         image = volume.array[0]
         spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
         chest_wall = chest_wall_from_orientation(volume.info.patient_orientation)
-        va = analyze_view(name, image, spacing, patch_model, patch_card, exam_model, chest_wall, dev, True)
+        va = run_with_cpu_fallback(
+            lambda d, n=name, im=image, sp=spacing, cw=chest_wall: analyze_view(
+                n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True),
+            dev, result.warnings.append)
         done += 1
         sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
         for cls in findings:
@@ -150,8 +154,11 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             if progress:
                 progress(done / steps, f"{name}: lesion segmentation")
             seg_model, seg_card = seg
-            labels, prob = _engine_call(segment_image, seg_model, seg_card, image, spacing, name[0], name[1:],
-                                        device=dev, cancel=_stop_guard(should_stop), chest_wall=chest_wall)
+            labels, prob = run_with_cpu_fallback(
+                lambda d, n=name, im=image, sp=spacing, cw=chest_wall: _engine_call(
+                    segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
+                    cancel=_stop_guard(should_stop), chest_wall=cw),
+                dev, result.warnings.append)
             done += 1
             sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
                                        list(seg_card.classes)))
@@ -174,6 +181,7 @@ def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: P
                should_stop: StopCheck | None = None) -> AnalysisResult:
     """Organ and lesion segmentation of a CT volume; volumes in mL per class, and the lesion
     probability as a heatmap."""
+    from inference.device import run_with_cpu_fallback
     from inference.segment import segment_volume
 
     card = pick_card("segmentation-3d", "CT")
@@ -190,8 +198,11 @@ def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: P
         if progress:
             progress(0.95 * float(f), "CT segmentation")
 
-    labels, probs = _engine_call(segment_volume, model, card, volume.array, tuple(volume.spacing), dev,
-                                 engine_progress, _stop_guard(should_stop), probabilities="lazy")
+    warnings: list[str] = []
+    labels, probs = run_with_cpu_fallback(
+        lambda d: _engine_call(segment_volume, model, card, volume.array, tuple(volume.spacing), d,
+                               engine_progress, _stop_guard(should_stop), probabilities="lazy"),
+        dev, warnings.append)
     classes = list(card.classes)
     sr = SeriesResult(series.key, series.uid, series.label(), volume)
     sr.overlays.append(Overlay("segmentation", "labels", labels, model_id(card), classes))
@@ -206,7 +217,7 @@ def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: P
         _check(should_stop)
         sr.overlays.append(Overlay(f"{lesion} probability", "probability", probs.channel(lesion), model_id(card)))
     result = AnalysisResult("ct", volume.info.study_uid, {series.key: sr}, models={"segmentation": model_id(card)},
-                            device=dev, seconds=time.perf_counter() - t0)
+                            device=dev, seconds=time.perf_counter() - t0, warnings=warnings)
     if progress:
         progress(1.0, "done")
     return result
