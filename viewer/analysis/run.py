@@ -118,6 +118,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     patch_model, patch_card = load(cards["patch"], dev)
     exam_model, exam_card = load(cards["exam"], dev)
     seg = load(cards["segmentation"], dev) if cards["segmentation"] is not None else None
+    seg_model, seg_card = seg if seg is not None else (None, None)
     models = {"patch": model_id(patch_card), "exam": model_id(exam_card)}
     if seg is not None:
         models["segmentation"] = model_id(seg[1])
@@ -153,7 +154,6 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             _check(should_stop)
             if progress:
                 progress(done / steps, f"{name}: lesion segmentation")
-            seg_model, seg_card = seg
             labels, prob = run_with_cpu_fallback(
                 lambda d, n=name, im=image, sp=spacing, cw=chest_wall: _engine_call(
                     segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
