@@ -285,9 +285,10 @@ def _encode(array: np.ndarray) -> tuple[dict, bytes]:
         value = np.concatenate(values) if values else np.zeros(0, array.dtype)
         payload = zlib.compress(length.tobytes() + value.astype(le).tobytes(), 6)
         counts = {}
-        if value.size:
-            totals = np.bincount(value.astype(np.int64), weights=length.astype(np.float64))
-            counts = {int(v): int(c) for v, c in enumerate(totals) if v != 0 and c > 0}
+        if value.size:  # per label, from the runs (unique: label values may be large)
+            labels, which = np.unique(value, return_inverse=True)
+            totals = np.bincount(which.ravel(), weights=length.astype(np.float64))
+            counts = {int(v): int(c) for v, c in zip(labels, totals) if v != 0}
         return {"encoding": "rle-zlib", "runs": int(length.size), "voxel_counts": counts}, payload
     comp = zlib.compressobj(1)
     chunks = []
@@ -597,12 +598,17 @@ class Autosaver:
     nothing unsaved), one snapshot or a list of them.
 
     Thread-safety contract: ``snapshot_fn`` runs ON THE SAVER'S THREAD, concurrently with the
-    UI. It must return a consistent, private copy — the array copied and the version read
-    together under the same lock the editing code holds while it changes the array and bumps
-    the version (a copy of a 512x512x300 uint8 map takes ~20 ms). The saver never touches the
-    label map itself. ``version`` must change on every edit and must not repeat for a series
-    within a session (a fresh label map for a series whose snapshot was saved at version N
-    should continue from N, or the caller calls :meth:`discard` first).
+    UI (also for the final save in :meth:`stop`, while the caller waits in ``join``: it must
+    not need the UI thread's event loop). It must return a consistent, private copy — the
+    array copied and the version read together under the same lock the editing code holds
+    while it changes the array and bumps the version (a copy of a 512x512x300 uint8 map takes
+    ~20 ms). Without such a lock, read ``version`` first and copy the array after it: a copy
+    torn by a concurrent stroke then carries an older version than its content, so the next
+    cycle sees a newer version and saves again (never the other way round, which would leave
+    a torn snapshot marked as up to date). The saver never touches the label map itself.
+    ``version`` must change on every edit and must not repeat for a series within a session
+    (a fresh label map for a series whose snapshot was saved at version N should continue
+    from N, or the caller calls :meth:`discard` first).
 
     ``on_saved(info)`` and ``on_error(exc)`` are also called on the saver's thread (forward
     them to the UI with a queued signal). Errors — ``snapshot_fn`` raising, a full or
