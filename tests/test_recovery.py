@@ -15,13 +15,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import OBLIQUE
 
 from viewer.core import recovery as rec
-from viewer.core.recovery import (Autosaver, RecoveryError, RecoverySnapshot, discard_series,
-                                  discard_snapshot, find_snapshot, list_snapshots, load_snapshot,
-                                  mark_clean, recovery_dir, save_snapshot)
-
-from conftest import OBLIQUE
+from viewer.core.recovery import (
+    Autosaver,
+    RecoveryError,
+    RecoverySnapshot,
+    discard_series,
+    discard_snapshot,
+    find_snapshot,
+    list_snapshots,
+    load_snapshot,
+    mark_clean,
+    recovery_dir,
+    save_snapshot,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("recovery_child.py")
@@ -70,6 +79,7 @@ def test_round_trip_is_bit_exact_with_labels_and_identity(tmp_path, dtype):
 
     back = load_snapshot(info)
     assert back.array.dtype == array.dtype and np.array_equal(back.array, array)
+    assert back.array.flags.writeable and back.saved_at == info.saved_at  # ready to edit
     assert back.labels == [{**LABELS[0], "color": [200, 80, 40]}, {**LABELS[1]}]
     assert (back.series_uid, back.study_uid, back.source_path) == ("1.2.840.99.1", "1.2.840.99", "/studies/ct-chest")
     assert back.version == 17 and back.app_version
@@ -83,7 +93,8 @@ def test_speckled_map_falls_back_to_plain_zlib_and_round_trips(tmp_path):
     array = (np.random.default_rng(1).random((16, 64, 64)) < 0.5).astype(np.uint16) * 7
     path = save_snapshot(snap(array), tmp_path)
     assert list_snapshots(tmp_path)[0].voxel_counts is None  # raw encoding: no run table
-    assert np.array_equal(load_snapshot(path).array, array)
+    back = load_snapshot(path)
+    assert np.array_equal(back.array, array) and back.array.flags.writeable
     empty = np.zeros((3, 4, 5), np.uint8)
     assert np.array_equal(load_snapshot(save_snapshot(snap(empty, uid="9.9"), tmp_path)).array, empty)
 

@@ -79,7 +79,7 @@ def normalize_labels(labels: Iterable) -> list[dict]:
         out.append({
             "value": int(value),
             "name": str(get("name", "") or ""),
-            "color": [int(round(float(c))) for c in color],
+            "color": [round(float(c)) for c in color],
             "opacity": float(get("opacity", 1.0)),
             "visible": bool(get("visible", True)),
             "locked": bool(get("locked", False)),
@@ -116,7 +116,7 @@ class RecoverySnapshot:
     origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
     direction: np.ndarray = field(default_factory=lambda: np.eye(3)[:, ::-1].copy())
     version: int = 0
-    saved_at: float | None = None  # epoch seconds; set by save_snapshot
+    saved_at: float | None = None  # epoch seconds of the save; set by save_snapshot / load
     app_version: str = ""
     description: str = ""
 
@@ -140,7 +140,7 @@ class RecoverySnapshot:
 
     @classmethod
     def from_volume(cls, volume, array: np.ndarray, labels, version: int, source_path="",
-                    description: str = "", copy: bool = True) -> "RecoverySnapshot":
+                    description: str = "", copy: bool = True) -> RecoverySnapshot:
         """Identity and grid from the Volume the label map belongs to."""
         info = volume.info
         if tuple(array.shape) != tuple(volume.shape):
@@ -360,7 +360,7 @@ def save_snapshot(snapshot: RecoverySnapshot, folder=None) -> Path:
     """
     final = snapshot_path(snapshot, folder)
     meta, payload = _encode(snapshot.array)
-    saved_at = time.time() if snapshot.saved_at is None else float(snapshot.saved_at)
+    saved_at = time.time()
     header = {
         "format": "lightbox-recovery", "format_version": FORMAT_VERSION,
         "series_uid": snapshot.series_uid, "study_uid": snapshot.study_uid,
@@ -649,7 +649,7 @@ class Autosaver:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> "Autosaver":
+    def start(self) -> Autosaver:
         with self._cond:
             if self.running:
                 return self
@@ -790,7 +790,7 @@ class Autosaver:
                 return
             try:
                 self.on_saved(info)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("autosave on_saved callback failed")
 
     def _report(self, exc: BaseException) -> None:
@@ -800,5 +800,5 @@ class Autosaver:
         if self.on_error is not None:
             try:
                 self.on_error(exc)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("autosave on_error callback failed")
