@@ -640,6 +640,7 @@ class Autosaver:
         self._flush = False
         self._cycles = 0
         self._in_cycle = False
+        self._finished = False
         self._saved: dict[str, int] = {}  # file name -> version saved
         self._clean: dict[str, int] = {}  # series uid -> version the user saved
         self._generation: dict[str, int] = {}  # series uid -> bumped by mark_clean/discard
@@ -654,6 +655,7 @@ class Autosaver:
             if self.running:
                 return self
             self._stopping = False
+            self._finished = False
             self._thread = threading.Thread(target=self._run, name="lightbox-autosave", daemon=True)
             self._thread.start()
         return self
@@ -684,8 +686,8 @@ class Autosaver:
             target = self._cycles + (2 if self._in_cycle else 1)
             self._flush = True
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._cycles >= target or not self.running, timeout) \
-                and self._cycles >= target
+            self._cond.wait_for(lambda: self._cycles >= target or self._finished, timeout)
+            return self._cycles >= target
 
     def last_saved_version(self, series_uid: str) -> int | None:
         """The version of the series most recently saved by this saver (None if none)."""
@@ -743,6 +745,7 @@ class Autosaver:
                 self._in_cycle = True
             self._cycle()
         with self._cond:
+            self._finished = True
             self._cond.notify_all()
 
     def _cycle(self) -> None:
