@@ -18,9 +18,8 @@ import time
 import numpy as np
 import torch
 
-from inference import classify
+from inference import classify, registry
 from inference import heatmap as hm
-from inference import registry
 from inference.phantoms import MG_FULL_SIZE, MG_VIEWS, mammo_image, mammo_spacing
 from inference.preprocess import mammo as pm
 
@@ -67,7 +66,8 @@ def main(argv=None) -> int:
     print(f"{'method':<36}{'seconds':>10}{'dense is x faster':>19}{'max |diff| to dense':>21}")
     print(f"{'naive, one patch per call':<36}{t_single:>10.3f}{t_single / t_dense:>19.1f}"
           f"{float(np.abs(dense - single).max()):>21.2e}")
-    print(f"{'naive, batches of %d patches' % args.naive_batch:<36}{t_naive:>10.3f}{t_naive / t_dense:>19.1f}"
+    batched = f"naive, batches of {args.naive_batch} patches"
+    print(f"{batched:<36}{t_naive:>10.3f}{t_naive / t_dense:>19.1f}"
           f"{diff:>21.2e}")
     print(f"{'dense, one pass':<36}{t_dense:>10.3f}{1.0:>19.1f}{0.0:>21.2e}")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
@@ -83,7 +84,7 @@ def run_with_cpu_fallback(fn: Callable[[torch.device], T], device: torch.device 
     device = torch.device(device)
     try:
         return fn(device)
-    except Exception as exc:  # noqa: BLE001 - only OOM on a non-CPU device is handled
+    except Exception as exc:
         if device.type == "cpu" or not _is_oom(exc):
             raise
         message = (f"{device.type.upper()} ran out of memory ({str(exc).splitlines()[0][:120]}); "

@@ -17,9 +17,9 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -66,7 +66,7 @@ class ModelCard:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict, path: Path | None = None) -> "ModelCard":
+    def from_dict(cls, data: dict, path: Path | None = None) -> ModelCard:
         if not isinstance(data, dict):
             raise ModelError("a model card must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)} - {"path"}
@@ -231,7 +231,7 @@ def load_model(card_or_path, device="cpu") -> tuple[nn.Module, ModelCard]:
             with warnings.catch_warnings():  # deprecated upstream, still the format users export
                 warnings.simplefilter("ignore", DeprecationWarning)
                 module = torch.jit.load(io.BytesIO(data), map_location=dev)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        except Exception as exc:
             raise ModelError(f"{path}: not a TorchScript model ({exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
         return module.eval(), card

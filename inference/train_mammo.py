@@ -25,7 +25,12 @@ import torch.nn.functional as F
 from inference.models.exam_net import ExamNet
 from inference.models.patch_net import PatchNet
 from inference.phantoms import MG_VIEWS, mammo_image, mammo_spacing
-from inference.preprocess.mammo import DEFAULT_NORMALIZATION, MODEL_SPACING_MM, prepare, to_model
+from inference.preprocess.mammo import (
+    DEFAULT_NORMALIZATION,
+    MODEL_SPACING_MM,
+    prepare,
+    to_model,
+)
 from inference.registry import ModelCard, save_model
 
 CLASSES = ["background", "normal", "mass", "calcification"]
@@ -118,7 +123,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def _r(x: float, nd: int = 4):
     """Rounded for the card; None where undefined (JSON has no NaN)."""
-    return None if x != x else round(float(x), nd)
+    return None if np.isnan(x) else round(float(x), nd)
 
 
 def auc(scores, labels) -> float:
@@ -169,7 +174,7 @@ def patch_metrics(model, x, y) -> dict:
     probs = torch.cat([torch.softmax(model(x[i:i + 512]).flatten(1), 1) for i in range(0, len(x), 512)]).numpy()
     pred = probs.argmax(1)
     y = y.numpy()
-    out = {"accuracy": _r((pred == y).mean()), "n_patches": int(len(y))}
+    out = {"accuracy": _r((pred == y).mean()), "n_patches": len(y)}
     for k, name in enumerate(CLASSES):
         out[f"{name}_recall"] = _r((pred[y == k] == k).mean()) if (y == k).any() else None
         out[f"{name}_auc"] = _r(auc(probs[:, k], y == k))
@@ -223,7 +228,7 @@ def exam_metrics(exam: ExamNet, views: list[View]) -> dict:
     bp = np.array([np.mean([p for p, _ in b]) for b in breasts.values()])
     by = np.array([b[0][1] for b in breasts.values()])
     return {"view_auc": _r(auc(probs, y)), "view_accuracy_at_0.5": _r(((probs > 0.5) == y).mean()),
-            "breast_auc_mean_cc_mlo": _r(auc(bp, by)), "n_views": int(len(y)), "n_breasts": int(len(by))}
+            "breast_auc_mean_cc_mlo": _r(auc(bp, by)), "n_views": len(y), "n_breasts": len(by)}
 
 
 def main(argv=None) -> int:
@@ -264,16 +269,16 @@ def main(argv=None) -> int:
     em = exam_metrics(exam, test_views)
     log(f"held-out exam metrics: {em}")
 
-    common = dict(version=VERSION, modality="MG",
-                  input={"spacing_mm": MODEL_SPACING_MM, "patch_size": patch, "stride": patch_model.stride,
-                         "crop_margin_px": MARGIN, "orientation": "chest wall left (columns mirrored if needed)",
-                         "channels": 1},
-                  normalization=dict(DEFAULT_NORMALIZATION),
-                  training_data=(f"inference.phantoms.mammo_image at {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} "
-                                 f"(0.21 mm), {len(train_seeds)} exams x 4 views (seeds {train_seeds.start}-"
-                                 f"{train_seeds.stop - 1}); metrics on {len(test_seeds)} held-out exams (seeds "
-                                 f"{test_seeds.start}-{test_seeds.stop - 1}); python -m inference.train_mammo "
-                                 f"--seed {args.seed} --threads {args.threads}"))
+    common = {"version": VERSION, "modality": "MG",
+              "input": {"spacing_mm": MODEL_SPACING_MM, "patch_size": patch, "stride": patch_model.stride,
+                        "crop_margin_px": MARGIN, "orientation": "chest wall left (columns mirrored if needed)",
+                        "channels": 1},
+              "normalization": dict(DEFAULT_NORMALIZATION),
+              "training_data": (f"inference.phantoms.mammo_image at {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} "
+                                f"(0.21 mm), {len(train_seeds)} exams x 4 views (seeds {train_seeds.start}-"
+                                f"{train_seeds.stop - 1}); metrics on {len(test_seeds)} held-out exams (seeds "
+                                f"{test_seeds.start}-{test_seeds.stop - 1}); python -m inference.train_mammo "
+                                f"--seed {args.seed} --threads {args.threads}")}
     patch_card = ModelCard(name="mammo-patch", task="patch-classifier", architecture="mammo-patch-net",
                            arch_kwargs={"num_classes": len(CLASSES), "widths": list(WIDTHS), "head": 64},
                            classes=list(CLASSES), metrics=pm, **common)

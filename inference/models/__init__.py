@@ -3,6 +3,8 @@
 One module per architecture, plain nn.Modules configured by constructor arguments
 (as in MONAI); running, tiling and pre/post-processing live elsewhere.
 """
-from inference.models import patch_net  # noqa: F401  (mammography patch classifier)
-from inference.models import exam_net  # noqa: F401  (mammography whole-image classifier)
-from inference.models import unet  # noqa: F401  (2D/3D U-Net segmentation)
+from inference.models import (
+    exam_net,  # noqa: F401  (mammography whole-image classifier)
+    patch_net,  # noqa: F401  (mammography patch classifier)
+    unet,  # noqa: F401  (2D/3D U-Net segmentation)
+)

@@ -63,7 +63,7 @@ class PreparedMammo:
 # single steps
 # --------------------------------------------------------------------------
 def resampled_shape(shape, spacing, target_spacing: float = MODEL_SPACING_MM) -> tuple[int, int]:
-    return tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape, spacing))
+    return tuple(max(1, round(n * s / target_spacing)) for n, s in zip(shape, spacing))
 
 
 def resample(array: np.ndarray, out_shape) -> np.ndarray:
