@@ -47,6 +47,15 @@ def pick_device(preference: str | torch.device | None = "auto") -> torch.device:
     return torch.device(pref)
 
 
+def model_device(model, device=None) -> torch.device:
+    """`device` if given, else where the model's weights already are (no surprise copies)."""
+    if device is not None:
+        return pick_device(device)
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it (no overflow), else fp16; None = full precision (CPU)."""
     device = torch.device(device)

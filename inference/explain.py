@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.device import pick_device
+from inference.device import model_device
 
 
 def cam_centers(model) -> tuple[float, float]:
@@ -19,9 +19,9 @@ def cam_centers(model) -> tuple[float, float]:
     return (model.trunk.receptive_field - 1) / 2.0, float(model.trunk.stride)
 
 
-def grad_cam(model, image, device="cpu") -> tuple[np.ndarray, float]:
+def grad_cam(model, image, device=None) -> tuple[np.ndarray, float]:
     """(cam float32 (h', w') scaled to [0, 1], view logit) for a prepared (h, w) image."""
-    dev = pick_device(device)
+    dev = model_device(model, device)
     x = torch.as_tensor(np.asarray(image, dtype=np.float32), device=dev)[None, None]
     model.eval()
     with torch.no_grad():

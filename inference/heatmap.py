@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.device import autocast, pick_device
+from inference.device import autocast, model_device
 from inference.preprocess import sample_bilinear
 
 
@@ -42,16 +42,17 @@ def centers(patch_size: int, stride: int) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def dense_heatmap(model, image, stride: int | None = None, device="cpu") -> np.ndarray:
+def dense_heatmap(model, image, stride: int | None = None, device=None) -> np.ndarray:
     """float32 class probabilities (C, H', W'); value (c, i, j) is for the patch at (i*stride, j*stride).
 
     stride defaults to the network's own; it may be any divisor of it (shift-and-stitch).
+    device defaults to where the model is.
     """
     P, S = _geometry(model)
     stride = S if stride is None else int(stride)
     if stride <= 0 or S % stride:
         raise ValueError(f"stride must divide the network stride {S}, got {stride}")
-    dev = pick_device(device)
+    dev = model_device(model, device)
     x = _as_tensor(image, dev)
     gh, gw = grid_shape(x.shape, P, stride)
     if gh == 0 or gw == 0:
@@ -73,11 +74,11 @@ def dense_heatmap(model, image, stride: int | None = None, device="cpu") -> np.n
 
 
 @torch.no_grad()
-def naive_heatmap(model, image, stride: int | None = None, device="cpu", batch_size: int = 256) -> np.ndarray:
+def naive_heatmap(model, image, stride: int | None = None, device=None, batch_size: int = 256) -> np.ndarray:
     """Reference: crop every patch at `stride`, classify each, same layout as dense_heatmap."""
     P, S = _geometry(model)
     stride = S if stride is None else int(stride)
-    dev = pick_device(device)
+    dev = model_device(model, device)
     x = _as_tensor(image, dev)[0, 0]
     gh, gw = grid_shape(x.shape, P, stride)
     if gh == 0 or gw == 0:

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from inference import classify, registry
 from inference.explain import grad_cam
@@ -14,6 +15,16 @@ from inference.preprocess import mammo as pm
 
 HELD_OUT_SEED = 3_131_313  # outside the training and metric seed ranges of train_mammo
 SIZE = (1109, 853)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small convolutions on one thread: with the cores shared (parallel test runs, CI
+    neighbours) OpenMP barriers stall for whole scheduler slices, making a 0.1 s pass 5 s."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

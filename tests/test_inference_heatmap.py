@@ -14,12 +14,22 @@ from inference.preprocess import mammo as pm
 HELD_OUT_SEED = 4_242_424  # outside the training (1000...) and metric (900000...) seed ranges
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small convolutions on one thread: with the cores shared (parallel test runs, CI
+    neighbours) OpenMP barriers stall for whole scheduler slices, making a 0.1 s pass 5 s."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def random_model(seed=0, **kw) -> PatchNet:
     """Random weights, but BN statistics from data and logits spread out, so that the
     class probabilities really depend on the pixels (a saturated net would agree trivially)."""
     torch.manual_seed(seed)
     m = PatchNet(**kw)
-    x = torch.randn(8, 1, 100, 100)
+    x = torch.randn(4, 1, 76, 76)
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.momentum = None  # cumulative average: running stats = stats of this data

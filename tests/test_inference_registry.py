@@ -196,6 +196,13 @@ def test_pick_device_auto_and_explicit():
             dev.pick_device("cuda")
 
 
+def test_model_device_follows_the_weights():
+    m = trained_tiny()
+    assert dev.model_device(m) == torch.device("cpu")
+    assert dev.model_device(m, "cpu") == torch.device("cpu")
+    assert dev.model_device(nn.ReLU()) == torch.device("cpu")  # no parameters
+
+
 def test_autocast_is_noop_on_cpu():
     with dev.autocast(torch.device("cpu")):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
