@@ -57,6 +57,8 @@ def flood_region(labelmap: LabelMap, volume: Volume, seed_zyx, tolerance: float 
         region = lab == lab[local]
         grow = False
         for a in range(3):
+            if a == flat_axis:
+                continue
             first = np.take(region, 0, axis=a).any() and box[2 * a] > 0
             last = np.take(region, -1, axis=a).any() and box[2 * a + 1] < shape[a]
             grow |= bool(first or last)
