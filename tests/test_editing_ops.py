@@ -4,9 +4,22 @@ import numpy as np
 import pytest
 
 from tests.conftest import AXIAL, CORONAL, OBLIQUE, SAGITTAL, ramp_volume
-from viewer.core.editing import (Stroke, brush_footprint, disc_offsets, fill_between_slices, fill_polygon,
-                                 flood_fill, footprint, keep_largest_island, paint, polygon_mask,
-                                 remove_small_islands, scene_to_pixel, sphere_offsets, stroke)
+from viewer.core.editing import (
+    Stroke,
+    brush_footprint,
+    disc_offsets,
+    fill_between_slices,
+    fill_polygon,
+    flood_fill,
+    footprint,
+    keep_largest_island,
+    paint,
+    polygon_mask,
+    remove_small_islands,
+    scene_to_pixel,
+    sphere_offsets,
+    stroke,
+)
 from viewer.core.editing.brush import ball
 from viewer.core.editing.morphology import closing, opening, structuring_element
 from viewer.core.editing.plane import index_to_pixel, pixel_to_index
@@ -297,7 +310,7 @@ def islands_map():
 
 
 def test_remove_small_islands_and_keep_largest():
-    vol, lm = islands_map()
+    _, lm = islands_map()
     before = lm.array.copy()
     n = remove_small_islands(lm, 3)
     exp = before.copy()
@@ -317,7 +330,7 @@ def test_remove_small_islands_and_keep_largest():
 
 
 def test_keep_largest_per_slice_and_locked_skipped():
-    vol, lm = islands_map()
+    _, lm = islands_map()
     lm.set_locked(2, True)
     before = lm.array.copy()
     keep_largest_island(lm, slice_axis=0)

@@ -71,7 +71,7 @@ class Grid(NamedTuple):
     direction: tuple[tuple[float, ...], ...]
 
     @classmethod
-    def of(cls, volume: Volume) -> "Grid":
+    def of(cls, volume: Volume) -> Grid:
         return cls(tuple(int(s) for s in volume.shape), tuple(float(s) for s in volume.spacing),
                    tuple(float(o) for o in volume.origin), tuple(tuple(float(v) for v in r) for r in volume.direction))
 
@@ -123,7 +123,7 @@ class LabelMap:
     @classmethod
     def from_label_array(cls, array: np.ndarray, volume: Volume,
                          names: Mapping[int, str] | Sequence[str] | None = None,
-                         algorithm: str = "AUTOMATIC", algorithm_name: str = "") -> "LabelMap":
+                         algorithm: str = "AUTOMATIC", algorithm_name: str = "") -> LabelMap:
         """Wrap an AI result: ``names`` is {value: name} or a class list (index = value,
         index 0 = background, skipped). Values present without a name get "Label N"."""
         array = np.asarray(array)
@@ -178,9 +178,12 @@ class LabelMap:
         raise KeyError(f"no label named {name!r}")
 
     def next_value(self) -> int:
-        """Smallest unused label value."""
+        """Smallest value neither in the table nor held by a deleted label that undo/redo can bring back."""
+        taken = set(self._labels)
+        for step in (*self.history._done, *self.history._undone):
+            taken.update(step.table)
         v = 1
-        while v in self._labels:
+        while v in taken:
             v += 1
         return v
 

@@ -92,7 +92,7 @@ class Step:
     token_after: int = 0
 
     @classmethod
-    def from_boxes(cls, name: str, box: Box, old: np.ndarray, new: np.ndarray, **kw) -> "Step":
+    def from_boxes(cls, name: str, box: Box, old: np.ndarray, new: np.ndarray, **kw) -> Step:
         """Build the smaller of the dense and sparse forms from the old/new box contents."""
         changed = old != new
         n = int(np.count_nonzero(changed))

@@ -155,7 +155,7 @@ class Stroke:
         if self._own and self.edit.open:
             self.edit.rollback()
 
-    def __enter__(self) -> "Stroke":
+    def __enter__(self) -> Stroke:
         return self
 
     def __exit__(self, exc_type, *_exc) -> None:
