@@ -7,8 +7,8 @@ that really changed, as either
 
 * dense:  the old and the new values of the whole box, or
 * sparse: the box's change mask packed to bits plus the old and new values of
-  the changed voxels only (the new values collapse to one number when uniform,
-  as they are for a brush or fill),
+  the changed voxels only (each collapses to one number when uniform, as the
+  new values of a brush or fill and the old values of painting on background are),
 
 whichever is smaller. Undo/redo write those values back, so states are
 restored bit for bit. The stack is bounded by step count and bytes; the
@@ -95,15 +95,11 @@ class Step:
     def from_boxes(cls, name: str, box: Box, old: np.ndarray, new: np.ndarray, **kw) -> Step:
         """Build the smaller of the dense and sparse forms from the old/new box contents."""
         changed = old != new
-        n = int(np.count_nonzero(changed))
-        itemsize = old.dtype.itemsize
-        dense = 2 * old.size * itemsize
-        sparse = (old.size + 7) // 8 + 2 * n * itemsize
-        if sparse < dense:
-            new_vals = new[changed]
-            if n and np.all(new_vals == new_vals[0]):
-                new_vals = new_vals[:1].copy()  # a brush/fill writes one value: store it once
-            return cls(name, box, old[changed], new_vals, np.packbits(changed.ravel()), **kw)
+        dense = 2 * old.nbytes
+        packed = np.packbits(changed.ravel())
+        old_vals, new_vals = _squeeze(old[changed]), _squeeze(new[changed])
+        if packed.nbytes + old_vals.nbytes + new_vals.nbytes < dense:
+            return cls(name, box, old_vals, new_vals, packed, **kw)
         return cls(name, box, old.copy(), new.copy(), None, **kw)
 
     @property
@@ -125,6 +121,13 @@ class Step:
             return
         mask = np.unpackbits(self.packed, count=view.size).view(bool).reshape(view.shape)
         view[mask] = values
+
+
+def _squeeze(values: np.ndarray) -> np.ndarray:
+    """One element when all are equal (a brush or fill writes one value, often over background)."""
+    if values.size > 1 and values.min() == values.max():
+        return values[:1].copy()
+    return values
 
 
 class UndoStack:
