@@ -307,6 +307,10 @@ def test_stats_volume_area_and_mean():
     assert st[5] == {"name": "empty", "voxels": 0, "volume_ml": 0.0, "mean": None}
     assert st[9]["voxels"] == 1 and st[9]["name"] == "Label 9"
     assert lm.stats()[1]["mean"] is None
+    lm.set_visible(1, False)  # hidden labels are still data
+    assert lm.stats(vol)[1] == st[1]
+    lm.labels[1].locked = True  # the table hands out copies: only the methods change it
+    assert not lm.label(1).locked
     flat = Volume(np.arange(20 * 30, dtype=np.int16).reshape(1, 20, 30), spacing=(1.0, 0.5, 0.25),
                   info=SourceInfo(modality="MG"))
     lm2 = LabelMap(flat, labels=[Label(1, "mass")])

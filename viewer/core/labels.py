@@ -161,11 +161,16 @@ class LabelMap:
 
     # -- label table ----------------------------------------------------------------
     @property
-    def labels(self) -> Mapping[int, Label]:
-        """Read-only view of the table (value -> Label); change it with the methods below."""
-        return dict(sorted(self._labels.items()))
+    def labels(self) -> dict[int, Label]:
+        """The table (value -> Label) as copies, sorted by value: change it with the methods
+        below, which keep the lock table and the subscribers in step."""
+        return {v: replace(lb) for v, lb in sorted(self._labels.items())}
 
     def label(self, value: int) -> Label:
+        """A copy of one entry (KeyError naming the value when there is none)."""
+        return replace(self._label(value))
+
+    def _label(self, value: int) -> Label:
         try:
             return self._labels[int(value)]
         except KeyError:
@@ -212,32 +217,32 @@ class LabelMap:
                 raise ValueError(f"label name {name!r} is already used by label {v}")
 
     def rename(self, value: int, name: str) -> None:
-        lb = self.label(value)
+        lb = self._label(value)
         self._check_name(name, value)
         lb.name = Label(1, name).name
         self._table_changed()
 
     def set_color(self, value: int, color: tuple[int, int, int]) -> None:
-        lb = self.label(value)
+        lb = self._label(value)
         lb.color = tuple(int(np.clip(c, 0, 255)) for c in color[:3])  # type: ignore[assignment]
         self._table_changed()
 
     def set_opacity(self, value: int, opacity: float) -> None:
-        self.label(value).opacity = float(np.clip(opacity, 0.0, 1.0))
+        self._label(value).opacity = float(np.clip(opacity, 0.0, 1.0))
         self._table_changed()
 
     def set_visible(self, value: int, visible: bool) -> None:
-        self.label(value).visible = bool(visible)
+        self._label(value).visible = bool(visible)
         self._table_changed()
 
     def set_locked(self, value: int, locked: bool) -> None:
-        self.label(value).locked = bool(locked)
+        self._label(value).locked = bool(locked)
         self._locked[int(value)] = bool(locked)
         self._table_changed()
 
     def set_active(self, value: int | None) -> None:
         if value is not None:
-            self.label(value)
+            self._label(value)
         self.active = None if value is None else int(value)
 
     def delete_label(self, value: int, erase_voxels: bool = True) -> None:
@@ -246,7 +251,7 @@ class LabelMap:
         A locked label must be unlocked first.
         """
         value = int(value)
-        lb = self.label(value)
+        lb = self._label(value)
         if lb.locked:
             raise LabelLocked(f"label {value} ({lb.name}) is locked; unlock it before deleting")
         with self.edit(f"delete {lb.name}") as e:
