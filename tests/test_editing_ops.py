@@ -21,7 +21,7 @@ from viewer.core.editing import (
     stroke,
 )
 from viewer.core.editing.brush import ball
-from viewer.core.editing.morphology import closing, opening, structuring_element
+from viewer.core.editing.morphology import closing, opening, smooth, structuring_element
 from viewer.core.editing.plane import index_to_pixel, pixel_to_index
 from viewer.core.labels import Label, LabelMap
 from viewer.core.mpr import PLANES, extract_slice, native_geometry, pixel_to_world, plane_geometry
@@ -365,7 +365,7 @@ def test_opening_removes_spurs_and_closing_fills_holes_per_slice():
     lm.array[1, 7, 7] = 0   # hole
     lm.array[1, 5, 8] = 0   # notch on the edge
     lm.array[1, 8, 4] = 2   # another label inside the edge: closing must not take it
-    closing(lm, 1.5, 1, slice_axis=0)
+    smooth(lm, "close", 1.5, 1, slice_axis=0)
     exp = rect.copy()
     exp[1, 8, 4] = False
     np.testing.assert_array_equal(lm.array == 1, exp)

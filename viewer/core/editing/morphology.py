@@ -33,8 +33,9 @@ def structuring_element(radius_mm: float, spacing_zyx, slice_axis: int | None = 
 
 def smooth(labelmap: LabelMap, operation: str, radius_mm: float, value: int | None = None, *,
            slice_axis: int | None = None, over: int | None = 0) -> int:
-    """Open or close ``value`` (None: every unlocked label, one after the other); one undo step;
-    voxels changed."""
+    """Open or close (``operation`` "opening"/"open" or "closing"/"close") ``value`` (None: every
+    unlocked label, one after the other); one undo step; voxels changed."""
+    operation = {"open": "opening", "close": "closing"}.get(operation, operation)
     if operation not in OPERATIONS:
         raise ValueError(f"unknown operation {operation!r}; expected one of {OPERATIONS}")
     structure = structuring_element(radius_mm, labelmap.grid.spacing, slice_axis)
