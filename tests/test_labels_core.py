@@ -14,6 +14,7 @@ from viewer.core.editing import (
     stroke,
 )
 from viewer.core.editing.morphology import closing, opening
+from viewer.core.colors import label_color
 from viewer.core.labels import Label, LabelMap
 from viewer.core.mpr import native_geometry, plane_geometry
 from viewer.core.undo import Edit, LabelLocked, Step, UndoStack
@@ -77,6 +78,7 @@ def test_table_operations_notify_and_keep_names_unique():
     assert events == [None] * 6
     t = lm.rgba_table(opacity=0.5)
     assert t[0, 3] == 0 and t[1].tolist() == [*a.color, 128] and t[2, 3] == 0  # hidden: transparent
+    assert t.shape == (256, 4) and t[7].tolist() == [*label_color(7), 128]  # any uint8 value indexes it
     unsubscribe()
     lm.rename(1, "liver 2")
     assert len(events) == 6

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .colors import label_color
+from .colors import DEFAULT_LABEL_COLORS, label_color
 from .undo import Box, Edit, LabelLocked, Step, UndoStack
 from .volume import SourceInfo, Volume
 
@@ -282,13 +282,17 @@ class LabelMap:
         return {v: lb.color for v, lb in self._labels.items()}
 
     def rgba_table(self, opacity: float = 1.0) -> np.ndarray:
-        """(max value + 1, 4) uint8 look-up table: hidden labels and 0 transparent, alpha = opacity x label opacity."""
-        n = max(max(self._labels, default=0), int(self.array.max()) if self.array.size else 0) + 1
+        """Complete RGBA look-up table for the array's dtype (256 or 65536 rows, so any stored value
+        indexes it): 0 and hidden labels transparent, alpha = opacity x label opacity; values
+        without a table entry get their default colour. No scan of the voxels."""
+        n = 256 if self.array.dtype == np.uint8 else MAX_LABEL + 1
         t = np.zeros((n, 4), np.uint8)
-        for v in range(1, n):
-            lb = self._labels.get(v)
-            t[v, :3] = lb.color if lb else label_color(v)
-            t[v, 3] = 0 if lb is not None and not lb.visible else round(255 * opacity * (lb.opacity if lb else 1.0))
+        v = np.arange(1, n)
+        t[1:, :3] = np.asarray(DEFAULT_LABEL_COLORS, np.uint8)[(v - 1) % len(DEFAULT_LABEL_COLORS)]
+        t[1:, 3] = round(255 * float(np.clip(opacity, 0.0, 1.0)))
+        for value, lb in self._labels.items():
+            t[value, :3] = lb.color
+            t[value, 3] = round(255 * float(np.clip(opacity, 0.0, 1.0)) * lb.opacity) if lb.visible else 0
         return t
 
     # -- editing ----------------------------------------------------------------------
