@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import OBLIQUE, ramp_volume
+from viewer.core.colors import label_color
 from viewer.core.editing import (
     fill_between_slices,
     fill_polygon,
@@ -14,7 +15,6 @@ from viewer.core.editing import (
     stroke,
 )
 from viewer.core.editing.morphology import closing, opening
-from viewer.core.colors import label_color
 from viewer.core.labels import Label, LabelMap
 from viewer.core.mpr import native_geometry, plane_geometry
 from viewer.core.undo import Edit, LabelLocked, Step, UndoStack
