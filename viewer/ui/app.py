@@ -18,6 +18,7 @@ def run(path: str | None = None, screenshot: str | None = None) -> int:
     """
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
+
     from .main_window import MainWindow
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "lightbox"])
@@ -43,6 +44,8 @@ def run(path: str | None = None, screenshot: str | None = None) -> int:
         _arm_screenshot(app, window, Path(screenshot), outcome)
 
     def start() -> None:
+        if not screenshot:
+            window.editor.offer_recovery()  # edits a crash left unsaved: ask to restore them
         if path:
             window.open_path(path)
         else:

@@ -32,8 +32,9 @@ from ..core.errors import describe
 from ..core.mammo import is_mammo_study
 from ..core.study import ScanResult, Series, Study
 from ..core.windowing import CT_PRESET_KEYS, Preset, presets_for
-from .mammo_layout import MammoLayout, load_four_view
 from .analysis_controller import AnalysisController
+from .editor_controller import EditorController
+from .mammo_layout import MammoLayout, load_four_view
 from .mpr_layout import MprLayout
 from .overlays import LabelLayer, ProbabilityLayer
 from .series_browser import KEY_ROLE, SeriesBrowser
@@ -87,8 +88,8 @@ def _thumbnail_job(series_list: list[Series]):
                 break
             try:
                 out[series.key] = series_thumbnail(series)
-            except Exception:  # noqa: BLE001 - the load itself will report what is wrong with it
-                pass
+            except Exception as exc:  # noqa: BLE001 - loading the series reports it in full
+                out[series.key] = f"no preview: {describe(exc)}"
             progress(i + 1, len(series_list))
         return out
     return job
@@ -184,6 +185,19 @@ class MainWindow(QMainWindow):
         self.ai_toolbar.addAction(self.analysis.action)
         self.addToolBar(self.ai_toolbar)
         self.image_shown.connect(self.analysis.refresh_overlays)
+        self.editor = EditorController(self)  # segment editor: tools B/E/F/L, [ ], 1-9, ctrl+Z/Y, autosave
+        self.segment_toolbar = QToolBar("Segment", self)
+        self.segment_toolbar.setObjectName("segment-toolbar")
+        edit_menu = QMenu("&Segment", self)
+        self.menuBar().insertMenu(ai_menu.menuAction(), edit_menu)
+        for act in self.editor.tool_actions.values():
+            self.segment_toolbar.addAction(act)
+            edit_menu.addAction(act)
+        edit_menu.addSeparator()
+        for act in (self.editor.undo_action, self.editor.redo_action, self.editor.save_action,
+                    self.editor.load_action, self.editor.dock.toggleViewAction()):
+            edit_menu.addAction(act)
+        self.addToolBar(self.segment_toolbar)
         self._rebuild_presets()
         self._rebuild_recent_menu()
 
@@ -209,12 +223,14 @@ class MainWindow(QMainWindow):
         layout_menu = self.menuBar().addMenu("&Layout")
         group = QActionGroup(self)
         self.layout_1x1_action = QAction("1×1", self)
-        self.layout_1x1_action.setShortcut(QKeySequence("1"))
-        self.layout_1x1_action.setToolTip("One view of the series as acquired (1)")
+        self.layout_1x1_action.setShortcut(QKeySequence("Ctrl+1"))  # digits alone choose the active label
+        self.layout_1x1_action.setToolTip("One view of the series as acquired (Ctrl+1)")
         self.layout_1x2_action = QAction("1×2", self)
-        self.layout_1x2_action.setToolTip("Two viewports side by side, each with its own series")
+        self.layout_1x2_action.setShortcut(QKeySequence("Ctrl+2"))
+        self.layout_1x2_action.setToolTip("Two viewports side by side, each with its own series (Ctrl+2)")
         self.layout_2x2_action = QAction("2×2", self)
-        self.layout_2x2_action.setToolTip("Four viewports, each with its own series")
+        self.layout_2x2_action.setShortcut(QKeySequence("Ctrl+3"))
+        self.layout_2x2_action.setToolTip("Four viewports, each with its own series (Ctrl+3)")
         self.layout_mpr_action = QAction("MPR", self)
         self.layout_mpr_action.setShortcut(QKeySequence("M"))
         self.layout_mpr_action.setToolTip("Axial, coronal and sagittal views with a shared crosshair (M)")
@@ -321,14 +337,19 @@ class MainWindow(QMainWindow):
     # -- measurement tools ----------------------------------------------------------------
     @property
     def tool_name(self) -> str:
-        return next((n for n, a in self.tool_actions.items() if a.isChecked()), "navigate")
+        actions = {**self.tool_actions, **(self.editor.tool_actions if hasattr(self, "editor") else {})}
+        return next((n for n, a in actions.items() if a.isChecked()), "navigate")
 
     def set_tool(self, name: str) -> None:
-        """'navigate', 'ruler', 'rect' or 'ellipse' on every view."""
-        self.tool_actions[name].setChecked(True)
+        """'navigate', a measurement tool ('ruler', 'rect', 'ellipse') or a segment-editor tool
+        ('brush', 'erase', 'threshold', 'fill', 'lasso') on every view."""
+        from .edit_tools import EDIT_TOOLS
+
+        (self.editor.tool_actions if name in EDIT_TOOLS else self.tool_actions)[name].setChecked(True)
         for view in self.all_views():
             if view.tool_name != name:
-                view.set_tool(name)
+                view.set_tool(EDIT_TOOLS[name](self.editor.session) if name in EDIT_TOOLS else name)
+        self.editor.tool_changed(name)
 
     def _view_tool_changed(self, name: str) -> None:
         if name == "navigate" and self.tool_name != "navigate":  # Escape in one view: back to pan everywhere
@@ -356,6 +377,7 @@ class MainWindow(QMainWindow):
                 self._fill_empty_viewports()
         self._apply_overlay_visibility()
         self.analysis.refresh_overlays()  # the MPR planes show the AI maps of their volume too
+        self.editor.session.show_layers()  # ... and the segmentation being edited
 
     def _mpr_possible(self) -> bool:
         vol = self.slice_view.volume
@@ -726,7 +748,10 @@ class MainWindow(QMainWindow):
             if self._closing:
                 return
             for key, gray in thumbs.items():  # keys of an older scan are simply not found
-                self.browser.set_thumbnail(key, gray)
+                if isinstance(gray, str):
+                    self.browser.set_thumbnail_problem(key, gray)
+                else:
+                    self.browser.set_thumbnail(key, gray)
             self.thumbnails_ready.emit()
 
         task = self.thumbnail_runner.start(_thumbnail_job(list(series_list)), "thumbnails",
@@ -970,7 +995,11 @@ class MainWindow(QMainWindow):
         self.cine_timer.stop()
         self.runner.shutdown()
         self.thumbnail_runner.shutdown()
+        self.editor.shutdown()
 
     def closeEvent(self, ev):
+        if not self._closing and not self.editor.confirm_close():
+            ev.ignore()  # the user chose Cancel: keep working
+            return
         self.shutdown()
         super().closeEvent(ev)

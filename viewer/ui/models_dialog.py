@@ -53,7 +53,11 @@ class ModelsDialog(QDialog):
         self.reload()
 
     def reload(self) -> None:
-        from inference.registry import available_models, shipped_models_dir, user_models_dir
+        from inference.registry import (
+            available_models,
+            shipped_models_dir,
+            user_models_dir,
+        )
 
         self.problems = []
         self.cards = available_models(problems=self.problems)

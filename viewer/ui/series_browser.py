@@ -139,6 +139,12 @@ class SeriesBrowser(QTreeWidget):
         item.setIcon(COL_NAME, thumbnail_icon(gray))
         return True
 
+    def set_thumbnail_problem(self, key: str, why: str) -> None:
+        """No preview could be made: say why in the row's tooltip."""
+        item = self._items.get(key)
+        if item is not None:
+            item.setToolTip(COL_NAME, f"{item.toolTip(COL_NAME)}\n{why}")
+
     def has_thumbnail(self, key: str) -> bool:
         item = self._items.get(key)
         return item is not None and not item.icon(COL_NAME).isNull()

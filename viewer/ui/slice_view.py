@@ -66,6 +66,18 @@ class _SliceViewBox(pg.ViewBox):
     def __init__(self, owner: SliceView):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self._owner = owner
+        self.setAcceptHoverEvents(True)  # editing tools show a cursor preview (tool.hover)
+
+    def hoverEvent(self, ev):
+        tool = self._owner.tool
+        hover = getattr(tool, "hover", None)
+        if hover is None:
+            return
+        if ev.isExit():
+            hover(None, None)
+            return
+        p = self.mapSceneToView(ev.scenePos())
+        hover(p.x(), p.y())
 
     def wheelEvent(self, ev, axis=None):
         if self._owner.wheel_zooms or ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
@@ -97,6 +109,13 @@ class _SliceViewBox(pg.ViewBox):
         super().mouseDragEvent(ev, axis)  # left / middle: pan (ViewBox PanMode)
 
     def mouseClickEvent(self, ev):
+        tool = self._owner.tool
+        click = getattr(tool, "click", None)
+        if ev.button() == Qt.MouseButton.LeftButton and click is not None and self._owner.volume is not None:
+            ev.accept()  # e.g. flood fill, or a brush dab without a drag
+            p = self.mapSceneToView(ev.scenePos())
+            click(p.x(), p.y())
+            return
         if ev.button() == Qt.MouseButton.LeftButton and self._owner.volume is not None:
             ev.accept()
             p = self.mapSceneToView(ev.scenePos())

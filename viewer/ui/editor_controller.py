@@ -1,0 +1,602 @@
+"""The segment editor in the window: label maps per image, tools, keys, autosave and recovery.
+
+``EditorSession`` owns one ``core.labels.LabelMap`` per shown image (created on the
+first edit: from the AI segmentation of that image when there is one, else empty),
+shows it as an ``edit:labels`` layer on every view of that image (the AI's own
+label layer is hidden there: the map being edited replaces it), and redraws only
+when the map says it changed. Edits autosave in the background
+(``core.recovery.Autosaver``, every 30 s, after each edit and on every tool
+change); a map left unsaved by a crash is offered back at the next launch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QColorDialog, QDockWidget, QFileDialog, QMessageBox
+
+from ..core import recovery
+from ..core.editing import (
+    fill_between_slices,
+    keep_largest_island,
+    remove_small_islands,
+    smooth,
+)
+from ..core.labels import Label, LabelMap
+from ..core.undo import LabelLocked
+from .edit_tools import EDIT_TOOLS
+from .overlays import LabelLayer
+from .segment_panel import SegmentPanel
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+    from .slice_view import SliceView
+
+EDIT_LAYER = "edit:labels"
+AI_LABEL_LAYER = "ai:labels"
+TOOL_KEYS = {"brush": "B", "erase": "E", "fill": "F", "lasso": "L", "threshold": ""}
+TOOL_TEXT = {"brush": "Brush", "erase": "Erase", "fill": "Fill", "lasso": "Lasso", "threshold": "Threshold brush"}
+AUTOSAVE_S = 30.0
+
+
+class EditLayer(LabelLayer):
+    """The edited map drawn with its own label table (colour, opacity, visibility per label)."""
+
+    def __init__(self, labelmap: LabelMap, opacity: float = 0.5, outline: bool = False):
+        self.labelmap = labelmap
+        super().__init__(labelmap.array, opacity=opacity, outline=outline)
+
+    def _make_table(self) -> np.ndarray:
+        lm = getattr(self, "labelmap", None)
+        n = 256 if self.array.dtype == np.uint8 else 65536
+        t = np.zeros((n, 4), np.uint8)
+        if lm is not None:
+            src = lm.rgba_table(self.opacity)
+            t[:len(src)] = src[:n]
+        return t
+
+
+def map_key(volume) -> str:
+    return f"{volume.info.series_uid}|{'x'.join(map(str, volume.shape))}"
+
+
+class EditorSession(QObject):
+    """Label maps and tool options; the tools (edit_tools.py) work through it."""
+
+    maps_changed = Signal()  # a map was created, restored or its table changed
+    edited_signal = Signal()
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+        self.maps: dict[str, LabelMap] = {}
+        self.volumes: dict[str, object] = {}
+        self.sources: dict[str, str] = {}  # map key -> folder/file the study was opened from
+        self.radius_mm = 3.0
+        self.sphere = False
+        self.threshold = (-100.0, 300.0)
+        self.threshold_always = False
+        self.tolerance = 50.0
+        self.fill_3d = False
+        self.fill_unlabelled_only = True
+        self._unsubscribe: dict[str, object] = {}
+
+    # -- maps -------------------------------------------------------------------------------------
+    def labelmap_for(self, view: SliceView, create: bool = True):
+        """(LabelMap, Volume) of the image in ``view``; a new map starts from the AI segmentation."""
+        vol = view.volume
+        if vol is None:
+            return None
+        key = map_key(vol)
+        lm = self.maps.get(key)
+        if lm is None:
+            if not create:
+                return None
+            lm = self._new_map(view)
+            self.adopt(lm, vol)
+        return lm, self.volumes[key]
+
+    def _new_map(self, view: SliceView) -> LabelMap:
+        vol = view.volume
+        sr = self.window.analysis.result_for(view)
+        seg = sr.overlay("segmentation") if sr is not None else None
+        if seg is not None:
+            lm = LabelMap.from_label_array(seg.array.copy(), vol, seg.classes, algorithm="AUTOMATIC",
+                                           algorithm_name=seg.model)
+            if not lm.labels:
+                lm.add_label("Segment 1")
+        else:
+            lm = LabelMap(vol)
+            lm.add_label("Segment 1")
+        lm.mark_saved()
+        return lm
+
+    def adopt(self, lm: LabelMap, volume, source: str | None = None) -> None:
+        key = map_key(volume)
+        self.maps[key] = lm
+        self.volumes[key] = volume
+        self.sources[key] = source or str(self.window.source or "")
+        self._unsubscribe[key] = lm.subscribe(lambda box, k=key: self._map_changed(k, box))
+        self.show_layers()
+        self.maps_changed.emit()
+
+    def current(self) -> LabelMap | None:
+        """The map of the active view's image (None before the first edit)."""
+        view = self.active_view()
+        got = self.labelmap_for(view, create=False) if view is not None else None
+        return got[0] if got else None
+
+    def active_view(self):
+        views = [v for v in self.window.shown_views() if v.volume is not None]
+        focus = next((v for v in views if v.canvas.hasFocus()), None)
+        return focus or (self.window.slice_view if self.window.slice_view in views else (views[0] if views else None))
+
+    def views_of(self, key: str) -> list:
+        return [v for v in self.window.all_views() if v.volume is not None and map_key(v.volume) == key]
+
+    def show_layers(self) -> None:
+        """An edit layer on every view showing an image that has a map; the AI label layer hidden there."""
+        for view in self.window.all_views():
+            if view.volume is None:
+                continue
+            lm = self.maps.get(map_key(view.volume))
+            if lm is None:
+                continue
+            layer = view.layer(EDIT_LAYER)
+            if layer is None or layer.labelmap is not lm:
+                view.add_layer(EDIT_LAYER, EditLayer(lm))
+            if view.layer(AI_LABEL_LAYER) is not None:
+                view.set_layer_visible(AI_LABEL_LAYER, False)
+        self.window.apply_layer_visibility()
+        for view in self.window.all_views():  # the S key shows/hides both; the AI map stays under the edit
+            if view.layer(EDIT_LAYER) is not None and view.layer(AI_LABEL_LAYER) is not None:
+                view.set_layer_visible(AI_LABEL_LAYER, False)
+
+    def _map_changed(self, key: str, box) -> None:
+        for view in self.views_of(key):
+            layer = view.layer(EDIT_LAYER)
+            if layer is None:
+                continue
+            if box is None:  # the table changed: colours, visibility, new labels (maybe a wider dtype)
+                layer.array = layer.labelmap.array
+                layer._rebuild()
+            else:
+                layer.refresh()
+        if box is None:
+            self.maps_changed.emit()
+
+    # -- called by the tools ------------------------------------------------------------------------
+    def edited(self) -> None:
+        self.edited_signal.emit()
+
+    def report(self, message: str) -> None:
+        self.window.show_message(message, "warning")
+
+    # -- recovery snapshots (called on the autosaver's thread) -------------------------------------
+    def snapshots(self) -> list[recovery.RecoverySnapshot]:
+        out = []
+        for key, lm in list(self.maps.items()):
+            if not lm.dirty:
+                continue
+            version = lm.version  # read before the copy: a torn copy is saved again next time
+            vol = self.volumes[key]
+            out.append(recovery.RecoverySnapshot.from_volume(
+                vol, lm.array, [lb for lb in lm.labels.values()], version, source_path=self.sources.get(key, ""),
+                description=f"{vol.info.patient_name} {vol.info.series_description}".strip()))
+        return out
+
+
+class EditorController(QObject):
+    """Actions, keys, the panel and the autosaver, wired to the window."""
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+        self.session = EditorSession(window)
+        self.panel = SegmentPanel(window)
+        self.dock = QDockWidget("Segment editor", window)
+        self.dock.setObjectName("segment-dock")
+        self.dock.setWidget(self.panel)
+        window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+        self.offered: list[recovery.RecoverySnapshotInfo] = []
+        self.pending_restore: recovery.RecoverySnapshotInfo | None = None
+        self.recovery_box: QMessageBox | None = None
+
+        self.tool_actions: dict[str, QAction] = {}
+        for i, name in enumerate(EDIT_TOOLS):
+            act = QAction(TOOL_TEXT[name], window)
+            act.setCheckable(True)
+            if TOOL_KEYS[name]:
+                act.setShortcut(QKeySequence(TOOL_KEYS[name]))
+            act.setToolTip(f"{EDIT_TOOLS[name].__doc__.splitlines()[0]}"
+                           + (f" ({TOOL_KEYS[name]})" if TOOL_KEYS[name] else ""))
+            act.triggered.connect(lambda _c=False, n=name: window.set_tool(n))
+            window.tool_group.addAction(act)
+            self.tool_actions[name] = act
+            self.panel.tools_grid.addWidget(_tool_button(act), i // 3, i % 3)
+        self.undo_action = QAction("Undo edit", window)
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.undo_action.triggered.connect(self.undo)
+        self.redo_action = QAction("Redo edit", window)
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Y"), QKeySequence("Ctrl+Shift+Z")])
+        self.redo_action.triggered.connect(self.redo)
+        self.bigger = QAction("Bigger brush", window)
+        self.bigger.setShortcut(QKeySequence("]"))
+        self.bigger.triggered.connect(lambda: self.panel.radius.setValue(self.panel.radius.value() * 1.25))
+        self.smaller = QAction("Smaller brush", window)
+        self.smaller.setShortcut(QKeySequence("["))
+        self.smaller.triggered.connect(lambda: self.panel.radius.setValue(self.panel.radius.value() / 1.25))
+        self.label_keys = []
+        for digit in range(1, 10):
+            act = QAction(f"Label {digit}", window)
+            act.setShortcut(QKeySequence(str(digit)))
+            act.triggered.connect(lambda _c=False, d=digit: self.choose_label(d))
+            self.label_keys.append(act)
+        self.save_action = QAction("Save segmentation…", window)
+        self.save_action.triggered.connect(lambda: self.save_dialog())
+        self.load_action = QAction("Load segmentation…", window)
+        self.load_action.triggered.connect(lambda: self.load_dialog())
+        for act in (self.undo_action, self.redo_action, self.bigger, self.smaller, *self.label_keys):
+            window.addAction(act)
+
+        p = self.panel
+        p.undo_button.clicked.connect(self.undo)
+        p.redo_button.clicked.connect(self.redo)
+        p.save_button.clicked.connect(lambda: self.save_dialog())
+        p.load_button.clicked.connect(lambda: self.load_dialog())
+        p.add_clicked.connect(self.add_label)
+        p.delete_clicked.connect(self.delete_label)
+        p.label_chosen.connect(self.choose_label)
+        p.label_renamed.connect(lambda v, name: self._table_op(lambda lm: lm.rename(v, name)))
+        p.label_shown.connect(lambda v, on: self._table_op(lambda lm: lm.set_visible(v, on)))
+        p.label_locked.connect(lambda v, on: self._table_op(lambda lm: lm.set_locked(v, on)))
+        p.label_color_clicked.connect(self.choose_color)
+        for w in (p.radius, p.threshold_lo, p.threshold_hi, p.tolerance):
+            w.valueChanged.connect(self._options)
+        for w in (p.sphere, p.threshold_always, p.fill_3d, p.fill_unlabelled):
+            w.toggled.connect(self._options)
+        p.remove_islands.clicked.connect(lambda: self.effect("remove small islands", lambda lm, v: remove_small_islands(
+            lm, p.min_island.value(), lm.active)))
+        p.keep_largest.clicked.connect(lambda: self.effect("keep largest island",
+                                                           lambda lm, v: keep_largest_island(lm, lm.active)))
+        p.opening.clicked.connect(lambda: self.effect("smooth", lambda lm, v: smooth(
+            lm, "open", p.smooth_radius.value(), lm.active)))
+        p.closing.clicked.connect(lambda: self.effect("smooth", lambda lm, v: smooth(
+            lm, "close", p.smooth_radius.value(), lm.active)))
+        p.fill_between.clicked.connect(lambda: self.effect("fill between slices", lambda lm, v: fill_between_slices(
+            lm, lm.active, v.plane_geometry.axis)))
+        self.session.maps_changed.connect(self.refresh_panel)
+        self.session.edited_signal.connect(self._after_edit)
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setSingleShot(True)
+        self._stats_timer.setInterval(250)
+        self._stats_timer.timeout.connect(self.refresh_panel)
+        window.image_shown.connect(self._image_shown)
+        self._options()
+
+        self.autosaver = recovery.Autosaver(self.session.snapshots, interval_s=AUTOSAVE_S,
+                                            on_error=lambda exc: self._autosave_error.emit(str(exc)))
+        self._autosave_error.connect(lambda msg: window.show_message(f"Autosave failed: {msg}", "error"))
+        self.autosaver.start()
+
+    _autosave_error = Signal(str)
+
+    # -- tools and options ----------------------------------------------------------------------------
+    def tool_changed(self, name: str) -> None:
+        """Called by the window for every tool change: show the editor for edit tools; autosave now."""
+        if name in EDIT_TOOLS:
+            self.dock.show()
+            self.dock.raise_()
+        self.autosaver.request_save()
+
+    def _options(self, *_args) -> None:
+        p, s = self.panel, self.session
+        s.radius_mm = p.radius.value()
+        s.sphere = p.sphere.isChecked()
+        s.threshold = (p.threshold_lo.value(), p.threshold_hi.value())
+        s.threshold_always = p.threshold_always.isChecked()
+        s.tolerance = p.tolerance.value()
+        s.fill_3d = p.fill_3d.isChecked()
+        s.fill_unlabelled_only = p.fill_unlabelled.isChecked()
+        for view in self.window.all_views():
+            hover = getattr(view.tool, "hover", None)
+            cursor = getattr(view.tool, "cursor", None)
+            if hover is not None and cursor is not None and cursor.isVisible():
+                r = cursor.rect()
+                hover(r.center().x(), r.center().y())
+
+    def _after_edit(self) -> None:
+        self._stats_timer.start()
+        self.autosaver.request_save()
+
+    # -- label table ------------------------------------------------------------------------------------
+    def _map(self, create: bool = True) -> LabelMap | None:
+        view = self.session.active_view()
+        if view is None:
+            self.window.show_message("Segment editor: open an image first", "warning")
+            return None
+        got = self.session.labelmap_for(view, create=create)
+        return got[0] if got else None
+
+    def _table_op(self, fn) -> None:
+        lm = self._map()
+        if lm is None:
+            return
+        try:
+            fn(lm)
+        except (ValueError, KeyError) as exc:
+            self.window.show_message(str(exc).strip("'\""), "warning")
+            self.refresh_panel()
+            return
+        self.session.edited()
+
+    def add_label(self) -> None:
+        self._table_op(lambda lm: lm.add_label())  # the new label becomes the active one
+
+    def delete_label(self, value: int) -> None:
+        self._table_op(lambda lm: lm.delete_label(value))
+
+    def choose_label(self, value: int) -> None:
+        lm = self._map()
+        if lm is None:
+            return
+        if value not in lm.labels:
+            if value == lm.next_value():
+                lm.add_label()
+            else:
+                self.window.show_message(f"No label {value} (labels: {', '.join(map(str, lm.labels))})", "warning")
+                return
+        lm.set_active(value)
+        self.refresh_panel()
+        self.window.show_message(f"Active label {value}: {lm.labels[value].name}")
+
+    def choose_color(self, value: int) -> None:
+        lm = self._map()
+        if lm is None:
+            return
+        from PySide6.QtGui import QColor
+
+        color = QColorDialog.getColor(QColor(*lm.labels[value].color), self.window, "Label colour")
+        if color.isValid():
+            self._table_op(lambda m: m.set_color(value, (color.red(), color.green(), color.blue())))
+
+    def refresh_panel(self) -> None:
+        lm = self.session.current()
+        view = self.session.active_view()
+        vol = view.volume if view is not None else None
+        self.panel.set_labels(lm, lm.stats(vol) if lm is not None and vol is not None else None)
+        if lm is None:
+            self.panel.title.setText("No segmentation for the shown image yet: pick a tool and draw "
+                                     "(the AI segmentation, when there is one, is the starting point).")
+            self.panel.status.setText("")
+            return
+        self.panel.title.setText(f"Editing {vol.info.series_description or vol.info.series_uid}"
+                                 + (" — unsaved changes (autosaved)" if lm.dirty else ""))
+        h = lm.history
+        self.panel.undo_button.setEnabled(h.can_undo)
+        self.panel.redo_button.setEnabled(h.can_redo)
+        self.panel.status.setText(f"Undo: {h.undo_name or '—'}  ·  Redo: {h.redo_name or '—'}  ·  "
+                                  f"history {h.nbytes / 1e6:.1f} MB")
+
+    # -- effects, undo ---------------------------------------------------------------------------------
+    def effect(self, what: str, fn) -> int:
+        view = self.session.active_view()
+        lm = self._map()
+        if lm is None or view is None:
+            return 0
+        if lm.active is None:
+            self.window.show_message("Add a label first", "warning")
+            return 0
+        try:
+            n = fn(lm, view)
+        except (LabelLocked, KeyError, ValueError) as exc:
+            self.window.show_message(f"{what}: {str(exc).strip(chr(39))}", "warning")
+            return 0
+        self.window.show_message(f"{what}: {n} voxels changed")
+        self.session.edited()
+        return n
+
+    def undo(self) -> None:
+        lm = self._map(create=False)
+        if lm is not None and lm.history.can_undo and not lm.editing:
+            step = lm.undo()
+            self.window.show_message(f"Undone: {step.name}" if step else "Nothing to undo")
+            self.session.edited()
+
+    def redo(self) -> None:
+        lm = self._map(create=False)
+        if lm is not None and lm.history.can_redo and not lm.editing:
+            step = lm.redo()
+            self.window.show_message(f"Redone: {step.name}" if step else "Nothing to redo")
+            self.session.edited()
+
+    # -- save / load ----------------------------------------------------------------------------------
+    def save(self, path, view=None) -> Path:
+        """NIfTI (.nii/.nii.gz) or DICOM SEG (.dcm) of the shown image's map, on the source grid."""
+        view = view or self.session.active_view()
+        got = self.session.labelmap_for(view, create=False) if view is not None else None
+        if got is None:
+            raise ValueError("no segmentation to save for the shown image")
+        lm, vol = got
+        path = Path(path)
+        if path.suffix.lower() == ".dcm":
+            from ..core.export.dicom_seg import Segment, write_dicom_seg
+
+            series = self.window.viewport_series(view) or self._series_of(vol)
+            if series is None or series.kind != "dicom":
+                raise ValueError("DICOM SEG needs a DICOM source series; save as NIfTI instead")
+            present = set(np.unique(lm.array).tolist()) - {0}
+            values = sorted(v for v in lm.labels if v in present)
+            remap = np.zeros(max(lm.labels, default=0) + 1, lm.array.dtype)
+            for i, v in enumerate(values, start=1):  # SEG segment numbers run 1..N
+                remap[v] = i
+            # drawn by hand: MANUAL; an AI label the user has edited: SEMIAUTOMATIC
+            segs = [Segment(i, lm.labels[v].name, lm.labels[v].color,
+                            algorithm_type="MANUAL" if lm.labels[v].algorithm == "MANUAL" else "SEMIAUTOMATIC",
+                            algorithm_name=lm.labels[v].algorithm_name or "Lightbox segment editor")
+                    for i, v in enumerate(values, start=1)]
+            write_dicom_seg(remap[lm.array], vol, series, segs, path, series_description="Lightbox edited segmentation")
+        else:
+            from ..core.export.nifti import write_label_map
+
+            write_label_map(lm.array, vol, path)
+        lm.mark_saved()
+        self.autosaver.mark_clean(vol.info.series_uid, lm.version)
+        recovery.discard_series(vol.info.series_uid)
+        self.refresh_panel()
+        self.window.show_message(f"Segmentation saved to {path}")
+        return path
+
+    def _series_of(self, volume):
+        return next((s for s in (self.window.scan_result.series if self.window.scan_result else [])
+                     if s.uid == volume.info.series_uid), None)
+
+    def load(self, path, view=None) -> LabelMap:
+        view = view or self.session.active_view()
+        if view is None or view.volume is None:
+            raise ValueError("open the image the segmentation belongs to first")
+        vol = view.volume
+        path = Path(path)
+        if path.suffix.lower() == ".dcm":
+            from ..core.export.dicom_seg import read_dicom_seg
+
+            series = self.window.viewport_series(view) or self._series_of(vol)
+            array, segments = read_dicom_seg(path, vol, series)
+            labels = [Label(s.number, s.label, tuple(s.color)) for s in segments]
+        else:
+            from ..core.export.nifti import read_label_map
+
+            array = read_label_map(path, vol)
+            labels = None
+        lm = LabelMap(vol, array, labels) if labels else LabelMap.from_label_array(array, vol)
+        if not lm.labels:
+            lm.add_label("Segment 1")
+        lm.mark_saved()
+        self.session.adopt(lm, vol)
+        self.window.show_message(f"Segmentation loaded from {path}")
+        return lm
+
+    def save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window._last_dir,
+                                              "NIfTI (*.nii.gz *.nii);;DICOM SEG (*.dcm)")
+        if path:
+            try:
+                self.save(path)
+            except (OSError, ValueError) as exc:
+                self.window.show_message(f"Cannot save {path}: {exc}", "error")
+
+    def load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Load segmentation", self.window._last_dir,
+                                              "Segmentations (*.nii.gz *.nii *.dcm);;All files (*)")
+        if path:
+            try:
+                self.load(path)
+            except (OSError, ValueError) as exc:
+                self.window.show_message(f"Cannot load {path}: {exc}", "error")
+
+    # -- unsaved work ----------------------------------------------------------------------------------
+    def dirty_maps(self) -> list[tuple[str, LabelMap]]:
+        return [(k, lm) for k, lm in self.session.maps.items() if lm.dirty]
+
+    def offer_recovery(self) -> list[recovery.RecoverySnapshotInfo]:
+        """At launch: unsaved segmentations left by a crash; a non-blocking question to restore them."""
+        self.offered = [i for i in recovery.list_snapshots() if i.ok]
+        if not self.offered:
+            return []
+        info = self.offered[0]
+        when = info.saved_datetime.strftime("%Y-%m-%d %H:%M") if info.saved_datetime else "earlier"
+        box = QMessageBox(QMessageBox.Icon.Question, "Recover unsaved segmentation",
+                          f"Lightbox closed with unsaved segmentation edits ({when}):\n"
+                          f"{info.description or info.series_uid}\nlabels: {', '.join(info.label_names)}\n\n"
+                          "Open the study and restore them?", parent=self.window)
+        restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+        box.buttonClicked.connect(lambda b: self._recovery_answer(info, b is restore, b.text()))
+        self.recovery_box = box
+        box.open()
+        return self.offered
+
+    def _recovery_answer(self, info, restore: bool, text: str) -> None:
+        self.recovery_box = None
+        if restore:
+            self.restore(info)
+        elif text == "Discard":
+            recovery.discard_snapshot(info)
+
+    def restore(self, info: recovery.RecoverySnapshotInfo) -> None:
+        """Open the snapshot's study; when its series is shown the edits come back (marked unsaved)."""
+        self.pending_restore = info
+        if not self._try_restore() and info.source_path and Path(info.source_path).exists():
+            self.window.open_path(info.source_path)
+
+    def _image_shown(self) -> None:
+        self.session.show_layers()
+        if self.pending_restore is not None:
+            self._try_restore()
+        self.refresh_panel()
+
+    def _try_restore(self) -> bool:
+        info = self.pending_restore
+        for view in self.window.all_views():
+            vol = view.volume
+            if vol is None or not info.matches_volume(vol):
+                continue
+            snap = recovery.load_snapshot(info)
+            fields = set(Label.__dataclass_fields__)
+            labels = [Label(**{k: v for k, v in d.items() if k in fields}) for d in snap.labels]
+            lm = LabelMap(vol, snap.array, labels)
+            lm.version = snap.version
+            lm._new_token()  # unsaved: differs from the (never) saved state
+            self.session.adopt(lm, vol, source=info.source_path)
+            self.pending_restore = None
+            self.window.show_message(f"Restored unsaved segmentation of {info.description or info.series_uid}")
+            self.autosaver.request_save()
+            return True
+        return False
+
+    def confirm_close(self) -> bool:
+        """Closing with unsaved edits asks: Save (each map), Discard, or Cancel the close."""
+        dirty = self.dirty_maps()
+        if not dirty:
+            return True
+        names = ", ".join(self.session.volumes[k].info.series_description or k for k, _ in dirty)
+        answer = QMessageBox.question(
+            self.window, "Unsaved segmentation",
+            f"The segmentation of {names} has unsaved edits. Save before closing?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Cancel:
+            return False
+        if answer == QMessageBox.StandardButton.Save:
+            for key, _lm in dirty:
+                view = next(iter(self.session.views_of(key)), None)
+                path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window._last_dir,
+                                                      "NIfTI (*.nii.gz *.nii);;DICOM SEG (*.dcm)")
+                if not path:
+                    return False
+                self.save(path, view)
+        else:
+            for key, _lm in dirty:
+                vol = self.session.volumes[key]
+                self.autosaver.discard(vol.info.series_uid)
+                recovery.discard_series(vol.info.series_uid)
+            for _key, lm in dirty:
+                lm.mark_saved()
+        return True
+
+    def shutdown(self) -> None:
+        self.autosaver.stop(final_save=True)
+
+
+def _tool_button(action: QAction):
+    from PySide6.QtWidgets import QToolButton
+
+    b = QToolButton()
+    b.setDefaultAction(action)
+    b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+    return b
