@@ -198,6 +198,7 @@ class MainWindow(QMainWindow):
                     self.editor.load_action, self.editor.dock.toggleViewAction()):
             edit_menu.addAction(act)
         self.addToolBar(self.segment_toolbar)
+        self.tabifyDockWidget(self.analysis.dock, self.editor.dock)  # one column on the right, two tabs
         self._rebuild_presets()
         self._rebuild_recent_menu()
 
