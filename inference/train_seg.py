@@ -147,7 +147,7 @@ def train_ct(out: Path, seed: int, n_train: int, steps: int, batch: int) -> Mode
     card = ModelCard(
         name="ct-organs-unet3d", version="1", task="segmentation-3d", modality="CT", architecture="unet3d",
         arch_kwargs={"in_channels": len(CT_NORMALIZATION["windows"]), "out_channels": len(CT_CLASSES),
-                     "channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res_units": 1, "norm": "instance"},
+                     "channels": [12, 24, 48, 96], "strides": [2, 2, 2], "num_res_units": 1, "norm": "instance"},
         classes=list(CT_CLASSES),
         input={"spacing_mm": list(CT_SPACING), "patch_size": list(CT_PATCH), "overlap": 0.25,
                "axes": "zyx", "blend": "gaussian"},
@@ -161,7 +161,7 @@ def train_ct(out: Path, seed: int, n_train: int, steps: int, batch: int) -> Mode
             i = int(rng.integers(len(data)))
             x, y = data[i]
             r = rng.random()
-            focus = 3 if r < 0.4 else (2 if r < 0.55 else None)
+            focus = 3 if r < 0.5 else (2 if r < 0.6 else None)
             xc, yc = random_crop(rng, x, y, CT_PATCH, focus, cache[i])
             xs.append(xc)
             ys.append(yc)
@@ -273,8 +273,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="resources/models")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=("ct", "mammo"), default=None)
-    p.add_argument("--ct-steps", type=int, default=800)
-    p.add_argument("--ct-volumes", type=int, default=16)
+    p.add_argument("--ct-steps", type=int, default=2000)
+    p.add_argument("--ct-volumes", type=int, default=24)
     p.add_argument("--mammo-steps", type=int, default=500)
     p.add_argument("--mammo-images", type=int, default=120)
     p.add_argument("--threads", type=int, default=2)
