@@ -141,7 +141,7 @@ def test_shipped_ct_model_reaches_its_card_dice_on_a_held_out_phantom():
     truth = ct_label_map(masks)  # the training labels: lesions over liver over lungs
     for k, name in enumerate(card.classes[1:], start=1):
         got = dice(labels == k, truth == k)
-        floor = card.metrics["dice"][name] - 0.05 if name != "lesions" else card.metrics["dice_min"][name] - 0.1
+        floor = card.metrics["dice"][name] - (0.05 if name != "lesions" else 0.1)  # few, small lesions vary more
         assert got >= floor, (name, got, card.metrics)
     assert card.metrics["dice"]["lungs"] > 0.8 and card.metrics["dice"]["liver"] > 0.8
 
