@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=("ct", "mammo"), default=None)
     p.add_argument("--ct-steps", type=int, default=2000)
     p.add_argument("--ct-volumes", type=int, default=24)
-    p.add_argument("--mammo-steps", type=int, default=500)
+    p.add_argument("--mammo-steps", type=int, default=1000)
     p.add_argument("--mammo-images", type=int, default=120)
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
