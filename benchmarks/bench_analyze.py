@@ -26,6 +26,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: the app's, all cores but one)")
     ap.add_argument("--size", type=int, nargs=2, default=None, help="rows cols (default: full field 3328 2560)")
     args = ap.parse_args()
 
@@ -45,8 +46,9 @@ def main() -> int:
         study = result.studies[0]
         views = {n: (s, load_series(s)) for n, s in four_view(study).items() if s is not None}
 
-    device = run.resolve_device(args.device)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    device = run.resolve_device(args.device)  # also sets torch's threads as the app does
+    if args.threads:
+        os.environ["LIGHTBOX_TORCH_THREADS"] = str(args.threads)
     rows = []
     t = time.perf_counter()
     res = run.analyze_mammo_exam(views, study.uid, device)

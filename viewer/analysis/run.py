@@ -8,6 +8,7 @@ Both the CLI (`lightbox analyze`) and the viewer's Analyze button call it.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -60,7 +61,27 @@ def model_id(card) -> str:
 def resolve_device(preference: str = "auto") -> str:
     from inference.device import pick_device
 
+    _leave_a_core()
     return str(pick_device(preference))
+
+
+_THREADS_SET = False
+
+
+def _leave_a_core() -> None:
+    """CPU inference on all cores but one: the UI thread (and the OS) keep one, and torch's threads
+    stop waiting on each other. Measured on 2 cores: 1 thread 0.8 s vs 2 threads 3.2 s per
+    full-field mammogram U-Net while another process was busy (benchmarks/bench_analyze.py --threads).
+    LIGHTBOX_TORCH_THREADS overrides."""
+    global _THREADS_SET
+    if _THREADS_SET:
+        return
+    import torch
+
+    wanted = os.environ.get("LIGHTBOX_TORCH_THREADS")
+    n = int(wanted) if wanted and wanted.isdigit() else max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(n)
+    _THREADS_SET = True
 
 
 def _stop_guard(should_stop: StopCheck | None) -> Callable[[], bool]:
