@@ -183,6 +183,16 @@ def test_keys_labels_stats_fill_and_save_load(qtbot, window, ct_dir, tmp_path):
     assert (lm.array[k] == 0).sum() == 0 and (lm.array[k] == 3).any()  # 2D fill: this slice only
     assert not (lm.array[k + 1] == 3).any()
 
+    # per-label opacity and visibility reach the drawn layer's table
+    panel = w.editor.panel
+    panel.table.selectRow(panel.values.index(1))
+    panel.label_opacity.setValue(20)
+    layer = view.layer(EDIT_LAYER)
+    assert lm.labels[1].opacity == pytest.approx(0.2)
+    assert layer.lut()[1, 3] == round(255 * layer.opacity * 0.2)
+    panel.table.item(panel.values.index(2), 2).setCheckState(Qt.CheckState.Unchecked)  # hide label 2
+    assert not lm.labels[2].visible and layer.lut()[2, 3] == 0
+
     # save as NIfTI and DICOM SEG, load back
     nii = w.editor.save(tmp_path / "seg.nii.gz")
     assert not lm.dirty

@@ -255,6 +255,7 @@ class EditorController(QObject):
         p.label_shown.connect(lambda v, on: self._table_op(lambda lm: lm.set_visible(v, on)))
         p.label_locked.connect(lambda v, on: self._table_op(lambda lm: lm.set_locked(v, on)))
         p.label_color_clicked.connect(self.choose_color)
+        p.label_opacity_changed.connect(lambda v, o: self._table_op(lambda lm: lm.set_opacity(v, o)))
         for w in (p.radius, p.threshold_lo, p.threshold_hi, p.tolerance):
             w.valueChanged.connect(self._options)
         for w in (p.sphere, p.threshold_always, p.fill_3d, p.fill_unlabelled):

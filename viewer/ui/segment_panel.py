@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSlider,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -52,6 +53,7 @@ class SegmentPanel(QWidget):
     label_color_clicked = Signal(int)
     add_clicked = Signal()
     delete_clicked = Signal(int)
+    label_opacity_changed = Signal(int, float)  # value, 0..1
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -74,10 +76,16 @@ class SegmentPanel(QWidget):
         self.delete_button = QPushButton("Delete")
         self.add_button.clicked.connect(self.add_clicked.emit)
         self.delete_button.clicked.connect(self._delete)
+        self.label_opacity = QSlider(Qt.Orientation.Horizontal)
+        self.label_opacity.setRange(0, 100)
+        self.label_opacity.setValue(100)
+        self.label_opacity.setToolTip("Opacity of the selected label")
+        self.label_opacity.valueChanged.connect(self._opacity_moved)
         row = QHBoxLayout()
         row.addWidget(self.add_button)
         row.addWidget(self.delete_button)
-        row.addStretch(1)
+        row.addWidget(QLabel("Opacity"))
+        row.addWidget(self.label_opacity, 1)
 
         # tools: filled in by the controller with the window's tool actions
         self.tools_box = QGroupBox("Tools")
@@ -188,6 +196,7 @@ class SegmentPanel(QWidget):
                     self.table.setItem(r, c, item)
                 if value == labelmap.active:
                     self.table.selectRow(r)
+                    self.label_opacity.setValue(round(lb.opacity * 100))
         finally:
             self._filling = False
 
@@ -226,6 +235,11 @@ class SegmentPanel(QWidget):
         value = self._value(row)
         if value is not None and column == COL_COLOR:
             self.label_color_clicked.emit(value)
+
+    def _opacity_moved(self, percent: int) -> None:
+        value = self._value(self.table.currentRow())
+        if value is not None and not self._filling:
+            self.label_opacity_changed.emit(value, percent / 100.0)
 
     def _delete(self) -> None:
         value = self._value(self.table.currentRow())
