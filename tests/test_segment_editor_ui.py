@@ -313,3 +313,26 @@ def test_edits_survive_a_kill_and_are_offered_back(qtbot, tmp_path, ct_dir, monk
         assert lm.dirty and w.slice_view.layer(EDIT_LAYER) is not None
     finally:
         close_quietly(w)
+
+
+def test_the_edited_map_replaces_the_ai_labels_and_s_toggles_it(qtbot, window, ct_dir):
+    from viewer.ui.analysis_controller import LABEL_LAYER
+
+    w = window
+    open_and_wait(qtbot, w, ct_dir)
+    with qtbot.waitSignal(w.analysis.analysis_finished, timeout=120000):
+        w.analysis.action.trigger()
+    view = w.slice_view
+    assert view.layer(LABEL_LAYER) is not None
+    ai = w.analysis.current.series[w.shown_series.key].overlay("segmentation")
+    w.set_tool("brush")
+    view.tool.click(*view.pixel_center(5, 5))
+    lm, _ = w.editor.session.labelmap_for(view)
+    assert {lb.name for lb in lm.labels.values()} >= set(ai.classes[1:])  # the model's class names
+    assert view.layer(LABEL_LAYER) is None and view.layer(EDIT_LAYER) is not None
+    assert not np.array_equal(lm.array, ai.array) and ai.array[lm.array != ai.array].size  # AI result kept
+    w.set_segmentation_visible(False)
+    assert not view.layer(EDIT_LAYER).visible
+    w.set_segmentation_visible(True)
+    w.analysis.refresh_overlays()  # e.g. after a layout change: the AI labels do not come back
+    assert view.layer(LABEL_LAYER) is None and view.layer(EDIT_LAYER).visible

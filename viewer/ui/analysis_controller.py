@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .slice_view import SliceView
 
 HEAT_LAYER, LABEL_LAYER = "ai:heatmap", "ai:labels"
+EDIT_LAYER_NAME = "edit:labels"  # the segment editor's layer (editor_controller.EDIT_LAYER)
 PREFERRED_HEATMAPS = ("mass", "lesion probability", "lesions probability", "calcification", "Grad-CAM")
 
 
@@ -188,7 +189,8 @@ class AnalysisController(QObject):
             view.add_layer(HEAT_LAYER, new)
         labels = next((o for o in sr.overlays if o.kind == "labels"), None)
         layer = view.layer(LABEL_LAYER)
-        if labels is not None and (layer is None or layer.array is not labels.array):
+        edited = view.layer(EDIT_LAYER_NAME) is not None  # the segment editor's map replaces the AI's
+        if labels is not None and not edited and (layer is None or layer.array is not labels.array):
             view.add_layer(LABEL_LAYER, LabelLayer(labels.array, opacity=p.labels_opacity, outline=p.labels_outline))
         if HEAT_LAYER in view.layers and LABEL_LAYER in view.layers:
             self._heat_on_top(view)

@@ -27,6 +27,8 @@ from ..core.editing import (
 )
 from ..core.labels import Label, LabelMap
 from ..core.undo import LabelLocked
+from .analysis_controller import EDIT_LAYER_NAME as EDIT_LAYER
+from .analysis_controller import LABEL_LAYER as AI_LABEL_LAYER
 from .edit_tools import EDIT_TOOLS
 from .overlays import LabelLayer
 from .segment_panel import SegmentPanel
@@ -35,8 +37,6 @@ if TYPE_CHECKING:
     from .main_window import MainWindow
     from .slice_view import SliceView
 
-EDIT_LAYER = "edit:labels"
-AI_LABEL_LAYER = "ai:labels"
 TOOL_KEYS = {"brush": "B", "erase": "E", "fill": "F", "lasso": "L", "threshold": ""}
 TOOL_TEXT = {"brush": "Brush", "erase": "Erase", "fill": "Fill", "lasso": "Lasso", "threshold": "Threshold brush"}
 AUTOSAVE_S = 30.0
@@ -138,7 +138,8 @@ class EditorSession(QObject):
         return [v for v in self.window.all_views() if v.volume is not None and map_key(v.volume) == key]
 
     def show_layers(self) -> None:
-        """An edit layer on every view showing an image that has a map; the AI label layer hidden there."""
+        """An edit layer on every view showing an image that has a map. It replaces the AI's label
+        layer there (the AI result itself is untouched; the analysis controller does not add it back)."""
         for view in self.window.all_views():
             if view.volume is None:
                 continue
@@ -149,11 +150,8 @@ class EditorSession(QObject):
             if layer is None or layer.labelmap is not lm:
                 view.add_layer(EDIT_LAYER, EditLayer(lm))
             if view.layer(AI_LABEL_LAYER) is not None:
-                view.set_layer_visible(AI_LABEL_LAYER, False)
+                view.remove_layer(AI_LABEL_LAYER)
         self.window.apply_layer_visibility()
-        for view in self.window.all_views():  # the S key shows/hides both; the AI map stays under the edit
-            if view.layer(EDIT_LAYER) is not None and view.layer(AI_LABEL_LAYER) is not None:
-                view.set_layer_visible(AI_LABEL_LAYER, False)
 
     def _map_changed(self, key: str, box) -> None:
         for view in self.views_of(key):
