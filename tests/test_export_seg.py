@@ -402,3 +402,16 @@ def test_property_codes_name_common_structures():
     assert property_codes("whatever")[1].value == "85756007"
     explicit = Segment(1, "x", category=property_codes("mass")[0], type=property_codes("cyst")[1])
     assert explicit.codes()[1].meaning == "Cyst"
+
+
+def test_compact_segments_renumbers_values_in_use():
+    from viewer.core.export.dicom_seg import Segment, compact_segments
+
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[0, 0, 0], labels[1, 2, 2] = 3, 7
+    segs = [Segment(1, "lungs"), Segment(3, "liver"), Segment(7, "lesions")]
+    out, renumbered = compact_segments(labels, segs)
+    assert [(s.number, s.label) for s in renumbered] == [(1, "liver"), (2, "lesions")]
+    assert out[0, 0, 0] == 1 and out[1, 2, 2] == 2 and out.sum() == 3
+    with pytest.raises(ValueError, match="no Segment"):
+        compact_segments(labels, segs[:2])

@@ -12,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from viewer.core.study import Series
 
 from .results import AnalysisResult, Overlay, SeriesResult
@@ -74,8 +76,8 @@ def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path
     from viewer.core.colors import label_color
     from viewer.core.export.dicom_seg import Segment, write_dicom_seg
 
-    present = sorted(int(v) for v in set(ov.array.ravel().tolist()) - {0}) if ov.array.size < 4_000_000 else \
-        [i for i in range(1, len(ov.classes)) if (ov.array == i).any()]
+    counts = np.bincount(ov.array.ravel(), minlength=len(ov.classes))
+    present = [int(v) for v in np.nonzero(counts)[0] if v != 0]
     if not present:
         return None
     name, _, version = ov.model.rpartition(" ")

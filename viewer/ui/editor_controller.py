@@ -423,22 +423,22 @@ class EditorController(QObject):
         lm, vol = got
         path = Path(path)
         if path.suffix.lower() == ".dcm":
-            from ..core.export.dicom_seg import Segment, write_dicom_seg
+            from ..core.export.dicom_seg import (
+                Segment,
+                compact_segments,
+                write_dicom_seg,
+            )
 
             series = self.window.viewport_series(view) or self._series_of(vol)
             if series is None or series.kind != "dicom":
                 raise ValueError("DICOM SEG needs a DICOM source series; save as NIfTI instead")
-            present = set(np.unique(lm.array).tolist()) - {0}
-            values = sorted(v for v in lm.labels if v in present)
-            remap = np.zeros(max(lm.labels, default=0) + 1, lm.array.dtype)
-            for i, v in enumerate(values, start=1):  # SEG segment numbers run 1..N
-                remap[v] = i
             # drawn by hand: MANUAL; an AI label the user has edited: SEMIAUTOMATIC
-            segs = [Segment(i, lm.labels[v].name, lm.labels[v].color,
-                            algorithm_type="MANUAL" if lm.labels[v].algorithm == "MANUAL" else "SEMIAUTOMATIC",
-                            algorithm_name=lm.labels[v].algorithm_name or "Lightbox segment editor")
-                    for i, v in enumerate(values, start=1)]
-            write_dicom_seg(remap[lm.array], vol, series, segs, path, series_description="Lightbox edited segmentation")
+            segs = [Segment(v, lb.name, lb.color,
+                            algorithm_type="MANUAL" if lb.algorithm == "MANUAL" else "SEMIAUTOMATIC",
+                            algorithm_name=lb.algorithm_name or "Lightbox segment editor")
+                    for v, lb in lm.labels.items()]
+            labels, segs = compact_segments(lm.array, segs)  # SEG segment numbers run 1..N
+            write_dicom_seg(labels, vol, series, segs, path, series_description="Lightbox edited segmentation")
         else:
             from ..core.export.nifti import write_label_map
 

@@ -130,6 +130,24 @@ def _software_version() -> str:
 
 
 # -- writing --------------------------------------------------------------------------
+def compact_segments(labels: np.ndarray, segments) -> tuple[np.ndarray, list[Segment]]:
+    """Label values in use (any numbers, e.g. 1, 3, 7) -> SEG segment numbers 1..N, and the
+    segments renumbered to match; segments whose value is absent are dropped."""
+    from dataclasses import replace
+
+    labels = np.asarray(labels)
+    by_value = {int(s.number): s for s in segments}
+    counts = np.bincount(labels.ravel(), minlength=max(by_value, default=0) + 1)
+    used = [v for v in sorted(by_value) if v < len(counts) and counts[v]]
+    undescribed = [int(v) for v in np.nonzero(counts)[0] if v and v not in by_value]
+    if undescribed:
+        raise ValueError(f"label values {undescribed[:10]} have no Segment describing them")
+    lut = np.zeros(len(counts), label_dtype(labels))
+    for i, v in enumerate(used, start=1):
+        lut[v] = i
+    return lut[labels], [replace(by_value[v], number=i) for i, v in enumerate(used, start=1)]
+
+
 def _check_segments(segments, labels: np.ndarray) -> list[Segment]:
     segments = sorted(segments, key=lambda s: int(s.number))
     if not segments:
