@@ -158,8 +158,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_model(module: nn.Module, card: ModelCard, folder) -> Path:
-    """Write <name>.safetensors and <name>.json (sha256 filled in); returns the card path.
+def save_model(module: nn.Module, card: ModelCard, folder, stem: str | None = None) -> Path:
+    """Write <stem>.safetensors and <stem>.json (sha256 filled in; stem defaults to the card's
+    name; give e.g. "<name>-<version>" to keep several versions side by side); returns the card path.
 
     The card object is updated in place (weights, sha256, path).
     """
@@ -168,7 +169,8 @@ def save_model(module: nn.Module, card: ModelCard, folder) -> Path:
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     data = st_save(state)  # no metadata: its key order is random, and the sha256 must be reproducible
-    card.weights = f"{card.name}.safetensors"
+    stem = stem or card.name
+    card.weights = f"{stem}.safetensors"
     card.sha256 = sha256_bytes(data)
     card.path = folder
     try:  # serialise first: a card that cannot be written must not leave orphan weights
@@ -176,7 +178,7 @@ def save_model(module: nn.Module, card: ModelCard, folder) -> Path:
     except ValueError as exc:  # NaN/inf would make a card other JSON readers reject
         raise ModelError(f"model {card.name!r}: card values must be finite numbers ({exc})") from exc
     _atomic_write(folder / card.weights, data)
-    json_path = folder / f"{card.name}.json"
+    json_path = folder / f"{stem}.json"
     _atomic_write(json_path, (text + "\n").encode())
     return json_path
 

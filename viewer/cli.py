@@ -1,4 +1,4 @@
-"""`lightbox` command line: view, demo, info, analyze.
+"""`lightbox` command line: view, demo, info, analyze, train.
 
 Exit codes: 0 success, 2 bad input (one-line reason on stderr). Qt is imported
 only by `view`, so the headless commands work without a display.
@@ -152,6 +152,16 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from inference.finetune import main as finetune_main
+
+    argv = [args.dataset, "--model", args.model, "--epochs", str(args.epochs), "--steps", str(args.steps),
+            "--device", args.device, "--seed", str(args.seed)] + (["--out", args.out] if args.out else [])
+    if not Path(args.dataset).is_dir():
+        return _fail(f"{args.dataset}: no such dataset folder")
+    return finetune_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightbox",
@@ -181,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="also print results.json to stdout")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("train", help="fine-tune a segmentation model on an exported nnU-Net-layout dataset; "
+                                     "writes a new model version to the user's model folder")
+    p.add_argument("dataset")
+    p.add_argument("--model", default="ct-organs-unet3d")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="model folder (default: the user's model folder)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 
