@@ -9,11 +9,20 @@ validation (seeded), trains from the model's current weights with the same loss 
 loss and per-class validation Dice after every epoch, and writes a NEW version of the model
 (weights + card with the training-data summary and metrics) into the user's model folder.
 The shipped model is never overwritten.
+
+Several GPUs or machines: run it under torchrun, e.g.
+
+    torchrun --nproc_per_node 4 -m inference.finetune DATASET --epochs 20
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_endpoint HOST:29500 -m inference.finetune DATASET
+
+Each process trains on its own random crops with DistributedDataParallel (NCCL on CUDA, gloo on
+CPU) averaging the gradients; rank 0 validates and writes the new version.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -112,6 +121,18 @@ def dice_per_class(pred: torch.Tensor, truth: torch.Tensor, classes: list[str]) 
     return out
 
 
+def _distributed(dev: torch.device) -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def next_version(card) -> str:
     """'1' -> '1.1', '1.2' -> '1.3': a fine-tuned version sorts after its parent."""
     parts = str(card.version).split(".")
@@ -139,13 +160,21 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
         raise FinetuneError(f"dataset channels {sorted(channels)} do not match the model's modality {card.modality}")
     lut = label_remap(meta.get("labels", {}), list(card.classes))
     dev = pick_device(device)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(pairs))
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    rank, world = _distributed(dev)
+    torch.manual_seed(seed)  # the same initial weights everywhere
+    order = np.random.default_rng(seed).permutation(len(pairs))  # the same split everywhere
+    rng = np.random.default_rng([seed, rank])  # each process its own crops
     n_val = max(1, int(round(val_fraction * len(pairs)))) if len(pairs) > 1 else 0
     val_idx, train_idx = order[:n_val], order[n_val:]
     cases = [load_case(*pairs[i], card, lut) for i in range(len(pairs))]
     net, card = registry.load_model(card, device=dev)
+    model_net = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     patch = tuple(int(p) for p in card.input["patch_size"])
     rare = int(np.argmin([sum(int((c[1] == k).sum()) for c in cases) or 1 << 62
                           for k in range(len(card.classes))]))
@@ -154,12 +183,13 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
     history = []
 
     def validate() -> dict[str, float]:
-        net.eval()
+        model_net.eval()
         scores: dict[str, list[float]] = {}
         with torch.no_grad():
             for i in val_idx:
                 x, y = cases[i]
-                logits = sliding_window_inference(x[None].to(dev), patch, 4, net, overlap=0.25, mode="gaussian")
+                logits = sliding_window_inference(x[None].to(dev), patch, 4, model_net, overlap=0.25,
+                                                  mode="gaussian")
                 for k, v in dice_per_class(logits[0].argmax(0).cpu(), y.long(), list(card.classes)).items():
                     scores.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in scores.items()}
@@ -183,11 +213,19 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": validate() if n_val else {}}
+        record = {"epoch": epoch, "loss": float(np.mean(losses)),
+                  "val_dice": validate() if n_val and rank == 0 else {}}
         history.append(record)
-        if progress is not None:
+        if progress is not None and rank == 0:
             progress(record)
-    net.eval()
+    model_net.eval()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:  # rank 0 writes the model
+            dist.destroy_process_group()
+            return None
     after = history[-1]["val_dice"] if history else {}
     new = replace(card, version=next_version(card), sha256="", path=None,
                   training_data=(f"fine-tuned from {card.name} {card.version} on {Path(dataset).name}: "
@@ -195,10 +233,14 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
                                  f"{steps_per_epoch} steps (seed {seed}); parent: {card.training_data}"),
                   metrics={"val_dice_before": before, "val_dice": after,
                            "parent_metrics": card.metrics, "epochs": history},
-                  extra={**card.extra, "parent": f"{card.name} {card.version}",
+                  extra={**card.extra, "parent": f"{card.name} {card.version}", "processes": world,
                          "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
-    path = registry.save_model(net.cpu(), new, folder, stem=f"{new.name}-{new.version}")  # versions side by side
+    path = registry.save_model(model_net.cpu(), new, folder, stem=f"{new.name}-{new.version}")  # side by side
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return registry.load_card(path)
 
 
@@ -224,7 +266,8 @@ def main(argv=None) -> int:
     except (FinetuneError, registry.ModelError) as exc:
         print(f"lightbox: {exc}", file=sys.stderr)
         return 2
-    print(f"lightbox: wrote {card.name} {card.version} to {card.path}", file=sys.stderr)
+    if card is not None:  # None: a torchrun worker other than rank 0
+        print(f"lightbox: wrote {card.name} {card.version} to {card.path}", file=sys.stderr)
     return 0
 
 

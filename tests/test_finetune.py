@@ -78,3 +78,29 @@ def test_train_cli(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "epoch 1" in err and "wrote ct-organs-unet3d 1.1" in err
     assert main(["train", str(tmp_path / "nope")]) == 2
+
+
+def test_finetune_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
+    """The multi-GPU path, exercised with torchrun's launcher, 2 CPU processes and the gloo backend."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), "-m", "inference.finetune", str(dataset), "--epochs", "1",
+                           "--steps", "1", "--device", "cpu", "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cards = list(tmp_path.glob("*.json"))
+    assert len(cards) == 1  # only rank 0 writes
+    card = registry.load_card(cards[0])
+    assert card.extra["processes"] == 2
+    registry.load_model(card)
