@@ -83,11 +83,10 @@ def test_train_cli(dataset, tmp_path, capsys):
 def test_finetune_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
     """The multi-GPU path, exercised with torchrun's launcher, 2 CPU processes and the gloo backend."""
     import os
+    import socket
     import subprocess
     import sys
     from pathlib import Path
-
-    import socket
 
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
@@ -97,7 +96,7 @@ def test_finetune_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(port), "-m", "inference.finetune", str(dataset), "--epochs", "1",
                            "--steps", "1", "--device", "cpu", "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cards = list(tmp_path.glob("*.json"))
     assert len(cards) == 1  # only rank 0 writes
