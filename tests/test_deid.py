@@ -240,3 +240,46 @@ def test_table_is_the_basic_profile():
     assert profile_action(0x60023000) == "X" and profile_action(0x50040010) == "X"
     assert profile_action(0x00080016) is None  # SOP Class UID: kept
     assert len(BASIC_PROFILE) > 600
+
+
+def test_longitudinal_intervals_and_patients(tmp_path):
+    pix = np.zeros((4, 4), np.int16)
+    deid = Deidentifier(DeidPolicy(secret=b"k"))
+    first = pydicom.dcmread(_instance(tmp_path, "a.dcm", generate_uid(), pix, study_date="20200101"))
+    later = pydicom.dcmread(_instance(tmp_path, "b.dcm", generate_uid(), pix, study_date="20230615"))
+    other = pydicom.dcmread(_instance(tmp_path, "c.dcm", generate_uid(), pix, patient_id="PID-OTHER",
+                                      study_date="20200101"))
+    a, b, c = (deid.dataset(ds) for ds in (first, later, other))
+
+    def day(v):
+        return dt.datetime.strptime(v, "%Y%m%d")
+    assert day(b.StudyDate) - day(a.StudyDate) == day("20230615") - day("20200101")  # interval kept
+    assert a.PatientID == b.PatientID == "CASE_0001" and c.PatientID == "CASE_0002"
+    assert deid.date_shift("PID-8675309") != deid.date_shift("PID-OTHER")
+    assert c.StudyDate == (day("20200101") + dt.timedelta(days=deid.date_shift("PID-OTHER"))).strftime("%Y%m%d")
+    year = Deidentifier(DeidPolicy(secret=b"k", birth_date="year")).dataset(first)
+    assert len(year.PatientBirthDate) == 8 and year.PatientBirthDate.endswith("0101")
+
+
+def test_enhanced_multiframe_and_compressed(tmp_path):
+    from pydicom.uid import RLELossless
+
+    from viewer.core.io.dicom_write import write_enhanced, write_series
+    from viewer.core.volume import Volume
+    info = SourceInfo(patient_id="PID-8675309", patient_name="Smithers^Waylon", modality="CT",
+                      study_date="20240115", series_description="Waylon")
+    arr = (np.arange(3 * 6 * 5).reshape(3, 6, 5) % 400).astype(np.int16)
+    vol = Volume(arr, info=info)
+    enh = write_enhanced(vol, tmp_path / "enh.dcm", extra={"AcquisitionDateTime": "20240115101010"})
+    rle = write_series(vol, tmp_path / "rle", transfer_syntax=RLELossless)[0]
+    deid = Deidentifier(DeidPolicy(secret=b"k"))
+    for src in (enh, rle):
+        dst = deidentify_file(src, tmp_path / "out" / src.name, deid)
+        out, orig = pydicom.dcmread(dst), pydicom.dcmread(src)
+        assert out.file_meta.TransferSyntaxUID == orig.file_meta.TransferSyntaxUID
+        np.testing.assert_array_equal(out.pixel_array, orig.pixel_array)
+        data = dst.read_bytes()
+        for s in ("Smithers", "PID-8675309", "Waylon", orig.StudyInstanceUID, orig.SOPInstanceUID, "20240115"):
+            assert s.encode() not in data, (src.name, s)
+    out = pydicom.dcmread(tmp_path / "out" / "enh.dcm")
+    assert len(out.PerFrameFunctionalGroupsSequence) == 3  # functional groups kept and walked

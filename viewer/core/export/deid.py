@@ -231,7 +231,7 @@ class Deidentifier:
         patient_id = str(ds.get("PatientID", "") or "").strip()
         shift = self.date_shift(patient_id)
         pseudonym = self.pseudonym(patient_id)
-        out = self._walk(ds, shift, pseudonym, top=True)
+        out = self._walk(ds, shift, pseudonym)
         out.PatientIdentityRemoved = "YES"
         out.LongitudinalTemporalInformationModified = "MODIFIED"
         out.DeidentificationMethod = "Lightbox: PS3.15 E.1 Basic Profile, Retain Long. Modified Dates"
@@ -260,7 +260,7 @@ class Deidentifier:
             out.file_meta = meta
         return out
 
-    def _walk(self, ds: Dataset, shift: int, pseudonym: str, top: bool) -> Dataset:
+    def _walk(self, ds: Dataset, shift: int, pseudonym: str) -> Dataset:
         out = Dataset()
         for elem in ds:
             tag = int(elem.tag)
@@ -290,7 +290,7 @@ class Deidentifier:
             if action == "Z":
                 return DataElement(tag, vr, Sequence())
             # K, D, U on a sequence: keep its structure, de-identify every item
-            return DataElement(tag, vr, Sequence([self._walk(item, shift, pseudonym, top=False)
+            return DataElement(tag, vr, Sequence([self._walk(item, shift, pseudonym)
                                                   for item in elem.value]))
         if vr in ("DA", "DT"):  # Retain Longitudinal ... With Modified Dates: shift, do not blank
             return DataElement(tag, vr, _shift_values(elem.value, shift, _shift_da if vr == "DA" else _shift_dt))
