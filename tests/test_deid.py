@@ -283,3 +283,17 @@ def test_enhanced_multiframe_and_compressed(tmp_path):
             assert s.encode() not in data, (src.name, s)
     out = pydicom.dcmread(tmp_path / "out" / "enh.dcm")
     assert len(out.PerFrameFunctionalGroupsSequence) == 3  # functional groups kept and walked
+
+
+def test_bad_inputs_are_named_and_leave_nothing(tmp_path):
+    deid = Deidentifier(DeidPolicy(secret=b"k"))
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all")
+    with pytest.raises(DeidError, match="junk.dcm"):
+        deidentify_file(junk, tmp_path / "out" / "j.dcm", deid)
+    ds = pydicom.dcmread(_instance(tmp_path, "nosop.dcm", generate_uid(), np.zeros((4, 4), np.int16)))
+    del ds.SOPInstanceUID
+    ds.save_as(tmp_path / "nosop2.dcm")
+    with pytest.raises(DeidError, match="nosop2.dcm"):
+        deidentify_file(tmp_path / "nosop2.dcm", tmp_path / "out" / "n.dcm", deid)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

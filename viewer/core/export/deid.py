@@ -231,7 +231,10 @@ class Deidentifier:
         patient_id = str(ds.get("PatientID", "") or "").strip()
         shift = self.date_shift(patient_id)
         pseudonym = self.pseudonym(patient_id)
-        out = self._walk(ds, shift, pseudonym)
+        try:
+            out = self._walk(ds, shift, pseudonym)
+        except (ValueError, TypeError, KeyError) as exc:  # a value pydicom cannot parse
+            raise DeidError(f"{where}: cannot de-identify: {exc}") from exc
         out.PatientIdentityRemoved = "YES"
         out.LongitudinalTemporalInformationModified = "MODIFIED"
         out.DeidentificationMethod = "Lightbox: PS3.15 E.1 Basic Profile, Retain Long. Modified Dates"
@@ -377,13 +380,19 @@ def deidentify_file(src, dst, deidentifier: Deidentifier) -> Path:
     src, dst = Path(src), Path(dst)
     try:
         ds = pydicom.dcmread(src)
+        ds.remove_private_tags()  # early, so unreadable private values never stop an export
     except Exception as exc:
         raise DeidError(f"{src}: cannot read as DICOM ({exc})") from exc
     out = deidentifier.dataset(ds, source=src)
-    if getattr(out, "file_meta", None) is None or "TransferSyntaxUID" not in out.file_meta:
-        meta = getattr(out, "file_meta", None) or FileMetaDataset()
+    if not out.get("SOPClassUID") or not out.get("SOPInstanceUID"):
+        raise DeidError(f"{src}: has no SOP Class/Instance UID, so it is not an exportable DICOM instance")
+    meta = getattr(out, "file_meta", None) or FileMetaDataset()
+    meta.MediaStorageSOPClassUID = out.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    if "TransferSyntaxUID" not in meta:
         meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        out.file_meta = meta
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    out.file_meta = meta
     ts = UID(out.file_meta.TransferSyntaxUID)
     out.preamble = b"\0" * 128
     out.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian,
@@ -393,6 +402,8 @@ def deidentify_file(src, dst, deidentifier: Deidentifier) -> Path:
     try:
         out.save_as(tmp, enforce_file_format=True)
         os.replace(tmp, dst)
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise DeidError(f"{src}: cannot write the de-identified copy ({exc})") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return dst
