@@ -1,0 +1,579 @@
+"""Export (image, label map) pairs as a training dataset: nnU-Net v2 raw layout + a MONAI datalist.
+
+Layout under ``root/<name>/`` (``name`` defaults to ``Dataset501_Lightbox``)::
+
+    imagesTr/<CASE>_0000.nii.gz     the image (one channel), geometry of the source Volume
+    labelsTr/<CASE>.nii.gz          uint8 label map on the same grid, in the dataset's label values
+    dataset.json                    nnU-Net v2: channel_names, labels (background 0), numTraining,
+                                    file_ending ".nii.gz" (other keys found there are kept)
+    datalist.json                   MONAI: {"training": [{"image": "imagesTr/..", "label": "labelsTr/.."}]}
+    provenance.jsonl                one JSON line per case: model, user edits, time (UTC), app version
+    classification.csv / .json      mammography classifier labels: case, view, label
+
+The writer APPENDS: an existing dataset.json is read, its labels are kept and a new label name gets
+the next free value (nnU-Net wants consecutive values); every label map is remapped to the
+dataset's values. Existing cases are never rewritten; new case ids continue the numbering.
+
+Every file is written to a temp name in its own folder and ``os.replace``d; a case whose label fails
+to write leaves neither its image nor any temp file behind. Paths are checked to stay inside
+``root``. Errors a user can act on (read-only folder, full disk, incompatible dataset) raise
+:class:`ExportError` naming the folder or file.
+
+Nothing here knows patients: identity enters only through ``case_id`` (sanitized) and
+``uid_mapper`` (applied to the source series UID in the provenance; pass a de-identifying mapper).
+The NIfTI headers carry no UID.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import LightboxError
+from ..io.itk import to_sitk
+from ..volume import Volume
+
+FILE_ENDING = ".nii.gz"
+CHANNEL = "0000"
+DEFAULT_NAME = "Dataset501_Lightbox"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NIFTI_NOTE_LIMIT = 79
+# modalities a Volume may carry that name an nnU-Net channel (nnU-Net normalizes "CT" specially)
+_KNOWN_CHANNELS = {"CT", "MR", "MRI", "PT", "MG", "CR", "DX", "US", "NM"}
+
+
+class ExportError(LightboxError):
+    """A dataset export that could not be done; ``str()`` says what and where in plain words."""
+
+
+def identity(uid: str) -> str:
+    return uid
+
+
+def app_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("lightbox")
+        except PackageNotFoundError:
+            return "unknown"
+    except Exception:  # pragma: no cover - importlib.metadata is always there on 3.8+
+        return "unknown"
+
+
+def safe_name(text: str, fallback: str = "case") -> str:
+    """A file-name-safe version of ``text``: no separators, no leading dots, <= 80 chars."""
+    name = _SAFE.sub("_", str(text).strip()).strip("._")
+    return name[:80] or fallback
+
+
+def inside(folder: Path, name: str) -> Path:
+    """folder / name, refusing anything that would land outside ``folder``."""
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if root != path and root not in path.parents:
+        raise ExportError(f"{name!r} would be written outside {root}")
+    return path
+
+
+# -- errors -------------------------------------------------------------------------------------
+_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.ENOSPC: "the disk is full",
+    getattr(errno, "EDQUOT", -1): "the disk quota is exceeded",
+}
+
+
+def _os_error(exc: OSError, folder: Path, what: str) -> ExportError:
+    reason = _REASONS.get(exc.errno) or (exc.strerror or str(exc))
+    return ExportError(f"cannot write {what} in {folder}: {reason}")
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot take a file (for writers such as ITK that do not give an errno)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    try:
+        st = os.statvfs(folder)
+        if st.f_flag & getattr(os, "ST_RDONLY", 1):
+            return "the folder is on a read-only file system"
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            return "the disk is full"
+    except (OSError, AttributeError):
+        pass
+    return None
+
+
+# -- atomic writes ------------------------------------------------------------------------------
+def _temp_path(final: Path) -> Path:
+    """A fresh temp file beside ``final`` (same folder, so os.replace is atomic; same suffix)."""
+    suffix = FILE_ENDING if final.name.endswith(FILE_ENDING) else final.suffix
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{uuid.uuid4().hex[:8]}.partial.", suffix=suffix, dir=final.parent)
+    except OSError as exc:
+        raise _os_error(exc, final.parent, final.name) from exc
+    os.close(fd)
+    return Path(tmp)
+
+
+def _stage_bytes(data: bytes, final: Path) -> Path:
+    tmp = _temp_path(final)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a dataset is meant to be shared
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(exc, final.parent, final.name) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _stage_image(volume: Volume, final: Path, note: str) -> Path:
+    tmp = _temp_path(final)
+    try:
+        image = to_sitk(volume)
+        image.SetMetaData("ITK_FileNotes", note[:_NIFTI_NOTE_LIMIT])
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.chmod(tmp, 0o644)
+    except RuntimeError as exc:  # ITK reports I/O failures as RuntimeError without an errno
+        tmp.unlink(missing_ok=True)
+        reason = _folder_problem(final.parent) or str(exc).strip().splitlines()[-1]
+        raise ExportError(f"cannot write {final.name} in {final.parent}: {reason}") from exc
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _os_error(exc, final.parent, final.name) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _json_bytes(data) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+class _Commit:
+    """Staged temp files moved into place together; on failure the new files are removed again
+    and replaced files get their old bytes back."""
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[Path, Path]] = []  # (tmp, final)
+
+    def add(self, tmp: Path, final: Path) -> None:
+        self.staged.append((tmp, final))
+
+    def discard(self) -> None:
+        for tmp, _ in self.staged:
+            tmp.unlink(missing_ok=True)
+
+    def apply(self) -> None:
+        done: list[tuple[Path, bytes | None]] = []
+        try:
+            for tmp, final in self.staged:
+                old = final.read_bytes() if final.exists() else None
+                os.replace(tmp, final)
+                done.append((final, old))
+        except OSError as exc:
+            for final, old in reversed(done):
+                try:
+                    if old is None:
+                        final.unlink(missing_ok=True)
+                    else:
+                        final.write_bytes(old)
+                except OSError:
+                    pass
+            self.discard()
+            bad = next((f for t, f in self.staged if t.exists()), self.staged[-1][1])
+            raise _os_error(exc, bad.parent, bad.name) from exc
+
+
+# -- edits --------------------------------------------------------------------------------------
+def edit_summary(original: np.ndarray, edited: np.ndarray, names: Mapping[int, str]) -> dict:
+    """Voxels added / removed per label between the model's map and the user's edited map.
+
+    Returns ``{"voxels_changed": n, "labels": {name: {"value": v, "added": a, "removed": r}}}`` for
+    every non-zero label named in ``names`` or present in either map (unnamed ones as "label v").
+    "added" counts voxels that became v, "removed" voxels that were v and are no longer.
+    """
+    original = np.asarray(original)
+    edited = np.asarray(edited)
+    if original.shape != edited.shape:
+        raise ValueError(f"original map {original.shape} and edited map {edited.shape} differ in shape")
+    diff = original != edited
+    was = original[diff].astype(np.int64, copy=False)
+    now = edited[diff].astype(np.int64, copy=False)
+    n = int(max(was.max(initial=0), now.max(initial=0), max(names, default=0))) + 1
+    added = np.bincount(now, minlength=n)
+    removed = np.bincount(was, minlength=n)
+    values = {int(v) for v in names if int(v) > 0}
+    values |= {int(v) for v in np.unique(original) if v > 0} | {int(v) for v in np.unique(edited) if v > 0}
+    labels = {}
+    for v in sorted(values):
+        labels[str(names.get(v, f"label {v}"))] = {"value": v, "added": int(added[v]), "removed": int(removed[v])}
+    return {"voxels_changed": int(diff.sum()), "labels": labels}
+
+
+# -- the writer ---------------------------------------------------------------------------------
+class DatasetWriter:
+    """Append cases to an nnU-Net v2 raw dataset (and its MONAI datalist) under ``root/name``.
+
+    ``task_labels`` ({name: value}, background 0 implied) fixes the label values of a new dataset
+    and must agree with an existing one; ``channel_names`` ({"0": "CT"}) likewise, and defaults to
+    the existing dataset's or, for a new one, the first image's modality.
+    """
+
+    def __init__(self, root, name: str = DEFAULT_NAME, task_labels: Mapping[str, int] | None = None,
+                 channel_names: Mapping[str, str] | None = None, case_prefix: str = "CASE",
+                 uid_mapper: Callable[[str], str] = identity, description: str = ""):
+        self.root = Path(root)
+        self.name = safe_name(name, DEFAULT_NAME)
+        self.case_prefix = safe_name(case_prefix, "CASE")
+        self.uid_mapper = uid_mapper
+        self.folder = inside(self.root, self.name)
+        self.images = self.folder / "imagesTr"
+        self.labels_dir = self.folder / "labelsTr"
+        for folder in (self.folder, self.images, self.labels_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _os_error(exc, folder.parent, folder.name + "/") from exc
+        meta = self.dataset_json_path
+        self.meta: dict = _read_json(meta) if meta.exists() else {}
+        if self.meta:
+            self._check_existing()
+        else:
+            self.meta = {"channel_names": {}, "labels": {"background": 0}, "numTraining": 0,
+                         "file_ending": FILE_ENDING, "name": self.name,
+                         "description": description or "exported by Lightbox",
+                         "overwrite_image_reader_writer": "SimpleITKIO"}
+        if channel_names:
+            self._merge_channels({str(k): str(v) for k, v in channel_names.items()})
+        if task_labels:
+            self._merge_task_labels(task_labels)
+
+    # -- paths --
+    @property
+    def dataset_json_path(self) -> Path:
+        return self.folder / "dataset.json"
+
+    @property
+    def datalist_path(self) -> Path:
+        return self.folder / "datalist.json"
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.folder / "provenance.jsonl"
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """The dataset's label table {name: value}, background 0 included."""
+        return dict(self.meta["labels"])
+
+    @property
+    def channel_names(self) -> dict[str, str]:
+        return dict(self.meta.get("channel_names", {}))
+
+    def case_ids(self) -> list[str]:
+        """Cases with a label file, sorted."""
+        return sorted(p.name[: -len(FILE_ENDING)] for p in self.labels_dir.glob("*" + FILE_ENDING)
+                      if not p.name.startswith("."))
+
+    def image_path(self, case_id: str) -> Path:
+        return inside(self.images, f"{case_id}_{CHANNEL}{FILE_ENDING}")
+
+    def label_path(self, case_id: str) -> Path:
+        return inside(self.labels_dir, f"{case_id}{FILE_ENDING}")
+
+    # -- compatibility --
+    def _check_existing(self) -> None:
+        where = self.dataset_json_path
+        ending = self.meta.get("file_ending", FILE_ENDING)
+        if ending != FILE_ENDING:
+            raise ExportError(f"{where}: file_ending is {ending!r}; Lightbox appends only {FILE_ENDING} datasets")
+        labels = self.meta.get("labels")
+        if not isinstance(labels, dict) or any(not isinstance(v, int) or isinstance(v, bool) for v in labels.values()):
+            raise ExportError(f"{where}: labels must map names to integer values "
+                              "(region-based labels are not supported for appending)")
+        if labels.get("background") != 0:
+            raise ExportError(f"{where}: labels must have background = 0")
+        channels = self.meta.get("channel_names") or self.meta.get("modality") or {}
+        if len(channels) > 1:
+            raise ExportError(f"{where}: has {len(channels)} channels {channels}; Lightbox writes single-channel cases")
+        self.meta["channel_names"] = {str(k): str(v) for k, v in channels.items()}
+        self.meta.pop("modality", None)
+
+    def _merge_channels(self, channels: dict[str, str]) -> None:
+        if list(channels) != ["0"]:
+            raise ExportError(f"channel_names must be one channel '0', got {channels}")
+        have = self.meta.get("channel_names") or {}
+        if have and have != channels:
+            raise ExportError(f"{self.dataset_json_path}: channel 0 is {have.get('0')!r}, "
+                              f"this export has {channels['0']!r}; use another dataset name")
+        self.meta["channel_names"] = dict(channels)
+
+    def _merge_task_labels(self, task_labels: Mapping[str, int]) -> None:
+        table = dict(self.meta["labels"])
+        by_value = {v: k for k, v in table.items()}
+        for name, value in task_labels.items():
+            name, value = str(name).strip(), int(value)
+            if name == "background" or value == 0:
+                if (name, value) != ("background", 0):
+                    raise ExportError(f"label {name!r} = {value}: value 0 is background only")
+                continue
+            if not 1 <= value <= 255:
+                raise ExportError(f"label {name!r} = {value}: values must be 1..255 (uint8 label maps)")
+            if name in table and table[name] != value:
+                raise ExportError(f"{self.dataset_json_path}: label {name!r} is {table[name]} in the dataset, "
+                                  f"not {value}")
+            if value in by_value and by_value[value] != name:
+                raise ExportError(f"{self.dataset_json_path}: value {value} is {by_value[value]!r} in the "
+                                  f"dataset, not {name!r}")
+            table[name] = value
+            by_value[value] = name
+        values = sorted(table.values())
+        if values != list(range(len(values))):
+            raise ExportError(f"labels must be consecutive 0..N for nnU-Net, got {values}")
+        self.meta["labels"] = table
+
+    def _dataset_values(self, label_names: Mapping[int, str], table: dict[str, int]) -> dict[int, int]:
+        """Case value -> dataset value, adding new names to ``table`` with the next values."""
+        lut: dict[int, int] = {0: 0}
+        for value, name in sorted(label_names.items()):
+            value, name = int(value), str(name).strip()
+            if value == 0:
+                continue
+            if not name:
+                raise ExportError(f"label value {value} has no name")
+            if name == "background":
+                raise ExportError(f"label value {value} is called 'background', which is value 0")
+            if name not in table:
+                table[name] = max(table.values()) + 1
+                if table[name] > 255:
+                    raise ExportError("more than 255 labels: the dataset's label maps are uint8")
+            lut[value] = table[name]
+        return lut
+
+    # -- cases --
+    def next_case_id(self) -> str:
+        pattern = re.compile(rf"^{re.escape(self.case_prefix)}_(\d+)(?:_{CHANNEL})?$")
+        numbers = [0]
+        for folder in (self.images, self.labels_dir):
+            for p in folder.glob("*" + FILE_ENDING):
+                m = pattern.match(p.name[: -len(FILE_ENDING)])
+                if m:
+                    numbers.append(int(m.group(1)))
+        return f"{self.case_prefix}_{max(numbers) + 1:04d}"
+
+    def _exists(self, case_id: str) -> bool:
+        return self.image_path(case_id).exists() or self.label_path(case_id).exists()
+
+    def add_case(self, volume: Volume, labels: np.ndarray, label_names: Mapping[int, str],
+                 provenance: Mapping | None = None, case_id: str | None = None,
+                 original_labels: np.ndarray | None = None) -> str:
+        """Write one (image, label map) pair and its provenance; returns the case id.
+
+        ``labels`` is an integer map on ``volume``'s grid whose values ``label_names`` names (0 is
+        background); it is remapped to the dataset's values. ``provenance`` may hold ``model``
+        ({"name", "version"}) or ``model_name`` / ``model_version``, ``original_labels`` (the
+        model's map, same values as ``labels``) and any other JSON-able facts to keep. A given
+        ``case_id`` is sanitized and must be new; without one the numbering continues.
+        """
+        provenance = dict(provenance or {})
+        if original_labels is None:
+            original_labels = provenance.pop("original_labels", None)
+        else:
+            provenance.pop("original_labels", None)
+        labels = self._check_labels(labels, volume, "label map")
+        if original_labels is not None:
+            original_labels = self._check_labels(original_labels, volume, "original label map")
+        names = {int(k): str(v) for k, v in label_names.items()}
+        unnamed = sorted({int(v) for v in np.unique(labels)} - set(names) - {0})
+        if unnamed:
+            raise ExportError(f"label values {unnamed} in the map have no name in label_names")
+        self._check_channel(volume)
+
+        if case_id is None:
+            case_id = self.next_case_id()
+        else:
+            wanted = case_id
+            case_id = safe_name(case_id, "case")
+            if self._exists(case_id):
+                raise ExportError(f"case {case_id!r} (from {wanted!r}) already exists in {self.folder}; "
+                                  "existing cases are never overwritten")
+        image_final, label_final = self.image_path(case_id), self.label_path(case_id)
+
+        table = dict(self.meta["labels"])
+        lut_map = self._dataset_values(names, table)
+        lut = np.zeros(max(max(lut_map), int(labels.max(initial=0))) + 1, np.uint8)
+        for k, v in lut_map.items():
+            lut[k] = v
+        remapped = lut[labels]
+
+        meta = {**self.meta, "labels": table}
+        record = self._record(case_id, volume, provenance, original_labels, labels, names, table)
+        commit = _Commit()
+        try:
+            image_array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+            note = f"lightbox {self.name} {case_id}"
+            commit.add(_stage_image(volume.with_array(np.ascontiguousarray(image_array)), image_final, note),
+                       image_final)
+            commit.add(_stage_image(volume.with_array(remapped), label_final, note), label_final)
+            cases = sorted(set(self.case_ids()) | {case_id})
+            meta["numTraining"] = len(cases)
+            commit.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
+            commit.add(_stage_bytes(_json_bytes(self._datalist(cases)), self.datalist_path), self.datalist_path)
+            old = self.provenance_path.read_bytes() if self.provenance_path.exists() else b""
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+            line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
+            commit.add(_stage_bytes(old + line, self.provenance_path), self.provenance_path)
+        except BaseException:
+            commit.discard()
+            raise
+        commit.apply()
+        self.meta = meta
+        return case_id
+
+    def _check_labels(self, labels, volume: Volume, what: str) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and volume.shape[0] == 1:
+            labels = labels[np.newaxis]
+        if labels.shape != volume.shape:
+            raise ExportError(f"{what} has shape {labels.shape} (z, y, x) but the image has {volume.shape}: "
+                              "it must be on the image's own grid")
+        if labels.dtype == bool:
+            return labels.astype(np.uint8)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ExportError(f"{what} must hold integers, not {labels.dtype}")
+        if labels.size and int(labels.min()) < 0:
+            raise ExportError(f"{what} has negative values")
+        return labels
+
+    def _check_channel(self, volume: Volume) -> None:
+        modality = (volume.info.modality or "").upper()
+        channels = self.meta.setdefault("channel_names", {})
+        if not channels:
+            channels["0"] = modality or "image"
+            return
+        have = channels.get("0", "")
+        if modality and have.upper() in _KNOWN_CHANNELS and modality != have.upper() and \
+                {modality, have.upper()} != {"MR", "MRI"}:
+            raise ExportError(f"{self.dataset_json_path}: channel 0 is {have!r} but this image is {modality}; "
+                              "use another dataset name")
+
+    def _datalist(self, cases: list[str]) -> dict:
+        old = _read_json(self.datalist_path) if self.datalist_path.exists() else {}
+        if not isinstance(old, dict):
+            old = {}
+        extra = {e.get("label"): e for e in old.get("training", []) if isinstance(e, dict)}
+        training = []
+        for c in cases:
+            image = f"imagesTr/{c}_{CHANNEL}{FILE_ENDING}"
+            label = f"labelsTr/{c}{FILE_ENDING}"
+            training.append({**extra.get(label, {}), "image": image, "label": label})
+        return {**old, "training": training}
+
+    def _record(self, case_id, volume, provenance, original, labels, names, table) -> dict:
+        model = provenance.pop("model", None)
+        if not isinstance(model, Mapping):
+            model = {"name": model or provenance.pop("model_name", None),
+                     "version": provenance.pop("model_version", None)}
+        else:
+            model = {"name": model.get("name"), "version": model.get("version")}
+        series_uid = volume.info.series_uid or ""
+        record = {
+            "case": case_id,
+            "image": f"imagesTr/{case_id}_{CHANNEL}{FILE_ENDING}",
+            "label": f"labelsTr/{case_id}{FILE_ENDING}",
+            "model": model,
+            "edits": edit_summary(original, labels, names) if original is not None else None,
+            "labels": {n: table[n] for n in sorted(set(names.values()), key=lambda n: table[n])},
+            "source_series_uid": self.uid_mapper(series_uid) if series_uid else None,
+            "modality": volume.info.modality or None,
+            "shape": list(volume.shape),
+            "spacing": [float(s) for s in volume.spacing],
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "app_version": app_version(),
+        }
+        extra = {str(k): v for k, v in provenance.items() if k not in record}
+        if extra:
+            try:
+                json.dumps(extra)
+            except TypeError as exc:
+                raise ExportError(f"provenance holds something that is not JSON: {exc}") from exc
+            record["extra"] = extra
+        return record
+
+    # -- classification --
+    @property
+    def classification_csv(self) -> Path:
+        return self.folder / "classification.csv"
+
+    @property
+    def classification_json(self) -> Path:
+        return self.folder / "classification.json"
+
+    def classifications(self) -> list[dict]:
+        if self.classification_json.exists():
+            data = _read_json(self.classification_json)
+            return list(data.get("classification", [])) if isinstance(data, dict) else []
+        if self.classification_csv.exists():
+            with open(self.classification_csv, newline="", encoding="utf-8") as f:
+                return [dict(case=r["case"], view=r["view"], label=r["label"]) for r in csv.DictReader(f)]
+        return []
+
+    def add_classification(self, case_id: str, view: str, label: str) -> str:
+        """Record a classifier label for (case, view) in classification.csv and .json.
+
+        A second label for the same (case, view) replaces the first (a correction). Returns the
+        sanitized case id.
+        """
+        case_id = safe_name(case_id, "case")
+        view = safe_name(view, "view")
+        label = str(label).strip()
+        if not label:
+            raise ExportError("a classification needs a label")
+        rows = [r for r in self.classifications() if (r.get("case"), r.get("view")) != (case_id, view)]
+        rows.append({"case": case_id, "view": view, "label": label})
+        rows.sort(key=lambda r: (r["case"], r["view"]))
+        text = io.StringIO()
+        w = csv.DictWriter(text, fieldnames=["case", "view", "label"], lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("case", "view", "label")} for r in rows)
+        commit = _Commit()
+        try:
+            commit.add(_stage_bytes(text.getvalue().encode("utf-8"), self.classification_csv), self.classification_csv)
+            commit.add(_stage_bytes(_json_bytes({"classification": rows}), self.classification_json),
+                       self.classification_json)
+        except BaseException:
+            commit.discard()
+            raise
+        commit.apply()
+        return case_id
