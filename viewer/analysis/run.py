@@ -33,13 +33,21 @@ class NoModel(LookupError):
     """No model in the registry can analyse this kind of image."""
 
 
+# model name -> version the user chose (AI ▸ Models… "Use this version"); otherwise the newest is used
+PREFERRED_VERSIONS: dict[str, str] = {}
+
+
 def pick_card(task: str, modality: str):
-    """Newest card for a task and modality (the user's folder wins a tie), or None."""
+    """The card for a task and modality: the version the user chose for a model, else the newest
+    (the user's folder wins a tie); None when no model does the task."""
     from inference.registry import _version_key, available_models
 
     cards = available_models(task=task, modality=modality)
     if not cards:
         return None
+    chosen = [c for c in cards if PREFERRED_VERSIONS.get(c.name) == c.version]
+    if chosen:
+        return chosen[-1]
     best = max(range(len(cards)), key=lambda i: (_version_key(cards[i].version), i))
     return cards[best]
 

@@ -52,6 +52,11 @@ class AnalysisController(QObject):
         self.models_action.setToolTip("Installed AI models, their training data and metrics; add your own")
         self.models_action.triggered.connect(self.show_models)
         self.models_dialog = None
+        self.train_action = QAction("Train…", window)
+        self.train_action.setToolTip("Fine-tune a segmentation model on an exported dataset")
+        self.train_action.triggered.connect(self.show_train)
+        self.train_dialog = None
+        self._load_preferred_versions()
         self.panel.heatmap_chosen.connect(self._heatmap_chosen)
         self.panel.heatmap_style_changed.connect(self._restyle)
         self.panel.labels_style_changed.connect(self._restyle)
@@ -61,10 +66,52 @@ class AnalysisController(QObject):
 
         if self.models_dialog is None:
             self.models_dialog = ModelsDialog(self.window)
+            self.models_dialog.controller = self
         else:
             self.models_dialog.reload()
         self.models_dialog.show()
         return self.models_dialog
+
+    def show_train(self):
+        from .train_dialog import TrainDialog
+
+        if self.train_dialog is None:
+            self.train_dialog = TrainDialog(self.window)
+            self.train_dialog.finished_training.connect(self._trained)
+        self.train_dialog.reload_models()
+        self.train_dialog.show()
+        return self.train_dialog
+
+    def _trained(self, card) -> None:
+        if card is not None:
+            self.cache.clear()  # results of the old version no longer describe what Analyze would do
+            self.window.show_message(f"New model version {card.name} {card.version}: Analyze uses it now")
+
+    # -- which version of a model Analyze uses ----------------------------------------------------
+    def _load_preferred_versions(self) -> None:
+        from ..analysis import run
+        from .main_window import settings
+
+        s = settings()
+        s.beginGroup("models/preferred")
+        run.PREFERRED_VERSIONS.clear()
+        run.PREFERRED_VERSIONS.update({k: str(s.value(k)) for k in s.childKeys()})
+        s.endGroup()
+
+    def use_version(self, name: str, version: str | None) -> None:
+        """Analyze uses ``version`` of model ``name`` (None: the newest again); remembered across sessions."""
+        from ..analysis import run
+        from .main_window import settings
+
+        s = settings()
+        if version is None:
+            run.PREFERRED_VERSIONS.pop(name, None)
+            s.remove(f"models/preferred/{name}")
+        else:
+            run.PREFERRED_VERSIONS[name] = version
+            s.setValue(f"models/preferred/{name}", version)
+        s.sync()
+        self.cache.clear()
 
     # -- what can be analysed ----------------------------------------------------------------------
     def target(self):

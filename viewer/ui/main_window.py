@@ -180,6 +180,7 @@ class MainWindow(QMainWindow):
         ai_menu.addAction(self.analysis.action)
         ai_menu.addAction(self.analysis.dock.toggleViewAction())
         ai_menu.addAction(self.analysis.models_action)
+        ai_menu.addAction(self.analysis.train_action)
         self.ai_toolbar = QToolBar("AI", self)
         self.ai_toolbar.setObjectName("ai-toolbar")
         self.ai_toolbar.addAction(self.analysis.action)
@@ -997,6 +998,8 @@ class MainWindow(QMainWindow):
         self.runner.shutdown()
         self.thumbnail_runner.shutdown()
         self.editor.shutdown()
+        if self.analysis.train_dialog is not None:
+            self.analysis.train_dialog.shutdown()
 
     def closeEvent(self, ev):
         if not self._closing and not self.editor.confirm_close():

@@ -37,12 +37,20 @@ class ModelsDialog(QDialog):
         self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         open_folder = QPushButton("Open my models folder")
         open_folder.clicked.connect(self.open_user_folder)
+        self.use_button = QPushButton("Use this version")
+        self.use_button.setToolTip("Analyze uses the selected version of this model (default: the newest)")
+        self.use_button.clicked.connect(self.use_selected)
+        self.newest_button = QPushButton("Use newest")
+        self.newest_button.clicked.connect(self.use_newest)
         reload_button = QPushButton("Reload")
         reload_button.clicked.connect(self.reload)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         buttons.addButton(open_folder, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(reload_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.use_button, QDialogButtonBox.ButtonRole.ActionRole)
+        buttons.addButton(self.newest_button, QDialogButtonBox.ButtonRole.ActionRole)
+        self.controller = None  # set by the analysis controller: it remembers the choice
         layout = QVBoxLayout(self)
         layout.addWidget(self.tree, 2)
         layout.addWidget(self.details, 2)
@@ -64,7 +72,11 @@ class ModelsDialog(QDialog):
         shipped = shipped_models_dir().resolve()
         self.tree.clear()
         for card in self.cards:
+            from ..analysis.run import PREFERRED_VERSIONS
+
             source = "shipped" if card.path is not None and card.path.resolve() == shipped else "yours"
+            if PREFERRED_VERSIONS.get(card.name) == card.version:
+                source += ", in use"
             item = QTreeWidgetItem([card.name, card.version, card.task, card.modality, source])
             self.tree.addTopLevelItem(item)
         for p in self.problems:
@@ -80,6 +92,22 @@ class ModelsDialog(QDialog):
             "checksum and never unpickles. A newer version of a model replaces the shipped one for Analyze.")
         if self.cards:
             self.tree.setCurrentItem(self.tree.topLevelItem(0))
+
+    def selected_card(self):
+        idx = self.tree.indexOfTopLevelItem(self.tree.currentItem()) if self.tree.currentItem() else -1
+        return self.cards[idx] if 0 <= idx < len(self.cards) else None
+
+    def use_selected(self) -> None:
+        card = self.selected_card()
+        if card is not None and self.controller is not None:
+            self.controller.use_version(card.name, card.version)
+            self.reload()
+
+    def use_newest(self) -> None:
+        card = self.selected_card()
+        if card is not None and self.controller is not None:
+            self.controller.use_version(card.name, None)
+            self.reload()
 
     def model_names(self) -> list[str]:
         return [c.name for c in self.cards]
