@@ -12,9 +12,9 @@ import pytest
 pytest.importorskip("pytestqt")
 
 import torch
-
 from qt_helpers import shown
 from test_finetune import write_case
+
 from viewer.analysis import run
 from viewer.ui.main_window import MainWindow
 
