@@ -22,7 +22,7 @@ def _rotation(deg):
     return rz @ np.eye(3)[:, ::-1]  # an oblique version of the standard axial (z, y, x) direction
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _phantom(seed, shape):
     return ct_phantom(shape=shape, spacing=(2.5, 1.4, 1.2), seed=seed)
 
@@ -157,6 +157,20 @@ def test_provenance_records_the_users_edits(tmp_path):
     assert rec["extra"] == {"reader": "dr x"}
     assert rec["labels"] == {"bone": 1, "liver": 2}
     assert "SECRET" not in json.dumps(rec)
+
+
+def test_add_labelmap_takes_names_from_the_table(tmp_path):
+    from viewer.core.labels import Label, LabelMap
+
+    vol, lab = ct_case(0)
+    lm = LabelMap(vol, lab, [Label(1, "liver"), Label(2, "bone")])
+    w = DatasetWriter(tmp_path, task_labels={"bone": 1})
+    cid = w.add_labelmap(vol, lm, {"model": "ct-organs 1.2"})
+    out = sitk.GetArrayFromImage(read(tmp_path / "Dataset501_Lightbox" / "labelsTr" / f"{cid}.nii.gz"))
+    assert w.labels == {"background": 0, "bone": 1, "liver": 2}
+    np.testing.assert_array_equal(out, np.choose(lab, [0, 2, 1]))
+    rec = json.loads((tmp_path / "Dataset501_Lightbox" / "provenance.jsonl").read_text())
+    assert rec["model"] == {"name": "ct-organs", "version": "1.2"}
 
 
 def test_classification_csv_and_json(tmp_path):

@@ -62,13 +62,11 @@ def identity(uid: str) -> str:
 
 
 def app_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            return version("lightbox")
-        except PackageNotFoundError:
-            return "unknown"
-    except Exception:  # pragma: no cover - importlib.metadata is always there on 3.8+
+        return version("lightbox")
+    except PackageNotFoundError:
         return "unknown"
 
 
@@ -417,7 +415,7 @@ class DatasetWriter:
         unnamed = sorted({int(v) for v in np.unique(labels)} - set(names) - {0})
         if unnamed:
             raise ExportError(f"label values {unnamed} in the map have no name in label_names")
-        self._check_channel(volume)
+        channels = self._check_channel(volume)
 
         if case_id is None:
             case_id = self.next_case_id()
@@ -436,7 +434,7 @@ class DatasetWriter:
             lut[k] = v
         remapped = lut[labels]
 
-        meta = {**self.meta, "labels": table}
+        meta = {**self.meta, "channel_names": channels, "labels": table}
         record = self._record(case_id, volume, provenance, original_labels, labels, names, table)
         commit = _Commit()
         try:
@@ -461,6 +459,15 @@ class DatasetWriter:
         self.meta = meta
         return case_id
 
+    def add_labelmap(self, volume: Volume, labelmap, provenance: Mapping | None = None,
+                     case_id: str | None = None, original_labels: np.ndarray | None = None) -> str:
+        """:meth:`add_case` for a :class:`~viewer.core.labels.LabelMap` (names from its table)."""
+        if not labelmap.grid.matches(volume):
+            raise ExportError(f"the label map's grid {labelmap.shape} is not the image's {volume.shape}")
+        names = {int(v): lb.name for v, lb in labelmap.labels.items()}
+        return self.add_case(volume, labelmap.array, names, provenance, case_id=case_id,
+                             original_labels=original_labels)
+
     def _check_labels(self, labels, volume: Volume, what: str) -> np.ndarray:
         labels = np.asarray(labels)
         if labels.ndim == 2 and volume.shape[0] == 1:
@@ -476,17 +483,18 @@ class DatasetWriter:
             raise ExportError(f"{what} has negative values")
         return labels
 
-    def _check_channel(self, volume: Volume) -> None:
+    def _check_channel(self, volume: Volume) -> dict[str, str]:
+        """The dataset's channel names once this image is in (refusing another modality)."""
         modality = (volume.info.modality or "").upper()
-        channels = self.meta.setdefault("channel_names", {})
+        channels = dict(self.meta.get("channel_names") or {})
         if not channels:
-            channels["0"] = modality or "image"
-            return
+            return {"0": modality or "image"}
         have = channels.get("0", "")
         if modality and have.upper() in _KNOWN_CHANNELS and modality != have.upper() and \
                 {modality, have.upper()} != {"MR", "MRI"}:
             raise ExportError(f"{self.dataset_json_path}: channel 0 is {have!r} but this image is {modality}; "
                               "use another dataset name")
+        return channels
 
     def _datalist(self, cases: list[str]) -> dict:
         old = _read_json(self.datalist_path) if self.datalist_path.exists() else {}
@@ -503,11 +511,17 @@ class DatasetWriter:
     def _record(self, case_id, volume, provenance, original, labels, names, table) -> dict:
         model = provenance.pop("model", None)
         if not isinstance(model, Mapping):
-            model = {"name": model or provenance.pop("model_name", None),
-                     "version": provenance.pop("model_version", None)}
+            name = model or provenance.pop("model_name", None)
+            version = provenance.pop("model_version", None)
+            if isinstance(name, str) and version is None:  # "ct-organs 1.2", as the analysis names models
+                head, _, tail = name.strip().rpartition(" ")
+                if head and tail[:1].isdigit():
+                    name, version = head, tail
+            model = {"name": name, "version": version}
         else:
             model = {"name": model.get("name"), "version": model.get("version")}
         series_uid = volume.info.series_uid or ""
+        study_uid = volume.info.study_uid or ""
         record = {
             "case": case_id,
             "image": f"imagesTr/{case_id}_{CHANNEL}{FILE_ENDING}",
@@ -516,6 +530,7 @@ class DatasetWriter:
             "edits": edit_summary(original, labels, names) if original is not None else None,
             "labels": {n: table[n] for n in sorted(set(names.values()), key=lambda n: table[n])},
             "source_series_uid": self.uid_mapper(series_uid) if series_uid else None,
+            "source_study_uid": self.uid_mapper(study_uid) if study_uid else None,
             "modality": volume.info.modality or None,
             "shape": list(volume.shape),
             "spacing": [float(s) for s in volume.spacing],
@@ -546,7 +561,7 @@ class DatasetWriter:
             return list(data.get("classification", [])) if isinstance(data, dict) else []
         if self.classification_csv.exists():
             with open(self.classification_csv, newline="", encoding="utf-8") as f:
-                return [dict(case=r["case"], view=r["view"], label=r["label"]) for r in csv.DictReader(f)]
+                return [{"case": r["case"], "view": r["view"], "label": r["label"]} for r in csv.DictReader(f)]
         return []
 
     def add_classification(self, case_id: str, view: str, label: str) -> str:
