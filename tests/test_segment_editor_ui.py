@@ -336,3 +336,23 @@ def test_the_edited_map_replaces_the_ai_labels_and_s_toggles_it(qtbot, window, c
     w.set_segmentation_visible(True)
     w.analysis.refresh_overlays()  # e.g. after a layout change: the AI labels do not come back
     assert view.layer(LABEL_LAYER) is None and view.layer(EDIT_LAYER).visible
+
+
+def test_export_for_training_from_the_editor(qtbot, window, ct_dir, tmp_path):
+    w = window
+    open_and_wait(qtbot, w, ct_dir)
+    with qtbot.waitSignal(w.analysis.analysis_finished, timeout=120000):
+        w.analysis.action.trigger()
+    w.set_tool("brush")
+    w.editor.panel.radius.setValue(6.0)
+    view = w.slice_view
+    view.tool.click(*view.pixel_center(20, 20))
+    with qtbot.waitSignal(w.editor.exported, timeout=60000) as blocker:
+        w.editor.export(tmp_path / "datasets")
+    out = blocker.args[0]
+    lines = (out["dataset"] / "provenance.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["model"]["name"] == "ct-organs-unet3d"
+    assert record["edits"]["voxels_changed"] > 0  # what the user changed against the model's map
+    assert out["seg"] is not None and out["seg"].is_file()
+    assert out["image"].is_file() and out["label"].is_file()

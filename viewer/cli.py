@@ -1,4 +1,4 @@
-"""`lightbox` command line: view, demo, info, analyze, train.
+"""`lightbox` command line: view, demo, info, analyze, export, train.
 
 Exit codes: 0 success, 2 bad input (one-line reason on stderr). Qt is imported
 only by `view`, so the headless commands work without a display.
@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .core.errors import LightboxError, describe
 
@@ -152,6 +154,41 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .core.export.training import export_case
+    from .core.io import load_series
+    from .core.io.scan import scan
+
+    path, labels_path = Path(args.path), Path(args.labels)
+    for p in (path, labels_path):
+        if not p.exists():
+            return _fail(f"{p}: no such file or folder")
+    result = scan(path)
+    candidates = [s for s in result.series if s.kind in ("dicom", "file")
+                  and (args.series is None or args.series in (s.uid, s.key))]
+    if not candidates:
+        return _fail(f"{path}: no image series" + (f" with UID {args.series}" if args.series else ""))
+    series = max(candidates, key=lambda s: len(s.frames))
+    volume = load_series(series)
+    if labels_path.suffix.lower() == ".dcm":
+        from .core.export.dicom_seg import read_dicom_seg
+
+        labels, segments = read_dicom_seg(labels_path, volume, series)
+        names = {s.number: s.label for s in segments}
+    else:
+        from .core.export.nifti import read_label_map
+
+        labels = read_label_map(labels_path, volume)
+        given = [n.strip() for n in (args.names or "").split(",") if n.strip()]
+        names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
+                 for v in sorted(set(int(x) for x in np.unique(labels)) - {0})}
+    out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset,
+                      keep_mapping=args.keep_mapping)
+    print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),
+          file=sys.stderr)
+    return 0
+
+
 def cmd_train(args) -> int:
     from inference.finetune import main as finetune_main
 
@@ -191,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="also print results.json to stdout")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("export", help="append a corrected segmentation to a de-identified retraining dataset "
+                                      "(nnU-Net v2 raw layout + MONAI datalist + DICOM SEG)")
+    p.add_argument("path", help="the study (folder or file) the segmentation belongs to")
+    p.add_argument("--labels", required=True, help="label map: NIfTI on the image grid, or a DICOM SEG")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset root (created or appended to)")
+    p.add_argument("--dataset", default="Dataset501_Lightbox")
+    p.add_argument("--names", default=None, help="comma-separated label names for values 1, 2, ... (NIfTI)")
+    p.add_argument("--series", default=None, help="series UID when the study has several")
+    p.add_argument("--keep-mapping", action="store_true", help="also write the de-identification mapping")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="fine-tune a segmentation model on an exported nnU-Net-layout dataset; "
                                      "writes a new model version to the user's model folder")

@@ -75,6 +75,7 @@ class EditorSession(QObject):
         self.maps: dict[str, LabelMap] = {}
         self.volumes: dict[str, object] = {}
         self.sources: dict[str, str] = {}  # map key -> folder/file the study was opened from
+        self.origins: dict[str, tuple[object, str]] = {}  # map key -> (AI label array it started from, model)
         self.radius_mm = 3.0
         self.sphere = False
         self.threshold = (-100.0, 300.0)
@@ -106,6 +107,7 @@ class EditorSession(QObject):
         if seg is not None:
             lm = LabelMap.from_label_array(seg.array.copy(), vol, seg.classes, algorithm="AUTOMATIC",
                                            algorithm_name=seg.model)
+            self.origins[map_key(vol)] = (seg.array, seg.model)  # for the export's edit summary
             if not lm.labels:
                 lm.add_label("Segment 1")
         else:
@@ -238,6 +240,10 @@ class EditorController(QObject):
         self.save_action.triggered.connect(lambda: self.save_dialog())
         self.load_action = QAction("Load segmentation…", window)
         self.load_action.triggered.connect(lambda: self.load_dialog())
+        self.export_action = QAction("Export for training…", window)
+        self.export_action.setToolTip("Append the shown image and its corrected segmentation to a de-identified "
+                                      "retraining dataset (nnU-Net v2 / MONAI, DICOM SEG)")
+        self.export_action.triggered.connect(lambda: self.export_dialog())
         for act in (self.undo_action, self.redo_action, self.bigger, self.smaller, *self.label_keys):
             window.addAction(act)
 
@@ -283,6 +289,7 @@ class EditorController(QObject):
         self.autosaver.start()
 
     _autosave_error = Signal(str)
+    exported = Signal(object)  # export_case's result
 
     # -- tools and options ----------------------------------------------------------------------------
     def tool_changed(self, name: str) -> None:
@@ -496,6 +503,44 @@ class EditorController(QObject):
                 self.load(path)
             except (OSError, ValueError) as exc:
                 self.window.show_message(f"Cannot load {path}: {exc}", "error")
+
+    # -- export for retraining ------------------------------------------------------------------------
+    def export(self, root, view=None, dataset_name: str = "Dataset501_Lightbox", should_stop=None) -> None:
+        """Export the shown image's map in the background (window's worker: progress bar, Cancel)."""
+        from ..core.export.training import export_case
+
+        view = view or self.session.active_view()
+        got = self.session.labelmap_for(view, create=False) if view is not None else None
+        if got is None:
+            self.window.show_message("Export: no segmentation for the shown image", "warning")
+            return
+        lm, vol = got
+        key = map_key(vol)
+        labels = lm.array.copy()  # a snapshot: editing may go on while it is written
+        names = {v: lb.name for v, lb in lm.labels.items()}
+        original, model = self.session.origins.get(key, (None, ""))
+        series = self.window.viewport_series(view) or self._series_of(vol)
+
+        def job(progress, stop):
+            progress(0, 1)
+            out = export_case(root, vol, labels, names, series, dataset_name=dataset_name, model=model,
+                              original_labels=original)
+            progress(1, 1)
+            return out
+
+        self.window._start("Exporting for training", job, self._exported, should_stop)
+
+    def _exported(self, out: dict) -> None:
+        self.last_export = out
+        self.window.show_message(f"Exported {out['case']} to {out['dataset']}"
+                                 + (" (with a de-identified DICOM SEG)" if out["seg"] else ""))
+        self.exported.emit(out)
+
+    def export_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.window, "Export for training: dataset root",
+                                                  self.window._last_dir)
+        if folder:
+            self.export(folder)
 
     # -- unsaved work ----------------------------------------------------------------------------------
     def dirty_maps(self) -> list[tuple[str, LabelMap]]:

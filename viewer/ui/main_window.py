@@ -196,7 +196,7 @@ class MainWindow(QMainWindow):
             edit_menu.addAction(act)
         edit_menu.addSeparator()
         for act in (self.editor.undo_action, self.editor.redo_action, self.editor.save_action,
-                    self.editor.load_action, self.editor.dock.toggleViewAction()):
+                    self.editor.load_action, self.editor.export_action, self.editor.dock.toggleViewAction()):
             edit_menu.addAction(act)
         self.addToolBar(self.segment_toolbar)
         self.tabifyDockWidget(self.analysis.dock, self.editor.dock)  # one column on the right, two tabs
