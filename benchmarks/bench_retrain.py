@@ -56,6 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=2e-4)
     args = ap.parse_args()
 
     import numpy as np
@@ -78,7 +79,8 @@ def main() -> int:
             export_case(Path(tmp) / "datasets", vol, lab, names, None, model=f"{shipped.name} {shipped.version}")
         dataset = next((Path(tmp) / "datasets").iterdir())
         t1 = time.perf_counter()
-        new = finetune(dataset, shipped.name, epochs=args.epochs, steps_per_epoch=args.steps, out_dir=Path(tmp) / "m",
+        new = finetune(dataset, shipped.name, epochs=args.epochs, steps_per_epoch=args.steps, lr=args.lr,
+                       out_dir=Path(tmp) / "m",
                        progress=lambda r: print(f"  epoch {r['epoch']}: loss {r['loss']:.3f}", file=sys.stderr))
         t2 = time.perf_counter()
         net0, card0 = registry.load_model(shipped)
