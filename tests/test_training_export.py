@@ -44,9 +44,14 @@ def test_lightbox_export_cli(tmp_path, capsys):
     labels = np.zeros(volume.shape, np.uint8)
     labels[5:9, 8:20, 8:20] = 1
     seg = write_label_map(labels, volume, tmp_path / "edited.nii.gz")
-    assert main(["export", str(src), "--labels", str(seg), "--names", "liver", "--out", str(tmp_path / "ds")]) == 0
+    assert main(["export", str(src), "--labels", str(seg), "--names", "liver", "--out", str(tmp_path / "ds"),
+                 "--class", "exam=abnormal"]) == 0
     captured = capsys.readouterr()
     assert "CASE_0001" in captured.err or "CASE" in captured.err
     root = next((tmp_path / "ds").iterdir())
     assert json.loads((root / "dataset.json").read_text())["labels"] == {"background": 0, "liver": 1}
+    rows = json.loads((root / "classification.json").read_text())["classification"]
+    assert [(r["view"], r["label"]) for r in rows] == [("exam", "abnormal")]
+    assert (root / "classification.csv").read_text().splitlines()[1].endswith(",exam,abnormal")
+    assert main(["export", str(src), "--labels", str(seg), "--out", str(tmp_path / "ds"), "--class", "oops"]) == 2
     assert main(["export", str(src), "--labels", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path / "ds")]) == 2

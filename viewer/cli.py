@@ -182,8 +182,14 @@ def cmd_export(args) -> int:
         given = [n.strip() for n in (args.names or "").split(",") if n.strip()]
         names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
                  for v in sorted(set(int(x) for x in np.unique(labels)) - {0})}
+    classes = {}
+    for item in args.cls or []:
+        view, sep, label = item.partition("=")
+        if not sep or not view.strip() or not label.strip():
+            return _fail(f"--class {item!r}: expected VIEW=LABEL, e.g. LCC=malignant or exam=benign")
+        classes[view.strip()] = label.strip()
     out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset,
-                      keep_mapping=args.keep_mapping)
+                      keep_mapping=args.keep_mapping, classes=classes)
     print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),
           file=sys.stderr)
     return 0
@@ -238,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", default=None, help="comma-separated label names for values 1, 2, ... (NIfTI)")
     p.add_argument("--series", default=None, help="series UID when the study has several")
     p.add_argument("--keep-mapping", action="store_true", help="also write the de-identification mapping")
+    p.add_argument("--class", dest="cls", action="append", metavar="VIEW=LABEL",
+                   help="confirmed/corrected class per view or exam for the classifiers (repeatable)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="fine-tune a segmentation model on an exported nnU-Net-layout dataset; "

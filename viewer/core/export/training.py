@@ -20,8 +20,13 @@ from .dataset import DEFAULT_NAME, DatasetWriter, ExportError, inside
 
 def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int, str], series: Series | None,
                 *, dataset_name: str = DEFAULT_NAME, model: str = "", original_labels: np.ndarray | None = None,
-                keep_mapping: bool = False, secret: bytes | None = None) -> dict:
-    """Append one case; returns {"case", "dataset", "image", "label", "seg" (or None), "mapping" (or None)}."""
+                keep_mapping: bool = False, secret: bytes | None = None,
+                classes: Mapping[str, str] | None = None) -> dict:
+    """Append one case; returns {"case", "dataset", "image", "label", "seg" (or None), "mapping" (or None)}.
+
+    ``classes``: the user's confirmed or corrected class per view or for the exam
+    ({"LCC": "malignant", "exam": "malignant"}), written to classification.csv/.json for the classifiers.
+    """
     from .deid import Deidentifier, DeidPolicy, deidentify_file
 
     policy = DeidPolicy(keep_mapping=keep_mapping) if secret is None else \
@@ -31,6 +36,8 @@ def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int
     name, _, version = model.rpartition(" ")
     provenance = {"model": {"name": name or model, "version": version}} if model else {}
     case = writer.add_case(volume, labels, names, provenance, original_labels=original_labels)
+    for view, label in (classes or {}).items():
+        writer.add_classification(case, view, label)
     out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
            "label": writer.label_path(case), "seg": None, "mapping": None}
     if series is not None and series.kind == "dicom" and np.any(labels):
