@@ -131,3 +131,22 @@ def test_output_names_stay_inside_the_folder(tmp_path):
         inside(tmp_path, "../escape.json")
     assert inside(tmp_path, "a.json") == (tmp_path / "a.json").resolve()
 
+
+
+def test_seg_of_a_label_map_missing_a_class_has_no_gap(tmp_path, ct_dir):
+    """A class the model did not find (here: liver) is left out; the SEG numbers its segments 1..N."""
+    from viewer.analysis.outputs import write_seg
+    from viewer.analysis.results import Overlay, SeriesResult
+
+    series = scan(ct_dir).series[0]
+    volume = load_series(series)
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[10:14, 20:30, 20:30] = 1
+    labels[20:22, 40:44, 40:44] = 3
+    ov = Overlay("segmentation", "labels", labels, "ct-organs-unet3d 1", ["background", "lungs", "liver", "lesions"])
+    sr = SeriesResult(series.key, series.uid, series.label(), volume, [ov])
+    seg = hd.seg.segread(write_seg(ov, sr, series, tmp_path / "seg.dcm"))
+    assert seg.number_of_segments == 2
+    assert [seg.get_segment_description(i).SegmentLabel for i in (1, 2)] == ["lungs", "lesions"]
+    ov.array = np.zeros_like(labels)
+    assert write_seg(ov, sr, series, tmp_path / "empty.dcm") is None

@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from viewer.core.export.dataset import inside
+from viewer.core.export.dataset import safe_name as _safe_name
 from viewer.core.study import Series
 
 from .results import AnalysisResult, Overlay, SeriesResult
 
-SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
 
 def safe_name(text: str, fallback: str = "item") -> str:
-    """A file-name-safe version of ``text`` (no separators, no leading dots)."""
-    name = SAFE.sub("_", text.strip()).strip("._")
-    return name[:80] or fallback
-
-
-def inside(folder: Path, name: str) -> Path:
-    """folder / name, refusing anything that would land outside ``folder``."""
-    root = folder.resolve()
-    path = (root / name).resolve()
-    if root != path and root not in path.parents:
-        raise ValueError(f"{name!r} would be written outside {root}")
-    return path
+    """The export package's file-name rule (dataset.safe_name), with this module's fallback."""
+    return _safe_name(text, fallback)
 
 
 def write_json_atomic(data, path: Path) -> Path:
@@ -74,17 +61,17 @@ def write_series_outputs(sr: SeriesResult, series: Series | None, folder: Path) 
 def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path | None:
     """DICOM SEG of a label map referencing its source series; None when it holds no finding."""
     from viewer.core.colors import label_color
-    from viewer.core.export.dicom_seg import Segment, write_dicom_seg
+    from viewer.core.export.dicom_seg import Segment, compact_segments, write_dicom_seg
 
-    counts = np.bincount(ov.array.ravel(), minlength=len(ov.classes))
-    present = [int(v) for v in np.nonzero(counts)[0] if v != 0]
-    if not present:
-        return None
     name, _, version = ov.model.rpartition(" ")
+    top = max(len(ov.classes) - 1, int(ov.array.max(initial=0)))
     segments = [Segment(number=i, label=ov.classes[i] if i < len(ov.classes) else f"label {i}",
                         color=label_color(i), algorithm_type="AUTOMATIC", algorithm_name=name or ov.model,
-                        algorithm_version=version or "1") for i in present]
-    return write_dicom_seg(ov.array, sr.volume, series, segments, path,
+                        algorithm_version=version or "1") for i in range(1, top + 1)]
+    labels, segments = compact_segments(ov.array, segments)  # classes found -> segments 1..N, no gaps
+    if not segments:
+        return None
+    return write_dicom_seg(labels, sr.volume, series, segments, path,
                            series_description=f"Lightbox AI {ov.name}"[:64])
 
 

@@ -53,8 +53,9 @@ _NIFTI_NOTE_LIMIT = 79
 _KNOWN_CHANNELS = {"CT", "MR", "MRI", "PT", "MG", "CR", "DX", "US", "NM"}
 
 
-class ExportError(LightboxError):
-    """A dataset export that could not be done; ``str()`` says what and where in plain words."""
+class ExportError(LightboxError, ValueError):
+    """An export that could not be done (unwritable folder, a path outside it, ...); ``str()`` says
+    what and where in plain words. A ValueError too: a bad destination is a bad argument."""
 
 
 def identity(uid: str) -> str:
