@@ -27,15 +27,19 @@ def write_case(root, case, seed):
         sitk.WriteImage(img, str(root / folder / name))
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("Dataset501_Lightbox")
-    for i in range(3):
-        write_case(root, f"CASE_{i:04d}", seed=2000 + i)
+def write_dataset(root, cases: int, first_seed: int):
+    """An nnU-Net v2 raw dataset of CT phantoms labelled lungs 1, liver 2, lesions 3."""
+    for i in range(cases):
+        write_case(root, f"CASE_{i:04d}", seed=first_seed + i)
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": {"background": 0, "lungs": 1, "liver": 2, "lesions": 3},
-        "numTraining": 3, "file_ending": ".nii.gz"}))
+        "numTraining": cases, "file_ending": ".nii.gz"}))
     return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("Dataset501_Lightbox"), 3, 2000)
 
 
 def test_finetune_writes_a_new_loadable_version(dataset, tmp_path):

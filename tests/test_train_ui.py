@@ -5,15 +5,13 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import json
-
 import pytest
 
 pytest.importorskip("pytestqt")
 
 import torch
 from qt_helpers import shown
-from test_finetune import write_case
+from test_finetune import write_dataset
 
 from viewer.analysis import run
 from viewer.ui.main_window import MainWindow
@@ -21,13 +19,7 @@ from viewer.ui.main_window import MainWindow
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("Dataset502_Lightbox")
-    for i in range(2):
-        write_case(root, f"CASE_{i:04d}", seed=3000 + i)
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "CT"}, "labels": {"background": 0, "lungs": 1, "liver": 2, "lesions": 3},
-        "numTraining": 2, "file_ending": ".nii.gz"}))
-    return root
+    return write_dataset(tmp_path_factory.mktemp("Dataset502_Lightbox"), 2, 3000)
 
 
 @pytest.fixture
