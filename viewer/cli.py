@@ -198,8 +198,9 @@ def cmd_export(args) -> int:
 def cmd_train(args) -> int:
     from inference.finetune import main as finetune_main
 
-    argv = [args.dataset, "--model", args.model, "--epochs", str(args.epochs), "--steps", str(args.steps),
-            "--device", args.device, "--seed", str(args.seed)] + (["--out", args.out] if args.out else [])
+    argv = [args.dataset, "--epochs", str(args.epochs), "--steps", str(args.steps), "--device", args.device,
+            "--seed", str(args.seed)] + (["--out", args.out] if args.out else []) \
+        + (["--model", args.model] if args.model else [])
     if not Path(args.dataset).is_dir():
         return _fail(f"{args.dataset}: no such dataset folder")
     return finetune_main(argv)
@@ -248,10 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confirmed/corrected class per view or exam for the classifiers (repeatable)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("train", help="fine-tune a segmentation model on an exported nnU-Net-layout dataset; "
-                                     "writes a new model version to the user's model folder")
+    p = sub.add_parser("train", help="fine-tune a model on an exported dataset (segmentation: nnU-Net layout; "
+                                     "exam classifier: classification.json); writes a new model version to "
+                                     "the user's model folder")
     p.add_argument("dataset")
-    p.add_argument("--model", default="ct-organs-unet3d")
+    p.add_argument("--model", default=None, help="default: by the dataset (CT -> ct-organs-unet3d, MG masks -> "
+                                                 "mammo-lesion-unet2d, classification only -> mammo-exam)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
