@@ -1,6 +1,7 @@
 """Training-dataset export: nnU-Net v2 raw layout, MONAI datalist, provenance, atomic and contained."""
 import csv
 import functools
+import gzip
 import json
 import os
 
@@ -181,9 +182,110 @@ def test_classification_csv_and_json(tmp_path):
     ds = tmp_path / "Dataset501_Lightbox"
     with open(ds / "classification.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows == [{"case": "exam1", "view": "LCC", "label": "benign"},
-                    {"case": "exam1", "view": "RCC", "label": "normal"}]
+    assert rows == [{"case": "exam1", "view": "LCC", "label": "benign", "image": "", "chest_wall": ""},
+                    {"case": "exam1", "view": "RCC", "label": "normal", "image": "", "chest_wall": ""}]
     assert json.loads((ds / "classification.json").read_text())["classification"] == rows
+
+
+def mg_view(seed=0, shape=(24, 18), orientation=("A", "R")):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 4095, size=(1, *shape)).astype(np.uint16)
+    return Volume(pixels, spacing=(1.0, 0.21, 0.17), origin=(0.0, 0.0, 0.0),
+                  info=SourceInfo(modality="MG", series_uid=f"1.2.840.9.{seed}", study_uid="1.2.840.9",
+                                  patient_id="SECRET-ID", patient_orientation=orientation))
+
+
+def test_classified_view_images_go_to_imagescls_with_their_rows(tmp_path):
+    w = DatasetWriter(tmp_path)
+    lcc = mg_view(1)
+    assert w.add_classification("CASE_0003", "LCC", "suspicious", image=lcc, chest_wall="left") == "CASE_0003"
+    ds = tmp_path / "Dataset501_Lightbox"
+    image = sitk.ReadImage(str(ds / "imagesCls" / "CASE_0003_LCC.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), lcc.array)  # exactly the viewer's pixels
+    np.testing.assert_allclose(from_sitk(image).spacing, lcc.spacing)
+    raw = (ds / "imagesCls" / "CASE_0003_LCC.nii.gz").read_bytes()
+    assert b"1.2.840.9" not in gzip.decompress(raw)  # no UID in the header
+    with open(ds / "classification.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"case": "CASE_0003", "view": "LCC", "label": "suspicious",
+                     "image": "imagesCls/CASE_0003_LCC.nii.gz", "chest_wall": "left"}]
+    assert json.loads((ds / "classification.json").read_text())["classification"] == rows
+    assert json.loads((ds / "dataset.json").read_text())["channel_names"] == {"0": "MG"}
+    # a correction without the image keeps the image and the side
+    w.add_classification("CASE_0003", "LCC", "normal")
+    assert w.classifications() == [{**rows[0], "label": "normal"}]
+    # a case that exists only as classification rows still takes its number
+    assert w.next_case_id() == "CASE_0004"
+    w.add_classification("CASE_0009", "exam", "normal")
+    assert w.next_case_id() == "CASE_0010"
+    with pytest.raises(ExportError, match="chest_wall"):
+        w.add_classification("CASE_0004", "RCC", "normal", image=mg_view(2), chest_wall="top")
+    with pytest.raises(ExportError, match="exam"):
+        w.add_classification("CASE_0004", "exam", "normal", image=mg_view(2))
+    with pytest.raises(ExportError, match="2D"):
+        w.add_classification("CASE_0004", "RCC", "normal", image=ct_case(0)[0])
+
+
+def test_several_views_of_a_case_in_one_commit_with_provenance(tmp_path):
+    from viewer.core.export.dataset import ClassifiedView
+
+    w = DatasetWriter(tmp_path, uid_mapper=lambda uid: "2.25.1" + uid[-1])
+    views = [ClassifiedView("RCC", "", mg_view(1, orientation=("P", "L")), "right"),
+             ClassifiedView("LCC", "suspicious", mg_view(2), "left"), ClassifiedView("exam", "suspicious")]
+    w.add_classifications("CASE_0001", views, {"model": "mammo-exam 1.1"})
+    ds = tmp_path / "Dataset501_Lightbox"
+    assert sorted(p.name for p in (ds / "imagesCls").iterdir()) == ["CASE_0001_LCC.nii.gz", "CASE_0001_RCC.nii.gz"]
+    assert [(r["view"], r["label"], r["image"]) for r in w.classifications()] == [
+        ("LCC", "suspicious", "imagesCls/CASE_0001_LCC.nii.gz"), ("exam", "suspicious", "")]  # RCC: no label
+    record = json.loads((ds / "provenance.jsonl").read_text())
+    assert record["case"] == "CASE_0001" and record["model"] == {"name": "mammo-exam", "version": "1.1"}
+    assert [v["view"] for v in record["views"]] == ["RCC", "LCC", "exam"]
+    assert record["views"][0]["source_series_uid"] == "2.25.11"  # through the uid mapper
+    assert b"SECRET-ID" not in (ds / "provenance.jsonl").read_bytes()
+
+
+def test_old_three_column_classification_files_still_read(tmp_path):
+    ds = tmp_path / "Dataset501_Lightbox"
+    ds.mkdir()
+    (ds / "classification.csv").write_text("case,view,label\nexam1,LCC,malignant\n")
+    w = DatasetWriter(tmp_path)
+    assert w.classifications() == [{"case": "exam1", "view": "LCC", "label": "malignant", "image": "",
+                                    "chest_wall": ""}]
+    (ds / "classification.json").write_text(json.dumps({"classification": [
+        {"case": "exam1", "view": "LCC", "label": "malignant"}]}))
+    w.add_classification("exam1", "RCC", "normal")
+    rows = json.loads((ds / "classification.json").read_text())["classification"]
+    assert rows == [{"case": "exam1", "view": "LCC", "label": "malignant", "image": "", "chest_wall": ""},
+                    {"case": "exam1", "view": "RCC", "label": "normal", "image": "", "chest_wall": ""}]
+
+
+def test_a_failing_classification_write_leaves_no_image(tmp_path, monkeypatch):
+    import viewer.core.export.dataset as mod
+
+    w = DatasetWriter(tmp_path)
+    w.add_classification("CASE_0001", "exam", "normal")
+    ds = tmp_path / "Dataset501_Lightbox"
+    before = {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()}
+    real = mod._stage_bytes
+
+    def failing(data, final):
+        if final.name == "classification.json":
+            raise mod._os_error(OSError(28, "No space left on device"), final.parent, final.name)
+        return real(data, final)
+
+    monkeypatch.setattr(mod, "_stage_bytes", failing)
+    with pytest.raises(ExportError, match="disk is full"):
+        w.add_classification("CASE_0002", "LCC", "suspicious", image=mg_view(1), chest_wall="left")
+    assert {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()} == before
+
+
+def test_a_ct_dataset_refuses_mammography_images(tmp_path):
+    vol, lab = ct_case(0)
+    w = DatasetWriter(tmp_path)
+    w.add_case(vol, lab, {1: "liver", 2: "bone"}, {})
+    with pytest.raises(ExportError, match="channel 0 is 'CT'"):
+        w.add_classification("CASE_0002", "LCC", "suspicious", image=mg_view(1))
+    assert not (tmp_path / "Dataset501_Lightbox" / "imagesCls" / "CASE_0002_LCC.nii.gz").exists()
 
 
 def test_case_ids_cannot_escape_root(tmp_path):

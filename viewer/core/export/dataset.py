@@ -8,11 +8,18 @@ Layout under ``root/<name>/`` (``name`` defaults to ``Dataset501_Lightbox``)::
                                     file_ending ".nii.gz" (other keys found there are kept)
     datalist.json                   MONAI: {"training": [{"image": "imagesTr/..", "label": "labelsTr/.."}]}
     provenance.jsonl                one JSON line per case: model, user edits, time (UTC), app version
-    classification.csv / .json      mammography classifier labels: case, view, label
+    imagesCls/<CASE>_<VIEW>.nii.gz  a classified view's pixels as the viewer holds them ((1, rows, cols)
+                                    for a mammogram, no display flips), e.g. CASE_0003_LCC.nii.gz
+    classification.csv / .json      classifier labels, one row per labelled view or exam:
+                                    case, view ("LCC" or "exam"), label, image (imagesCls/.. relative to
+                                    the dataset folder, "" for none), chest_wall ("left"/"right"/"":
+                                    the image side the chest wall is on); .json = {"classification": [rows]}
 
 The writer APPENDS: an existing dataset.json is read, its labels are kept and a new label name gets
 the next free value (nnU-Net wants consecutive values); every label map is remapped to the
-dataset's values. Existing cases are never rewritten; new case ids continue the numbering.
+dataset's values. Existing cases are never rewritten; new case ids continue the numbering (cases that
+exist only as classification rows or imagesCls images count too). A classification row given again for
+the same (case, view) replaces the old one: that is a correction.
 
 Every file is written to a temp name in its own folder and ``os.replace``d; a case whose label fails
 to write leaves neither its image nor any temp file behind. Paths are checked to stay inside
@@ -33,7 +40,8 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,6 +55,10 @@ from ..volume import Volume
 FILE_ENDING = ".nii.gz"
 CHANNEL = "0000"
 DEFAULT_NAME = "Dataset501_Lightbox"
+CLS_FOLDER = "imagesCls"
+CLASSIFICATION_COLUMNS = ("case", "view", "label", "image", "chest_wall")
+CHEST_WALL_SIDES = ("left", "right", "")
+EXAM_VIEW = "exam"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _NIFTI_NOTE_LIMIT = 79
 # modalities a Volume may carry that name an nnU-Net channel (nnU-Net normalizes "CT" specially)
@@ -56,6 +68,17 @@ _KNOWN_CHANNELS = {"CT", "MR", "MRI", "PT", "MG", "CR", "DX", "US", "NM"}
 class ExportError(LightboxError, ValueError):
     """An export that could not be done (unwritable folder, a path outside it, ...); ``str()`` says
     what and where in plain words. A ValueError too: a bad destination is a bad argument."""
+
+
+@dataclass(frozen=True)
+class ClassifiedView:
+    """One view of a case for the classifiers: its label ("" = image only, no row), its pixels
+    (written to imagesCls/) and the image side its chest wall is on ("left", "right", "" unknown)."""
+
+    view: str
+    label: str = ""
+    image: Volume | None = None
+    chest_wall: str = ""
 
 
 def identity(uid: str) -> str:
@@ -213,6 +236,38 @@ class _Commit:
             raise _os_error(exc, bad.parent, bad.name) from exc
 
 
+# -- provenance ---------------------------------------------------------------------------------
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _pop_model(provenance: dict) -> dict:
+    """{"name", "version"} from provenance's "model" (a mapping or "name version") or
+    "model_name"/"model_version", removed from ``provenance``."""
+    model = provenance.pop("model", None)
+    if isinstance(model, Mapping):
+        return {"name": model.get("name"), "version": model.get("version")}
+    name = model or provenance.pop("model_name", None)
+    version = provenance.pop("model_version", None)
+    if isinstance(name, str) and version is None:  # "ct-organs 1.2", as the analysis names models
+        head, _, tail = name.strip().rpartition(" ")
+        if head and tail[:1].isdigit():
+            name, version = head, tail
+    return {"name": name, "version": version}
+
+
+def _with_extra(record: dict, provenance: Mapping) -> dict:
+    """``record`` plus the caller's other facts under "extra" (refusing what JSON cannot hold)."""
+    extra = {str(k): v for k, v in provenance.items() if k not in record}
+    if extra:
+        try:
+            json.dumps(extra)
+        except TypeError as exc:
+            raise ExportError(f"provenance holds something that is not JSON: {exc}") from exc
+        record["extra"] = extra
+    return record
+
+
 # -- edits --------------------------------------------------------------------------------------
 def edit_summary(original: np.ndarray, edited: np.ndarray, names: Mapping[int, str]) -> dict:
     """Voxels added / removed per label between the model's map and the user's edited map.
@@ -259,10 +314,7 @@ class DatasetWriter:
         self.images = self.folder / "imagesTr"
         self.labels_dir = self.folder / "labelsTr"
         for folder in (self.folder, self.images, self.labels_dir):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise _os_error(exc, folder.parent, folder.name + "/") from exc
+            self._make_folder(folder)
         meta = self.dataset_json_path
         self.meta: dict = _read_json(meta) if meta.exists() else {}
         if self.meta:
@@ -309,6 +361,14 @@ class DatasetWriter:
 
     def label_path(self, case_id: str) -> Path:
         return inside(self.labels_dir, f"{case_id}{FILE_ENDING}")
+
+    @property
+    def cls_images(self) -> Path:
+        """imagesCls/: the classified views' images (created with the first one)."""
+        return self.folder / CLS_FOLDER
+
+    def cls_image_path(self, case_id: str, view: str) -> Path:
+        return inside(self.cls_images, f"{safe_name(case_id, 'case')}_{safe_name(view, 'view')}{FILE_ENDING}")
 
     # -- compatibility --
     def _check_existing(self) -> None:
@@ -381,13 +441,13 @@ class DatasetWriter:
 
     # -- cases --
     def next_case_id(self) -> str:
-        pattern = re.compile(rf"^{re.escape(self.case_prefix)}_(\d+)(?:_{CHANNEL})?$")
-        numbers = [0]
-        for folder in (self.images, self.labels_dir):
-            for p in folder.glob("*" + FILE_ENDING):
-                m = pattern.match(p.name[: -len(FILE_ENDING)])
-                if m:
-                    numbers.append(int(m.group(1)))
+        """The next free numbered id, counting every file and classification row that names a case
+        (a classification-only case has no labelsTr file but must not be reused)."""
+        pattern = re.compile(rf"^{re.escape(self.case_prefix)}_(\d+)(?:_.*)?$")
+        stems = [p.name[: -len(FILE_ENDING)] for folder in (self.images, self.labels_dir, self.cls_images)
+                 if folder.is_dir() for p in folder.glob("*" + FILE_ENDING)]
+        stems += [str(r.get("case", "")) for r in self.classifications()]
+        numbers = [0] + [int(m.group(1)) for m in map(pattern.match, stems) if m]
         return f"{self.case_prefix}_{max(numbers) + 1:04d}"
 
     def _exists(self, case_id: str) -> bool:
@@ -448,11 +508,7 @@ class DatasetWriter:
             meta["numTraining"] = len(cases)
             commit.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
             commit.add(_stage_bytes(_json_bytes(self._datalist(cases)), self.datalist_path), self.datalist_path)
-            old = self.provenance_path.read_bytes() if self.provenance_path.exists() else b""
-            if old and not old.endswith(b"\n"):
-                old += b"\n"
-            line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
-            commit.add(_stage_bytes(old + line, self.provenance_path), self.provenance_path)
+            self._stage_provenance(commit, record)
         except BaseException:
             commit.discard()
             raise
@@ -497,6 +553,13 @@ class DatasetWriter:
                               "use another dataset name")
         return channels
 
+    def _stage_provenance(self, commit: _Commit, record: dict) -> None:
+        old = self.provenance_path.read_bytes() if self.provenance_path.exists() else b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
+        commit.add(_stage_bytes(old + line, self.provenance_path), self.provenance_path)
+
     def _datalist(self, cases: list[str]) -> dict:
         old = _read_json(self.datalist_path) if self.datalist_path.exists() else {}
         if not isinstance(old, dict):
@@ -510,17 +573,7 @@ class DatasetWriter:
         return {**old, "training": training}
 
     def _record(self, case_id, volume, provenance, original, labels, names, table) -> dict:
-        model = provenance.pop("model", None)
-        if not isinstance(model, Mapping):
-            name = model or provenance.pop("model_name", None)
-            version = provenance.pop("model_version", None)
-            if isinstance(name, str) and version is None:  # "ct-organs 1.2", as the analysis names models
-                head, _, tail = name.strip().rpartition(" ")
-                if head and tail[:1].isdigit():
-                    name, version = head, tail
-            model = {"name": name, "version": version}
-        else:
-            model = {"name": model.get("name"), "version": model.get("version")}
+        model = _pop_model(provenance)
         series_uid = volume.info.series_uid or ""
         study_uid = volume.info.study_uid or ""
         record = {
@@ -535,17 +588,10 @@ class DatasetWriter:
             "modality": volume.info.modality or None,
             "shape": list(volume.shape),
             "spacing": [float(s) for s in volume.spacing],
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "timestamp": _utc_now(),
             "app_version": app_version(),
         }
-        extra = {str(k): v for k, v in provenance.items() if k not in record}
-        if extra:
-            try:
-                json.dumps(extra)
-            except TypeError as exc:
-                raise ExportError(f"provenance holds something that is not JSON: {exc}") from exc
-            record["extra"] = extra
-        return record
+        return _with_extra(record, provenance)
 
     # -- classification --
     @property
@@ -557,39 +603,134 @@ class DatasetWriter:
         return self.folder / "classification.json"
 
     def classifications(self) -> list[dict]:
+        """The rows, every one with all of CLASSIFICATION_COLUMNS (older 3-column rows get "")."""
         if self.classification_json.exists():
             data = _read_json(self.classification_json)
-            return list(data.get("classification", [])) if isinstance(data, dict) else []
-        if self.classification_csv.exists():
-            with open(self.classification_csv, newline="", encoding="utf-8") as f:
-                return [{"case": r["case"], "view": r["view"], "label": r["label"]} for r in csv.DictReader(f)]
-        return []
+            rows = data.get("classification", []) if isinstance(data, dict) else []
+        elif self.classification_csv.exists():
+            try:
+                with open(self.classification_csv, newline="", encoding="utf-8") as f:
+                    rows = list(csv.DictReader(f))
+            except OSError as exc:
+                raise ExportError(f"{self.classification_csv}: cannot read ({exc.strerror or exc})") from exc
+        else:
+            rows = []
+        return [_full_row(r) for r in rows if isinstance(r, Mapping)]
 
-    def add_classification(self, case_id: str, view: str, label: str) -> str:
-        """Record a classifier label for (case, view) in classification.csv and .json.
+    def add_classification(self, case_id: str, view: str, label: str, image: Volume | None = None,
+                           chest_wall: str = "") -> str:
+        """Record a classifier label for (case, view) in classification.csv and .json, with the view's
+        image in imagesCls/ when given (written in the same commit as the rows).
 
         A second label for the same (case, view) replaces the first (a correction). Returns the
         sanitized case id.
         """
-        case_id = safe_name(case_id, "case")
-        view = safe_name(view, "view")
-        label = str(label).strip()
-        if not label:
+        if not str(label).strip():
             raise ExportError("a classification needs a label")
-        rows = [r for r in self.classifications() if (r.get("case"), r.get("view")) != (case_id, view)]
-        rows.append({"case": case_id, "view": view, "label": label})
-        rows.sort(key=lambda r: (r["case"], r["view"]))
-        text = io.StringIO()
-        w = csv.DictWriter(text, fieldnames=["case", "view", "label"], lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: r[k] for k in ("case", "view", "label")} for r in rows)
+        return self.add_classifications(case_id, [ClassifiedView(view, label, image, chest_wall)])
+
+    def add_classifications(self, case_id: str, views: Iterable[ClassifiedView],
+                            provenance: Mapping | None = None) -> str:
+        """Several views of one case (e.g. a 4-view exam and its "exam" label) in one commit: every
+        image, the rows of the labelled ones, dataset.json's channel when there are images, and a
+        provenance line when ``provenance`` is given. Nothing is written if any of it fails."""
+        case_id = safe_name(case_id, "case")
+        views = [self._checked_view(v) for v in views]
+        if not views:
+            raise ExportError("nothing to classify: no views given")
+        old_rows = {(r["case"], r["view"]): r for r in self.classifications()}
+        rows = dict(old_rows)
+        images = [v for v in views if v.image is not None]
+        meta = {**self.meta, "channel_names": self._check_channel(images[0].image)} if images else None
+        for v in images[1:]:
+            self._check_channel(v.image)
+        for v in views:
+            if v.label:
+                rows[(case_id, v.view)] = self._row(case_id, v, old_rows.get((case_id, v.view)))
         commit = _Commit()
         try:
-            commit.add(_stage_bytes(text.getvalue().encode("utf-8"), self.classification_csv), self.classification_csv)
-            commit.add(_stage_bytes(_json_bytes({"classification": rows}), self.classification_json),
-                       self.classification_json)
+            if images:
+                self._make_folder(self.cls_images)
+            for v in images:
+                final = self.cls_image_path(case_id, v.view)
+                commit.add(_stage_image(v.image, final, f"lightbox {self.name} {case_id} {v.view}"), final)
+            if meta is not None:
+                meta["numTraining"] = len(self.case_ids())
+                commit.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
+            if rows != old_rows:
+                self._stage_rows(commit, sorted(rows.values(), key=lambda r: (r["case"], r["view"])))
+            if provenance is not None:
+                self._stage_provenance(commit, self._classification_record(case_id, views, dict(provenance)))
         except BaseException:
             commit.discard()
             raise
         commit.apply()
+        if meta is not None:
+            self.meta = meta
         return case_id
+
+    def _checked_view(self, v: ClassifiedView) -> ClassifiedView:
+        view, label, side = safe_name(v.view, "view"), str(v.label).strip(), str(v.chest_wall or "").strip().lower()
+        if side not in CHEST_WALL_SIDES:
+            raise ExportError(f"chest_wall must be 'left', 'right' or '' (unknown), not {v.chest_wall!r}")
+        image = v.image
+        if image is not None:
+            if view == EXAM_VIEW:
+                raise ExportError("the 'exam' row has no image of its own: give the images with their views")
+            if image.shape[0] != 1:
+                raise ExportError(f"{view}: a classified image must be one 2D image (1, rows, cols), "
+                                  f"got shape {image.shape}")
+            if image.array.dtype == bool:
+                image = image.with_array(image.array.astype(np.uint8))
+        return ClassifiedView(view, label, image, side)
+
+    def _row(self, case_id: str, v: ClassifiedView, old: dict | None) -> dict:
+        """A row for ``v``; a correction without an image keeps the earlier row's image and side."""
+        final = self.cls_image_path(case_id, v.view)
+        image = f"{CLS_FOLDER}/{final.name}" if v.image is not None or final.exists() else ""
+        side = v.chest_wall or (old or {}).get("chest_wall", "")
+        return {**(old or {}), "case": case_id, "view": v.view, "label": v.label,
+                "image": image or (old or {}).get("image", ""), "chest_wall": side}
+
+    def _stage_rows(self, commit: _Commit, rows: list[dict]) -> None:
+        text = io.StringIO()
+        w = csv.DictWriter(text, fieldnames=list(CLASSIFICATION_COLUMNS), lineterminator="\n",
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        commit.add(_stage_bytes(text.getvalue().encode("utf-8"), self.classification_csv), self.classification_csv)
+        commit.add(_stage_bytes(_json_bytes({"classification": rows}), self.classification_json),
+                   self.classification_json)
+
+    def _classification_record(self, case_id: str, views: list[ClassifiedView], provenance: dict) -> dict:
+        model = _pop_model(provenance)
+        entries = []
+        study_uid = ""
+        for v in views:
+            entry = {"view": v.view, "label": v.label or None}
+            if v.image is not None:
+                info = v.image.info
+                study_uid = study_uid or info.study_uid or ""
+                entry.update({"image": f"{CLS_FOLDER}/{self.cls_image_path(case_id, v.view).name}",
+                              "chest_wall": v.chest_wall,
+                              "source_series_uid": self.uid_mapper(info.series_uid) if info.series_uid else None,
+                              "modality": info.modality or None, "shape": list(v.image.shape),
+                              "spacing": [float(x) for x in v.image.spacing]})
+            entries.append(entry)
+        record = {"case": case_id, "kind": "classification", "views": entries, "model": model,
+                  "source_study_uid": self.uid_mapper(study_uid) if study_uid else None,
+                  "timestamp": _utc_now(), "app_version": app_version()}
+        return _with_extra(record, provenance)
+
+    @staticmethod
+    def _make_folder(folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, folder.parent, folder.name + "/") from exc
+
+
+def _full_row(row: Mapping) -> dict:
+    """A classification row with every column (missing ones "", as older exports wrote 3 columns)."""
+    out = {k: str(row.get(k) or "") for k in CLASSIFICATION_COLUMNS}
+    return {**out, **{str(k): v for k, v in row.items() if k not in out and k is not None}}

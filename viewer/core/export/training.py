@@ -1,9 +1,20 @@
-"""One corrected case into a retraining dataset, de-identified: the glue the CLI and the app share.
+"""Corrected cases into a retraining dataset, de-identified: the glue the CLI and the app share.
 
-The image and label map go into the nnU-Net/MONAI dataset (``dataset.DatasetWriter``: NIfTI,
-which carries no patient data); the corrected segmentation also goes in as a DICOM SEG next to
-them (``segTr/``), de-identified with the same keyed UID mapping (``deid``), so it still lines up
-with the case's other exported objects; the mapping is written only when asked for.
+``export_case``: one image and its corrected label map. ``export_exam``: one mammography exam for the
+classifiers (every view's image into imagesCls/ with its class row, and the exam's class), plus a 2D
+segmentation pair for each view that has a corrected map.
+
+The images and label maps go into the nnU-Net/MONAI dataset (``dataset.DatasetWriter``: NIfTI,
+which carries no patient data); a corrected segmentation of a DICOM image also goes in as a DICOM
+SEG next to them (``segTr/``), de-identified with the same keyed UID mapping (``deid``) as the
+provenance's source UIDs, so it still lines up with the case's other exported objects; the
+re-identification mapping is written only when asked for.
+
+Case ids of an exam: the exam is one numbered case (``CASE_0007``) in the classification rows and
+imagesCls (``CASE_0007_LCC.nii.gz``); a view with a corrected map becomes the segmentation case
+``CASE_0007_LCC`` (imagesTr/CASE_0007_LCC_0000.nii.gz, labelsTr/CASE_0007_LCC.nii.gz), whose
+provenance names the exam case and the view. nnU-Net and the fine-tuner take any case id, and
+the name says where it came from without a lookup.
 """
 from __future__ import annotations
 
@@ -13,9 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
+from ..mammo import FOUR_VIEWS
 from ..study import Series
-from ..volume import Volume
-from .dataset import DEFAULT_NAME, DatasetWriter, ExportError, inside
+from ..volume import SourceInfo, Volume
+from .dataset import DEFAULT_NAME, EXAM_VIEW, ClassifiedView, DatasetWriter, ExportError, inside, safe_name
+
+# {view: (label map on the view's grid, {value: name}, the model's map before the user's edits or None)}
+ViewLabels = Mapping[str, tuple[np.ndarray, Mapping[int, str], "np.ndarray | None"]]
+
+
+def chest_wall_side(info: SourceInfo) -> str:
+    """"left"/"right": the image side the chest wall is on, from PatientOrientation (its row direction:
+    columns running anterior = towards the nipple put the chest wall on the left); "" when unknown.
+    The same rule as inference.preprocess.mammo.chest_wall_from_orientation, which core cannot import
+    (it would pull in torch)."""
+    orientation = info.patient_orientation
+    first = str(orientation[0]).upper()[:1] if orientation else ""
+    return {"A": "left", "P": "right"}.get(first, "")
 
 
 def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int, str], series: Series | None,
@@ -27,28 +52,95 @@ def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int
     ``classes``: the user's confirmed or corrected class per view or for the exam
     ({"LCC": "malignant", "exam": "malignant"}), written to classification.csv/.json for the classifiers.
     """
-    from .deid import Deidentifier, DeidPolicy, deidentify_file
-
-    policy = DeidPolicy(keep_mapping=keep_mapping) if secret is None else \
-        DeidPolicy(secret=secret, keep_mapping=keep_mapping)
-    deid = Deidentifier(policy)
+    deid = _deidentifier(keep_mapping, secret)
     writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid)
-    name, _, version = model.rpartition(" ")
-    provenance = {"model": {"name": name or model, "version": version}} if model else {}
-    case = writer.add_case(volume, labels, names, provenance, original_labels=original_labels)
-    for view, label in (classes or {}).items():
-        writer.add_classification(case, view, label)
-    out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
-           "label": writer.label_path(case), "seg": None, "mapping": None}
-    if series is not None and series.kind == "dicom" and np.any(labels):
-        out["seg"] = _write_deidentified_seg(writer, case, volume, labels, names, series, deid, deidentify_file)
-    if keep_mapping:
-        out["mapping"] = deid.write_mapping(inside(writer.folder, f"deid-mapping-{case}.json"))
+    out = _add_segmentation(writer, deid, volume, labels, names, series, model, original_labels)
+    case = out["case"]
+    if classes:
+        writer.add_classifications(case, [ClassifiedView(view, label) for view, label in classes.items()])
+    out["mapping"] = _write_mapping(writer, deid, case) if keep_mapping else None
     return out
 
 
-def _write_deidentified_seg(writer, case, volume, labels, names, series, deid, deidentify_file) -> Path:
+def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], classes: Mapping[str, str], *,
+                labels: ViewLabels | None = None, dataset_name: str = DEFAULT_NAME, model: str = "",
+                keep_mapping: bool = False, secret: bytes | None = None) -> dict:
+    """Append one mammography exam; returns {"case", "dataset", "images": {view: path}, "rows": n,
+    "segmentations": {view: export_case-like dict}, "mapping" (or None)}.
+
+    ``views``: {"RCC": (volume (1, rows, cols) as loaded, its series), ...}; ``classes``: {view or
+    "exam": label}, only the labelled ones (an empty label is skipped). When any class is given, every
+    view's image is written (rows only for the labelled ones). ``labels``: corrected maps per view,
+    each exported as its own segmentation case (see the module docstring). ``model`` ("name
+    version") is the model whose suggestion the user confirmed or corrected.
+    """
+    classes = {safe_name(k, "view"): str(v).strip() for k, v in (classes or {}).items() if str(v).strip()}
+    labels = {safe_name(k, "view"): v for k, v in (labels or {}).items()}
+    names = {safe_name(k, "view"): k for k in views}
+    unknown = sorted(set(classes) - set(names) - {EXAM_VIEW}) + sorted(set(labels) - set(names))
+    if unknown:
+        raise ExportError(f"no {', '.join(unknown)} view in this exam (it has {', '.join(names) or 'none'})")
+    if not classes and not labels:
+        raise ExportError("nothing to export: give a class (a view's or the exam's) or a corrected segmentation")
+    deid = _deidentifier(keep_mapping, secret)
+    writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid)
+    case = writer.next_case_id()
+    order = sorted(names, key=lambda v: (FOUR_VIEWS.index(v) if v in FOUR_VIEWS else len(FOUR_VIEWS), v))
+    out = {"case": case, "dataset": writer.folder, "images": {}, "rows": 0, "segmentations": {}, "mapping": None}
+    if classes:
+        items = [ClassifiedView(v, classes.get(v, ""), views[names[v]][0], chest_wall_side(views[names[v]][0].info))
+                 for v in order]
+        if EXAM_VIEW in classes:
+            items.append(ClassifiedView(EXAM_VIEW, classes[EXAM_VIEW]))
+        provenance = {"model": _model_record(model)} if model else {}
+        writer.add_classifications(case, items, provenance)
+        out["images"] = {v: writer.cls_image_path(case, v) for v in order}
+        out["rows"] = len(classes)
+    for v in (v for v in order if v in labels):
+        volume, series = views[names[v]]
+        label_map, label_names, original = labels[v]
+        out["segmentations"][v] = _add_segmentation(writer, deid, volume, label_map, label_names, series, model,
+                                                    original, case_id=f"{case}_{v}",
+                                                    extra={"exam_case": case, "view": v})
+    out["mapping"] = _write_mapping(writer, deid, case) if keep_mapping else None
+    return out
+
+
+def _deidentifier(keep_mapping: bool, secret: bytes | None):
+    from .deid import Deidentifier, DeidPolicy
+
+    policy = DeidPolicy(keep_mapping=keep_mapping) if secret is None else \
+        DeidPolicy(secret=secret, keep_mapping=keep_mapping)
+    return Deidentifier(policy)
+
+
+def _model_record(model: str) -> dict:
+    """"ct-organs-unet3d 1.2" -> {"name": "ct-organs-unet3d", "version": "1.2"}."""
+    name, _, version = model.rpartition(" ")
+    return {"name": name or model, "version": version}
+
+
+def _write_mapping(writer: DatasetWriter, deid, case: str) -> Path | None:
+    return deid.write_mapping(inside(writer.folder, f"deid-mapping-{case}.json"))
+
+
+def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.ndarray, names: Mapping[int, str],
+                      series: Series | None, model: str, original_labels: np.ndarray | None,
+                      case_id: str | None = None, extra: Mapping | None = None) -> dict:
+    """One (image, label map) pair, its provenance and, for a DICOM image with a mask, its
+    de-identified SEG; returns {"case", "dataset", "image", "label", "seg"}."""
+    provenance = {**(extra or {}), **({"model": _model_record(model)} if model else {})}
+    case = writer.add_case(volume, labels, names, provenance, case_id=case_id, original_labels=original_labels)
+    out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
+           "label": writer.label_path(case), "seg": None}
+    if series is not None and series.kind == "dicom" and np.any(labels):
+        out["seg"] = _write_deidentified_seg(writer, case, volume, np.asarray(labels), names, series, deid)
+    return out
+
+
+def _write_deidentified_seg(writer, case, volume, labels, names, series, deid) -> Path:
     from ..colors import label_color
+    from .deid import deidentify_file
     from .dicom_seg import Segment, compact_segments, write_dicom_seg
 
     folder = inside(writer.folder, "segTr")
