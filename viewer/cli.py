@@ -154,16 +154,34 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _parse_classes(items: list[str] | None) -> tuple[dict[str, str], str | None]:
+    """--class VIEW=LABEL items -> ({view: label}, None), or ({}, the reason one is malformed)."""
+    classes = {}
+    for item in items or []:
+        view, sep, label = item.partition("=")
+        if not sep or not view.strip() or not label.strip():
+            return {}, f"--class {item!r}: expected VIEW=LABEL, e.g. LCC=suspicious or exam=normal"
+        classes[view.strip()] = label.strip()
+    return classes, None
+
+
 def cmd_export(args) -> int:
     from .core.export.training import export_case
     from .core.io import load_series
     from .core.io.scan import scan
 
-    path, labels_path = Path(args.path), Path(args.labels)
-    for p in (path, labels_path):
-        if not p.exists():
-            return _fail(f"{p}: no such file or folder")
+    path = Path(args.path)
+    if not path.exists():
+        return _fail(f"{path}: no such file or folder")
+    if args.labels is not None and not Path(args.labels).exists():
+        return _fail(f"{args.labels}: no such file or folder")
+    classes, problem = _parse_classes(args.cls)
+    if problem:
+        return _fail(problem)
     result = scan(path)
+    if args.labels is None:
+        return _export_exam_classes(args, path, result, classes)
+    labels_path = Path(args.labels)
     candidates = [s for s in result.series if s.kind in ("dicom", "file")
                   and (args.series is None or args.series in (s.uid, s.key))]
     if not candidates:
@@ -182,16 +200,32 @@ def cmd_export(args) -> int:
         given = [n.strip() for n in (args.names or "").split(",") if n.strip()]
         names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
                  for v in sorted(set(int(x) for x in np.unique(labels)) - {0})}
-    classes = {}
-    for item in args.cls or []:
-        view, sep, label = item.partition("=")
-        if not sep or not view.strip() or not label.strip():
-            return _fail(f"--class {item!r}: expected VIEW=LABEL, e.g. LCC=malignant or exam=benign")
-        classes[view.strip()] = label.strip()
     out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset,
                       keep_mapping=args.keep_mapping, classes=classes)
     print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),
           file=sys.stderr)
+    return 0
+
+
+def _export_exam_classes(args, path: Path, result, classes: dict[str, str]) -> int:
+    """No --labels: the classes of a 4-view mammography exam, with every view's image (imagesCls)."""
+    from .core.export.training import export_exam
+    from .core.io import load_series
+    from .core.mammo import four_view, is_mammo_study
+
+    studies = [st for st in result.studies if is_mammo_study(st)]
+    if not studies:
+        return _fail(f"{path}: not a mammography exam: --labels (the corrected segmentation) is required")
+    if len(studies) > 1:
+        return _fail(f"{path}: holds {len(studies)} mammography exams; export one study folder at a time")
+    if not classes:
+        return _fail("nothing to export: give --class VIEW=LABEL (e.g. LCC=suspicious, exam=suspicious) "
+                     "or --labels")
+    views = {name: (load_series(series), series) for name, series in four_view(studies[0]).items()
+             if series is not None}
+    out = export_exam(args.out, views, classes, dataset_name=args.dataset, keep_mapping=args.keep_mapping)
+    print(f"lightbox: exported {out['case']} to {out['dataset']} ({len(out['images'])} view image(s), "
+          f"{out['rows']} class row(s))", file=sys.stderr)
     return 0
 
 
@@ -236,17 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print results.json to stdout")
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("export", help="append a corrected segmentation to a de-identified retraining dataset "
-                                      "(nnU-Net v2 raw layout + MONAI datalist + DICOM SEG)")
-    p.add_argument("path", help="the study (folder or file) the segmentation belongs to")
-    p.add_argument("--labels", required=True, help="label map: NIfTI on the image grid, or a DICOM SEG")
+    p = sub.add_parser("export", help="append a corrected segmentation (nnU-Net v2 raw layout + MONAI datalist + "
+                                      "DICOM SEG) or a mammography exam's classes (imagesCls + classification.csv) "
+                                      "to a de-identified retraining dataset")
+    p.add_argument("path", help="the study (folder or file) the segmentation or the classes belong to")
+    p.add_argument("--labels", default=None, help="label map: NIfTI on the image grid, or a DICOM SEG (required "
+                                                  "unless the study is a mammography exam exported by --class)")
     p.add_argument("--out", required=True, metavar="DIR", help="dataset root (created or appended to)")
     p.add_argument("--dataset", default="Dataset501_Lightbox")
     p.add_argument("--names", default=None, help="comma-separated label names for values 1, 2, ... (NIfTI)")
     p.add_argument("--series", default=None, help="series UID when the study has several")
     p.add_argument("--keep-mapping", action="store_true", help="also write the de-identification mapping")
     p.add_argument("--class", dest="cls", action="append", metavar="VIEW=LABEL",
-                   help="confirmed/corrected class per view or exam for the classifiers (repeatable)")
+                   help="confirmed/corrected class per view (RCC, LCC, RMLO, LMLO) or exam for the classifiers "
+                        "(repeatable); without --labels a mammography exam exports every view's image with them")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="fine-tune a model on an exported dataset (segmentation: nnU-Net layout; "

@@ -64,7 +64,8 @@ def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int
 
 def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], classes: Mapping[str, str], *,
                 labels: ViewLabels | None = None, dataset_name: str = DEFAULT_NAME, model: str = "",
-                keep_mapping: bool = False, secret: bytes | None = None) -> dict:
+                keep_mapping: bool = False, secret: bytes | None = None,
+                seg_models: Mapping[str, str] | None = None) -> dict:
     """Append one mammography exam; returns {"case", "dataset", "images": {view: path}, "rows": n,
     "segmentations": {view: export_case-like dict}, "mapping" (or None)}.
 
@@ -72,7 +73,8 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
     "exam": label}, only the labelled ones (an empty label is skipped). When any class is given, every
     view's image is written (rows only for the labelled ones). ``labels``: corrected maps per view,
     each exported as its own segmentation case (see the module docstring). ``model`` ("name
-    version") is the model whose suggestion the user confirmed or corrected.
+    version") is the model whose suggestion the user confirmed or corrected; ``seg_models`` names,
+    per view, the model whose map was corrected when that is another one (default ``model``).
     """
     classes = {safe_name(k, "view"): str(v).strip() for k, v in (classes or {}).items() if str(v).strip()}
     labels = {safe_name(k, "view"): v for k, v in (labels or {}).items()}
@@ -99,8 +101,9 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
     for v in (v for v in order if v in labels):
         volume, series = views[names[v]]
         label_map, label_names, original = labels[v]
-        out["segmentations"][v] = _add_segmentation(writer, deid, volume, label_map, label_names, series, model,
-                                                    original, case_id=f"{case}_{v}",
+        seg_model = (seg_models or {}).get(names[v], model)
+        out["segmentations"][v] = _add_segmentation(writer, deid, volume, label_map, label_names, series,
+                                                    seg_model, original, case_id=f"{case}_{v}",
                                                     extra={"exam_case": case, "view": v})
     out["mapping"] = _write_mapping(writer, deid, case) if keep_mapping else None
     return out
