@@ -382,3 +382,22 @@ def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(ExportError, match="consecutive"):
         DatasetWriter(tmp_path / "b", task_labels={"liver": 1, "bone": 3})
     assert not (tmp_path / "Dataset501_Lightbox" / "dataset.json").exists()
+
+
+def test_summary_and_refusal_read_without_writing(tmp_path):
+    from viewer.core.export.dataset import existing_datasets
+
+    new = DatasetWriter(tmp_path, "Dataset502_New", create=False)
+    assert not new.exists and not (tmp_path / "Dataset502_New").exists()
+    assert new.refusal(mg_view(1)) is None
+    assert new.summary() == {"segmentation_cases": 0, "classified_cases": 0, "labels": [], "channel": ""}
+    vol, lab = ct_case(0)
+    DatasetWriter(tmp_path).add_case(vol, lab, {1: "liver", 2: "bone"}, {})
+    DatasetWriter(tmp_path).add_classification("CASE_0007", "exam", "normal")
+    assert existing_datasets(tmp_path) == ["Dataset501_Lightbox"]
+    ct = DatasetWriter(tmp_path, create=False)
+    assert ct.summary() == {"segmentation_cases": 1, "classified_cases": 1, "labels": ["liver", "bone"],
+                            "channel": "CT"}
+    assert ct.refusal(vol, {1: "liver", 3: "spleen"}) is None
+    assert "channel 0 is 'CT'" in ct.refusal(mg_view(1))
+    assert "background" in ct.refusal(vol, {1: "background"})

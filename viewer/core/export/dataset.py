@@ -81,6 +81,14 @@ class ClassifiedView:
     chest_wall: str = ""
 
 
+def existing_datasets(root) -> list[str]:
+    """Names of the datasets under ``root`` (sub-folders with a dataset.json), sorted."""
+    try:
+        return sorted(p.name for p in Path(root).iterdir() if (p / "dataset.json").is_file())
+    except OSError:
+        return []
+
+
 def identity(uid: str) -> str:
     return uid
 
@@ -300,12 +308,13 @@ class DatasetWriter:
 
     ``task_labels`` ({name: value}, background 0 implied) fixes the label values of a new dataset
     and must agree with an existing one; ``channel_names`` ({"0": "CT"}) likewise, and defaults to
-    the existing dataset's or, for a new one, the first image's modality.
+    the existing dataset's or, for a new one, the first image's modality. ``create=False`` only reads
+    (an export dialog asking :meth:`refusal` and :meth:`summary` must not make folders).
     """
 
     def __init__(self, root, name: str = DEFAULT_NAME, task_labels: Mapping[str, int] | None = None,
                  channel_names: Mapping[str, str] | None = None, case_prefix: str = "CASE",
-                 uid_mapper: Callable[[str], str] = identity, description: str = ""):
+                 uid_mapper: Callable[[str], str] = identity, description: str = "", create: bool = True):
         self.root = Path(root)
         self.name = safe_name(name, DEFAULT_NAME)
         self.case_prefix = safe_name(case_prefix, "CASE")
@@ -313,7 +322,7 @@ class DatasetWriter:
         self.folder = inside(self.root, self.name)
         self.images = self.folder / "imagesTr"
         self.labels_dir = self.folder / "labelsTr"
-        for folder in (self.folder, self.images, self.labels_dir):
+        for folder in (self.folder, self.images, self.labels_dir) if create else ():
             self._make_folder(folder)
         meta = self.dataset_json_path
         self.meta: dict = _read_json(meta) if meta.exists() else {}
@@ -369,6 +378,30 @@ class DatasetWriter:
 
     def cls_image_path(self, case_id: str, view: str) -> Path:
         return inside(self.cls_images, f"{safe_name(case_id, 'case')}_{safe_name(view, 'view')}{FILE_ENDING}")
+
+    @property
+    def exists(self) -> bool:
+        return self.dataset_json_path.exists()
+
+    def summary(self) -> dict:
+        """What the dataset holds: {"segmentation_cases", "classified_cases", "labels" (names, no
+        background), "channel" ("" for a new dataset)}."""
+        labels = sorted((n for n, v in self.labels.items() if v), key=lambda n: self.labels[n])
+        return {"segmentation_cases": len(self.case_ids()),
+                "classified_cases": len({r["case"] for r in self.classifications()}),
+                "labels": labels, "channel": self.channel_names.get("0", "")}
+
+    def refusal(self, image: Volume | None = None, label_names: Mapping[int, str] | None = None) -> str | None:
+        """Why the dataset cannot take ``image`` (another channel/modality) with a map whose labels
+        are ``label_names``, in the words an export would fail with; None when it can. Writes nothing."""
+        try:
+            if image is not None:
+                self._check_channel(image)
+            if label_names:
+                self._dataset_values({int(k): str(v) for k, v in label_names.items()}, dict(self.meta["labels"]))
+        except ExportError as exc:
+            return str(exc)
+        return None
 
     # -- compatibility --
     def _check_existing(self) -> None:
