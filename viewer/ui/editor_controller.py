@@ -30,6 +30,7 @@ from ..core.undo import LabelLocked
 from .analysis_controller import EDIT_LAYER_NAME as EDIT_LAYER
 from .analysis_controller import LABEL_LAYER as AI_LABEL_LAYER
 from .edit_tools import EDIT_TOOLS
+from .export_dialog import EXAM_VIEW, ExportDialog, ExportRequest, ExportSubject, suggested_class
 from .overlays import LabelLayer
 from .segment_panel import SegmentPanel
 
@@ -241,9 +242,12 @@ class EditorController(QObject):
         self.load_action = QAction("Load segmentation…", window)
         self.load_action.triggered.connect(lambda: self.load_dialog())
         self.export_action = QAction("Export for training…", window)
-        self.export_action.setToolTip("Append the shown image and its corrected segmentation to a de-identified "
-                                      "retraining dataset (nnU-Net v2 / MONAI, DICOM SEG)")
+        self.export_action.setToolTip("Append the shown image's corrected segmentation, or a mammography exam's "
+                                      "classes, to a de-identified retraining dataset (nnU-Net v2 / MONAI, "
+                                      "DICOM SEG, classification.csv)")
         self.export_action.triggered.connect(lambda: self.export_dialog())
+        self.export_box: ExportDialog | None = None  # the open Export for training dialog
+        self.last_export: dict | None = None
         for act in (self.undo_action, self.redo_action, self.bigger, self.smaller, *self.label_keys):
             window.addAction(act)
 
@@ -507,40 +511,129 @@ class EditorController(QObject):
     # -- export for retraining ------------------------------------------------------------------------
     def export(self, root, view=None, dataset_name: str = "Dataset501_Lightbox", should_stop=None) -> None:
         """Export the shown image's map in the background (window's worker: progress bar, Cancel)."""
-        from ..core.export.training import export_case
+        self.run_export(ExportRequest(str(root), dataset_name, True, {}, False), view, should_stop)
 
-        view = view or self.session.active_view()
+    def _mammo_shown(self) -> bool:
+        w = self.window
+        return w.views.currentWidget() is w.mammo_layout and w.shown_mammo is not None
+
+    def _mammo_views(self) -> dict:
+        """{view: (volume, series)} of the 4-view hanging on screen."""
+        layout = self.window.mammo_layout
+        return {name: (cell.volume, layout.series.get(name)) for name, cell in layout.cells.items()
+                if cell.volume is not None}
+
+    def _edited(self, view) -> tuple | None:
+        """(labels snapshot, names, model's map or None, model) of ``view``'s map; None without voxels."""
         got = self.session.labelmap_for(view, create=False) if view is not None else None
-        if got is None:
-            self.window.show_message("Export: no segmentation for the shown image", "warning")
-            return
+        if got is None or not got[0].array.any():
+            return None
         lm, vol = got
-        key = map_key(vol)
-        labels = lm.array.copy()  # a snapshot: editing may go on while it is written
-        names = {v: lb.name for v, lb in lm.labels.items()}
-        original, model = self.session.origins.get(key, (None, ""))
-        series = self.window.viewport_series(view) or self._series_of(vol)
+        original, model = self.session.origins.get(map_key(vol), (None, ""))
+        # a snapshot: editing may go on while it is written
+        return lm.array.copy(), {v: lb.name for v, lb in lm.labels.items()}, original, model
 
-        def job(progress, stop):
-            progress(0, 1)
-            out = export_case(root, vol, labels, names, series, dataset_name=dataset_name, model=model,
-                              original_labels=original)
-            progress(1, 1)
-            return out
+    def _edited_mammo(self) -> dict:
+        cells = self.window.mammo_layout.cells
+        return {name: e for name in self._mammo_views() if (e := self._edited(cells[name])) is not None}
+
+    def _ai_exam(self):
+        """The cached analysis of the exam on screen, or None (Analyze not run)."""
+        study = self.window.shown_mammo
+        return self.window.analysis.cache.get(f"study:{study.uid}") if study is not None else None
+
+    def export_subject(self) -> ExportSubject:
+        """What can be exported from the screen, with the AI's classes as suggestions."""
+        if self._mammo_shown():
+            views = self._mammo_views()
+            edited = self._edited_mammo()
+            text = "; ".join(f"{n}: {', '.join(e[1][v] for v in sorted(e[1]) if v and (e[0] == v).any())}"
+                             for n, e in edited.items())
+            names = {v: n for e in edited.values() for v, n in e[1].items()}
+            result = self._ai_exam()
+            suggestions = {}
+            if result is not None:
+                for name, sr in result.series.items():
+                    if "malignancy" in sr.scores:
+                        p = float(sr.scores["malignancy"])
+                        suggestions[name] = (suggested_class(p), p)
+                if result.exam_scores:
+                    p = max(float(v) for v in result.exam_scores.values())
+                    suggestions[EXAM_VIEW] = (suggested_class(p), p)
+            image = next(iter(views.values()))[0] if views else None
+            return ExportSubject(image, text, names, tuple(views), suggestions)
+        view = self.session.active_view()
+        edited = self._edited(view)
+        if edited is None:
+            return ExportSubject(view.volume if view is not None else None)
+        labels, names, _original, _model = edited
+        present = [names[v] for v in sorted(names) if v and (labels == v).any()]
+        text = f"{', '.join(present)} ({int(np.count_nonzero(labels))} voxels)"
+        return ExportSubject(view.volume, text, names)
+
+    def run_export(self, request: ExportRequest, view=None, should_stop=None) -> None:
+        """Run an ExportRequest on the window's worker (progress bar, Cancel); the result or the
+        ExportError naming the folder ends in the status bar."""
+        from ..core.export.training import export_case, export_exam
+
+        if self._mammo_shown() and view is None:
+            views = self._mammo_views()
+            edited = self._edited_mammo() if request.segmentation else {}
+            result = self._ai_exam()
+            model = (result.models.get("exam", "") if result is not None else "") if request.classes else ""
+            if not request.classes and not edited:
+                self.window.show_message("Export: nothing to export (no class and no corrected segmentation)",
+                                         "warning")
+                return
+
+            def job(progress, stop):
+                progress(0, 1)
+                out = export_exam(request.root, views, request.classes, dataset_name=request.dataset,
+                                  labels={n: e[:3] for n, e in edited.items()}, model=model,
+                                  seg_models={n: e[3] for n, e in edited.items() if e[3]},
+                                  keep_mapping=request.keep_mapping)
+                progress(1, 1)
+                return out
+        else:
+            view = view or self.session.active_view()
+            edited = self._edited(view) if request.segmentation else None
+            if edited is None:
+                self.window.show_message("Export: no segmentation for the shown image", "warning")
+                return
+            labels, names, original, model = edited
+            vol = view.volume
+            series = self.window.viewport_series(view) or self._series_of(vol)
+
+            def job(progress, stop):
+                progress(0, 1)
+                out = export_case(request.root, vol, labels, names, series, dataset_name=request.dataset,
+                                  model=model, original_labels=original, keep_mapping=request.keep_mapping,
+                                  classes=request.classes)
+                progress(1, 1)
+                return out
 
         self.window._start("Exporting for training", job, self._exported, should_stop)
 
     def _exported(self, out: dict) -> None:
         self.last_export = out
-        self.window.show_message(f"Exported {out['case']} to {out['dataset']}"
-                                 + (" (with a de-identified DICOM SEG)" if out["seg"] else ""))
+        if "images" in out:  # an exam
+            what = [f"{len(out['images'])} view image(s), {out['rows']} class row(s)"] if out["images"] else []
+            what += [f"segmentation {v} as {o['case']}" for v, o in out["segmentations"].items()]
+            detail = f" ({'; '.join(what)})"
+        else:
+            detail = " (with a de-identified DICOM SEG)" if out["seg"] else ""
+        self.window.show_message(f"Exported {out['case']} to {out['dataset']}{detail}")
         self.exported.emit(out)
 
-    def export_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Export for training: dataset root",
-                                                  self.window._last_dir)
-        if folder:
-            self.export(folder)
+    def export_dialog(self) -> ExportDialog:
+        """Segment ▸ Export for training…: the dialog; Export runs the request on the worker."""
+        dialog = ExportDialog(self.export_subject(), self.window, root=self.window._last_dir)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.accepted.connect(lambda: self.run_export(dialog.request()))
+        dialog.finished.connect(lambda _r: setattr(self, "export_box", None))
+        self.export_box = dialog
+        dialog.open()
+        return dialog
 
     # -- unsaved work ----------------------------------------------------------------------------------
     def dirty_maps(self) -> list[tuple[str, LabelMap]]:

@@ -1,0 +1,181 @@
+"""Segment ▸ Export for training…: the dialog on the real window, CT segmentation and 4-view mammography."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+import SimpleITK as sitk
+from PySide6.QtCore import Qt
+
+from viewer.core.export.dataset import DatasetWriter
+from viewer.core.synthetic import write_ct_study, write_mammo_exam
+from viewer.ui.export_dialog import ExportDialog
+from viewer.ui.main_window import MainWindow
+
+
+@pytest.fixture(scope="module")
+def ct_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ct")
+    write_ct_study(out, shape=(16, 48, 40), spacing=(5.0, 2.0, 3.0), seed=5)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mg_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mg")
+    write_mammo_exam(out, (192, 150), seed=5)
+    return out
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """Shown but not registered with qtbot: a window with unsaved edits asks before closing."""
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    w = MainWindow()
+    w.resize(1300, 850)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()
+    w.close()
+    w.deleteLater()
+
+
+def open_and_wait(qtbot, w, path):
+    with qtbot.waitSignal(w.image_shown, timeout=30000):
+        w.open_path(path)
+    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
+
+
+def paint(w, row, col, radius_mm=6.0):
+    w.set_tool("brush")
+    w.editor.panel.radius.setValue(radius_mm)
+    view = w.slice_view
+    view.tool.click(*view.pixel_center(row, col))
+
+
+def open_dialog(qtbot, w) -> ExportDialog:
+    w.editor.export_action.trigger()
+    dialog = w.editor.export_box
+    assert isinstance(dialog, ExportDialog)
+    qtbot.waitExposed(dialog)
+    return dialog
+
+
+def export_through(qtbot, w, dialog) -> dict:
+    assert dialog.export_button.isEnabled(), dialog.warning.text()
+    with qtbot.waitSignal(w.editor.exported, timeout=60000) as blocker:
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
+    return blocker.args[0]
+
+
+def test_ct_segmentation_into_a_new_dataset_then_appended_from_the_combo(qtbot, window, ct_dir, tmp_path):
+    w = window
+    open_and_wait(qtbot, w, ct_dir)
+    paint(w, 20, 20)
+    root = tmp_path / "datasets"
+    root.mkdir()
+    dialog = open_dialog(qtbot, w)
+    assert "Segment 1" in dialog.segmentation.text() and dialog.segmentation.isChecked()
+    assert not dialog.class_boxes  # no classes for a CT
+    assert not dialog.keep_mapping.isChecked() and "PS3.15" in dialog.deid_text.text()
+    dialog.root.setText(str(root))
+    dialog.dataset.setCurrentText("Dataset601_Test")
+    assert dialog.summary.text().startswith("New dataset")
+    out = export_through(qtbot, w, dialog)
+    ds = root / "Dataset601_Test"
+    assert out["case"] == "CASE_0001" and out["dataset"] == ds
+    assert out["image"].is_file() and out["label"].is_file() and out["seg"].is_file()
+    assert out["mapping"] is None and not list(ds.glob("deid-mapping-*"))  # keep-mapping off: no PHI file
+    assert "CASE_0001" in w.message.text() and str(ds) in w.message.text()
+
+    paint(w, 10, 30)
+    dialog = open_dialog(qtbot, w)
+    assert dialog.root.text() == str(root)  # remembered
+    dialog.dataset.setCurrentText("")
+    index = dialog.dataset.findText("Dataset601_Test")
+    assert index >= 0  # the existing dataset is offered
+    dialog.dataset.setCurrentIndex(index)
+    assert dialog.summary.text().startswith("1 segmentation case(s)") and "channel CT" in dialog.summary.text()
+    assert "Segment 1" in dialog.summary.text() and not dialog.warning.isVisible()
+    out = export_through(qtbot, w, dialog)
+    assert out["case"] == "CASE_0002"
+    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 2
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out["label"])))
+    lm, _vol = w.editor.session.labelmap_for(w.slice_view, create=False)
+    np.testing.assert_array_equal(labels > 0, lm.array > 0)
+
+    # a destination that cannot be written: the error names it in the status bar; the app goes on
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("x")
+    dialog = open_dialog(qtbot, w)
+    dialog.root.setText(str(blocked))
+    with qtbot.waitSignal(w.task_failed, timeout=30000):
+        qtbot.mouseClick(dialog.export_button, Qt.MouseButton.LeftButton)
+    assert "failed" in w.message.text() and str(blocked) in w.message.text()
+
+
+def test_mammography_exam_classes_from_the_dialog(qtbot, window, mg_dir, tmp_path):
+    w = window
+    open_and_wait(qtbot, w, mg_dir)
+    assert w.views.currentWidget() is w.mammo_layout
+    with qtbot.waitSignal(w.analysis.analysis_finished, timeout=120000):
+        w.analysis.action.trigger()
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
+    result = w.analysis.cache[f"study:{w.shown_mammo.uid}"]
+    root = tmp_path / "datasets"
+    ct_case = tmp_path / "ct-image"
+    write_ct_study(ct_case, shape=(6, 16, 16), spacing=(5.0, 4.0, 4.0), seed=1)
+    from viewer.core.io import load_series, scan
+
+    ct = load_series(scan(ct_case).series[0])
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[2:4, 4:8, 4:8] = 1
+    DatasetWriter(root, "Dataset602_CT").add_case(ct, labels, {1: "liver"}, {})
+
+    dialog = open_dialog(qtbot, w)
+    assert set(dialog.class_boxes) == {"RCC", "LCC", "RMLO", "LMLO", "exam"}
+    for name, sr in result.series.items():  # pre-filled from the AI, marked as its suggestion
+        p = sr.scores["malignancy"]
+        assert dialog.class_boxes[name].currentText() == ("suspicious" if p >= 0.5 else "normal")
+        assert dialog.class_hints[name].text().startswith("AI suggestion")
+    dialog.root.setText(str(root))
+    dialog.dataset.setCurrentIndex(dialog.dataset.findText("Dataset602_CT"))
+    assert dialog.warning.isVisible() and "channel 0 is 'CT'" in dialog.warning.text()
+    assert not dialog.export_button.isEnabled()  # a CT dataset cannot take mammograms
+
+    dialog.dataset.setCurrentText("Dataset603_MG")
+    assert not dialog.warning.isVisible()
+    suggested = dialog.class_boxes["LCC"].currentText()
+    corrected = "normal" if suggested == "suspicious" else "suspicious"
+    dialog.class_boxes["LCC"].setCurrentText(corrected)
+    assert dialog.class_hints["LCC"].text().startswith("corrected")
+    dialog.class_boxes["RMLO"].setCurrentText("")  # not labelled: no row, its image still goes
+    dialog.class_boxes["exam"].setCurrentText("suspicious")
+    dialog.keep_mapping.setChecked(True)
+    out = export_through(qtbot, w, dialog)
+
+    ds = root / "Dataset603_MG"
+    for name, cell in w.mammo_layout.cells.items():
+        image = sitk.ReadImage(str(ds / "imagesCls" / f"{out['case']}_{name}.nii.gz"))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), cell.volume.array)
+    with open(ds / "classification.csv", newline="") as f:
+        rows = {r["view"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"RCC", "LCC", "LMLO", "exam"}
+    assert rows["LCC"]["label"] == corrected and rows["exam"]["label"] == "suspicious"
+    assert rows["LCC"]["image"] == f"imagesCls/{out['case']}_LCC.nii.gz" and rows["LCC"]["chest_wall"] == "left"
+    assert rows["exam"]["image"] == ""
+    record = json.loads((ds / "provenance.jsonl").read_text().splitlines()[0])
+    assert record["model"]["name"] == result.models["exam"].rpartition(" ")[0]
+    assert out["mapping"] is not None and out["mapping"].is_file()  # asked for: kept
+    assert json.loads((ds / "dataset.json").read_text())["channel_names"] == {"0": "MG"}
