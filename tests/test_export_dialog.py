@@ -106,7 +106,7 @@ def test_ct_segmentation_into_a_new_dataset_then_appended_from_the_combo(qtbot, 
     index = dialog.dataset.findText("Dataset601_Test")
     assert index >= 0  # the existing dataset is offered
     dialog.dataset.setCurrentIndex(index)
-    assert dialog.summary.text().startswith("1 segmentation case(s)") and "channel CT" in dialog.summary.text()
+    assert dialog.summary.text().startswith("1 segmentation case ·") and "channel CT" in dialog.summary.text()
     assert "Segment 1" in dialog.summary.text() and not dialog.warning.isVisible()
     out = export_through(qtbot, w, dialog)
     assert out["case"] == "CASE_0002"

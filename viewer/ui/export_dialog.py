@@ -104,8 +104,8 @@ class ExportDialog(QDialog):
 
         what = QGroupBox("What is exported")
         what_layout = QVBoxLayout(what)
-        self.segmentation = QCheckBox(f"Corrected segmentation: {subject.segmentation}" if subject.segmentation
-                                      else "Corrected segmentation: none for the shown image")
+        none = "none for the shown views" if subject.views else "none for the shown image"
+        self.segmentation = QCheckBox(f"Corrected segmentation: {subject.segmentation or none}")
         self.segmentation.setChecked(bool(subject.segmentation))
         self.segmentation.setEnabled(bool(subject.segmentation))
         what_layout.addWidget(self.segmentation)
@@ -191,7 +191,7 @@ class ExportDialog(QDialog):
                          else f"corrected (the AI suggested {label}, p = {p:.2f})")
 
     def _mapping_toggled(self, on: bool) -> None:
-        self.mapping_warning.setStyleSheet(WARN_STYLE if on else "color: palette(mid);")
+        self.mapping_warning.setStyleSheet(WARN_STYLE if on else "color: #666;")
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset root", self.root.text() or str(Path.home()))
@@ -259,9 +259,13 @@ def _describe(writer: DatasetWriter, typed: str) -> str:
         renamed = f" as {writer.name}" if writer.name != typed.strip() else ""
         return f"New dataset: created{renamed} in {writer.root}"
     s = writer.summary()
-    parts = [f"{s['segmentation_cases']} segmentation case(s)"]
+    parts = [_count(s["segmentation_cases"], "segmentation case")]
     if s["classified_cases"]:
-        parts.append(f"{s['classified_cases']} classified case(s)")
+        parts.append(_count(s["classified_cases"], "classified case"))
     parts.append("labels: " + (", ".join(s["labels"]) if s["labels"] else "none yet"))
     parts.append(f"channel {s['channel'] or 'not set yet'}")
     return " · ".join(parts)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
