@@ -1,4 +1,5 @@
-"""AI ▸ Train…: fine-tuning from the app with a live plot, Cancel, and switching model versions."""
+"""AI ▸ Train…: fine-tuning from the app with a live plot, Cancel, and switching model versions; the
+exam classifier trains from a classification dataset with its validation AUC plotted."""
 from __future__ import annotations
 
 import os
@@ -10,8 +11,10 @@ import pytest
 pytest.importorskip("pytestqt")
 
 import torch
+from PySide6.QtCore import Qt
 from qt_helpers import shown
 from test_finetune import write_dataset
+from test_finetune_exam import write_exam_dataset
 
 from viewer.analysis import run
 from viewer.ui.main_window import MainWindow
@@ -20,6 +23,11 @@ from viewer.ui.main_window import MainWindow
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("Dataset502_Lightbox"), 2, 3000)
+
+
+@pytest.fixture(scope="module")
+def exam_dataset(tmp_path_factory):
+    return write_exam_dataset(tmp_path_factory.mktemp("exam_classes"), 4, 700)
 
 
 @pytest.fixture
@@ -34,7 +42,10 @@ def window(qtbot, tmp_path, monkeypatch):
 
 def test_train_from_the_app_writes_a_version_analyze_then_uses(qtbot, window, dataset, tmp_path):
     dialog = window.analysis.show_train()
-    assert "ct-organs-unet3d" in [dialog.model.itemText(i) for i in range(dialog.model.count())]
+    assert dialog.model.itemText(0) == "Automatic (by dataset)" and dialog.model.currentData() is None
+    assert {"ct-organs-unet3d", "mammo-exam"} <= set(dialog.model_names())
+    assert "mammo-patch" not in dialog.model_names()  # a patch classifier cannot be fine-tuned here
+    dialog.select_model("ct-organs-unet3d")
     dialog.dataset.setText(str(dataset))
     dialog.epochs.setValue(2)
     dialog.steps.setValue(1)
@@ -45,7 +56,8 @@ def test_train_from_the_app_writes_a_version_analyze_then_uses(qtbot, window, da
     assert [r["epoch"] for r in dialog.records] == [1, 2]
     xs, ys = dialog.loss_curve.getData()
     assert list(xs) == [1, 2] and len(ys) == 2
-    assert dialog.dice_curves  # validation Dice per class plotted
+    assert dialog.metric_curves and all(k.startswith("Dice ") for k in dialog.metric_curves)  # Dice per class
+    assert "validation Dice" in dialog.plot.getPlotItem().getAxis("right").labelText
     assert run.pick_card("segmentation-3d", "CT").version == "1.1"  # the newest is used
 
     models = window.analysis.show_models()
@@ -73,4 +85,37 @@ def test_cancel_stops_training_and_writes_nothing(qtbot, window, dataset, tmp_pa
     assert blocker.args[0] is None and "cancelled" in dialog.status.text()
     assert len(dialog.records) < 50
     assert not list((tmp_path / "models").glob("*.json")) if (tmp_path / "models").exists() else True
+    dialog.close()
+
+
+def test_train_the_exam_classifier_automatically_from_a_classification_dataset(qtbot, window, exam_dataset,
+                                                                               tmp_path):
+    dialog = window.analysis.show_train()
+    dialog.select_model(None)  # Automatic: a dataset of view classes only trains the exam classifier
+    dialog.dataset.setText(str(exam_dataset))
+    dialog.epochs.setValue(2)
+    dialog.steps.setValue(2)
+    statuses = []  # the status line after each epoch (queued after the dialog's own slot)
+    dialog.epoch_done.connect(lambda _r: statuses.append(dialog.status.text()), Qt.ConnectionType.QueuedConnection)
+    with qtbot.waitSignal(dialog.finished_training, timeout=240000) as blocker:
+        dialog.start()
+    card = blocker.args[0]
+    assert card is not None and (card.name, card.version) == ("mammo-exam", "1.0.1"), dialog.status.text()
+    assert len(statuses) == 2 and statuses[1].startswith("epoch 2/2: loss ")
+    assert all("validation AUC suspicious" in t and "accuracy" in t for t in statuses), statuses
+    assert card.path == tmp_path / "models"
+    assert [r["epoch"] for r in dialog.records] == [1, 2]
+    assert list(dialog.metric_curves) == ["AUC suspicious", "accuracy"]
+    for name, key in (("AUC suspicious", ("val_auc", "suspicious")), ("accuracy", ("val_accuracy",))):
+        xs, ys = dialog.metric_curves[name].getData()
+        assert list(xs) == [1, 2] and all(0 <= y <= 1 for y in ys)
+        expected = [r[key[0]][key[1]] if len(key) == 2 else r[key[0]] for r in dialog.records]
+        assert list(ys) == pytest.approx(expected)
+    assert dialog.plot.getPlotItem().getAxis("right").labelText == "validation AUC / accuracy"
+    assert "Wrote mammo-exam 1.0.1 (last epoch: validation AUC suspicious" in dialog.status.text()
+    assert run.pick_card("exam-classifier", "MG").version == "1.0.1"  # Analyze uses it from now on
+
+    models = window.analysis.show_models()
+    assert ("mammo-exam", "1.0.1") in [(c.name, c.version) for c in models.cards]
+    models.close()
     dialog.close()

@@ -1,6 +1,9 @@
-"""AI ▸ Train…: fine-tune a segmentation model on an exported dataset, with a live loss/Dice plot.
+"""AI ▸ Train…: fine-tune a model on an exported dataset, with a live plot of the loss and the
+validation metric (Dice per class for segmentation models, AUC for the exam classifier).
 
-Training runs on its own worker (it can take minutes; loading and viewing go on), reports each
+The model list holds every fine-tunable model (3D and 2D segmentation, exam classifier) after
+"Automatic (by dataset)", which lets ``inference.finetune.default_model`` choose from the dataset's
+contents (CT masks, MG masks, or view classes only). Training runs on its own worker (it can take minutes; loading and viewing go on), reports each
 epoch to the plot, stops on Cancel, and leaves a new model version in the user's model folder,
 which Analyze then uses (AI ▸ Models… can switch back).
 """
@@ -27,11 +30,23 @@ from PySide6.QtWidgets import (
 from ..core.errors import Cancelled, LightboxError
 from .workers import TaskRunner
 
-DICE_COLORS = ((255, 80, 80), (80, 220, 80), (90, 150, 255), (240, 200, 60))
+METRIC_COLORS = ((220, 60, 60), (40, 160, 40), (60, 110, 230), (200, 150, 0))
+FINETUNABLE = {"segmentation-3d": "3D segmentation", "segmentation-2d": "2D segmentation",
+               "exam-classifier": "exam classifier"}  # task -> words for the model list
+AUTOMATIC = "Automatic (by dataset)"
+METRICS = (("val_dice", "Dice"), ("val_auc", "AUC"))  # record key -> what the plot calls it
+
+
+def validation_points(record: dict) -> dict[str, float]:
+    """{"Dice lungs": 0.97, ...} or {"AUC suspicious": 0.91, "accuracy": 0.85}: what one epoch adds to the plot."""
+    points = {f"{title} {name}": float(v) for key, title in METRICS for name, v in record.get(key, {}).items()}
+    if record.get("val_accuracy") is not None:
+        points["accuracy"] = float(record["val_accuracy"])
+    return points
 
 
 class TrainDialog(QDialog):
-    epoch_done = Signal(object)  # {"epoch", "loss", "val_dice": {class: dice}}, from the worker thread
+    epoch_done = Signal(object)  # {"epoch", "loss", "val_dice" or "val_auc": {class: value}}, from the worker
     finished_training = Signal(object)  # the new ModelCard, or None (failed / cancelled)
 
     def __init__(self, parent: QWidget | None = None):
@@ -44,7 +59,7 @@ class TrainDialog(QDialog):
         self.result_card = None
 
         self.dataset = QLineEdit()
-        self.dataset.setPlaceholderText("nnU-Net v2 raw dataset folder (imagesTr, labelsTr, dataset.json)")
+        self.dataset.setPlaceholderText("exported dataset folder (imagesTr + labelsTr, or classification.json)")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -65,10 +80,12 @@ class TrainDialog(QDialog):
 
         self.plot = pg.PlotWidget(background="w")
         self.plot.setLabel("bottom", "epoch")
-        self.plot.addLegend(offset=(-10, 10))
+        self.plot.setLabel("left", "training loss")
+        self.legend = self.plot.addLegend(offset=(-10, 30))
         self.loss_curve = self.plot.plot([], [], pen=pg.mkPen((40, 40, 40), width=2), symbol="o", symbolSize=5,
                                          name="loss")
-        self.dice_curves: dict[str, pg.PlotDataItem] = {}
+        self.metric_view = self._metric_axis()
+        self.metric_curves: dict[str, pg.PlotDataItem] = {}  # "Dice lungs" / "AUC suspicious" -> curve
         self.status = QLabel("Choose a dataset exported for retraining, then Start.")
         self.status.setWordWrap(True)
         self.start_button = QPushButton("Start")
@@ -88,12 +105,47 @@ class TrainDialog(QDialog):
         self.epoch_done.connect(self._epoch, Qt.ConnectionType.QueuedConnection)
         self.reload_models()
 
+    def _metric_axis(self) -> pg.ViewBox:
+        """A second view box on the right axis, 0..1: validation metrics keep their scale whatever the loss."""
+        item = self.plot.getPlotItem()
+        view = pg.ViewBox()
+        item.showAxis("right")
+        item.scene().addItem(view)
+        item.getAxis("right").linkToView(view)
+        item.getAxis("right").setLabel("validation")
+        view.setXLink(item)
+        view.setYRange(0, 1.05, padding=0)  # room above 1 for markers at a perfect score
+        view.setMouseEnabled(x=False, y=False)
+
+        def follow() -> None:
+            view.setGeometry(item.vb.sceneBoundingRect())
+            view.linkedViewChanged(item.vb, view.XAxis)
+
+        item.vb.sigResized.connect(follow)
+        follow()
+        return view
+
     def reload_models(self) -> None:
+        """Automatic first, then every fine-tunable model by name (the item data is the name)."""
         from inference.registry import available_models
 
+        current = self.model.currentData()
         self.model.clear()
-        names = sorted({c.name for c in available_models(task="segmentation-3d")})
-        self.model.addItems(names)
+        self.model.addItem(AUTOMATIC, None)
+        tasks = {}
+        for card in available_models():
+            if card.task in FINETUNABLE:
+                tasks.setdefault(card.name, card.task)
+        for name in sorted(tasks):
+            self.model.addItem(f"{name} ({FINETUNABLE[tasks[name]]})", name)
+        self.model.setCurrentIndex(max(0, self.model.findData(current)))
+
+    def model_names(self) -> list[str]:
+        """The models offered, by name (Automatic excluded)."""
+        return [self.model.itemData(i) for i in range(1, self.model.count())]
+
+    def select_model(self, name: str | None) -> None:
+        self.model.setCurrentIndex(max(0, self.model.findData(name)))
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.dataset.text() or str(Path.home()))
@@ -105,14 +157,21 @@ class TrainDialog(QDialog):
         return self.task is not None
 
     def start(self) -> None:
-        from inference.finetune import FinetuneError, Stopped, finetune
+        from inference.finetune import FinetuneError, Stopped, default_model, finetune
 
-        dataset, model = self.dataset.text().strip(), self.model.currentText()
+        dataset, model = self.dataset.text().strip(), self.model.currentData()
         if not dataset or not Path(dataset).is_dir():
             self.status.setText(f"{dataset or '(no folder)'}: not a dataset folder")
             return
+        how = ""
+        if model is None:
+            model, how = default_model(dataset), " (chosen by the dataset)"
         epochs, steps = self.epochs.value(), self.steps.value()
         self.records = []
+        for curve in self.metric_curves.values():  # a new run may report another metric
+            self.metric_view.removeItem(curve)
+            self.legend.removeItem(curve)
+        self.metric_curves.clear()
         self._redraw()
 
         def job(progress, should_stop):
@@ -129,7 +188,7 @@ class TrainDialog(QDialog):
 
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"Fine-tuning {model} on {Path(dataset).name}…")
+        self.status.setText(f"Fine-tuning {model}{how} on {Path(dataset).name}…")
         self.task = self.runner.start(job, "training", on_finished=self._done, on_failed=self._failed,
                                       on_cancelled=self._cancelled)
 
@@ -141,20 +200,39 @@ class TrainDialog(QDialog):
     def _epoch(self, record: dict) -> None:
         self.records.append(record)
         self._redraw()
-        dice = ", ".join(f"{k} {v:.3f}" for k, v in record["val_dice"].items())
-        self.status.setText(f"epoch {record['epoch']}/{self.epochs.value()}: loss {record['loss']:.4f}"
-                            + (f"; validation Dice {dice}" if dice else ""))
+        self.status.setText(f"epoch {record['epoch']}/{self.epochs.value()}: loss {record['loss']:.4f}; "
+                            f"{self._describe(record)}")
+
+    @staticmethod
+    def _describe(record: dict) -> str:
+        """inference.finetune.describe_metrics, plus the classifier's accuracy when it does not say it."""
+        from inference.finetune import describe_metrics
+
+        text = describe_metrics(record)
+        if record.get("val_accuracy") is not None and "accuracy" not in text:
+            text += f", accuracy {record['val_accuracy']:.3f}"
+        return text
 
     def _redraw(self) -> None:
         epochs = [r["epoch"] for r in self.records]
         self.loss_curve.setData(epochs, [r["loss"] for r in self.records])
-        names = sorted({k for r in self.records for k in r["val_dice"]})
-        for i, name in enumerate(names):
-            if name not in self.dice_curves:
-                self.dice_curves[name] = self.plot.plot([], [], pen=pg.mkPen(DICE_COLORS[i % 4], width=2),
-                                                        symbol="t", symbolSize=6, name=f"Dice {name}")
-            pts = [(r["epoch"], r["val_dice"][name]) for r in self.records if name in r["val_dice"]]
-            self.dice_curves[name].setData([p[0] for p in pts], [p[1] for p in pts])
+        titles = [title for key, title in METRICS if any(key in r for r in self.records)]
+        if any(r.get("val_accuracy") is not None for r in self.records):
+            titles.append("accuracy")
+        self.plot.getPlotItem().getAxis("right").setLabel("validation " + " / ".join(titles) if titles
+                                                          else "validation")
+        points = [validation_points(r) for r in self.records]
+        for label in sorted({k for p in points for k in p}, key=lambda k: (k == "accuracy", k)):
+            if label not in self.metric_curves:
+                color = METRIC_COLORS[len(self.metric_curves) % len(METRIC_COLORS)]
+                style = Qt.PenStyle.DashLine if label == "accuracy" else Qt.PenStyle.SolidLine
+                curve = pg.PlotDataItem([], [], pen=pg.mkPen(color, width=2, style=style), symbol="t", symbolSize=7,
+                                        symbolBrush=color, symbolPen=color)
+                self.metric_view.addItem(curve)
+                self.legend.addItem(curve, label)
+                self.metric_curves[label] = curve
+            pts = [(r["epoch"], p[label]) for r, p in zip(self.records, points) if label in p]
+            self.metric_curves[label].setData([e for e, _ in pts], [v for _, v in pts])
 
     def _end(self) -> None:
         self.task = None
@@ -164,7 +242,8 @@ class TrainDialog(QDialog):
     def _done(self, card) -> None:
         self._end()
         self.result_card = card
-        self.status.setText(f"Wrote {card.name} {card.version} to {card.path}. Analyze uses it from now on "
+        last = f" (last epoch: {self._describe(self.records[-1])})" if self.records else ""
+        self.status.setText(f"Wrote {card.name} {card.version}{last} to {card.path}. Analyze uses it from now on "
                             "(AI ▸ Models… switches versions).")
         self.finished_training.emit(card)
 
