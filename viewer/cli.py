@@ -199,7 +199,7 @@ def cmd_export(args) -> int:
         labels = read_label_map(labels_path, volume)
         given = [n.strip() for n in (args.names or "").split(",") if n.strip()]
         names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
-                 for v in sorted(set(int(x) for x in np.unique(labels)) - {0})}
+                 for v in sorted({int(x) for x in np.unique(labels)} - {0})}
     out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset,
                       keep_mapping=args.keep_mapping, classes=classes)
     print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),

@@ -30,7 +30,13 @@ from ..core.undo import LabelLocked
 from .analysis_controller import EDIT_LAYER_NAME as EDIT_LAYER
 from .analysis_controller import LABEL_LAYER as AI_LABEL_LAYER
 from .edit_tools import EDIT_TOOLS
-from .export_dialog import EXAM_VIEW, ExportDialog, ExportRequest, ExportSubject, suggested_class
+from .export_dialog import (
+    EXAM_VIEW,
+    ExportDialog,
+    ExportRequest,
+    ExportSubject,
+    suggested_class,
+)
 from .overlays import LabelLayer
 from .segment_panel import SegmentPanel
 

@@ -29,7 +29,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.export.dataset import DEFAULT_NAME, EXAM_VIEW, DatasetWriter, ExportError, existing_datasets
+from ..core.export.dataset import (
+    DEFAULT_NAME,
+    EXAM_VIEW,
+    DatasetWriter,
+    ExportError,
+    existing_datasets,
+)
 from ..core.volume import Volume
 
 CLASS_ITEMS = ("", "normal", "suspicious")  # "" = not labelled: no row for that view
@@ -76,7 +82,9 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.subject = subject
         self.setWindowTitle("Export for training")
-        from .main_window import settings  # lazy: main_window imports the editor, which imports us
+        from .main_window import (
+            settings,  # lazy: main_window imports the editor, which imports us
+        )
 
         remembered = settings()
         self.root = QLineEdit(str(remembered.value(ROOT_KEY, "") or root))

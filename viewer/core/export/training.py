@@ -27,14 +27,22 @@ import numpy as np
 from ..mammo import FOUR_VIEWS
 from ..study import Series
 from ..volume import SourceInfo, Volume
-from .dataset import DEFAULT_NAME, EXAM_VIEW, ClassifiedView, DatasetWriter, ExportError, inside, safe_name
+from .dataset import (
+    DEFAULT_NAME,
+    EXAM_VIEW,
+    ClassifiedView,
+    DatasetWriter,
+    ExportError,
+    inside,
+    safe_name,
+)
 
 # {view: (label map on the view's grid, {value: name}, the model's map before the user's edits or None)}
 ViewLabels = Mapping[str, tuple[np.ndarray, Mapping[int, str], "np.ndarray | None"]]
 
 
 def chest_wall_side(info: SourceInfo) -> str:
-    """"left"/"right": the image side the chest wall is on, from PatientOrientation (its row direction:
+    """The image side the chest wall is on ("left"/"right"), from PatientOrientation (its row direction:
     columns running anterior = towards the nipple put the chest wall on the left); "" when unknown.
     The same rule as inference.preprocess.mammo.chest_wall_from_orientation, which core cannot import
     (it would pull in torch)."""
@@ -118,7 +126,7 @@ def _deidentifier(keep_mapping: bool, secret: bytes | None):
 
 
 def _model_record(model: str) -> dict:
-    """"ct-organs-unet3d 1.2" -> {"name": "ct-organs-unet3d", "version": "1.2"}."""
+    """The analysis's "name version" (e.g. "ct-organs-unet3d 1.2") as {"name", "version"}."""
     name, _, version = model.rpartition(" ")
     return {"name": name or model, "version": version}
 
