@@ -65,10 +65,13 @@ def read_view(image: Path, label: Path) -> tuple[np.ndarray, np.ndarray, tuple[f
     """(pixels (rows, cols), labels (rows, cols), spacing (row, col) mm) of one exported view."""
     import SimpleITK as sitk
 
-    try:
-        img, lab = sitk.ReadImage(str(image)), sitk.ReadImage(str(label))
-    except RuntimeError as exc:
-        raise FinetuneError(f"{image.name}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
+    def read(path: Path):
+        try:
+            return sitk.ReadImage(str(path))
+        except RuntimeError as exc:  # ITK's I/O errors: name the file, keep ITK's last line
+            raise FinetuneError(f"{path}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
+
+    img, lab = read(image), read(label)
     if img.GetSize() != lab.GetSize():
         raise FinetuneError(f"{label.name}: size {lab.GetSize()} differs from its image {img.GetSize()}")
     pixels = sitk.GetArrayFromImage(img)

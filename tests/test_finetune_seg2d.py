@@ -135,6 +135,10 @@ def test_datasets_of_another_modality_or_shape_are_refused(tmp_path):
         (dataset / "dataset.json").write_text(json.dumps({**meta, "channel_names": {"0": channel}}))
         with pytest.raises(FinetuneError, match=f"channel 0 is '{channel}'.*{MODEL}"):
             finetune(dataset, MODEL, epochs=1, steps_per_epoch=1, out_dir=tmp_path / "m")
+    (dataset / "dataset.json").write_text(json.dumps(meta))
+    (dataset / "labelsTr" / "CASE_0001.nii.gz").write_bytes(b"not a NIfTI")
+    with pytest.raises(FinetuneError, match=r"CASE_0001\.nii\.gz: cannot be read"):
+        finetune(dataset, MODEL, epochs=1, steps_per_epoch=1, out_dir=tmp_path / "m")
     stack = tmp_path / "stack"
     writer = DatasetWriter(stack, "Dataset602_Mammo")
     writer.add_case(Volume(np.stack([pixels, pixels]), np.array([1.0, *SPACING]), info=SourceInfo(modality="MG")),
