@@ -143,8 +143,13 @@ def test_mammography_exam_classes_from_the_dialog(qtbot, window, mg_dir, tmp_pat
     labels[2:4, 4:8, 4:8] = 1
     DatasetWriter(root, "Dataset602_CT").add_case(ct, labels, {1: "liver"}, {})
 
+    cell = w.mammo_layout.cells["LCC"]  # a correction of the AI's lesion mask on one view
+    w.set_tool("brush")
+    w.editor.panel.radius.setValue(3.0)
+    cell.tool.click(*cell.pixel_center(60, 50))
     dialog = open_dialog(qtbot, w)
     assert set(dialog.class_boxes) == {"RCC", "LCC", "RMLO", "LMLO", "exam"}
+    assert dialog.segmentation.isChecked() and dialog.segmentation.text().startswith("Corrected segmentation: LCC")
     for name, sr in result.series.items():  # pre-filled from the AI, marked as its suggestion
         p = sr.scores["malignancy"]
         assert dialog.class_boxes[name].currentText() == ("suspicious" if p >= 0.5 else "normal")
@@ -166,9 +171,9 @@ def test_mammography_exam_classes_from_the_dialog(qtbot, window, mg_dir, tmp_pat
     out = export_through(qtbot, w, dialog)
 
     ds = root / "Dataset603_MG"
-    for name, cell in w.mammo_layout.cells.items():
+    for name, view in w.mammo_layout.cells.items():
         image = sitk.ReadImage(str(ds / "imagesCls" / f"{out['case']}_{name}.nii.gz"))
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), cell.volume.array)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image), view.volume.array)
     with open(ds / "classification.csv", newline="") as f:
         rows = {r["view"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"RCC", "LCC", "LMLO", "exam"}
@@ -178,4 +183,13 @@ def test_mammography_exam_classes_from_the_dialog(qtbot, window, mg_dir, tmp_pat
     record = json.loads((ds / "provenance.jsonl").read_text().splitlines()[0])
     assert record["model"]["name"] == result.models["exam"].rpartition(" ")[0]
     assert out["mapping"] is not None and out["mapping"].is_file()  # asked for: kept
+    seg_case = out["segmentations"]["LCC"]  # the corrected view also as a 2D segmentation pair
+    assert seg_case["case"] == f"{out['case']}_LCC" and seg_case["seg"].is_file()
+    lm, _vol = w.editor.session.labelmap_for(cell, create=False)
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(seg_case["label"])))
+    np.testing.assert_array_equal(written > 0, lm.array > 0)
+    seg_record = json.loads((ds / "provenance.jsonl").read_text().splitlines()[1])
+    assert seg_record["extra"] == {"exam_case": out["case"], "view": "LCC"}
+    assert seg_record["model"]["name"] == result.models["segmentation"].rpartition(" ")[0]
+    assert seg_record["edits"]["voxels_changed"] > 0
     assert json.loads((ds / "dataset.json").read_text())["channel_names"] == {"0": "MG"}
