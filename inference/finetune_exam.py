@@ -226,6 +226,8 @@ def finetune_exam(dataset, card, epochs: int, steps_per_epoch: int, lr: float, b
     training = set(train_idx)
     with torch.no_grad():
         for i, v in enumerate(views):
+            if should_stop is not None and should_stop():
+                raise Stopped("fine-tuning cancelled")
             x = torch.from_numpy(load_view(v, card)).to(dev)[None, None]
             feats[i] = [net.trunk(x)] + ([net.trunk(x.flip(2))] if i in training else [])
     targets = torch.tensor([v.target for v in views], device=dev)

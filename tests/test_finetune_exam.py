@@ -185,3 +185,19 @@ def test_a_classification_only_dataset_fine_tunes_the_exam_model_by_default(data
     assert default_model(dataset) == "mammo-exam"
     card = finetune(dataset, epochs=1, steps_per_epoch=1, batch=1, out_dir=tmp_path)
     assert (card.name, card.task, card.version) == ("mammo-exam", "exam-classifier", "1.0.1")
+
+
+def test_cancel_stops_between_steps_and_writes_nothing(dataset, tmp_path):
+    from inference.finetune import Stopped
+
+    torch.set_num_threads(1)
+    calls = []
+
+    def should_stop() -> bool:  # true once the views are prepared and the first step asks
+        calls.append(1)
+        return len(calls) > 16
+
+    with pytest.raises(Stopped):
+        finetune(dataset, "mammo-exam", epochs=3, steps_per_epoch=5, out_dir=tmp_path / "models",
+                 should_stop=should_stop)
+    assert len(calls) == 17 and not (tmp_path / "models").exists()
