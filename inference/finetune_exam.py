@@ -41,7 +41,13 @@ import torch.nn.functional as F
 from inference import registry
 from inference.classify import split_view_name
 from inference.device import pick_device
-from inference.finetune import FinetuneError, Progress, Stopped, _distributed, save_version
+from inference.finetune import (
+    FinetuneError,
+    Progress,
+    Stopped,
+    _distributed,
+    save_version,
+)
 from inference.preprocess.mammo import prepare
 from inference.train_mammo import auc
 
@@ -170,7 +176,7 @@ def split_cases(views: list[LabelledView], val_fraction: float, seed: int) -> tu
     training has both classes, and validation too when some permutation allows it. The third
     value is a note when validation cannot hold both classes."""
     cases = sorted({v.case for v in views})
-    n_val = max(1, int(round(val_fraction * len(cases)))) if len(cases) > 1 and val_fraction > 0 else 0
+    n_val = max(1, round(val_fraction * len(cases))) if len(cases) > 1 and val_fraction > 0 else 0
     n_val = min(n_val, len(cases) - 1)
     rng = np.random.default_rng(seed)
 
