@@ -7,11 +7,13 @@ import json
 import highdicom as hd
 import numpy as np
 import pydicom
+import SimpleITK as sitk
 
 from viewer.cli import main
 from viewer.core.export.training import export_case
 from viewer.core.io import load_series, scan
 from viewer.core.synthetic import write_ct_study
+from viewer.core.volume import Volume
 
 
 def test_export_case_writes_a_deidentified_seg_beside_the_dataset_pair(tmp_path):
@@ -127,3 +129,29 @@ def test_lightbox_export_cli_mammography_classes_without_labels(tmp_path, capsys
     write_ct_study(tmp_path / "ct", shape=(8, 16, 16), spacing=(12.5, 11.2, 11.2), seed=2)
     assert main(["export", str(tmp_path / "ct"), "--out", str(tmp_path / "ds"), "--class", "exam=normal"]) == 2
     assert "--labels" in capsys.readouterr().err
+
+
+def test_lightbox_export_cli_mammography_view_segmentation(tmp_path, capsys):
+    from viewer.core.export.nifti import write_label_map
+    from viewer.core.synthetic import write_mammo_exam
+
+    write_mammo_exam(tmp_path / "mg", (80, 64), seed=4)
+    lcc = _mammo_views(tmp_path / "mg")["LCC"][0]
+    labels = np.zeros(lcc.shape, np.uint8)
+    labels[0, 30:40, 20:30] = 1
+    seg = write_label_map(labels, lcc, tmp_path / "lcc-mass.nii.gz")
+    args = ["export", str(tmp_path / "mg"), "--labels", str(seg), "--names", "mass", "--out", str(tmp_path / "ds")]
+    assert main([*args, "--series", "LCC", "--class", "LCC=suspicious"]) == 0
+    assert "segmentation LCC as CASE_0001_LCC" in capsys.readouterr().err
+    root = tmp_path / "ds" / "Dataset501_Lightbox"
+    written = sitk.ReadImage(str(root / "labelsTr" / "CASE_0001_LCC.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), labels)
+    assert (root / "segTr" / "CASE_0001_LCC.seg.dcm").is_file()
+    assert [r["view"] for r in json.loads((root / "classification.json").read_text())["classification"]] == ["LCC"]
+    assert main(args) == 0  # without --series: the one view whose geometry the map has
+    assert "segmentation LCC as CASE_0002_LCC" in capsys.readouterr().err
+    small = Volume(np.zeros((1, 40, 32), np.uint16), (1.0, 2 * lcc.spacing[1], 2 * lcc.spacing[2]),
+                   lcc.origin, lcc.direction, info=lcc.info)
+    bad = write_label_map(np.ones((1, 40, 32), np.uint8), small, tmp_path / "small.nii.gz")
+    assert main(["export", str(tmp_path / "mg"), "--labels", str(bad), "--out", str(tmp_path / "ds")]) == 2
+    assert "fits no view of the exam" in capsys.readouterr().err

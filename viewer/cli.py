@@ -165,6 +165,32 @@ def _parse_classes(items: list[str] | None) -> tuple[dict[str, str], str | None]
     return classes, None
 
 
+def _read_labels(labels_path: Path, volume, series, names_arg: str | None):
+    """(label map on ``volume``'s grid, {value: name}) from a DICOM SEG or a NIfTI (names from --names)."""
+    if labels_path.suffix.lower() == ".dcm":
+        from .core.export.dicom_seg import read_dicom_seg
+
+        labels, segments = read_dicom_seg(labels_path, volume, series)
+        return labels, {s.number: s.label for s in segments}
+    from .core.export.nifti import read_label_map
+
+    labels = read_label_map(labels_path, volume)
+    given = [n.strip() for n in (names_arg or "").split(",") if n.strip()]
+    return labels, {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
+                    for v in sorted({int(x) for x in np.unique(labels)} - {0})}
+
+
+def _mammo_exam(result):
+    """The scan's one 4-view mammography study when every image in it is MG; None otherwise."""
+    from .core.mammo import is_mammo_study
+
+    studies = [st for st in result.studies if is_mammo_study(st)]
+    images = [s for s in result.series if s.kind in ("dicom", "file")]
+    if len(studies) != 1 or any(s.modality != "MG" for s in images):
+        return None
+    return studies[0]
+
+
 def cmd_export(args) -> int:
     from .core.export.training import export_case
     from .core.io import load_series
@@ -179,27 +205,18 @@ def cmd_export(args) -> int:
     if problem:
         return _fail(problem)
     result = scan(path)
+    exam = _mammo_exam(result)
+    if exam is not None:
+        return _export_exam(args, exam, classes)
     if args.labels is None:
-        return _export_exam_classes(args, path, result, classes)
-    labels_path = Path(args.labels)
+        return _fail(f"{path}: not a single mammography exam: --labels (the corrected segmentation) is required")
     candidates = [s for s in result.series if s.kind in ("dicom", "file")
                   and (args.series is None or args.series in (s.uid, s.key))]
     if not candidates:
         return _fail(f"{path}: no image series" + (f" with UID {args.series}" if args.series else ""))
     series = max(candidates, key=lambda s: len(s.frames))
     volume = load_series(series)
-    if labels_path.suffix.lower() == ".dcm":
-        from .core.export.dicom_seg import read_dicom_seg
-
-        labels, segments = read_dicom_seg(labels_path, volume, series)
-        names = {s.number: s.label for s in segments}
-    else:
-        from .core.export.nifti import read_label_map
-
-        labels = read_label_map(labels_path, volume)
-        given = [n.strip() for n in (args.names or "").split(",") if n.strip()]
-        names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
-                 for v in sorted({int(x) for x in np.unique(labels)} - {0})}
+    labels, names = _read_labels(Path(args.labels), volume, series, args.names)
     out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset,
                       keep_mapping=args.keep_mapping, classes=classes)
     print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),
@@ -207,25 +224,40 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _export_exam_classes(args, path: Path, result, classes: dict[str, str]) -> int:
-    """No --labels: the classes of a 4-view mammography exam, with every view's image (imagesCls)."""
+def _export_exam(args, study, classes: dict[str, str]) -> int:
+    """A 4-view mammography exam: the classes with every hung view's image (imagesCls), and with
+    --labels the corrected map of the view it belongs to (--series VIEW or UID when several fit)."""
+    from .core.errors import LightboxError
     from .core.export.training import export_exam
     from .core.io import load_series
-    from .core.mammo import four_view, is_mammo_study
+    from .core.mammo import four_view
 
-    studies = [st for st in result.studies if is_mammo_study(st)]
-    if not studies:
-        return _fail(f"{path}: not a mammography exam: --labels (the corrected segmentation) is required")
-    if len(studies) > 1:
-        return _fail(f"{path}: holds {len(studies)} mammography exams; export one study folder at a time")
-    if not classes:
+    if not classes and args.labels is None:
         return _fail("nothing to export: give --class VIEW=LABEL (e.g. LCC=suspicious, exam=suspicious) "
                      "or --labels")
-    views = {name: (load_series(series), series) for name, series in four_view(studies[0]).items()
+    views = {name: (load_series(series), series) for name, series in four_view(study).items()
              if series is not None}
-    out = export_exam(args.out, views, classes, dataset_name=args.dataset, keep_mapping=args.keep_mapping)
-    print(f"lightbox: exported {out['case']} to {out['dataset']} ({len(out['images'])} view image(s), "
-          f"{out['rows']} class row(s))", file=sys.stderr)
+    labels = {}
+    if args.labels is not None:
+        wanted = [n for n, (_v, s) in views.items()
+                  if args.series is None or args.series.upper() == n or args.series in (s.uid, s.key)]
+        fits, why = {}, []
+        for name in wanted:
+            volume, series = views[name]
+            try:
+                fits[name] = _read_labels(Path(args.labels), volume, series, args.names)
+            except (LightboxError, ValueError) as exc:
+                why.append(f"{name}: {exc}")
+        if len(fits) != 1:
+            return _fail(f"{args.labels}: fits " + (f"several views ({', '.join(fits)}): name one with --series VIEW"
+                                                     if fits else f"no view of the exam ({'; '.join(why)})"))
+        (name, (label_map, names)), = fits.items()
+        labels[name] = (label_map, names, None)
+    out = export_exam(args.out, views, classes, labels=labels, dataset_name=args.dataset,
+                      keep_mapping=args.keep_mapping)
+    what = [f"{len(out['images'])} view image(s), {out['rows']} class row(s)"] if out["images"] else []
+    what += [f"segmentation {v} as {o['case']}" for v, o in out["segmentations"].items()]
+    print(f"lightbox: exported {out['case']} to {out['dataset']} ({'; '.join(what)})", file=sys.stderr)
     return 0
 
 
@@ -279,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="dataset root (created or appended to)")
     p.add_argument("--dataset", default="Dataset501_Lightbox")
     p.add_argument("--names", default=None, help="comma-separated label names for values 1, 2, ... (NIfTI)")
-    p.add_argument("--series", default=None, help="series UID when the study has several")
+    p.add_argument("--series", default=None, help="series UID when the study has several (a mammography "
+                                                  "view name such as LCC also works)")
     p.add_argument("--keep-mapping", action="store_true", help="also write the de-identification mapping")
     p.add_argument("--class", dest="cls", action="append", metavar="VIEW=LABEL",
                    help="confirmed/corrected class per view (RCC, LCC, RMLO, LMLO) or exam for the classifiers "
