@@ -119,3 +119,24 @@ def test_train_the_exam_classifier_automatically_from_a_classification_dataset(q
     assert ("mammo-exam", "1.0.1") in [(c.name, c.version) for c in models.cards]
     models.close()
     dialog.close()
+
+
+def test_a_dataset_the_model_cannot_use_fails_with_the_reason(qtbot, window, exam_dataset, tmp_path):
+    import json
+    import shutil
+
+    bad = tmp_path / "unlabelled"
+    shutil.copytree(exam_dataset, bad)
+    rows = json.loads((bad / "classification.json").read_text())["classification"]
+    (bad / "classification.json").write_text(json.dumps({"classification": [{**r, "label": "BI-RADS 2"}
+                                                                            for r in rows]}))
+    dialog = window.analysis.show_train()
+    dialog.select_model("mammo-exam")
+    dialog.dataset.setText(str(bad))
+    with qtbot.waitSignal(dialog.finished_training, timeout=60000) as blocker:
+        dialog.start()
+    assert blocker.args[0] is None
+    assert dialog.status.text().startswith("Training failed: ") and "no view with an image and a usable label" \
+        in dialog.status.text()
+    assert dialog.start_button.isEnabled() and not dialog.metric_curves
+    dialog.close()

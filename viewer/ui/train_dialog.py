@@ -3,9 +3,9 @@ validation metric (Dice per class for segmentation models, AUC for the exam clas
 
 The model list holds every fine-tunable model (3D and 2D segmentation, exam classifier) after
 "Automatic (by dataset)", which lets ``inference.finetune.default_model`` choose from the dataset's
-contents (CT masks, MG masks, or view classes only). Training runs on its own worker (it can take minutes; loading and viewing go on), reports each
-epoch to the plot, stops on Cancel, and leaves a new model version in the user's model folder,
-which Analyze then uses (AI ▸ Models… can switch back).
+contents (CT masks, MG masks, or view classes only). Training runs on its own worker (it can take
+minutes; loading and viewing go on), reports each epoch to the plot, stops on Cancel, and leaves a
+new model version in the user's model folder, which Analyze then uses (AI ▸ Models… can switch back).
 """
 from __future__ import annotations
 
@@ -158,6 +158,7 @@ class TrainDialog(QDialog):
 
     def start(self) -> None:
         from inference.finetune import FinetuneError, Stopped, default_model, finetune
+        from inference.registry import ModelError
 
         dataset, model = self.dataset.text().strip(), self.model.currentData()
         if not dataset or not Path(dataset).is_dir():
@@ -183,7 +184,7 @@ class TrainDialog(QDialog):
                 return finetune(dataset, model, epochs, steps, progress=epoch, should_stop=should_stop)
             except Stopped as exc:
                 raise Cancelled(str(exc)) from exc
-            except FinetuneError as exc:
+            except (FinetuneError, ModelError) as exc:  # the dataset or the model's files: say why
                 raise LightboxError(str(exc)) from exc
 
         self.start_button.setEnabled(False)
