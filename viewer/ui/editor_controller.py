@@ -633,7 +633,7 @@ class EditorController(QObject):
 
     def export_dialog(self) -> ExportDialog:
         """Segment ▸ Export for training…: the dialog; Export runs the request on the worker."""
-        dialog = ExportDialog(self.export_subject(), self.window, root=self.window._last_dir)
+        dialog = ExportDialog(self.export_subject(), self.window, browse_from=self.window._last_dir)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.run_export(dialog.request()))
         dialog.finished.connect(lambda _r: setattr(self, "export_box", None))

@@ -78,7 +78,7 @@ class ExportRequest:
 class ExportDialog(QDialog):
     """Collects an ExportRequest; Export is enabled only when the chosen dataset can take it."""
 
-    def __init__(self, subject: ExportSubject, parent: QWidget | None = None, root: str = ""):
+    def __init__(self, subject: ExportSubject, parent: QWidget | None = None, browse_from: str = ""):
         super().__init__(parent)
         self.subject = subject
         self.setWindowTitle("Export for training")
@@ -87,7 +87,9 @@ class ExportDialog(QDialog):
         )
 
         remembered = settings()
-        self.root = QLineEdit(str(remembered.value(ROOT_KEY, "") or root))
+        self.browse_from = browse_from  # where Browse… starts before a root is chosen (no default root:
+        # a dataset written into the study's own folder by accident would mix data with its source)
+        self.root = QLineEdit(str(remembered.value(ROOT_KEY, "") or ""))
         self.root.setPlaceholderText("folder that holds the datasets")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -202,7 +204,8 @@ class ExportDialog(QDialog):
         self.mapping_warning.setStyleSheet(WARN_STYLE if on else "color: #666;")
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Dataset root", self.root.text() or str(Path.home()))
+        folder = QFileDialog.getExistingDirectory(self, "Dataset root",
+                                                  self.root.text() or self.browse_from or str(Path.home()))
         if folder:
             self.root.setText(folder)
 

@@ -7,7 +7,8 @@ Layout under ``root/<name>/`` (``name`` defaults to ``Dataset501_Lightbox``)::
     dataset.json                    nnU-Net v2: channel_names, labels (background 0), numTraining,
                                     file_ending ".nii.gz" (other keys found there are kept)
     datalist.json                   MONAI: {"training": [{"image": "imagesTr/..", "label": "labelsTr/.."}]}
-    provenance.jsonl                one JSON line per case: model, user edits, time (UTC), app version
+    provenance.jsonl                one JSON line per case: model, user edits, time (UTC), app version;
+                                    a classified case's line has "kind": "classification" and its views
     imagesCls/<CASE>_<VIEW>.nii.gz  a classified view's pixels as the viewer holds them ((1, rows, cols)
                                     for a mammogram, no display flips), e.g. CASE_0003_LCC.nii.gz
     classification.csv / .json      classifier labels, one row per labelled view or exam:
