@@ -57,6 +57,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--seed", type=int, default=0, help="fine-tuning seed (split, crops, augmentation)")
     args = ap.parse_args()
 
     import numpy as np
@@ -80,7 +81,7 @@ def main() -> int:
         dataset = next((Path(tmp) / "datasets").iterdir())
         t1 = time.perf_counter()
         new = finetune(dataset, shipped.name, epochs=args.epochs, steps_per_epoch=args.steps, lr=args.lr,
-                       out_dir=Path(tmp) / "m",
+                       seed=args.seed, out_dir=Path(tmp) / "m",
                        progress=lambda r: print(f"  epoch {r['epoch']}: loss {r['loss']:.3f}", file=sys.stderr))
         t2 = time.perf_counter()
         net0, card0 = registry.load_model(shipped)

@@ -1,8 +1,12 @@
-"""Fine-tune a shipped 3D segmentation model on an exported dataset (nnU-Net v2 raw layout).
+"""Fine-tune a model from its current weights on an exported dataset, writing a new version.
 
-    python -m inference.finetune DATASET --model ct-organs-unet3d --epochs 5 [--device auto]
+    python -m inference.finetune DATASET [--model NAME] --epochs 5 [--device auto]
 
-Reads ``DATASET/dataset.json`` (channel names, labels) and the ``imagesTr``/``labelsTr`` NIfTI
+:func:`finetune` dispatches on the model's task: 3D segmentation (here), 2D segmentation
+(``finetune_seg2d``) and the mammography exam classifier (``finetune_exam``); they share the
+dataset reading, versioning and card writing below (:func:`save_version`).
+
+3D segmentation reads ``DATASET/dataset.json`` (channel names, labels) and the ``imagesTr``/``labelsTr`` NIfTI
 pairs, maps the dataset's label names onto the model's classes, splits cases into training and
 validation (seeded), trains from the model's current weights with the same loss and crops as
 ``train_seg`` (Dice + cross-entropy, random patches, half of them on the rarest class), reports
@@ -88,8 +92,10 @@ def label_remap(dataset_labels: dict, classes: list[str]) -> np.ndarray:
     return lut
 
 
-def load_case(image: Path, label: Path, card, lut: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalized input (C,z,y,x), labels (z,y,x) in model classes) on the model's grid."""
+def load_case(image: Path, label: Path, card, lut: np.ndarray,
+              normalized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, labels (z,y,x) in model classes) on the model's grid; the input is the normalized
+    network input (C,z,y,x), or with ``normalized=False`` the resampled HU (1,z,y,x) to augment first."""
     import SimpleITK as sitk
 
     img = sitk.ReadImage(str(image))
@@ -102,7 +108,10 @@ def load_case(image: Path, label: Path, card, lut: np.ndarray) -> tuple[torch.Te
     if labels.max(initial=0) >= len(lut):
         raise FinetuneError(f"{label.name}: label value {labels.max()} is not in dataset.json")
     model_spacing = tuple(float(s) for s in card.input["spacing_mm"])
-    x = ctp.to_model_grid(hu, spacing, model_spacing, card.normalization)
+    shape = ctp.grid_shape(hu.shape, spacing, model_spacing)
+    x = ctp.resample(hu, shape)[None]
+    if normalized:
+        x = ctp.normalize_hu(x[0], card.normalization)
     classes = len(card.classes)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(lut[labels]).long(), classes)
     y = ctp.resample(onehot.permute(3, 0, 1, 2).to(torch.uint8), x.shape[1:]).argmax(0).to(torch.uint8)
@@ -141,19 +150,83 @@ def next_version(card) -> str:
     return f"{card.version}.1"
 
 
-def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_per_epoch: int = 20,
+def default_model(dataset) -> str:
+    """The shipped model a dataset trains when none is named: by its channel (CT -> the 3D organ
+    model, MG -> the 2D mass model), or the exam classifier for a classification-only dataset."""
+    root = Path(dataset)
+    try:
+        meta = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    channels = {str(v).upper() for v in (meta.get("channel_names") or {}).values()}
+    has_masks = any((root / "labelsTr").glob("*.nii*"))
+    if "MG" in channels and has_masks:
+        return "mammo-lesion-unet2d"
+    if not has_masks and ((root / "classification.json").is_file() or (root / "classification.csv").is_file()):
+        return "mammo-exam"
+    return "ct-organs-unet3d"
+
+
+def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch: int = 20,
              lr: float = 2e-4, batch: int = 2, val_fraction: float = 0.2, seed: int = 0, device: str = "auto",
              out_dir=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None):
-    """Fine-tune ``model`` on ``dataset``; returns the new ModelCard (saved in ``out_dir`` or the user's
-    model folder). ``progress`` gets {"epoch", "loss", "val_dice": {class: dice}} after each epoch."""
+    """Fine-tune ``model`` (default: :func:`default_model`) on ``dataset``; returns the new ModelCard
+    (saved in ``out_dir`` or the user's model folder), or None in a torchrun worker other than rank 0.
+
+    ``progress`` gets a record after each epoch: {"epoch", "loss"} plus "val_dice": {class: dice}
+    for segmentation models or "val_auc": {name: auc} for classifiers.
+    """
+    card = registry.find_model(model or default_model(dataset))
+    args = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, batch=batch, val_fraction=val_fraction,
+                seed=seed, device=device, out_dir=out_dir, progress=progress, should_stop=should_stop)
+    if card.task == "segmentation-3d":
+        return _finetune_seg3d(dataset, card, **args)
+    if card.task == "segmentation-2d":
+        from inference.finetune_seg2d import finetune_seg2d
+
+        return finetune_seg2d(dataset, card, **args)
+    if card.task == "exam-classifier":
+        from inference.finetune_exam import finetune_exam
+
+        return finetune_exam(dataset, card, **args)
+    raise FinetuneError(f"{card.name} is a {card.task} model; fine-tuning supports 3D and 2D segmentation "
+                        "models and the exam classifier")
+
+
+def save_version(net: torch.nn.Module, card, dataset, summary: str, metrics: dict, out_dir=None, extra=None):
+    """Write ``net`` as the next version of ``card`` (side by side with the older ones) and return its card.
+    ``summary`` describes the training data; the parent's description and metrics are kept in the card."""
+    new = replace(card, version=next_version(card), sha256="", path=None,
+                  training_data=(f"fine-tuned from {card.name} {card.version} on {Path(dataset).name}: {summary}; "
+                                 f"parent: {card.training_data}"),
+                  metrics={**metrics, "parent_metrics": card.metrics},
+                  extra={**card.extra, "parent": f"{card.name} {card.version}", **(extra or {}),
+                         "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
+    path = registry.save_model(net.cpu(), new, folder, stem=f"{new.name}-{new.version}")
+    return registry.load_card(path)
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 5 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
+
+
+def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
+                    seed: int, device: str, out_dir, progress: Progress | None, should_stop,
+                    augment: bool = True, keep_best: bool = True):
+    """3D fine-tuning. Beyond train_seg's recipe, for a handful of cases: intensity augmentation in HU
+    (``inference.augment``), a warm-up + cosine learning rate, and the epoch with the best validation
+    mean Dice is kept (the card says which), so a late overfitted epoch is never what gets written."""
     from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
 
+    from inference.augment import intensity_augment
     from inference.train_seg import random_crop
 
-    card = registry.find_model(model)
-    if card.task != "segmentation-3d":
-        raise FinetuneError(f"{model} is a {card.task} model; fine-tuning supports 3D segmentation models")
     meta, pairs = read_dataset(dataset)
     channels = {str(v).upper() for v in meta.get("channel_names", {}).values()}
     if channels and card.modality.upper() not in channels:
@@ -168,7 +241,7 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
     rng = np.random.default_rng([seed, rank])  # each process its own crops
     n_val = max(1, int(round(val_fraction * len(pairs)))) if len(pairs) > 1 else 0
     val_idx, train_idx = order[:n_val], order[n_val:]
-    cases = [load_case(*pairs[i], card, lut) for i in range(len(pairs))]
+    cases = [load_case(*pairs[i], card, lut, normalized=False) for i in range(len(pairs))]  # HU
     net, card = registry.load_model(card, device=dev)
     model_net = net
     if world > 1:
@@ -180,7 +253,13 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
                           for k in range(len(card.classes))]))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_lr(k, total, max(1, total // 20)))
+    air = float(ctp.hu_windows(card.normalization)[0][0])
     history = []
+
+    def model_input(hu: torch.Tensor) -> torch.Tensor:
+        return ctp.normalize_hu(hu[0], card.normalization)
 
     def validate() -> dict[str, float]:
         model_net.eval()
@@ -188,13 +267,14 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
         with torch.no_grad():
             for i in val_idx:
                 x, y = cases[i]
-                logits = sliding_window_inference(x[None].to(dev), patch, 4, model_net, overlap=0.25,
+                logits = sliding_window_inference(model_input(x)[None].to(dev), patch, 4, model_net, overlap=0.25,
                                                   mode="gaussian")
                 for k, v in dice_per_class(logits[0].argmax(0).cpu(), y.long(), list(card.classes)).items():
                     scores.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
-    before = validate() if n_val else {}
+    before = validate() if n_val and rank == 0 else {}
+    best = (-1.0, 0, None)  # (validation mean Dice, epoch, weights)
     for epoch in range(1, epochs + 1):
         net.train()
         losses = []
@@ -204,18 +284,24 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
             xs, ys = [], []
             for b in range(batch):
                 x, y = cases[int(train_idx[rng.integers(len(train_idx))])] if len(train_idx) else cases[0]
-                xc, yc = random_crop(rng, x, y, patch, rare if b % 2 == 0 else None)
-                xs.append(xc)
+                xc, yc = random_crop(rng, x, y, patch, rare if b % 2 == 0 else None, pad_value=air)
+                if augment:
+                    xc = intensity_augment(xc, rng, noise_sd=100.0)
+                xs.append(model_input(xc))
                 ys.append(yc)
             x, y = torch.stack(xs).to(dev), torch.stack(ys).to(dev)
             loss = loss_fn(net(x), y[:, None].long())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             losses.append(float(loss.detach()))
         record = {"epoch": epoch, "loss": float(np.mean(losses)),
                   "val_dice": validate() if n_val and rank == 0 else {}}
         history.append(record)
+        score = float(np.mean(list(record["val_dice"].values()))) if record["val_dice"] else -1.0
+        if keep_best and rank == 0 and score > best[0]:
+            best = (score, epoch, {k: v.detach().clone() for k, v in model_net.state_dict().items()})
         if progress is not None and rank == 0:
             progress(record)
     model_net.eval()
@@ -226,28 +312,39 @@ def finetune(dataset, model: str = "ct-organs-unet3d", epochs: int = 5, steps_pe
         if rank != 0:  # rank 0 writes the model
             dist.destroy_process_group()
             return None
-    after = history[-1]["val_dice"] if history else {}
-    new = replace(card, version=next_version(card), sha256="", path=None,
-                  training_data=(f"fine-tuned from {card.name} {card.version} on {Path(dataset).name}: "
-                                 f"{len(train_idx)} training and {n_val} validation cases, {epochs} epochs x "
-                                 f"{steps_per_epoch} steps (seed {seed}); parent: {card.training_data}"),
-                  metrics={"val_dice_before": before, "val_dice": after,
-                           "parent_metrics": card.metrics, "epochs": history},
-                  extra={**card.extra, "parent": f"{card.name} {card.version}", "processes": world,
-                         "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
-    path = registry.save_model(model_net.cpu(), new, folder, stem=f"{new.name}-{new.version}")  # side by side
+    kept = len(history)
+    if best[2] is not None and best[1] != kept:
+        model_net.load_state_dict(best[2])
+        kept = best[1]
+    after = history[kept - 1]["val_dice"] if history else {}
+    summary = (f"{len(train_idx)} training and {n_val} validation cases, {epochs} epochs x {steps_per_epoch} steps "
+               f"(seed {seed}), {'intensity augmentation, ' if augment else ''}weights of epoch {kept}")
+    new = save_version(model_net, card, dataset, summary,
+                       {"val_dice_before": before, "val_dice": after, "kept_epoch": kept, "epochs": history},
+                       out_dir, {"processes": world})
     if world > 1:
         import torch.distributed as dist
 
         dist.destroy_process_group()
-    return registry.load_card(path)
+    return new
+
+
+def describe_metrics(record: dict) -> str:
+    """'validation Dice lungs 0.981, ...' or 'validation AUC suspicious 0.912' for an epoch record."""
+    parts = []
+    for key, title in (("val_dice", "Dice"), ("val_auc", "AUC")):
+        if key in record:
+            values = ", ".join(f"{k} {v:.3f}" for k, v in record[key].items())
+            parts.append(f"validation {title} {values or '-'}")
+    return "; ".join(parts) or "no validation"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="lightbox train", description=__doc__.splitlines()[0])
     ap.add_argument("dataset")
-    ap.add_argument("--model", default="ct-organs-unet3d")
+    ap.add_argument("--model", default=None,
+                    help="model to fine-tune (default: by the dataset: CT -> ct-organs-unet3d, MG masks -> "
+                         "mammo-lesion-unet2d, classification only -> mammo-exam)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     ap.add_argument("--device", default="auto")
@@ -256,9 +353,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     def report(r: dict) -> None:
-        dice = ", ".join(f"{k} {v:.3f}" for k, v in r["val_dice"].items())
-        print(f"lightbox: epoch {r['epoch']}: loss {r['loss']:.4f}; validation Dice {dice or '-'}",
-              file=sys.stderr, flush=True)
+        print(f"lightbox: epoch {r['epoch']}: loss {r['loss']:.4f}; {describe_metrics(r)}", file=sys.stderr,
+              flush=True)
 
     try:
         card = finetune(args.dataset, args.model, args.epochs, args.steps, seed=args.seed, device=args.device,
