@@ -155,3 +155,18 @@ def test_lightbox_export_cli_mammography_view_segmentation(tmp_path, capsys):
     bad = write_label_map(np.ones((1, 40, 32), np.uint8), small, tmp_path / "small.nii.gz")
     assert main(["export", str(tmp_path / "mg"), "--labels", str(bad), "--out", str(tmp_path / "ds")]) == 2
     assert "fits no view of the exam" in capsys.readouterr().err
+
+
+def test_the_exam_fine_tuner_reads_what_export_exam_writes(tmp_path):
+    """The contract with inference.finetune_exam: rows with their imagesCls image and chest-wall side."""
+    from inference.finetune_exam import labelled_views
+    from viewer.core.export.training import export_exam
+    from viewer.core.synthetic import write_mammo_exam
+
+    write_mammo_exam(tmp_path / "mg", (80, 64), seed=6)
+    views = _mammo_views(tmp_path / "mg")
+    out = export_exam(tmp_path / "ds", views, {"LCC": "suspicious", "RCC": "normal", "exam": "suspicious"})
+    found, skipped = labelled_views(out["dataset"], "suspicious")
+    assert sorted((v.view, v.target, v.chest_wall, v.image.name) for v in found) == [
+        ("LCC", 1.0, "left", "CASE_0001_LCC.nii.gz"), ("RCC", 0.0, "left", "CASE_0001_RCC.nii.gz")]
+    assert skipped == {"exam rows": 1}
