@@ -201,3 +201,27 @@ def test_cancel_stops_between_steps_and_writes_nothing(dataset, tmp_path):
         finetune(dataset, "mammo-exam", epochs=3, steps_per_epoch=5, out_dir=tmp_path / "models",
                  should_stop=should_stop)
     assert len(calls) == 17 and not (tmp_path / "models").exists()
+
+
+def test_views_exported_by_the_app_are_prepared_as_analyze_prepares_the_dicom(tmp_path, monkeypatch):
+    """The contract with the app's export: a view written to imagesCls (pixels, spacing, chest wall) gives
+    the shipped model exactly the probability that `lightbox analyze` gives the DICOM view."""
+    from inference.classify import view_probability
+    from inference.finetune_exam import load_view
+    from viewer.cli import main
+    from viewer.core.synthetic import write_mammo_exam
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(tmp_path / "no-user-models"))
+    write_mammo_exam(tmp_path / "MG", size=(444, 342), seed=5, lesion_side="R")
+    classes = ["--class", "RCC=malignant", "--class", "LCC=normal", "--class", "RMLO=abnormal", "--class", "LMLO=0"]
+    assert main(["export", str(tmp_path / "MG"), "--out", str(tmp_path / "export"), *classes]) == 0
+    assert main(["analyze", str(tmp_path / "MG"), "--out", str(tmp_path / "analysis"), "--device", "cpu"]) == 0
+    analysed = json.loads((tmp_path / "analysis" / "results.json").read_text())["results"][0]["series"]
+    (root,) = [p.parent for p in (tmp_path / "export").rglob("classification.json")]
+    views, _skipped = labelled_views(root, "suspicious")
+    assert sorted((v.view, v.target) for v in views) == [("LCC", 0.0), ("LMLO", 0.0), ("RCC", 1.0), ("RMLO", 1.0)]
+    net, card = registry.load_model(registry.find_model("mammo-exam"))
+    for v in views:
+        assert view_probability(net, load_view(v, card)) == pytest.approx(
+            analysed[v.view]["scores"]["malignancy"], abs=1e-5), v.view
