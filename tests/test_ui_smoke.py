@@ -20,13 +20,13 @@ pg = pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
+from qt_helpers import shown
 
 from viewer.core.io.dicom_write import write_series
 from viewer.core.volume import SourceInfo, Volume
 from viewer.ui.main_window import DISCLAIMER, MainWindow, about_text
 from viewer.ui.slice_view import SliceView, default_window
-from viewer.ui.workers import TaskRunner
-from qt_helpers import shown
+from viewer.ui.workers import Committed, TaskRunner
 
 REPO = Path(__file__).resolve().parents[1]
 NZ, NY, NX = 20, 64, 64
@@ -296,6 +296,37 @@ def test_worker_turns_exceptions_into_failed(qtbot):
     finally:
         runner.shutdown()
     assert not runner.busy
+
+
+def test_a_late_cancel_does_not_hide_work_already_written(qtbot):
+    """Cancel pressed while the last step runs: an uncommitted result is dropped as cancelled, a
+    Committed one (files already on disk) is reported as finished."""
+    import threading
+
+    runner = TaskRunner()
+    finished, cancelled = [], []
+    inside, release = threading.Event(), threading.Event()
+
+    def job(committed):
+        def run(report, should_stop):
+            inside.set()
+            release.wait(5)
+            return Committed("written") if committed else "loaded"
+        return run
+
+    try:
+        for committed in (False, True):
+            inside.clear()
+            release.clear()
+            task = runner.start(job(committed), "job", on_finished=finished.append,
+                                on_cancelled=lambda: cancelled.append(True))
+            assert inside.wait(5)
+            task.cancel()
+            release.set()
+            qtbot.waitUntil(lambda n=int(committed) + 1: len(finished) + len(cancelled) == n, timeout=5000)
+        assert cancelled == [True] and finished == ["written"]
+    finally:
+        runner.shutdown()
 
 
 def test_drop_folder_opens_it(qtbot, window, ct_dir):

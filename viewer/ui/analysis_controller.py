@@ -53,7 +53,8 @@ class AnalysisController(QObject):
         self.models_action.triggered.connect(self.show_models)
         self.models_dialog = None
         self.train_action = QAction("Train…", window)
-        self.train_action.setToolTip("Fine-tune a segmentation model on an exported dataset")
+        self.train_action.setToolTip("Fine-tune a model (CT or mammography segmentation, exam classifier) on an "
+                                     "exported dataset; writes a new version")
         self.train_action.triggered.connect(self.show_train)
         self.train_dialog = None
         self._load_preferred_versions()

@@ -39,6 +39,7 @@ from .export_dialog import (
 )
 from .overlays import LabelLayer
 from .segment_panel import SegmentPanel
+from .workers import Committed
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
@@ -599,7 +600,7 @@ class EditorController(QObject):
                                   seg_models={n: e[3] for n, e in edited.items() if e[3]},
                                   keep_mapping=request.keep_mapping)
                 progress(1, 1)
-                return out
+                return Committed(out)  # written: a late Cancel must not say otherwise
         else:
             view = view or self.session.active_view()
             edited = self._edited(view) if request.segmentation else None
@@ -616,7 +617,7 @@ class EditorController(QObject):
                                   model=model, original_labels=original, keep_mapping=request.keep_mapping,
                                   classes=request.classes)
                 progress(1, 1)
-                return out
+                return Committed(out)  # written: a late Cancel must not say otherwise
 
         self.window._start("Exporting for training", job, self._exported, should_stop)
 

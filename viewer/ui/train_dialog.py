@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.errors import Cancelled, LightboxError
-from .workers import TaskRunner
+from .workers import Committed, TaskRunner
 
 METRIC_COLORS = ((220, 60, 60), (40, 160, 40), (60, 110, 230), (200, 150, 0))
 FINETUNABLE = {"segmentation-3d": "3D segmentation", "segmentation-2d": "2D segmentation",
@@ -181,7 +181,8 @@ class TrainDialog(QDialog):
                 progress(record["epoch"], epochs)
 
             try:
-                return finetune(dataset, model, epochs, steps, progress=epoch, should_stop=should_stop)
+                # the version is written when finetune returns: a Cancel pressed now comes too late
+                return Committed(finetune(dataset, model, epochs, steps, progress=epoch, should_stop=should_stop))
             except Stopped as exc:
                 raise Cancelled(str(exc)) from exc
             except (FinetuneError, ModelError) as exc:  # the dataset or the model's files: say why

@@ -5,7 +5,9 @@ A ``Worker`` (a QObject living on its own QThread) runs one callable
 thread only draws. Every exception is caught in the worker and turned into
 ``failed(message)``; ``Cancelled`` (or a cancel request honoured by the
 callable) becomes ``cancelled()``. Exactly one of ``finished``, ``failed`` or
-``cancelled`` is emitted, followed by ``done``.
+``cancelled`` is emitted, followed by ``done``. A job whose work is already on disk
+returns ``Committed(result)``: it is reported as finished even when Cancel came too late
+to stop it, so the user is never told "cancelled" about files that were written.
 
 ``TaskRunner`` owns the threads: it starts tasks, cancels them and waits for
 them on shutdown, so no QThread is ever destroyed while running.
@@ -26,6 +28,15 @@ from ..core.errors import Cancelled, LightboxError, describe
 Progress = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
 Job = Callable[[Progress, StopCheck], Any]
+
+
+
+class Committed:
+    """Wraps the result of a job whose side effects (files, a model version) have happened."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
 
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress signals a second reach the UI
 
@@ -82,7 +93,9 @@ class Worker(QObject):
             if self.should_stop():
                 raise Cancelled(f"{self.label or 'task'} cancelled")
             result = self._fn(self.report, self.should_stop)
-            if self.should_stop():  # cancel pressed while the last step finished: honour it
+            if isinstance(result, Committed):  # too late to cancel: it is done
+                result = result.value
+            elif self.should_stop():  # cancel pressed while the last step finished: honour it
                 raise Cancelled(f"{self.label or 'task'} cancelled")
         except Cancelled:
             self.cancelled.emit()
