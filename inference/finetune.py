@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +177,9 @@ def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch
     for segmentation models or "val_auc": {name: auc} for classifiers.
     """
     card = registry.find_model(model or default_model(dataset))
-    args = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr, batch=batch, val_fraction=val_fraction,
-                seed=seed, device=device, out_dir=out_dir, progress=progress, should_stop=should_stop)
+    args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch,
+            "val_fraction": val_fraction, "seed": seed, "device": device, "out_dir": out_dir,
+            "progress": progress, "should_stop": should_stop}
     if card.task == "segmentation-3d":
         return _finetune_seg3d(dataset, card, **args)
     if card.task == "segmentation-2d":
@@ -215,14 +216,120 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1.0 + np.cos(np.pi * min(1.0, t)))
 
 
+@dataclass
+class Run:
+    """Where and how one fine-tuning process runs: device, torchrun rank, seeded split and crop RNG."""
+
+    device: torch.device
+    rank: int
+    world: int
+    rng: np.random.Generator  # this process's own crops
+    val_idx: np.ndarray
+    train_idx: np.ndarray
+
+    def wrap(self, net: torch.nn.Module) -> torch.nn.Module:
+        """The module to train: DistributedDataParallel around ``net`` under torchrun."""
+        if self.world <= 1:
+            return net
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def finished_worker(self) -> bool:
+        """After training: True on torchrun ranks > 0, which stop here (rank 0 writes the model)."""
+        if self.world <= 1:
+            return False
+        import torch.distributed as dist
+
+        dist.barrier()
+        if self.rank != 0:
+            dist.destroy_process_group()
+            return True
+        return False
+
+    def close(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def start_run(device: str, seed: int, n_cases: int, val_fraction: float) -> Run:
+    """Device (torchrun's LOCAL_RANK on CUDA), process group, and a split that is the same on every
+    rank (seeded) with at least one validation case when there are two or more."""
+    dev = pick_device(device)
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    rank, world = _distributed(dev)
+    torch.manual_seed(seed)
+    order = np.random.default_rng(seed).permutation(n_cases)
+    n_val = max(1, round(val_fraction * n_cases)) if n_cases > 1 else 0
+    return Run(dev, rank, world, np.random.default_rng([seed, rank]), order[:n_val], order[n_val:])
+
+
+def train_segmentation(run: Run, net: torch.nn.Module, sample_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                       validate: Callable[[], dict[str, float]], epochs: int, steps_per_epoch: int, lr: float,
+                       progress: Progress | None, should_stop, keep_best: bool = True) -> tuple[dict, list, int]:
+    """The loop both segmentation fine-tuners share; returns (validation Dice before, history, kept epoch).
+
+    DiceCE loss, AdamW with a warm-up + cosine learning rate, validation after every epoch (rank 0),
+    and the epoch with the best mean validation Dice is loaded back into ``net`` at the end, so a
+    late, overfitted epoch of a tiny dataset is never what gets written.
+    """
+    from monai.losses import DiceCELoss
+
+    trained = run.wrap(net)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    opt = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=1e-5)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_lr(k, total, max(1, total // 20)))
+
+    def checked_validation() -> dict[str, float]:
+        if run.rank != 0:
+            return {}
+        net.eval()
+        with torch.no_grad():
+            return validate()
+
+    before = checked_validation()
+    best = (-1.0, 0, None)  # (mean validation Dice, epoch, weights)
+    history = []
+    for epoch in range(1, epochs + 1):
+        trained.train()
+        losses = []
+        for _ in range(steps_per_epoch):
+            if should_stop is not None and should_stop():
+                raise Stopped("fine-tuning cancelled")
+            x, y = sample_batch()
+            loss = loss_fn(trained(x.to(run.device)), y[:, None].long().to(run.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": checked_validation()}
+        history.append(record)
+        score = float(np.mean(list(record["val_dice"].values()))) if record["val_dice"] else -1.0
+        if keep_best and score > best[0]:
+            best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        if progress is not None and run.rank == 0:
+            progress(record)
+    net.eval()
+    kept = len(history)
+    if best[2] is not None and best[1] != kept:
+        net.load_state_dict(best[2])
+        kept = best[1]
+    return before, history, kept
+
+
 def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
                     seed: int, device: str, out_dir, progress: Progress | None, should_stop,
-                    augment: bool = True, keep_best: bool = True):
-    """3D fine-tuning. Beyond train_seg's recipe, for a handful of cases: intensity augmentation in HU
-    (``inference.augment``), a warm-up + cosine learning rate, and the epoch with the best validation
-    mean Dice is kept (the card says which), so a late overfitted epoch is never what gets written."""
+                    augment: bool = False, keep_best: bool = True):
+    """3D fine-tuning: random crops (half on the rarest class) of the cases resampled to the model's
+    spacing, the shared loop, validation by the same sliding window as inference on the model grid.
+    ``augment`` adds HU intensity augmentation (``inference.augment``); off by default because on the
+    measured low-dose shift it cost Dice (benchmarks/bench_retrain.py, see docs/design-notes.md)."""
     from monai.inferers import sliding_window_inference
-    from monai.losses import DiceCELoss
 
     from inference.augment import intensity_augment
     from inference.train_seg import random_crop
@@ -232,100 +339,51 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
     if channels and card.modality.upper() not in channels:
         raise FinetuneError(f"dataset channels {sorted(channels)} do not match the model's modality {card.modality}")
     lut = label_remap(meta.get("labels", {}), list(card.classes))
-    dev = pick_device(device)
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    rank, world = _distributed(dev)
-    torch.manual_seed(seed)  # the same initial weights everywhere
-    order = np.random.default_rng(seed).permutation(len(pairs))  # the same split everywhere
-    rng = np.random.default_rng([seed, rank])  # each process its own crops
-    n_val = max(1, int(round(val_fraction * len(pairs)))) if len(pairs) > 1 else 0
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    run = start_run(device, seed, len(pairs), val_fraction)
     cases = [load_case(*pairs[i], card, lut, normalized=False) for i in range(len(pairs))]  # HU
-    net, card = registry.load_model(card, device=dev)
-    model_net = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    net, card = registry.load_model(card, device=run.device)
     patch = tuple(int(p) for p in card.input["patch_size"])
     rare = int(np.argmin([sum(int((c[1] == k).sum()) for c in cases) or 1 << 62
                           for k in range(len(card.classes))]))
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_lr(k, total, max(1, total // 20)))
     air = float(ctp.hu_windows(card.normalization)[0][0])
-    history = []
+    train_cases = [cases[int(i)] for i in run.train_idx] or cases[:1]
 
     def model_input(hu: torch.Tensor) -> torch.Tensor:
         return ctp.normalize_hu(hu[0], card.normalization)
 
+    def sample_batch():
+        xs, ys = [], []
+        for b in range(batch):
+            x, y = train_cases[int(run.rng.integers(len(train_cases)))]
+            xc, yc = random_crop(run.rng, x, y, patch, rare if b % 2 == 0 else None, pad_value=air)
+            if augment:
+                xc = intensity_augment(xc, run.rng, noise_sd=100.0)
+            xs.append(model_input(xc))
+            ys.append(yc)
+        return torch.stack(xs), torch.stack(ys)
+
     def validate() -> dict[str, float]:
-        model_net.eval()
         scores: dict[str, list[float]] = {}
-        with torch.no_grad():
-            for i in val_idx:
-                x, y = cases[i]
-                logits = sliding_window_inference(model_input(x)[None].to(dev), patch, 4, model_net, overlap=0.25,
-                                                  mode="gaussian")
-                for k, v in dice_per_class(logits[0].argmax(0).cpu(), y.long(), list(card.classes)).items():
-                    scores.setdefault(k, []).append(v)
+        for i in run.val_idx:
+            x, y = cases[i]
+            logits = sliding_window_inference(model_input(x)[None].to(run.device), patch, 4, net, overlap=0.25,
+                                              mode="gaussian")
+            for k, v in dice_per_class(logits[0].argmax(0).cpu(), y.long(), list(card.classes)).items():
+                scores.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
-    before = validate() if n_val and rank == 0 else {}
-    best = (-1.0, 0, None)  # (validation mean Dice, epoch, weights)
-    for epoch in range(1, epochs + 1):
-        net.train()
-        losses = []
-        for _ in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
-                raise Stopped("fine-tuning cancelled")
-            xs, ys = [], []
-            for b in range(batch):
-                x, y = cases[int(train_idx[rng.integers(len(train_idx))])] if len(train_idx) else cases[0]
-                xc, yc = random_crop(rng, x, y, patch, rare if b % 2 == 0 else None, pad_value=air)
-                if augment:
-                    xc = intensity_augment(xc, rng, noise_sd=100.0)
-                xs.append(model_input(xc))
-                ys.append(yc)
-            x, y = torch.stack(xs).to(dev), torch.stack(ys).to(dev)
-            loss = loss_fn(net(x), y[:, None].long())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        record = {"epoch": epoch, "loss": float(np.mean(losses)),
-                  "val_dice": validate() if n_val and rank == 0 else {}}
-        history.append(record)
-        score = float(np.mean(list(record["val_dice"].values()))) if record["val_dice"] else -1.0
-        if keep_best and rank == 0 and score > best[0]:
-            best = (score, epoch, {k: v.detach().clone() for k, v in model_net.state_dict().items()})
-        if progress is not None and rank == 0:
-            progress(record)
-    model_net.eval()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank != 0:  # rank 0 writes the model
-            dist.destroy_process_group()
-            return None
-    kept = len(history)
-    if best[2] is not None and best[1] != kept:
-        model_net.load_state_dict(best[2])
-        kept = best[1]
+    before, history, kept = train_segmentation(run, net, sample_batch, validate, epochs, steps_per_epoch, lr,
+                                                progress, should_stop, keep_best)
+    if run.finished_worker():
+        return None
     after = history[kept - 1]["val_dice"] if history else {}
-    summary = (f"{len(train_idx)} training and {n_val} validation cases, {epochs} epochs x {steps_per_epoch} steps "
-               f"(seed {seed}), {'intensity augmentation, ' if augment else ''}weights of epoch {kept}")
-    new = save_version(model_net, card, dataset, summary,
+    summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation cases, {epochs} epochs x "
+               f"{steps_per_epoch} steps (seed {seed}), {'intensity augmentation, ' if augment else ''}"
+               f"weights of epoch {kept}")
+    new = save_version(net, card, dataset, summary,
                        {"val_dice_before": before, "val_dice": after, "kept_epoch": kept, "epochs": history},
-                       out_dir, {"processes": world})
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+                       out_dir, {"processes": run.world})
+    run.close()
     return new
 
 

@@ -15,7 +15,6 @@ reading, label matching, split, DDP set-up and versioning, and differs where mam
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +22,15 @@ import numpy as np
 import torch
 
 from inference import registry
-from inference.device import pick_device
 from inference.finetune import (
     FinetuneError,
     Progress,
-    Stopped,
-    _distributed,
     dice_per_class,
     label_remap,
     read_dataset,
     save_version,
+    start_run,
+    train_segmentation,
 )
 from inference.preprocess import mammo as mgp
 
@@ -132,86 +130,45 @@ def validate(net: torch.nn.Module, card, views: list[View], device) -> dict[str,
 def finetune_seg2d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
                    seed: int, device: str, out_dir, progress: Progress | None, should_stop):
     """Fine-tune a "segmentation-2d" ``card`` on ``dataset``; the new ModelCard (None on torchrun ranks > 0)."""
-    from monai.losses import DiceCELoss
-
     from inference.train_seg import random_crop
 
     meta, pairs = read_dataset(dataset)
     check_modality(meta, card, dataset)
     lut = label_remap(meta.get("labels", {}), list(card.classes))
-    dev = pick_device(device)
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    rank, world = _distributed(dev)
-    torch.manual_seed(seed)
-    order = np.random.default_rng(seed).permutation(len(pairs))  # the same split on every rank
-    rng = np.random.default_rng([seed, rank])  # each rank its own crops
-    n_val = max(1, round(val_fraction * len(pairs))) if len(pairs) > 1 else 0
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    val_set = {int(i) for i in val_idx}
-    views = [load_view(*pairs[i], card, lut, keep_source=i in val_set and rank == 0) for i in range(len(pairs))]
-    train_views = [views[int(i)] for i in train_idx] or views[:1]
-    val_views = [views[int(i)] for i in val_idx]
-    net, card = registry.load_model(card, device=dev)
-    model_net = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    run = start_run(device, seed, len(pairs), val_fraction)
+    val_set = {int(i) for i in run.val_idx}
+    views = [load_view(*pairs[i], card, lut, keep_source=i in val_set and run.rank == 0) for i in range(len(pairs))]
+    train_views = [views[int(i)] for i in run.train_idx] or views[:1]
+    val_views = [views[int(i)] for i in run.val_idx]
+    net, card = registry.load_model(card, device=run.device)
     patch = tuple(int(p) for p in card.input["patch_size"])
     counts = [sum(int((v.y == k).sum()) for v in train_views) for k in range(len(card.classes))]
     rare = int(np.argmin([c or 1 << 62 for c in counts]))
     where = [{} for _ in train_views]  # random_crop's cache of class positions per view
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-5)
 
-    def run_validation() -> dict[str, float]:
-        return validate(model_net, card, val_views, dev) if val_views and rank == 0 else {}
+    def sample_batch():
+        xs, ys = [], []
+        for b in range(batch):
+            i = int(run.rng.integers(len(train_views)))
+            v = train_views[i]
+            xc, yc = random_crop(run.rng, v.x, v.y, patch, rare if b % 2 == 0 else None, where[i], v.pad_value)
+            if run.rng.random() < 0.5:  # up/down mirror keeps the chest wall left (as train_mammo)
+                xc, yc = xc.flip(-2), yc.flip(-2)
+            xs.append(xc)
+            ys.append(yc)
+        return torch.stack(xs), torch.stack(ys)
 
-    before = run_validation()
-    history = []
-    for epoch in range(1, epochs + 1):
-        net.train()
-        losses = []
-        for _ in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
-                raise Stopped("fine-tuning cancelled")
-            xs, ys = [], []
-            for b in range(batch):
-                i = int(rng.integers(len(train_views)))
-                v = train_views[i]
-                xc, yc = random_crop(rng, v.x, v.y, patch, rare if b % 2 == 0 else None, where[i], v.pad_value)
-                if rng.random() < 0.5:  # up/down mirror keeps the chest wall left (as train_mammo)
-                    xc, yc = xc.flip(-2), yc.flip(-2)
-                xs.append(xc)
-                ys.append(yc)
-            x, y = torch.stack(xs).to(dev), torch.stack(ys).to(dev)
-            loss = loss_fn(net(x), y[:, None].long())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": run_validation()}
-        history.append(record)
-        if progress is not None and rank == 0:
-            progress(record)
-    model_net.eval()
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank != 0:  # rank 0 writes the model
-            dist.destroy_process_group()
-            return None
-    after = history[-1]["val_dice"] if history else before
-    summary = (f"{len(train_idx)} training and {n_val} validation views, {epochs} epochs x {steps_per_epoch} "
-               f"steps (seed {seed})")
-    metrics = {"val_dice_before": before, "val_dice": after, "epochs": history,
+    before, history, kept = train_segmentation(
+        run, net, sample_batch, lambda: validate(net, card, val_views, run.device) if val_views else {},
+        epochs, steps_per_epoch, lr, progress, should_stop)
+    if run.finished_worker():
+        return None
+    after = history[kept - 1]["val_dice"] if history else before
+    summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation views, {epochs} epochs x "
+               f"{steps_per_epoch} steps (seed {seed}), weights of epoch {kept}")
+    metrics = {"val_dice_before": before, "val_dice": after, "kept_epoch": kept, "epochs": history,
                "val_dice_on": "each validation view's source grid, segmented by segment_image"}
-    new = save_version(model_net, card, dataset, summary, metrics, out_dir,
-                       {"processes": world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"})
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    new = save_version(net, card, dataset, summary, metrics, out_dir,
+                       {"processes": run.world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"})
+    run.close()
     return new
