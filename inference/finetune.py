@@ -269,12 +269,13 @@ def start_run(device: str, seed: int, n_cases: int, val_fraction: float) -> Run:
 
 def train_segmentation(run: Run, net: torch.nn.Module, sample_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                        validate: Callable[[], dict[str, float]], epochs: int, steps_per_epoch: int, lr: float,
-                       progress: Progress | None, should_stop, keep_best: bool = True) -> tuple[dict, list, int]:
-    """The loop both segmentation fine-tuners share; returns (validation Dice before, history, kept epoch).
+                       progress: Progress | None, should_stop) -> tuple[dict, list]:
+    """The loop both segmentation fine-tuners share; returns (validation Dice before, per-epoch history).
 
-    DiceCE loss, AdamW with a warm-up + cosine learning rate, validation after every epoch (rank 0),
-    and the epoch with the best mean validation Dice is loaded back into ``net`` at the end, so a
-    late, overfitted epoch of a tiny dataset is never what gets written.
+    DiceCE loss, AdamW with a warm-up + cosine learning rate, validation after every epoch (rank 0).
+    The final weights are kept, as nnU-Net does: picking the best epoch on the one or two validation
+    cases of a user's small dataset chose early, worse epochs (benchmarks/bench_retrain.py: arterial
+    shift +0.085..+0.184 with best-epoch selection, +0.184..+0.190 with the final epoch, 3 seeds).
     """
     from monai.losses import DiceCELoss
 
@@ -292,7 +293,6 @@ def train_segmentation(run: Run, net: torch.nn.Module, sample_batch: Callable[[]
             return validate()
 
     before = checked_validation()
-    best = (-1.0, 0, None)  # (mean validation Dice, epoch, weights)
     history = []
     for epoch in range(1, epochs + 1):
         trained.train()
@@ -309,29 +309,19 @@ def train_segmentation(run: Run, net: torch.nn.Module, sample_batch: Callable[[]
             losses.append(float(loss.detach()))
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": checked_validation()}
         history.append(record)
-        score = float(np.mean(list(record["val_dice"].values()))) if record["val_dice"] else -1.0
-        if keep_best and score > best[0]:
-            best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()})
         if progress is not None and run.rank == 0:
             progress(record)
     net.eval()
-    kept = len(history)
-    if best[2] is not None and best[1] != kept:
-        net.load_state_dict(best[2])
-        kept = best[1]
-    return before, history, kept
+    return before, history
 
 
 def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
-                    seed: int, device: str, out_dir, progress: Progress | None, should_stop,
-                    augment: bool = False, keep_best: bool = True):
+                    seed: int, device: str, out_dir, progress: Progress | None, should_stop):
     """3D fine-tuning: random crops (half on the rarest class) of the cases resampled to the model's
     spacing, the shared loop, validation by the same sliding window as inference on the model grid.
-    ``augment`` adds HU intensity augmentation (``inference.augment``); off by default because on the
-    measured low-dose shift it cost Dice (benchmarks/bench_retrain.py, see docs/design-notes.md)."""
+    No intensity augmentation: measured, it cost Dice on both benchmark shifts (docs/design-notes.md)."""
     from monai.inferers import sliding_window_inference
 
-    from inference.augment import intensity_augment
     from inference.train_seg import random_crop
 
     meta, pairs = read_dataset(dataset)
@@ -356,8 +346,6 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
         for b in range(batch):
             x, y = train_cases[int(run.rng.integers(len(train_cases)))]
             xc, yc = random_crop(run.rng, x, y, patch, rare if b % 2 == 0 else None, pad_value=air)
-            if augment:
-                xc = intensity_augment(xc, run.rng, noise_sd=100.0)
             xs.append(model_input(xc))
             ys.append(yc)
         return torch.stack(xs), torch.stack(ys)
@@ -372,16 +360,14 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
                 scores.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in scores.items()}
 
-    before, history, kept = train_segmentation(run, net, sample_batch, validate, epochs, steps_per_epoch, lr,
-                                                progress, should_stop, keep_best)
+    before, history = train_segmentation(run, net, sample_batch, validate, epochs, steps_per_epoch, lr, progress,
+                                         should_stop)
     if run.finished_worker():
         return None
-    after = history[kept - 1]["val_dice"] if history else {}
+    after = history[-1]["val_dice"] if history else {}
     summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation cases, {epochs} epochs x "
-               f"{steps_per_epoch} steps (seed {seed}), {'intensity augmentation, ' if augment else ''}"
-               f"weights of epoch {kept}")
-    new = save_version(net, card, dataset, summary,
-                       {"val_dice_before": before, "val_dice": after, "kept_epoch": kept, "epochs": history},
+               f"{steps_per_epoch} steps (seed {seed})")
+    new = save_version(net, card, dataset, summary, {"val_dice_before": before, "val_dice": after, "epochs": history},
                        out_dir, {"processes": run.world})
     run.close()
     return new

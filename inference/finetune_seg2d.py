@@ -158,15 +158,15 @@ def finetune_seg2d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, 
             ys.append(yc)
         return torch.stack(xs), torch.stack(ys)
 
-    before, history, kept = train_segmentation(
+    before, history = train_segmentation(
         run, net, sample_batch, lambda: validate(net, card, val_views, run.device) if val_views else {},
         epochs, steps_per_epoch, lr, progress, should_stop)
     if run.finished_worker():
         return None
-    after = history[kept - 1]["val_dice"] if history else before
+    after = history[-1]["val_dice"] if history else before
     summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation views, {epochs} epochs x "
-               f"{steps_per_epoch} steps (seed {seed}), weights of epoch {kept}")
-    metrics = {"val_dice_before": before, "val_dice": after, "kept_epoch": kept, "epochs": history,
+               f"{steps_per_epoch} steps (seed {seed})")
+    metrics = {"val_dice_before": before, "val_dice": after, "epochs": history,
                "val_dice_on": "each validation view's source grid, segmented by segment_image"}
     new = save_version(net, card, dataset, summary, metrics, out_dir,
                        {"processes": run.world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"})
