@@ -415,3 +415,34 @@ def test_compact_segments_renumbers_values_in_use():
     assert out[0, 0, 0] == 1 and out[1, 2, 2] == 2 and out.sum() == 3
     with pytest.raises(ValueError, match="no Segment"):
         compact_segments(labels, segs[:2])
+
+
+def test_segment_algorithm_type_says_how_each_label_was_made(tmp_path):
+    """Untouched model output: AUTOMATIC with the model as algorithm; edited: SEMIAUTOMATIC; a label
+    the model never made: MANUAL (no algorithm). Read back from the written SEG with highdicom."""
+    from viewer.core.export.dicom_seg import compact_segments, edited_segments
+
+    src = ramp_volume(shape=(6, 12, 12))
+    write_series(src, tmp_path / "src")
+    series, volume = load(tmp_path / "src")
+    model = np.zeros(volume.shape, np.uint8)
+    model[1:3, 2:6, 2:6] = 1  # liver, kept as the model made it
+    model[3:5, 6:9, 6:9] = 2  # lesion, to be corrected
+    edited = model.copy()
+    edited[4, 6:9, 6:9] = 0  # the user erased a slice of the lesion
+    edited[5, 1:3, 1:3] = 3  # and drew a cyst
+    names = {1: "liver", 2: "lesion", 3: "cyst"}
+    colors = {v: (200, 10 * v, 0) for v in names}
+    segs = edited_segments(edited, names, colors, model, "ct-organs-unet3d 1.1")
+    assert [(s.label, s.algorithm_type) for s in segs] == [("liver", "AUTOMATIC"), ("lesion", "SEMIAUTOMATIC"),
+                                                           ("cyst", "MANUAL")]
+    assert [s.algorithm_type for s in edited_segments(edited, names, colors)] == ["MANUAL"] * 3  # no model map
+    labels, segs = compact_segments(edited, segs)
+    path = write_dicom_seg(labels, volume, series, segs, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(path)
+    got = {seg.get_segment_description(n).SegmentLabel: seg.get_segment_description(n) for n in (1, 2, 3)}
+    assert {k: d.SegmentAlgorithmType for k, d in got.items()} == {"liver": "AUTOMATIC", "lesion": "SEMIAUTOMATIC",
+                                                                   "cyst": "MANUAL"}
+    assert got["liver"].SegmentAlgorithmName == "ct-organs-unet3d"
+    assert got["liver"].SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == "1.1"
+    assert "SegmentationAlgorithmIdentificationSequence" not in got["cyst"]

@@ -442,19 +442,18 @@ class EditorController(QObject):
         path = Path(path)
         if path.suffix.lower() == ".dcm":
             from ..core.export.dicom_seg import (
-                Segment,
                 compact_segments,
+                edited_segments,
                 write_dicom_seg,
             )
 
             series = self.window.viewport_series(view) or self._series_of(vol)
             if series is None or series.kind != "dicom":
                 raise ValueError("DICOM SEG needs a DICOM source series; save as NIfTI instead")
-            # drawn by hand: MANUAL; an AI label the user has edited: SEMIAUTOMATIC
-            segs = [Segment(v, lb.name, lb.color,
-                            algorithm_type="MANUAL" if lb.algorithm == "MANUAL" else "SEMIAUTOMATIC",
-                            algorithm_name=lb.algorithm_name or "Lightbox segment editor")
-                    for v, lb in lm.labels.items()]
+            # the model's untouched labels: AUTOMATIC; edited: SEMIAUTOMATIC; drawn by hand: MANUAL
+            original, model = self.session.origins.get(map_key(vol), (None, ""))
+            segs = edited_segments(lm.array, {v: lb.name for v, lb in lm.labels.items()},
+                                   {v: lb.color for v, lb in lm.labels.items()}, original, model)
             labels, segs = compact_segments(lm.array, segs)  # SEG segment numbers run 1..N
             write_dicom_seg(labels, vol, series, segs, path, series_description="Lightbox edited segmentation")
         else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,30 @@ class Segment:
     def codes(self) -> tuple[Code, Code]:
         guess = property_codes(self.label)
         return self.category or guess[0], self.type or guess[1]
+
+
+def edited_segments(labels: np.ndarray, names: Mapping[int, str], colors: Mapping[int, tuple[int, int, int]],
+                    original: np.ndarray | None = None, model: str = "") -> list[Segment]:
+    """Segments whose SegmentAlgorithmType says how each label was made, per PS3.3 C.8.20.4:
+    AUTOMATIC when the voxels are exactly the model's (``original``, same values), SEMIAUTOMATIC
+    when the model's label was edited, MANUAL when the model never produced that label (or there
+    was no model). ``model`` ("name version") identifies the algorithm."""
+    name, _, version = model.rpartition(" ") if " " in model else (model, "", "")
+    out = []
+    for value, label in names.items():
+        if not value:
+            continue
+        mine = labels == value
+        theirs = original == value if original is not None and original.shape == labels.shape else None
+        if theirs is None or not theirs.any():
+            kind, algorithm, algorithm_version = "MANUAL", "Lightbox segment editor", ""
+        elif np.array_equal(mine, theirs):
+            kind, algorithm, algorithm_version = "AUTOMATIC", name or "Lightbox", version
+        else:
+            kind, algorithm, algorithm_version = "SEMIAUTOMATIC", f"{name or 'model'} + Lightbox segment editor", version
+        out.append(Segment(int(value), str(label), tuple(colors[value]), algorithm_type=kind,
+                           algorithm_name=algorithm, algorithm_version=algorithm_version))
+    return out
 
 
 def _software_version() -> str:

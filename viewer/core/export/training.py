@@ -145,20 +145,20 @@ def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.nd
     out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
            "label": writer.label_path(case), "seg": None}
     if series is not None and series.kind == "dicom" and np.any(labels):
-        out["seg"] = _write_deidentified_seg(writer, case, volume, np.asarray(labels), names, series, deid)
+        out["seg"] = _write_deidentified_seg(writer, case, volume, np.asarray(labels), names, series, deid,
+                                             original_labels, model)
     return out
 
 
-def _write_deidentified_seg(writer, case, volume, labels, names, series, deid) -> Path:
+def _write_deidentified_seg(writer, case, volume, labels, names, series, deid, original, model: str) -> Path:
     from ..colors import label_color
     from .deid import deidentify_file
-    from .dicom_seg import Segment, compact_segments, write_dicom_seg
+    from .dicom_seg import compact_segments, edited_segments, write_dicom_seg
 
     folder = inside(writer.folder, "segTr")
     folder.mkdir(exist_ok=True)
     final = inside(folder, f"{case}.seg.dcm")
-    segs = [Segment(v, str(n), label_color(v), algorithm_type="SEMIAUTOMATIC",
-                    algorithm_name="Lightbox segment editor") for v, n in names.items() if v]
+    segs = edited_segments(labels, names, {v: label_color(v) for v in names}, original, model)
     compact, segs = compact_segments(labels, segs)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".seg-") as tmp:
         plain = write_dicom_seg(compact, volume, series, segs, Path(tmp) / "seg.dcm",
