@@ -139,6 +139,8 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     from inference.device import run_with_cpu_fallback
     from inference.preprocess.mammo import chest_wall_from_orientation
 
+    from ..core.mammo import bright_is_dense
+
     if not views:
         raise ValueError("no mammography views to analyse")
     t0 = time.perf_counter()
@@ -164,7 +166,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         _check(should_stop)
         if progress:
             progress(done / steps, f"{name}: heatmap and classification")
-        image = volume.array[0]
+        image = bright_is_dense(volume, series)[0]  # MONOCHROME1 inverted: the models assume MONOCHROME2
         spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
         chest_wall = chest_wall_from_orientation(volume.info.patient_orientation)
         va = run_with_cpu_fallback(

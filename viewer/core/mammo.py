@@ -89,3 +89,30 @@ def display_flips(info: SourceInfo, image: np.ndarray | None = None) -> Flips:
         on_left = chest_wall_on_left(image)
         return Flips(left_right=on_left if name[0] == "R" else not on_left, up_down=False)
     return Flips(False, False)
+
+
+def bright_is_dense(volume, series: Series | None = None) -> np.ndarray:
+    """The pixels with dense tissue bright, whatever the PhotometricInterpretation.
+
+    Models, thresholds and exported training images assume MONOCHROME2. A MONOCHROME1 image (low
+    values white, as some CR and older mammography units store them) is inverted within the value
+    range its stored bits can hold (after rescale), which is exactly what a MONOCHROME2 image of the
+    same exposure holds; without the DICOM header, within the image's own range.
+    """
+    array = volume.array
+    if str(volume.info.photometric).upper() != "MONOCHROME1":
+        return array
+    inst = series.instances[0] if series is not None and series.instances else None
+    if inst is not None and not inst.float_pixels:
+        bits = int(inst.bits_stored)
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if inst.pixel_representation else (0, (1 << bits) - 1)
+        slope, intercept = inst.rescale
+        lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
+    else:
+        lo, hi = float(array.min()), float(array.max())
+    inverted = (lo + hi) - array.astype(np.float64)
+    if np.issubdtype(array.dtype, np.integer):  # keep the stored type when the values still fit it
+        info = np.iinfo(array.dtype)
+        if float(lo + hi).is_integer() and inverted.min() >= info.min and inverted.max() <= info.max:
+            return inverted.astype(array.dtype)
+    return inverted.astype(np.float32)

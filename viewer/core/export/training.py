@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..mammo import FOUR_VIEWS
+from ..mammo import FOUR_VIEWS, bright_is_dense
 from ..study import Series
 from ..volume import SourceInfo, Volume
 from .dataset import (
@@ -49,6 +49,13 @@ def chest_wall_side(info: SourceInfo) -> str:
     orientation = info.patient_orientation
     first = str(orientation[0]).upper()[:1] if orientation else ""
     return {"A": "left", "P": "right"}.get(first, "")
+
+
+def training_image(volume: Volume, series: Series | None) -> Volume:
+    """The image as models take it: a MONOCHROME1 view inverted to MONOCHROME2 (the NIfTI cannot say
+    which it is, and the fine-tuners prepare images exactly as Analyze does, which inverts it too)."""
+    pixels = bright_is_dense(volume, series)
+    return volume if pixels is volume.array else volume.with_array(pixels)
 
 
 def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int, str], series: Series | None,
@@ -98,8 +105,8 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
     order = sorted(names, key=lambda v: (FOUR_VIEWS.index(v) if v in FOUR_VIEWS else len(FOUR_VIEWS), v))
     out = {"case": case, "dataset": writer.folder, "images": {}, "rows": 0, "segmentations": {}, "mapping": None}
     if classes:
-        items = [ClassifiedView(v, classes.get(v, ""), views[names[v]][0], chest_wall_side(views[names[v]][0].info))
-                 for v in order]
+        items = [ClassifiedView(v, classes.get(v, ""), training_image(*views[names[v]]),
+                                chest_wall_side(views[names[v]][0].info)) for v in order]
         if EXAM_VIEW in classes:
             items.append(ClassifiedView(EXAM_VIEW, classes[EXAM_VIEW]))
         provenance = {"model": _model_record(model)} if model else {}
@@ -141,7 +148,8 @@ def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.nd
     """One (image, label map) pair, its provenance and, for a DICOM image with a mask, its
     de-identified SEG; returns {"case", "dataset", "image", "label", "seg"}."""
     provenance = {**(extra or {}), **({"model": _model_record(model)} if model else {})}
-    case = writer.add_case(volume, labels, names, provenance, case_id=case_id, original_labels=original_labels)
+    case = writer.add_case(training_image(volume, series), labels, names, provenance, case_id=case_id,
+                           original_labels=original_labels)
     out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
            "label": writer.label_path(case), "seg": None}
     if series is not None and series.kind == "dicom" and np.any(labels):
