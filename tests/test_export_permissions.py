@@ -93,3 +93,16 @@ def test_export_into_a_read_only_folder_fails_cleanly(world_readable_tmp):
     assert len(written) == 1
     if prefix:  # it really ran unprivileged
         assert written[0].stat().st_uid == NOBODY
+
+    # the dataset's labelsTr becomes read-only: the second case's image must not be left behind
+    dataset = written[0].parents[1]
+    before = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    (dataset / "labelsTr").chmod(0o555)
+    try:
+        again = _export(prefix, study, seg, writable, home)
+    finally:
+        (dataset / "labelsTr").chmod(0o755)
+    assert again.returncode == 2 and "labelsTr" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr
+    after = {p: p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+    assert after == before  # no second image, no temp files, dataset.json and provenance unchanged
