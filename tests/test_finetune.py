@@ -84,8 +84,8 @@ def test_train_cli(dataset, tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope")]) == 2
 
 
-def test_finetune_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
-    """The multi-GPU path, exercised with torchrun's launcher, 2 CPU processes and the gloo backend."""
+def torchrun_finetune(dataset, out_dir, processes: int = 2):
+    """``torchrun --nproc_per_node N -m inference.finetune DATASET`` on CPU (gloo), 1 epoch of 1 step."""
     import os
     import socket
     import subprocess
@@ -97,10 +97,15 @@ def test_finetune_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
         port = sock.getsockname()[1]
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                            "--master_port", str(port), "-m", "inference.finetune", str(dataset), "--epochs", "1",
-                           "--steps", "1", "--device", "cpu", "--out", str(tmp_path)],
+                           "--steps", "1", "--device", "cpu", "--out", str(out_dir)],
                           env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_finetune_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
+    """The multi-GPU path, exercised with torchrun's launcher, 2 CPU processes and the gloo backend."""
+    proc = torchrun_finetune(dataset, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cards = list(tmp_path.glob("*.json"))
     assert len(cards) == 1  # only rank 0 writes

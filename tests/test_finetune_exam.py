@@ -225,3 +225,16 @@ def test_views_exported_by_the_app_are_prepared_as_analyze_prepares_the_dicom(tm
     for v in views:
         assert view_probability(net, load_view(v, card)) == pytest.approx(
             analysed[v.view]["scores"]["malignancy"], abs=1e-5), v.view
+
+
+def test_finetune_exam_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
+    """torchrun, 2 CPU processes (gloo): gradients averaged, only rank 0 validates and writes."""
+    from test_finetune import torchrun_finetune
+
+    proc = torchrun_finetune(dataset, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote mammo-exam" in proc.stderr and "validation AUC" in proc.stderr
+    (path,) = tmp_path.glob("*.json")  # only rank 0 writes
+    card = registry.load_card(path)
+    assert card.extra["processes"] == 2
+    registry.load_model(card)

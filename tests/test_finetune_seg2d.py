@@ -172,22 +172,10 @@ def test_a_few_steps_on_a_shifted_domain_raise_held_out_dice(tmp_path):
 
 def test_finetune_seg2d_runs_as_two_ddp_processes_on_cpu(mammo_dataset, tmp_path):
     """torchrun with 2 CPU processes (gloo): each trains on its own crops, only rank 0 validates and writes."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
+    from test_finetune import torchrun_finetune
 
     dataset, _ = mammo_dataset
-    with socket.socket() as sock:  # a free port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), "-m", "inference.finetune", str(dataset), "--epochs", "1",
-                           "--steps", "1", "--device", "cpu", "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = torchrun_finetune(dataset, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"wrote {MODEL}" in proc.stderr and "validation Dice mass" in proc.stderr
     (path,) = tmp_path.glob("*.json")  # only rank 0 writes
