@@ -205,6 +205,12 @@ def test_consistency_and_secrets(tmp_path, study):
     assert a.pseudonym("p1") == "CASE_0001" and a.pseudonym("p2") == "CASE_0002" and a.pseudonym("p1") == "CASE_0001"
     assert a.mapping() == {}  # nothing kept unless asked
     assert a.write_mapping(tmp_path / "m.json") is None and not (tmp_path / "m.json").exists()
+    kept = Deidentifier(DeidPolicy(secret=b"one", keep_mapping=True))
+    kept.pseudonym("PID-8675309")
+    path = kept.write_mapping(tmp_path / "kept.json")
+    assert "PID-8675309" in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600  # it re-identifies patients: its owner only
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     info = SourceInfo(series_uid=SERIES_UID, patient_name="Smithers^Waylon")
     text = safe_description(info, a)
     assert SERIES_UID not in text and deidentified_uid(SERIES_UID, a) in text and "Waylon" not in text

@@ -7,10 +7,9 @@ path is checked to stay inside the chosen folder.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from viewer.core.atomic import write_bytes
 from viewer.core.export.dataset import inside
 from viewer.core.export.dataset import safe_name as _safe_name
 from viewer.core.study import Series
@@ -24,17 +23,7 @@ def safe_name(text: str, fallback: str = "item") -> str:
 
 
 def write_json_atomic(data, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared like the maps
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 def write_series_outputs(sr: SeriesResult, series: Series | None, folder: Path) -> dict[str, str]:

@@ -39,8 +39,6 @@ import io
 import json
 import os
 import re
-import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..atomic import temp_beside
 from ..errors import LightboxError
 from ..io.itk import to_sitk
 from ..volume import Volume
@@ -151,13 +150,10 @@ def _folder_problem(folder: Path) -> str | None:
 # -- atomic writes ------------------------------------------------------------------------------
 def _temp_path(final: Path) -> Path:
     """A fresh temp file beside ``final`` (same folder, so os.replace is atomic; same suffix)."""
-    suffix = FILE_ENDING if final.name.endswith(FILE_ENDING) else final.suffix
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{uuid.uuid4().hex[:8]}.partial.", suffix=suffix, dir=final.parent)
+        return temp_beside(final)
     except OSError as exc:
         raise _os_error(exc, final.parent, final.name) from exc
-    os.close(fd)
-    return Path(tmp)
 
 
 def _stage_bytes(data: bytes, final: Path) -> Path:

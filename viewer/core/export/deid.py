@@ -43,7 +43,6 @@ import json
 import os
 import re
 import secrets
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from ..atomic import replacing, write_bytes
 from .deid_table import BASIC_PROFILE, BASIC_PROFILE_MASKED
 
 BIRTH_DATE = 0x00100030
@@ -203,10 +203,11 @@ class Deidentifier:
                 "uids": dict(self._uids)}
 
     def write_mapping(self, path) -> Path | None:
-        """Write ``mapping()`` as JSON (atomically); does nothing without ``keep_mapping``."""
+        """Write ``mapping()`` as JSON (atomically), readable by its owner only: it re-identifies the
+        patients. Does nothing without ``keep_mapping``."""
         if not self.policy.keep_mapping:
             return None
-        return _atomic_write_bytes(Path(path), json.dumps(self.mapping(), indent=1).encode())
+        return write_bytes(Path(path), json.dumps(self.mapping(), indent=1).encode(), mode=0o600)
 
     def safe_description(self, info, kind: str = "labels") -> str:
         """A NIfTI description for ``info`` (SourceInfo) that holds only the remapped series UID."""
@@ -357,20 +358,6 @@ def safe_description(info, deidentifier: Deidentifier, kind: str = "labels") -> 
     return deidentifier.safe_description(info, kind)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{uuid.uuid4().hex}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def deidentify_file(src, dst, deidentifier: Deidentifier) -> Path:
     """Read ``src``, de-identify it and write ``dst`` atomically (temp file + rename).
 
@@ -397,13 +384,9 @@ def deidentify_file(src, dst, deidentifier: Deidentifier) -> Path:
     out.preamble = b"\0" * 128
     out.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian,
                               getattr(ds, "original_character_set", None) or "ISO_IR 6")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{uuid.uuid4().hex}.partial")
     try:
-        out.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, dst)
+        with replacing(dst) as tmp:
+            out.save_as(tmp, enforce_file_format=True)
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         raise DeidError(f"{src}: cannot write the de-identified copy ({exc})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return dst

@@ -18,8 +18,6 @@ PixelSpacing, and the FrameOfReferenceUID if the source has one.
 """
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.coding import Code
 
+from ..atomic import replacing
 from ..errors import describe
 from ..io.dicom import plan_series
 from ..study import Series
@@ -317,13 +316,8 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ValueError(f"cannot build a DICOM SEG for series {series.label()}: {describe(exc)}") from exc
     seg.SeriesDescription = series_description[:64]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{uuid.uuid4().hex}.partial{path.suffix}")
-    try:
+    with replacing(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

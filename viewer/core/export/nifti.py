@@ -10,13 +10,12 @@ volume is written as a 3D image with one slice.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..atomic import replacing
 from ..io.itk import from_sitk, to_sitk
 from ..volume import Volume
 
@@ -64,13 +63,8 @@ def _write(volume: Volume, path: Path, note: str) -> Path:
     """Atomic NIfTI write (temp name in the same folder, then rename), with a descrip note."""
     image = to_sitk(volume)
     image.SetMetaData("ITK_FileNotes", note[:DESCRIP_LIMIT])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{uuid.uuid4().hex}.partial.{path.name}")  # same suffix: ITK picks format by it
-    try:
+    with replacing(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -5,13 +5,12 @@ Volume round-trips through any of these formats with its patient geometry.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..atomic import replacing
 from ..volume import SourceInfo, Volume
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -92,10 +91,6 @@ def write_volume(volume: Volume, path, compress: bool = True) -> Path:
     if path.name.lower().endswith((".mhd", ".nhdr")):  # header names its data file: no rename trick
         sitk.WriteImage(to_sitk(volume), str(path), useCompression=compress)
         return path
-    tmp = path.with_name(f".{uuid.uuid4().hex}.partial.{path.name}")  # same suffix: ITK picks format by it
-    try:
+    with replacing(path) as tmp:
         sitk.WriteImage(to_sitk(volume), str(tmp), useCompression=compress)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
