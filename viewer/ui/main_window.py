@@ -50,6 +50,7 @@ OPEN_FILE_FILTER = ("DICOM and image files (*.dcm *.dicom *.dic *.ima *.nii *.ni
 
 MAX_RECENT = 8
 RECENT_KEY = "recent/paths"
+LINK_SCROLL_KEY = "view/link_scroll"
 
 
 def settings() -> QSettings:
@@ -330,6 +331,17 @@ class MainWindow(QMainWindow):
             view_menu.addAction(act)
         view_menu.addSeparator()
         view_menu.addAction(self.play_action)
+        view_menu.addSeparator()
+        self.link_scroll_action = QAction("&Link scroll", self)
+        self.link_scroll_action.setCheckable(True)
+        self.link_scroll_action.setToolTip("Scroll the 1×2 / 2×2 viewports of one frame of reference together, "
+                                           "slice by slice at the same patient position")
+        self.link_scroll_action.setChecked(settings().value(LINK_SCROLL_KEY, True, type=bool))
+        self.grid.set_link_scroll(self.link_scroll_action.isChecked())
+        self.link_scroll_action.toggled.connect(self.set_link_scroll)
+        view_menu.addAction(self.link_scroll_action)
+        self.layout_toolbar.addSeparator()
+        self.layout_toolbar.addAction(self.link_scroll_action)
 
         help_menu = self.help_menu = self.menuBar().addMenu("&Help")
         self.about_action = QAction("&About Lightbox", self)
@@ -878,6 +890,17 @@ class MainWindow(QMainWindow):
             return
         k = view.slice_index + 1
         view.set_slice(0 if k >= view.slice_count else k)
+
+    # -- linked scrolling --------------------------------------------------------------------------
+    def set_link_scroll(self, on: bool) -> None:
+        """Linked scrolling of the grid's viewports on or off; remembered for the next session."""
+        if self.link_scroll_action.isChecked() != bool(on):
+            self.link_scroll_action.setChecked(bool(on))  # -> toggled -> here again
+            return
+        self.grid.set_link_scroll(bool(on))
+        s = settings()
+        s.setValue(LINK_SCROLL_KEY, bool(on))
+        s.sync()
 
     # -- overlay text ------------------------------------------------------------------------------
     @property

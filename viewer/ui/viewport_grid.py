@@ -3,12 +3,18 @@
 The active viewport is the one the browser loads into, the W/L presets and
 cine act on, and MPR reformats. Clicking or dropping a series on a viewport
 makes it active; with more than one shown, the active one has a coloured frame.
+
+Linked scrolling: in 1x2 and 2x2, moving the slice of one viewport moves every
+other shown viewport of the same frame of reference to the slice at the same
+patient position (core.sync); a newly loaded series joins at that position.
+The viewports moved this way do not pass the move on, so nothing loops.
 """
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
 
+from ..core.sync import matching_slice, same_frame_of_reference, slice_plane
 from .slice_view import SliceView
 
 MODES: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
@@ -42,10 +48,15 @@ class ViewportGrid(QWidget):
             grid.addWidget(frame, row, col)
             view.activated.connect(lambda v=view: self.set_active(v))
             view.series_dropped.connect(lambda key, v=view: self.series_dropped.emit(v, key))
+            view.slice_changed.connect(lambda _k, v=view: self._slice_moved(v))
+            view.volume_changed.connect(lambda v=view: self._volume_shown(v))
             self.cells.append(view)
             self._frames.append(frame)
         self.mode = "1x1"
         self._active = self.cells[0]
+        self.link_scroll = True  # the window's "Link scroll" toggle
+        self._following = False  # True while viewports are moved to follow another one
+        self._joining: set[SliceView] = set()  # just loaded: its first slice_changed is not a scroll
         self._apply()
 
     @property
@@ -92,3 +103,60 @@ class ViewportGrid(QWidget):
         single = len(self.visible_cells()) == 1
         for view, frame in zip(self.cells, self._frames):
             frame.setStyleSheet(SINGLE_FRAME if single else ACTIVE_FRAME if view is self._active else IDLE_FRAME)
+
+    # -- linked scrolling -----------------------------------------------------------------
+    def set_link_scroll(self, on: bool) -> None:
+        """Turn linked scrolling on or off; turning it on lines the others up with the active viewport."""
+        self.link_scroll = bool(on)
+        if self.link_scroll and self._active.volume is not None:
+            self.follow(self._active)
+
+    def linked_views(self, view: SliceView) -> list[SliceView]:
+        """The other shown viewports that scroll with ``view`` (none in 1x1 or with linking off)."""
+        shown = self.visible_cells()
+        if not self.link_scroll or len(shown) < 2 or view not in shown or view.volume is None:
+            return []
+        return [v for v in shown if v is not view and v.volume is not None
+                and same_frame_of_reference(v.volume.info, view.volume.info)]
+
+    def follow(self, source: SliceView) -> None:
+        """Move the viewports linked to ``source`` to its patient position (each stays put where
+        its planes are not parallel to the source's, or the position lies outside its series)."""
+        peers = self.linked_views(source)
+        if not peers:
+            return
+        plane = slice_plane(source.volume, source.plane_geometry.axis, source.slice_index)
+        self._following = True
+        try:
+            for peer in peers:
+                k = matching_slice(plane, peer.volume, peer.plane_geometry.axis)
+                if k is not None:
+                    peer.set_slice(k)
+        finally:
+            self._following = False
+
+    def _slice_moved(self, view: SliceView) -> None:
+        if self._following:  # moved to follow another viewport: never passed on
+            return
+        if view in self._joining:  # set_volume's own announcement of its first slice
+            self._joining.discard(view)
+            return
+        self.follow(view)
+
+    def _volume_shown(self, view: SliceView) -> None:
+        """A series just loaded here: start at the position of the viewports it links with."""
+        if view.volume is None:
+            return
+        self._joining.add(view)  # set_volume emits slice_changed right after volume_changed
+        peers = self.linked_views(view)
+        if not peers:
+            return
+        source = self._active if self._active in peers else peers[0]
+        plane = slice_plane(source.volume, source.plane_geometry.axis, source.slice_index)
+        k = matching_slice(plane, view.volume, view.plane_geometry.axis)
+        if k is not None:
+            self._following = True
+            try:
+                view.set_slice(k)
+            finally:
+                self._following = False
