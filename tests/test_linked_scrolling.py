@@ -302,3 +302,5 @@ def test_1x1_and_mpr_scroll_alone(qtbot, window, link_study):
     axial = window.mpr_layout.views["axial"]
     axial.set_slice(3)
     assert right.slice_index == k and left.slice_index == 20
+    window.set_layout("1x2")  # shown again: it lines up with the active viewport
+    assert_follows(left, right)

@@ -80,6 +80,8 @@ class ViewportGrid(QWidget):
             self._active = self.cells[0]
             self.active_changed.emit(self._active)
         self._apply()
+        if self.link_scroll and self._active.volume is not None:
+            self.follow(self._active)  # viewports shown again line up with the active one
 
     @property
     def count(self) -> int:
