@@ -126,14 +126,20 @@ THICK = dict(n=9, spacing=5.0, origin=(-58.0, -61.0, -33.0))  # z -33 .. 7
 OTHER = dict(n=24, spacing=2.0, origin=(-60.0, -60.0, -40.0))  # the same grid as THIN, another frame
 
 
-def z_volume(n, spacing, origin, number, description, frame) -> Volume:
+# slice 0 at the top (z = 10), stacked toward the feet: the row direction is mirrored so that
+# row x column = slice axis, as the DICOM loader derives it
+REVERSED_AXIAL = np.column_stack([[0, 0, -1], [0, 1, 0], [-1, 0, 0]]).astype(float)
+REVERSED = dict(n=11, spacing=4.0, origin=(60.0, -60.0, 10.0), direction=REVERSED_AXIAL)  # z 10 .. -30
+
+
+def z_volume(n, spacing, origin, number, description, frame, direction=AXIAL) -> Volume:
     """Every pixel of a slice holds 1000 + its z in mm, so what is shown tells where it is."""
-    z = origin[2] + spacing * np.arange(n)
+    z = origin[2] + direction[2, 0] * spacing * np.arange(n)
     arr = np.broadcast_to((1000 + np.rint(z)).astype(np.int16)[:, None, None], (n, 24, 24)).copy()
     info = SourceInfo(modality="CT", patient_name="LINK^TEST", patient_id="L-1", study_uid="1.2.826.0.1.77",
                       series_uid=f"1.2.826.0.1.77.{number}", series_number=number,
                       series_description=description, frame_of_reference_uid=frame)
-    return Volume(arr, (spacing, 1.0, 1.0), origin, info=info)
+    return Volume(arr, (spacing, 1.0, 1.0), origin, direction, info=info)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +148,7 @@ def link_study(tmp_path_factory) -> Path:
     write_series(z_volume(**THIN, number=1, description="thin", frame=FRAME), out / "thin")
     write_series(z_volume(**THICK, number=2, description="thick", frame=FRAME), out / "thick")
     write_series(z_volume(**OTHER, number=3, description="other frame", frame="1.2.826.0.1.77.2"), out / "other")
+    write_series(z_volume(**REVERSED, number=4, description="reversed", frame=FRAME), out / "reversed")
     return out
 
 
@@ -222,6 +229,32 @@ def test_scrolling_one_viewport_moves_the_other_to_the_same_position(qtbot, wind
 
 
 @needs_qt
+def test_2x2_reversed_stack_follows_and_another_frame_stays(qtbot, window, link_study):
+    left, right = open_1x2(qtbot, window, link_study)
+    window.set_layout("2x2")
+    qtbot.waitUntil(lambda: not window.busy and all(v.volume is not None for v in window.grid.visible_cells()),
+                    timeout=15000)
+    views = {v.volume.info.series_description: v for v in window.grid.visible_cells()}
+    assert set(views) == {"thin", "thick", "other frame", "reversed"}
+    rev, other = views["reversed"], views["other frame"]
+    assert rev.volume.index_to_world((0, 0, 0))[2] == 10.0  # loaded as stored: slice 0 at the top
+    window.grid.set_active(left)
+    k_other = other.slice_index
+    for k in (3, 10, 15, 20, 23):  # z = -34, -20, -10, 0, 6
+        left.set_slice(k)
+        assert_follows(left, right)
+        z = z_of(left)
+        if z < -32:  # beyond half a slice below the reversed stack's last slice (-30): it stays
+            continue
+        assert abs(z_of(rev) - z) <= REVERSED["spacing"] / 2 + 1e-6
+        assert int(rev.current_image()[0, 0]) == 1000 + round(z_of(rev))
+    assert other.slice_index == k_other
+
+    rev.set_slice(1)  # z = 6: the thin and thick ones follow the reversed one too
+    assert z_of(left) == 6.0 and z_of(right) == 7.0 and other.slice_index == k_other
+
+
+@needs_qt
 def test_cine_moves_the_linked_viewport_too(qtbot, window, link_study):
     left, right = open_1x2(qtbot, window, link_study)
     left.set_slice(8)
@@ -256,6 +289,10 @@ def test_another_frame_of_reference_does_not_link(qtbot, window, link_study):
 def test_toggle_off_unlinks_and_is_remembered(qtbot, window, link_study):
     from viewer.ui.main_window import LINK_SCROLL_KEY, settings
 
+    act = window.link_scroll_action
+    view_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
+    assert act in view_menu.actions() and act in window.layout_toolbar.actions() and act.isCheckable()
+    assert act.text().replace("&", "") == "Link scroll"
     left, right = open_1x2(qtbot, window, link_study)
     left.set_slice(10)
     k = right.slice_index

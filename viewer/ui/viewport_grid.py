@@ -125,15 +125,18 @@ class ViewportGrid(QWidget):
         """Move the viewports linked to ``source`` to its patient position (each stays put where
         its planes are not parallel to the source's, or the position lies outside its series)."""
         peers = self.linked_views(source)
-        if not peers:
-            return
+        if peers:
+            self._move_to(peers, source)
+
+    def _move_to(self, views: list[SliceView], source: SliceView) -> None:
+        """Set each view to the slice at ``source``'s position, without passing the moves on."""
         plane = slice_plane(source.volume, source.plane_geometry.axis, source.slice_index)
         self._following = True
         try:
-            for peer in peers:
-                k = matching_slice(plane, peer.volume, peer.plane_geometry.axis)
+            for view in views:
+                k = matching_slice(plane, view.volume, view.plane_geometry.axis)
                 if k is not None:
-                    peer.set_slice(k)
+                    view.set_slice(k)
         finally:
             self._following = False
 
@@ -151,14 +154,5 @@ class ViewportGrid(QWidget):
             return
         self._joining.add(view)  # set_volume emits slice_changed right after volume_changed
         peers = self.linked_views(view)
-        if not peers:
-            return
-        source = self._active if self._active in peers else peers[0]
-        plane = slice_plane(source.volume, source.plane_geometry.axis, source.slice_index)
-        k = matching_slice(plane, view.volume, view.plane_geometry.axis)
-        if k is not None:
-            self._following = True
-            try:
-                view.set_slice(k)
-            finally:
-                self._following = False
+        if peers:
+            self._move_to([view], self._active if self._active in peers else peers[0])
