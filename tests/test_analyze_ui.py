@@ -158,3 +158,51 @@ def test_reopening_an_analysed_series_shows_its_results_at_once(qtbot, window, c
     layer = w.slice_view.layer(LABEL_LAYER)
     assert layer is not None and layer.array is sr.overlay("segmentation").array
     assert "cache" in w.analysis.panel.title.text()
+
+
+def test_a_new_session_shows_the_stored_results_without_running_the_models(qtbot, ct_dir, tmp_path, monkeypatch):
+    from viewer.analysis import run
+    from viewer.analysis.cache import AnalysisCache
+
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    first = shown(qtbot, MainWindow(), (1300, 850))
+    try:
+        open_and_wait(qtbot, first, ct_dir)
+        result = analyze(qtbot, first)
+        assert "cache" not in first.analysis.panel.title.text()
+        qtbot.waitUntil(lambda: not first.busy, timeout=30000)
+    finally:
+        first.shutdown()
+    assert AnalysisCache().size()[0] == 1
+
+    ran = []
+
+    def must_not_run(*args, **kwargs):
+        ran.append(args)
+        raise AssertionError("the models ran although the result is on disk")
+
+    monkeypatch.setattr(run, "analyze_ct", must_not_run)
+    monkeypatch.setattr(run, "analyze_mammo_exam", must_not_run)
+    second = shown(qtbot, MainWindow(), (1300, 850))  # a new session: an empty in-memory cache
+    try:
+        assert second.analysis.cache == {}
+        open_and_wait(qtbot, second, ct_dir)
+        again = analyze(qtbot, second)
+        assert ran == [] and again is not result
+        assert "cache" in second.analysis.panel.title.text() and "(cached)" in second.message.text()
+        assert again.models == result.models and again.series.keys() == result.series.keys()
+        (key,) = again.series
+        sr, old = again.series[key], result.series[key]
+        assert sr.scores == old.scores and sr.volume is second.slice_view.volume
+        for new_map, old_map in zip(sr.overlays, old.overlays, strict=True):
+            assert new_map.name == old_map.name and new_map.array.dtype == old_map.array.dtype
+            np.testing.assert_array_equal(new_map.array, old_map.array)
+        assert second.slice_view.layer(LABEL_LAYER).array is sr.overlay("segmentation").array
+
+        ai_menu = next(a.menu() for a in second.menuBar().actions() if a.text() == "&AI")
+        qtbot.waitUntil(lambda: second.analysis.clear_cache_action in ai_menu.actions(), timeout=5000)
+        second.analysis.clear_cache_action.trigger()
+        assert "Cleared 1 cached AI result" in second.message.text() and "MB" in second.message.text()
+        assert AnalysisCache().size() == (0, 0) and second.analysis.cache == {}
+    finally:
+        second.shutdown()

@@ -1,7 +1,9 @@
 """The Analyze button: run the models on what is shown, list the scores, overlay the maps.
 
 Runs viewer.analysis on the window's worker (progress bar + Cancel), keeps every
-result per study/series for the session so showing it again is instant, and
+result per study/series for the session so showing it again is instant, and on
+disk (viewer.analysis.cache) so a later session shows it without re-running the
+models: the worker looks the entry up before running and stores it after. It
 puts the maps on every view that shows the analysed image (the 1x1 viewport,
 the three MPR planes, the four mammography cells) as overlay layers named
 ``ai:heatmap`` (the map chosen in the panel) and ``ai:labels``.
@@ -10,10 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget
+from PySide6.QtWidgets import QDockWidget, QMenu
 
+from ..analysis.cache import AnalysisCache, card_id, entry_key, planned_cards
 from ..analysis.results import AnalysisResult, SeriesResult
 from .analysis_panel import NO_HEATMAP, AnalysisPanel
 from .overlays import LabelLayer, ProbabilityLayer
@@ -57,6 +60,10 @@ class AnalysisController(QObject):
                                      "exported dataset; writes a new version")
         self.train_action.triggered.connect(self.show_train)
         self.train_dialog = None
+        self.clear_cache_action = QAction("Clear cached results", window)
+        self.clear_cache_action.setToolTip("Delete the AI results kept on disk (Analyze runs the models again)")
+        self.clear_cache_action.triggered.connect(self.clear_disk_cache)
+        QTimer.singleShot(0, self, self._add_clear_to_ai_menu)
         self._load_preferred_versions()
         self.panel.heatmap_chosen.connect(self._heatmap_chosen)
         self.panel.heatmap_style_changed.connect(self._restyle)
@@ -72,6 +79,22 @@ class AnalysisController(QObject):
             self.models_dialog.reload()
         self.models_dialog.show()
         return self.models_dialog
+
+    def _add_clear_to_ai_menu(self) -> None:
+        """The AI menu is built after this controller: put "Clear cached results" in it unless it is there."""
+        if any(isinstance(o, QMenu) for o in self.clear_cache_action.associatedObjects()):
+            return
+        menu = next((o for o in self.models_action.associatedObjects() if isinstance(o, QMenu)), None)
+        if menu is not None:
+            menu.addAction(self.clear_cache_action)
+
+    def clear_disk_cache(self) -> tuple[int, int]:
+        """Forget every stored result, on disk and in this session; (entries, bytes) removed."""
+        count, size = AnalysisCache().clear()
+        self.cache.clear()
+        self.window.show_message(f"Cleared {count} cached AI result{'s' if count != 1 else ''} "
+                                 f"({size / 1e6:.1f} MB)")
+        return count, size
 
     def show_train(self):
         from .train_dialog import TrainDialog
@@ -149,23 +172,45 @@ class AnalysisController(QObject):
             return
         from ..analysis import run
 
+        kind = "mammo-exam" if target[0] == "mammo" else "ct"
+        if target[0] == "mammo":
+            sources = {name: (series.uid, volume) for name, (series, volume) in target[2].items()}
+            study_uid = target[1]
+        else:
+            sources = {target[1].key: (target[1].uid, target[2])}
+            study_uid = target[2].info.study_uid
+
         def job(progress, should_stop):
             def report(fraction: float, _what: str) -> None:
                 progress(int(round(fraction * 1000)), 1000)
 
+            notes: list[str] = []
+            store = AnalysisCache()
+            planned = planned_cards(kind)
+            disk_key = entry_key(kind, study_uid, sources, {role: card_id(c) for role, c in planned.items()})
+            hit = store.load(disk_key, {name: vol for name, (_uid, vol) in sources.items()}, notes.append)
+            if hit is not None:
+                return key, hit, True, notes
             if target[0] == "mammo":
-                return key, run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
-            return key, run.analyze_ct(target[1], target[2], "auto", report, should_stop)
+                result = run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
+            else:
+                result = run.analyze_ct(target[1], target[2], "auto", report, should_stop)
+            if result.models == {role: run.model_id(c) for role, c in planned.items()}:  # what the key says
+                try:
+                    store.save(disk_key, result)
+                except OSError as exc:
+                    notes.append(f"not cached on disk: {exc}")
+            return key, result, False, notes
 
         label = "Analyzing the mammography exam" if target[0] == "mammo" else f"Analyzing {target[1].label()}"
         self.window._start(label, job, self._finished)
 
     def _finished(self, payload) -> None:
-        key, result = payload
+        key, result, cached, notes = payload
         self.cache[key] = result
-        self._show(result, cached=False)
+        self._show(result, cached=cached, notes=notes)
 
-    def _show(self, result: AnalysisResult, cached: bool) -> None:
+    def _show(self, result: AnalysisResult, cached: bool, notes: list[str] | None = None) -> None:
         self.current = result
         self.dock.show()
         self.panel.show_result(result, cached)
@@ -176,7 +221,9 @@ class AnalysisController(QObject):
         self.refresh_overlays()
         scores = (", ".join(f"{s} {p:.2f}" for s, p in result.exam_scores.items()) if result.exam_scores
                   else "; ".join(f"{k} {v:.0f}" for sr in result.series.values() for k, v in sr.scores.items()))
-        self.window.show_message(f"Analysis {'(cached) ' if cached else ''}done: {scores}")
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        self.window.show_message(f"Analysis {'(cached) ' if cached else ''}done: {scores}{extra}",
+                                 "warning" if notes else "info")
         self.analysis_finished.emit(result)
 
     @staticmethod
