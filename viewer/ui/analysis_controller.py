@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMenu
+from PySide6.QtWidgets import QDockWidget
 
 from ..analysis.cache import AnalysisCache, card_id, entry_key, planned_cards
 from ..analysis.results import AnalysisResult, SeriesResult
@@ -63,7 +63,6 @@ class AnalysisController(QObject):
         self.clear_cache_action = QAction("Clear cached results", window)
         self.clear_cache_action.setToolTip("Delete the AI results kept on disk (Analyze runs the models again)")
         self.clear_cache_action.triggered.connect(self.clear_disk_cache)
-        QTimer.singleShot(0, self, self._add_clear_to_ai_menu)
         self._load_preferred_versions()
         self.panel.heatmap_chosen.connect(self._heatmap_chosen)
         self.panel.heatmap_style_changed.connect(self._restyle)
@@ -79,14 +78,6 @@ class AnalysisController(QObject):
             self.models_dialog.reload()
         self.models_dialog.show()
         return self.models_dialog
-
-    def _add_clear_to_ai_menu(self) -> None:
-        """The AI menu is built after this controller: put "Clear cached results" in it unless it is there."""
-        if any(isinstance(o, QMenu) for o in self.clear_cache_action.associatedObjects()):
-            return
-        menu = next((o for o in self.models_action.associatedObjects() if isinstance(o, QMenu)), None)
-        if menu is not None:
-            menu.addAction(self.clear_cache_action)
 
     def clear_disk_cache(self) -> tuple[int, int]:
         """Forget every stored result, on disk and in this session; (entries, bytes) removed."""

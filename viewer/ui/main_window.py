@@ -182,6 +182,7 @@ class MainWindow(QMainWindow):
         ai_menu.addAction(self.analysis.dock.toggleViewAction())
         ai_menu.addAction(self.analysis.models_action)
         ai_menu.addAction(self.analysis.train_action)
+        ai_menu.addAction(self.analysis.clear_cache_action)
         self.ai_toolbar = QToolBar("AI", self)
         self.ai_toolbar.setObjectName("ai-toolbar")
         self.ai_toolbar.addAction(self.analysis.action)
