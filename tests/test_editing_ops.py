@@ -443,3 +443,87 @@ def test_scene_to_pixel_inverts_the_view_mapping():
         x, y = (c + 0.5) * g.pixel_size[1], (r + 0.5) * g.pixel_size[0]
         x, y = (w - x if flips[0] else x), (h - y if flips[1] else y)
         np.testing.assert_allclose(scene_to_pixel(g, x, y, flips), (r, c))
+
+
+# -- planned changes (what the UI computes off its thread) -----------------------------------
+def _blobs(seed=3):
+    vol = ramp_volume((12, 24, 20), spacing=(2.5, 1.0, 1.5))
+    rng = np.random.default_rng(seed)
+    arr = np.zeros(vol.shape, np.uint8)
+    for _ in range(14):
+        z, y, x = (rng.integers(0, s) for s in vol.shape)
+        arr[z:z + rng.integers(1, 5), y:y + rng.integers(1, 8), x:x + rng.integers(1, 8)] = rng.integers(1, 4)
+    lm = LabelMap(vol, arr, [Label(1, "a"), Label(2, "b"), Label(3, "c", locked=True)])
+    return vol, lm
+
+
+def _plans(vol):
+    from viewer.core.editing import (
+        plan_fill_between_slices,
+        plan_flood_fill,
+        plan_keep_largest_island,
+        plan_remove_small_islands,
+        plan_smooth,
+    )
+
+    g = plane_geometry(vol, "axial")
+    return {
+        "fill 3d": lambda lm: plan_flood_fill(lm, vol, g, 5, 3, 3, 1, 1e6, three_d=True),
+        "fill 3d over labels": lambda lm: plan_flood_fill(lm, vol, g, 5, 3, 3, 2, 1e6, three_d=True, over=None),
+        "islands": lambda lm: plan_remove_small_islands(lm, 20),
+        "largest per slice": lambda lm: plan_keep_largest_island(lm, slice_axis=1),
+        "open": lambda lm: plan_smooth(lm, "open", 2.0),
+        "close over labels": lambda lm: plan_smooth(lm, "close", 3.0, over=None),
+        "between": lambda lm: plan_fill_between_slices(lm, 2, 0),
+    }
+
+
+@pytest.mark.parametrize("name", list(_plans(ramp_volume((2, 2, 2))).keys()))
+def test_prepared_change_equals_the_transaction_and_undoes_bit_for_bit(name):
+    vol, a = _blobs()
+    _, b = _blobs()
+    plan = _plans(vol)[name]
+    change = plan(a)
+    assert not change.empty
+    prepared = change.prepare(a, a._writable_lut())  # reads only
+    np.testing.assert_array_equal(a.array, b.array)
+    n_fast, n_edit = prepared.apply(a), plan(b).apply(b)
+    assert n_fast == n_edit > 0
+    np.testing.assert_array_equal(a.array, b.array)
+    assert (a.array[_blobs()[1].array == 3] == 3).all()  # the locked label stays
+    sa, sb = a.history._done[-1], b.history._done[-1]
+    assert len(a.history) == len(b.history) == 1 and sa.name == sb.name and sa.box == sb.box
+    for x, y in ((sa.old, sb.old), (sa.new, sb.new), (sa.packed, sb.packed)):
+        assert (x is None) == (y is None) and (x is None or np.array_equal(x, y))
+    a.undo()
+    np.testing.assert_array_equal(a.array, _blobs()[1].array)
+    assert not a.dirty
+    a.redo()
+    np.testing.assert_array_equal(a.array, b.array)
+
+
+def test_closing_every_label_over_others_sees_the_earlier_labels_writes():
+    """Planned on a scratch copy: label 2's closing sees what label 1's closing wrote, as when each
+    label is closed in turn. Here label 1's closing bridges its two bars across label 2's bar, and
+    label 2's closing then closes its bar again over that bridge."""
+    vol = ramp_volume((3, 16, 20), spacing=(2.5, 1.0, 1.5))
+    arr = np.zeros(vol.shape, np.uint8)
+    arr[1, :13, 8] = 2  # a vertical bar of 2
+    arr[1, 5:8, 2:8] = arr[1, 5:8, 9:15] = 1  # two bars of 1 either side of it
+    a, b = (LabelMap(vol, arr.copy(), [Label(1, "a"), Label(2, "b")]) for _ in range(2))
+    n = smooth(a, "close", 2.0, over=None, slice_axis=0)
+    with b.edit("closing"):
+        for v in (1, 2):
+            smooth(b, "close", 2.0, v, over=None, slice_axis=0)
+    assert n > 0 and (b.array[1, 5:8, 8] == 2).all()  # label 2 had the last word
+    np.testing.assert_array_equal(a.array, b.array)
+
+
+def test_a_plan_stops_when_asked():
+    from viewer.core.editing import plan_flood_fill
+    from viewer.core.errors import Cancelled
+
+    vol, lm = _blobs()
+    with pytest.raises(Cancelled):
+        plan_flood_fill(lm, vol, plane_geometry(vol, "axial"), 5, 3, 3, 1, 1e6, three_d=True,
+                        should_stop=lambda: True)

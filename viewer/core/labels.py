@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .colors import DEFAULT_LABEL_COLORS, label_color
-from .undo import Box, Edit, LabelLocked, Step, UndoStack
+from .undo import Box, Edit, LabelLocked, Step, UndoStack, box_slices
 from .volume import SourceInfo, Volume
 
 MAX_LABEL = 65535
@@ -334,6 +334,17 @@ class LabelMap:
     def _refuse_while_editing(self, what: str) -> None:
         if self._edit is not None:
             raise RuntimeError(f"cannot {what} while edit {self._edit.name!r} is open")
+
+    def apply_prepared(self, step: Step, contents: np.ndarray) -> None:
+        """Push ``step`` (built off the UI thread from the current voxels, ``editing.Change.prepare``)
+        as one undo step and put ``contents`` in its box: a copy instead of the masked writes, snapshots
+        and diff of an :class:`Edit`. The caller guarantees no voxel and no lock changed since."""
+        self._refuse_while_editing("apply a change")
+        self.array[box_slices(step.box)] = contents
+        step.token_before = self._token
+        step.token_after = self._new_token()
+        self.history.push(step)
+        self._voxels_changed(step.box)
 
     def _apply_step(self, step: Step, undo: bool) -> None:
         step.write(self.array, undo)

@@ -195,6 +195,9 @@ class FillTool(EditTool):
         r, c = self.plane_pixel(x_mm, y_mm)
         if not inside(self.view.plane_geometry, r, c):
             return 0
+        if s.fill_3d:  # seconds on a CT: computed on a worker, written as one undo step when done
+            s.fill_in_background(self.view, labelmap, volume, r, c)
+            return 0
         try:
             n = flood_fill(labelmap, volume, self.view.plane_geometry, self.view.slice_index, r, c, labelmap.active,
                            s.tolerance, three_d=s.fill_3d, over=0 if s.fill_unlabelled_only else None)

@@ -10,6 +10,7 @@ change); a map left unsaved by a crash is offered back at the next launch.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,16 +21,18 @@ from PySide6.QtWidgets import QColorDialog, QDockWidget, QFileDialog, QMessageBo
 
 from ..core import recovery
 from ..core.editing import (
-    fill_between_slices,
-    keep_largest_island,
-    remove_small_islands,
-    smooth,
+    plan_fill_between_slices,
+    plan_flood_fill,
+    plan_keep_largest_island,
+    plan_remove_small_islands,
+    plan_smooth,
 )
 from ..core.labels import Label, LabelMap
 from ..core.undo import LabelLocked
 from .analysis_controller import EDIT_LAYER_NAME as EDIT_LAYER
 from .analysis_controller import LABEL_LAYER as AI_LABEL_LAYER
 from .edit_tools import EDIT_TOOLS
+from .effect_runner import EffectRunner
 from .export_dialog import (
     EXAM_VIEW,
     ExportDialog,
@@ -92,10 +95,27 @@ class EditorSession(QObject):
         self.fill_3d = False
         self.fill_unlabelled_only = True
         self._unsubscribe: dict[str, object] = {}
+        self.effects = EffectRunner(window, self)  # heavy effects: computed on a worker, one undo step
 
     # -- maps -------------------------------------------------------------------------------------
     def labelmap_for(self, view: SliceView, create: bool = True):
-        """(LabelMap, Volume) of the image in ``view``; a new map starts from the AI segmentation."""
+        """(LabelMap, Volume) to edit in ``view``; a new map starts from the AI segmentation. None,
+        with a message, while an effect computes on that map (its result must not go stale)."""
+        if view.volume is not None and self.refuse_if_busy(map_key(view.volume)):
+            return None
+        return self.lookup(view, create)
+
+    def refuse_if_busy(self, key: str, what: str = "editing") -> bool:
+        """True (and say so) when an effect computes on map ``key``: edits wait for it."""
+        running = self.effects.busy_with(key)
+        if running is None:
+            return False
+        self.window.show_message(f"{what[:1].upper() + what[1:]} refused: {running} is still computing on this "
+                                 "segmentation (wait for it, or Cancel it)", "warning")
+        return True
+
+    def lookup(self, view: SliceView, create: bool = True):
+        """(LabelMap, Volume) of the image in ``view`` for reading (never refused)."""
         vol = view.volume
         if vol is None:
             return None
@@ -136,7 +156,7 @@ class EditorSession(QObject):
     def current(self) -> LabelMap | None:
         """The map of the active view's image (None before the first edit)."""
         view = self.active_view()
-        got = self.labelmap_for(view, create=False) if view is not None else None
+        got = self.lookup(view, create=False) if view is not None else None
         return got[0] if got else None
 
     def active_view(self):
@@ -182,6 +202,18 @@ class EditorSession(QObject):
 
     def report(self, message: str) -> None:
         self.window.show_message(message, "warning")
+
+    def fill_in_background(self, view: SliceView, labelmap: LabelMap, volume, row: float, col: float) -> bool:
+        """The fill tool's 3D fill (seconds on a CT): computed on a worker, written as one undo step."""
+        g, k, value = view.plane_geometry, view.slice_index, labelmap.active
+        try:
+            labelmap._check_value_writable(value)  # say it now, not after seconds of computing
+        except (LabelLocked, KeyError) as exc:
+            self.report(str(exc).strip("'\""))
+            return False
+        over = 0 if self.fill_unlabelled_only else None
+        return self.effects.start("3D fill", map_key(volume), labelmap, partial(
+            plan_flood_fill, labelmap, volume, g, k, row, col, value, self.tolerance, three_d=True, over=over))
 
     # -- recovery snapshots (called on the autosaver's thread) -------------------------------------
     def snapshots(self) -> list[recovery.RecoverySnapshot]:
@@ -275,16 +307,18 @@ class EditorController(QObject):
             w.valueChanged.connect(self._options)
         for w in (p.sphere, p.threshold_always, p.fill_3d, p.fill_unlabelled):
             w.toggled.connect(self._options)
-        p.remove_islands.clicked.connect(lambda: self.effect("remove small islands", lambda lm, v: remove_small_islands(
-            lm, p.min_island.value(), lm.active)))
-        p.keep_largest.clicked.connect(lambda: self.effect("keep largest island",
-                                                           lambda lm, v: keep_largest_island(lm, lm.active)))
-        p.opening.clicked.connect(lambda: self.effect("smooth", lambda lm, v: smooth(
-            lm, "open", p.smooth_radius.value(), lm.active)))
-        p.closing.clicked.connect(lambda: self.effect("smooth", lambda lm, v: smooth(
-            lm, "close", p.smooth_radius.value(), lm.active)))
-        p.fill_between.clicked.connect(lambda: self.effect("fill between slices", lambda lm, v: fill_between_slices(
-            lm, lm.active, v.plane_geometry.axis)))
+        # options are read on the UI thread when the button is pressed; the plans run on the worker
+        p.remove_islands.clicked.connect(lambda: self.effect("remove small islands", lambda lm, v: partial(
+            plan_remove_small_islands, lm, p.min_island.value(), lm.active)))
+        p.keep_largest.clicked.connect(lambda: self.effect("keep largest island", lambda lm, v: partial(
+            plan_keep_largest_island, lm, lm.active)))
+        p.opening.clicked.connect(lambda: self.effect("smooth", lambda lm, v: partial(
+            plan_smooth, lm, "open", p.smooth_radius.value(), lm.active)))
+        p.closing.clicked.connect(lambda: self.effect("smooth", lambda lm, v: partial(
+            plan_smooth, lm, "close", p.smooth_radius.value(), lm.active)))
+        p.fill_between.clicked.connect(lambda: self.effect("fill between slices", lambda lm, v: partial(
+            plan_fill_between_slices, lm, lm.active, v.plane_geometry.axis)))
+        self.session.effects.busy_changed.connect(self._effects_busy)
         self.session.maps_changed.connect(self.refresh_panel)
         self.session.edited_signal.connect(self._after_edit)
         self._stats_timer = QTimer(self)
@@ -336,7 +370,7 @@ class EditorController(QObject):
         if view is None:
             self.window.show_message("Segment editor: open an image first", "warning")
             return None
-        got = self.session.labelmap_for(view, create=create)
+        got = self.session.lookup(view, create=create)
         return got[0] if got else None
 
     def _table_op(self, fn) -> None:
@@ -355,6 +389,8 @@ class EditorController(QObject):
         self._table_op(lambda lm: lm.add_label())  # the new label becomes the active one
 
     def delete_label(self, value: int) -> None:
+        if self._refused("deleting a label"):  # it erases voxels: an edit
+            return
         self._table_op(lambda lm: lm.delete_label(value))
 
     def choose_label(self, value: int) -> None:
@@ -394,30 +430,49 @@ class EditorController(QObject):
         self.panel.title.setText(f"Editing {vol.info.series_description or vol.info.series_uid}"
                                  + (" — unsaved changes (autosaved)" if lm.dirty else ""))
         h = lm.history
-        self.panel.undo_button.setEnabled(h.can_undo)
-        self.panel.redo_button.setEnabled(h.can_redo)
-        self.panel.status.setText(f"Undo: {h.undo_name or '—'}  ·  Redo: {h.redo_name or '—'}  ·  "
+        running = self.session.effects.busy_with(map_key(vol))
+        self.panel.undo_button.setEnabled(h.can_undo and running is None)
+        self.panel.redo_button.setEnabled(h.can_redo and running is None)
+        self.panel.status.setText((f"Computing {running}… (edits wait; Cancel in the status bar)  ·  "
+                                   if running else "")
+                                  + f"Undo: {h.undo_name or '—'}  ·  Redo: {h.redo_name or '—'}  ·  "
                                   f"history {h.nbytes / 1e6:.1f} MB")
 
     # -- effects, undo ---------------------------------------------------------------------------------
-    def effect(self, what: str, fn) -> int:
+    def effect(self, what: str, plan_for) -> bool:
+        """Run a volume effect on the shown map in the background: ``plan_for(labelmap, view)`` reads
+        the options now and returns ``plan(should_stop=...) -> Change`` for the worker; the change is
+        written as one undo step when it ends (see effect_runner). False when it did not start."""
         view = self.session.active_view()
         lm = self._map()
         if lm is None or view is None:
-            return 0
+            return False
+        if self.session.refuse_if_busy(map_key(view.volume), what):
+            return False
         if lm.active is None:
             self.window.show_message("Add a label first", "warning")
-            return 0
+            return False
         try:
-            n = fn(lm, view)
-        except (LabelLocked, KeyError, ValueError) as exc:
+            lm._check_value_writable(lm.active)  # say it now, not after seconds of computing
+        except (LabelLocked, KeyError) as exc:
             self.window.show_message(f"{what}: {str(exc).strip(chr(39))}", "warning")
-            return 0
-        self.window.show_message(f"{what}: {n} voxels changed")
-        self.session.edited()
-        return n
+            return False
+        return self.session.effects.start(what, map_key(view.volume), lm, plan_for(lm, view))
+
+    def _effects_busy(self) -> None:
+        """An effect started or ended: undo/redo wait for it; the panel says so."""
+        idle = not self.session.effects.running
+        for widget in (self.undo_action, self.redo_action, *self.panel.effect_buttons):
+            widget.setEnabled(idle)
+        self.refresh_panel()
+
+    def _refused(self, what: str) -> bool:
+        view = self.session.active_view()
+        return view is not None and view.volume is not None and self.session.refuse_if_busy(map_key(view.volume), what)
 
     def undo(self) -> None:
+        if self._refused("undo"):
+            return
         lm = self._map(create=False)
         if lm is not None and lm.history.can_undo and not lm.editing:
             step = lm.undo()
@@ -425,6 +480,8 @@ class EditorController(QObject):
             self.session.edited()
 
     def redo(self) -> None:
+        if self._refused("redo"):
+            return
         lm = self._map(create=False)
         if lm is not None and lm.history.can_redo and not lm.editing:
             step = lm.redo()
@@ -435,7 +492,7 @@ class EditorController(QObject):
     def save(self, path, view=None) -> Path:
         """NIfTI (.nii/.nii.gz) or DICOM SEG (.dcm) of the shown image's map, on the source grid."""
         view = view or self.session.active_view()
-        got = self.session.labelmap_for(view, create=False) if view is not None else None
+        got = self.session.lookup(view, create=False) if view is not None else None
         if got is None:
             raise ValueError("no segmentation to save for the shown image")
         lm, vol = got
@@ -531,7 +588,7 @@ class EditorController(QObject):
 
     def _edited(self, view) -> tuple | None:
         """(labels snapshot, names, model's map or None, model) of ``view``'s map; None without voxels."""
-        got = self.session.labelmap_for(view, create=False) if view is not None else None
+        got = self.session.lookup(view, create=False) if view is not None else None
         if got is None or not got[0].array.any():
             return None
         lm, vol = got

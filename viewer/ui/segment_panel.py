@@ -160,6 +160,11 @@ class SegmentPanel(QWidget):
         layout.addWidget(self.status)
 
     # -- filling the table ---------------------------------------------------------------------
+    @property
+    def effect_buttons(self) -> tuple[QPushButton, ...]:
+        """The clean-up effects (disabled while one computes on the shown map)."""
+        return (self.remove_islands, self.keep_largest, self.opening, self.closing, self.fill_between)
+
     def set_labels(self, labelmap, stats: dict | None = None) -> None:
         """Rows for the label table of ``labelmap`` (None: empty), with statistics when given."""
         self._filling = True

@@ -12,16 +12,34 @@ pixels (see ``plane``); volume effects work on the whole label map.
     morphology   opening / closing with a radius in mm
     interpolate  fill between slices (signed-distance interpolation)
     plane        plane pixel <-> array index, scene mm -> plane pixel
+    change       a planned edit: heavy effects' ``plan_*`` compute it (worker-safe), ``apply`` writes it
+
+Each volume effect ``f`` is ``plan_f(...).apply(labelmap)``; the UI runs ``plan_f`` off the UI thread.
 """
-from .brush import Stroke, brush_footprint, disc_offsets, footprint, paint, sphere_offsets, stroke
-from .fill import flood_fill, flood_region
-from .interpolate import fill_between_slices
-from .islands import keep_largest_island, remove_small_islands
-from .morphology import closing, opening, smooth
+from .brush import (
+    Stroke,
+    brush_footprint,
+    disc_offsets,
+    footprint,
+    paint,
+    sphere_offsets,
+    stroke,
+)
+from .change import Change, Write
+from .fill import flood_fill, flood_region, plan_flood_fill
+from .interpolate import fill_between_slices, plan_fill_between_slices
+from .islands import (
+    keep_largest_island,
+    plan_keep_largest_island,
+    plan_remove_small_islands,
+    remove_small_islands,
+)
+from .morphology import closing, opening, plan_smooth, smooth
 from .plane import index_to_pixel, pixel_to_index, scene_to_pixel
 from .polygon import fill_polygon, polygon_mask
 
-__all__ = ["Stroke", "brush_footprint", "closing", "disc_offsets", "fill_between_slices", "fill_polygon",
-           "flood_fill", "flood_region", "footprint", "index_to_pixel", "keep_largest_island", "opening",
-           "paint", "pixel_to_index", "polygon_mask", "remove_small_islands", "scene_to_pixel", "smooth",
-           "sphere_offsets", "stroke"]
+__all__ = ["Change", "Stroke", "Write", "brush_footprint", "closing", "disc_offsets", "fill_between_slices",
+           "fill_polygon", "flood_fill", "flood_region", "footprint", "index_to_pixel", "keep_largest_island",
+           "opening", "paint", "pixel_to_index", "plan_fill_between_slices", "plan_flood_fill",
+           "plan_keep_largest_island", "plan_remove_small_islands", "plan_smooth", "polygon_mask",
+           "remove_small_islands", "scene_to_pixel", "smooth", "sphere_offsets", "stroke"]

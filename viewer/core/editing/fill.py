@@ -20,12 +20,13 @@ from ..labels import LabelMap
 from ..mpr import PlaneGeometry
 from ..undo import Box, box_slices, clip_box
 from ..volume import Volume
+from .change import Change, StopCheck, check_stop
 from .plane import pixel_to_index
 
 
 def flood_region(labelmap: LabelMap, volume: Volume, seed_zyx, tolerance: float = 0.0, *,
                  flat_axis: int | None = None, over: int | None = None, full_connectivity: bool = False,
-                 window: int = 64) -> tuple[Box | None, np.ndarray | None]:
+                 window: int = 64, should_stop: StopCheck = None) -> tuple[Box | None, np.ndarray | None]:
     """(box, box-shaped mask) of the region around array voxel ``seed_zyx`` (nothing is written).
 
     ``flat_axis``: stay in the plane through the seed perpendicular to that array axis (2D fill).
@@ -42,6 +43,7 @@ def flood_region(labelmap: LabelMap, volume: Volume, seed_zyx, tolerance: float 
     structure = ndimage.generate_binary_structure(3, 3 if full_connectivity else 1)
     half = np.full(3, max(int(window), 1))
     while True:
+        check_stop(should_stop, "fill")
         if flat_axis is not None:
             half[flat_axis] = 0
         box = clip_box(tuple(v for a in range(3) for v in (seed[a] - half[a], seed[a] + half[a] + 1)), shape)
@@ -67,17 +69,28 @@ def flood_region(labelmap: LabelMap, volume: Volume, seed_zyx, tolerance: float 
         half = half * 4
 
 
+def plan_flood_fill(labelmap: LabelMap, volume: Volume, geometry: PlaneGeometry, slice_index: int, row: float,
+                    col: float, value: int, tolerance: float = 0.0, *, three_d: bool = False, erase: bool = False,
+                    over: int | None = None, full_connectivity: bool = False, window: int = 64,
+                    should_stop: StopCheck = None) -> Change:
+    """What ``flood_fill`` would write (nothing is written; may run on a worker)."""
+    seed = pixel_to_index(geometry, slice_index, row, col)
+    write = 0 if erase else int(value)
+    labelmap._check_value_writable(write)
+    box, mask = flood_region(labelmap, volume, seed, tolerance, flat_axis=None if three_d else geometry.axis,
+                             over=over, full_connectivity=full_connectivity, window=window,
+                             should_stop=should_stop)
+    change = Change("fill")
+    if box is not None:
+        change.add(box, mask, write, over)
+    return change
+
+
 def flood_fill(labelmap: LabelMap, volume: Volume, geometry: PlaneGeometry, slice_index: int, row: float,
                col: float, value: int, tolerance: float = 0.0, *, three_d: bool = False, erase: bool = False,
                over: int | None = None, full_connectivity: bool = False, window: int = 64) -> int:
     """Fill the region around plane pixel (row, col) of slice ``slice_index`` with ``value``
     (0 with ``erase``); in the plane, or in 3D with ``three_d``. One undo step; voxels changed."""
-    seed = pixel_to_index(geometry, slice_index, row, col)
-    write = 0 if erase else int(value)
-    labelmap._check_value_writable(write)
-    box, mask = flood_region(labelmap, volume, seed, tolerance, flat_axis=None if three_d else geometry.axis,
-                             over=over, full_connectivity=full_connectivity, window=window)
-    if box is None:
-        return 0
-    with labelmap.edit("fill") as e:
-        return e.write(box, mask, write, over=over)
+    return plan_flood_fill(labelmap, volume, geometry, slice_index, row, col, value, tolerance, three_d=three_d,
+                           erase=erase, over=over, full_connectivity=full_connectivity,
+                           window=window).apply(labelmap)

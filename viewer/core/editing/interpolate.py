@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from ..labels import LabelMap
 from ..undo import LabelLocked
+from .change import Change, StopCheck, check_stop
 from .islands import _boxes
 
 
@@ -33,32 +34,38 @@ def key_slices(labelmap: LabelMap, value: int, axis: int) -> np.ndarray:
     return np.flatnonzero((labelmap.array == value).any(axis=others))
 
 
-def fill_between_slices(labelmap: LabelMap, value: int, axis: int, *, over: int | None = 0) -> int:
-    """Interpolate ``value`` on the empty slices between its key slices along array ``axis``
-    (a view's ``plane_geometry.axis``); one undo step; voxels changed."""
+def plan_fill_between_slices(labelmap: LabelMap, value: int, axis: int, *, over: int | None = 0,
+                             should_stop: StopCheck = None) -> Change:
+    """What ``fill_between_slices`` would write (nothing is written; may run on a worker)."""
     value = int(value)
     lb = labelmap.labels.get(value)
     if lb is not None and lb.locked:
         raise LabelLocked(f"label {value} ({lb.name}) is locked")
+    change = Change("fill between slices")
     boxes = _boxes(labelmap, [value])
     if value not in boxes:
-        return 0
+        return change
     sl = boxes[value]
     m = labelmap.array[sl] == value
     others = [a for a in range(3) if a != axis]
     sampling = [labelmap.grid.spacing[a] for a in others]
     keys = np.flatnonzero(m.any(axis=tuple(others)))
-    changed = 0
-    with labelmap.edit("fill between slices") as e:
-        for k0, k1 in zip(keys[:-1], keys[1:]):
-            if k1 - k0 < 2:
-                continue
-            d0 = signed_distance(np.take(m, k0, axis=axis), sampling)
-            d1 = signed_distance(np.take(m, k1, axis=axis), sampling)
-            for k in range(k0 + 1, k1):
-                t = (k - k0) / (k1 - k0)
-                shape2d = (1 - t) * d0 + t * d1 <= 0
-                box = [int(b) for s in sl for b in (s.start, s.stop)]
-                box[2 * axis], box[2 * axis + 1] = sl[axis].start + k, sl[axis].start + k + 1
-                changed += e.write(tuple(box), np.expand_dims(shape2d, axis), value, over=over)
-    return changed
+    for k0, k1 in zip(keys[:-1], keys[1:]):
+        if k1 - k0 < 2:
+            continue
+        check_stop(should_stop, "fill between slices")
+        d0 = signed_distance(np.take(m, k0, axis=axis), sampling)
+        d1 = signed_distance(np.take(m, k1, axis=axis), sampling)
+        for k in range(k0 + 1, k1):
+            t = (k - k0) / (k1 - k0)
+            shape2d = (1 - t) * d0 + t * d1 <= 0
+            box = [int(b) for s in sl for b in (s.start, s.stop)]
+            box[2 * axis], box[2 * axis + 1] = sl[axis].start + k, sl[axis].start + k + 1
+            change.add(tuple(box), np.expand_dims(shape2d, axis), value, over=over)
+    return change
+
+
+def fill_between_slices(labelmap: LabelMap, value: int, axis: int, *, over: int | None = 0) -> int:
+    """Interpolate ``value`` on the empty slices between its key slices along array ``axis``
+    (a view's ``plane_geometry.axis``); one undo step; voxels changed."""
+    return plan_fill_between_slices(labelmap, value, axis, over=over).apply(labelmap)
