@@ -39,7 +39,8 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..atomic import temp_beside
+from ..atomic import SHARED_MODE, flush_to_disk, temp_beside
 from ..errors import LightboxError
 from ..io.itk import to_sitk
 from ..volume import Volume
@@ -156,30 +157,16 @@ def _temp_path(final: Path) -> Path:
         raise _os_error(exc, final.parent, final.name) from exc
 
 
-def _stage_bytes(data: bytes, final: Path) -> Path:
+@contextmanager
+def _staging(final: Path) -> Iterator[Path]:
+    """A temp file beside ``final`` for the block to fill, flushed and shared-readable afterwards; on
+    any failure it is removed and I/O errors become ExportErrors naming the file and folder. The caller
+    renames it into place (``_Commit``) together with the case's other files."""
     tmp = _temp_path(final)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a dataset is meant to be shared
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _os_error(exc, final.parent, final.name) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def _stage_image(volume: Volume, final: Path, note: str) -> Path:
-    tmp = _temp_path(final)
-    try:
-        image = to_sitk(volume)
-        image.SetMetaData("ITK_FileNotes", note[:_NIFTI_NOTE_LIMIT])
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.chmod(tmp, 0o644)
+        yield tmp
+        flush_to_disk(tmp)
+        os.chmod(tmp, SHARED_MODE)
     except RuntimeError as exc:  # ITK reports I/O failures as RuntimeError without an errno
         tmp.unlink(missing_ok=True)
         reason = _folder_problem(final.parent) or str(exc).strip().splitlines()[-1]
@@ -190,6 +177,19 @@ def _stage_image(volume: Volume, final: Path, note: str) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _stage_bytes(data: bytes, final: Path) -> Path:
+    with _staging(final) as tmp:
+        tmp.write_bytes(data)
+    return tmp
+
+
+def _stage_image(volume: Volume, final: Path, note: str) -> Path:
+    with _staging(final) as tmp:
+        image = to_sitk(volume)
+        image.SetMetaData("ITK_FileNotes", note[:_NIFTI_NOTE_LIMIT])
+        sitk.WriteImage(image, str(tmp), useCompression=True)
     return tmp
 
 
