@@ -223,3 +223,17 @@ def test_panel_effect_runs_in_the_background_and_equals_the_core(qtbot, window, 
     assert len(lm.history) == steps + 1 and lm.history.undo_name == "keep largest island"
     w.editor.undo()
     np.testing.assert_array_equal(lm.array, before)
+
+
+def test_an_effect_stopped_by_another_task_says_so_and_changes_nothing(qtbot, window, monkeypatch):
+    w = window
+    gate = Gate(monkeypatch, "plan_flood_fill")
+    lm, _view, _rc, before, steps = start_3d_fill(qtbot, w, gate)
+    messages = []
+    monkeypatch.setattr(w, "show_message", lambda text, kind="info": messages.append(text))
+    w._start("Opening another series", lambda progress, should_stop: 1, lambda result: None)
+    finish(qtbot, w, gate)
+    np.testing.assert_array_equal(lm.array, before.array)
+    assert len(lm.history) == steps
+    assert any("stopped by Opening another series" in m and "nothing changed" in m for m in messages), messages
+    assert not w.editor.session.effects.running  # the map is free again

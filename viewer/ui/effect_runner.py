@@ -45,6 +45,7 @@ class Running:
     stale: str = ""  # why the result may no longer be written ("" while it still may)
     unsubscribe: Callable[[], None] | None = None
     worker: object = None
+    generation: int = 0  # the window's task generation this effect ran as (a newer one supersedes it)
     ended: bool = False
 
 
@@ -95,6 +96,7 @@ class EffectRunner(QObject):
         try:
             run.worker = self.window._start(what[:1].upper() + what[1:], job,
                                             lambda result: self._finished(run, result))
+            run.generation = self.window._generation
             # the worker emits on its thread; a UI-thread receiver gets it queued, after the result or the cancel
             run.worker.done.connect(_Ended(self, run).ended)
         finally:
@@ -153,5 +155,11 @@ class _Ended(QObject):
 
     @Slot()
     def ended(self) -> None:
+        window = self.runner.window
+        # a newer task of the window cancelled this one (a user's Cancel already said so itself)
+        superseded = not self.run.ended and window._generation != self.run.generation
         self.runner._end(self.run)
+        if superseded:
+            window.show_message(f"{self.run.what}: stopped by {window._task_label}; nothing changed — run it again",
+                                "warning")
         self.deleteLater()
