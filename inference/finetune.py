@@ -92,10 +92,8 @@ def label_remap(dataset_labels: dict, classes: list[str]) -> np.ndarray:
     return lut
 
 
-def load_case(image: Path, label: Path, card, lut: np.ndarray,
-              normalized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input, labels (z,y,x) in model classes) on the model's grid; the input is the normalized
-    network input (C,z,y,x), or with ``normalized=False`` the resampled HU (1,z,y,x) to augment first."""
+def load_case(image: Path, label: Path, card, lut: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalized input (C,z,y,x), labels (z,y,x) in model classes) on the model's grid."""
     import SimpleITK as sitk
 
     img = sitk.ReadImage(str(image))
@@ -108,10 +106,7 @@ def load_case(image: Path, label: Path, card, lut: np.ndarray,
     if labels.max(initial=0) >= len(lut):
         raise FinetuneError(f"{label.name}: label value {labels.max()} is not in dataset.json")
     model_spacing = tuple(float(s) for s in card.input["spacing_mm"])
-    shape = ctp.grid_shape(hu.shape, spacing, model_spacing)
-    x = ctp.resample(hu, shape)[None]
-    if normalized:
-        x = ctp.normalize_hu(x[0], card.normalization)
+    x = ctp.to_model_grid(hu, spacing, model_spacing, card.normalization)
     classes = len(card.classes)
     onehot = torch.nn.functional.one_hot(torch.from_numpy(lut[labels]).long(), classes)
     y = ctp.resample(onehot.permute(3, 0, 1, 2).to(torch.uint8), x.shape[1:]).argmax(0).to(torch.uint8)
@@ -330,23 +325,19 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
         raise FinetuneError(f"dataset channels {sorted(channels)} do not match the model's modality {card.modality}")
     lut = label_remap(meta.get("labels", {}), list(card.classes))
     run = start_run(device, seed, len(pairs), val_fraction)
-    cases = [load_case(*pairs[i], card, lut, normalized=False) for i in range(len(pairs))]  # HU
+    cases = [load_case(*pairs[i], card, lut) for i in range(len(pairs))]
     net, card = registry.load_model(card, device=run.device)
     patch = tuple(int(p) for p in card.input["patch_size"])
     rare = int(np.argmin([sum(int((c[1] == k).sum()) for c in cases) or 1 << 62
                           for k in range(len(card.classes))]))
-    air = float(ctp.hu_windows(card.normalization)[0][0])
     train_cases = [cases[int(i)] for i in run.train_idx] or cases[:1]
-
-    def model_input(hu: torch.Tensor) -> torch.Tensor:
-        return ctp.normalize_hu(hu[0], card.normalization)
 
     def sample_batch():
         xs, ys = [], []
         for b in range(batch):
             x, y = train_cases[int(run.rng.integers(len(train_cases)))]
-            xc, yc = random_crop(run.rng, x, y, patch, rare if b % 2 == 0 else None, pad_value=air)
-            xs.append(model_input(xc))
+            xc, yc = random_crop(run.rng, x, y, patch, rare if b % 2 == 0 else None)  # padded as air (-1)
+            xs.append(xc)
             ys.append(yc)
         return torch.stack(xs), torch.stack(ys)
 
@@ -354,8 +345,7 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
         scores: dict[str, list[float]] = {}
         for i in run.val_idx:
             x, y = cases[i]
-            logits = sliding_window_inference(model_input(x)[None].to(run.device), patch, 4, net, overlap=0.25,
-                                              mode="gaussian")
+            logits = sliding_window_inference(x[None].to(run.device), patch, 4, net, overlap=0.25, mode="gaussian")
             for k, v in dice_per_class(logits[0].argmax(0).cpu(), y.long(), list(card.classes)).items():
                 scores.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in scores.items()}
