@@ -249,17 +249,23 @@ class Run:
             dist.destroy_process_group()
 
 
-def start_run(device: str, seed: int, n_cases: int, val_fraction: float) -> Run:
+def start_run(device: str, seed: int, n_cases: int, val_fraction: float,
+              split: tuple[list[int], list[int]] | None = None) -> Run:
     """Device (torchrun's LOCAL_RANK on CUDA), process group, and a split that is the same on every
-    rank (seeded) with at least one validation case when there are two or more."""
+    rank (seeded) with at least one validation case when there are two or more; or the given
+    ``split`` (training, validation) of a fine-tuner with its own rule."""
     dev = pick_device(device)
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     rank, world = _distributed(dev)
     torch.manual_seed(seed)
-    order = np.random.default_rng(seed).permutation(n_cases)
-    n_val = max(1, round(val_fraction * n_cases)) if n_cases > 1 else 0
-    return Run(dev, rank, world, np.random.default_rng([seed, rank]), order[:n_val], order[n_val:])
+    if split is not None:
+        train_idx, val_idx = (np.asarray(part, dtype=int) for part in split)
+    else:
+        order = np.random.default_rng(seed).permutation(n_cases)
+        n_val = max(1, round(val_fraction * n_cases)) if n_cases > 1 else 0
+        val_idx, train_idx = order[:n_val], order[n_val:]
+    return Run(dev, rank, world, np.random.default_rng([seed, rank]), val_idx, train_idx)
 
 
 def train_segmentation(run: Run, net: torch.nn.Module, sample_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +39,12 @@ import torch.nn.functional as F
 
 from inference import registry
 from inference.classify import split_view_name
-from inference.device import pick_device
 from inference.finetune import (
     FinetuneError,
     Progress,
     Stopped,
-    _distributed,
     save_version,
+    start_run,
 )
 from inference.preprocess.mammo import prepare
 from inference.train_mammo import auc
@@ -217,11 +215,8 @@ def finetune_exam(dataset, card, epochs: int, steps_per_epoch: int, lr: float, b
     name = card.classes[0]
     views, skipped = labelled_views(dataset, name)
     train_idx, val_idx, note = split_cases(views, val_fraction, seed)
-    dev = pick_device(device)
-    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    rank, world = _distributed(dev)
-    rng = np.random.default_rng([seed, rank])  # each process its own draws
+    run = start_run(device, seed, len(views), val_fraction, split=(train_idx, val_idx))
+    dev, rank, world, rng = run.device, run.rank, run.world, run.rng  # rng: each process its own draws
     net, card = registry.load_model(card, device=dev)
     net.eval()  # frozen trunk; BatchNorm on running statistics (see the module docstring)
     for p in net.trunk.parameters():
@@ -284,13 +279,8 @@ def finetune_exam(dataset, card, epochs: int, steps_per_epoch: int, lr: float, b
             progress(record)
     for p in net.parameters():
         p.requires_grad_(True)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank != 0:
-            dist.destroy_process_group()
-            return None
+    if run.finished_worker():
+        return None
     n_cases = len({v.case for v in views})
     n_val_cases = len({views[i].case for i in val_idx})
     summary = (f"{len(train_idx)} training and {len(val_idx)} validation views of {n_cases - n_val_cases} and "
@@ -306,8 +296,5 @@ def finetune_exam(dataset, card, epochs: int, steps_per_epoch: int, lr: float, b
     new = save_version(net, card, dataset, summary, metrics, out_dir,
                        {"processes": world, "finetune": "trunk frozen; top and score trained, BatchNorm statistics "
                                                          "kept"})
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    run.close()
     return new
