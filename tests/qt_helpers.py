@@ -8,3 +8,10 @@ def shown(qtbot, widget, size=(1000, 700)):
     widget.show()
     qtbot.waitExposed(widget)
     return widget
+
+
+def open_and_wait(qtbot, w, path):
+    """Open ``path`` in the main window ``w`` and wait until it is shown and every task is done."""
+    with qtbot.waitSignal(w.image_shown, timeout=30000):
+        w.open_path(path)
+    qtbot.waitUntil(lambda: not w.busy, timeout=30000)

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from qt_helpers import shown
+from qt_helpers import open_and_wait, shown
+
 from viewer.core.synthetic import write_ct_study, write_mammo_exam
 from viewer.ui.analysis_controller import HEAT_LAYER, LABEL_LAYER
 from viewer.ui.main_window import MainWindow
@@ -36,12 +37,6 @@ def window(qtbot):
     w = shown(qtbot, MainWindow(), (1300, 850))
     yield w
     w.shutdown()
-
-
-def open_and_wait(qtbot, w, path):
-    with qtbot.waitSignal(w.image_shown, timeout=30000):
-        w.open_path(path)
-    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
 
 
 def analyze(qtbot, w):

@@ -15,6 +15,7 @@ pytest.importorskip("pytestqt")
 
 import SimpleITK as sitk
 from PySide6.QtCore import Qt
+from qt_helpers import open_and_wait
 
 from viewer.core.export.dataset import DatasetWriter
 from viewer.core.synthetic import write_ct_study, write_mammo_exam
@@ -48,12 +49,6 @@ def window(qtbot, tmp_path, monkeypatch):
     w.shutdown()
     w.close()
     w.deleteLater()
-
-
-def open_and_wait(qtbot, w, path):
-    with qtbot.waitSignal(w.image_shown, timeout=30000):
-        w.open_path(path)
-    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
 
 
 def paint(w, row, col, radius_mm=6.0):

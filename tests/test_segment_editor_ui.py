@@ -22,6 +22,7 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
+from qt_helpers import open_and_wait
 
 from viewer.core.editing import Stroke
 from viewer.core.labels import LabelMap
@@ -69,12 +70,6 @@ def window(qtbot, tmp_path, monkeypatch):
     w = editor_window(qtbot)
     yield w
     close_quietly(w)
-
-
-def open_and_wait(qtbot, w, path):
-    with qtbot.waitSignal(w.image_shown, timeout=30000):
-        w.open_path(path)
-    qtbot.waitUntil(lambda: not w.busy, timeout=30000)
 
 
 def _send(view, kind, pos, buttons, button=Qt.MouseButton.LeftButton):
