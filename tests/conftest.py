@@ -59,3 +59,16 @@ def isolated_user_state(tmp_path_factory):
 @pytest.fixture
 def ramp():
     return ramp_volume
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small convolutions on one thread: with the cores shared (parallel test runs, CI
+    neighbours) OpenMP barriers stall for whole scheduler slices, making a 0.1 s pass 5 s.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

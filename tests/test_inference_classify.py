@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from inference import classify, registry
 from inference.explain import grad_cam
@@ -17,14 +16,7 @@ HELD_OUT_SEED = 3_131_313  # outside the training and metric seed ranges of trai
 SIZE = (1109, 853)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small convolutions on one thread: with the cores shared (parallel test runs, CI
-    neighbours) OpenMP barriers stall for whole scheduler slices, making a 0.1 s pass 5 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

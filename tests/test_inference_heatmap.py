@@ -14,14 +14,7 @@ from inference.preprocess import mammo as pm
 HELD_OUT_SEED = 4_242_424  # outside the training (1000...) and metric (900000...) seed ranges
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small convolutions on one thread: with the cores shared (parallel test runs, CI
-    neighbours) OpenMP barriers stall for whole scheduler slices, making a 0.1 s pass 5 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def random_model(seed=0, **kw) -> PatchNet:
