@@ -12,6 +12,7 @@ from pathlib import Path
 from viewer.core.atomic import write_bytes
 from viewer.core.export.dataset import inside
 from viewer.core.export.dataset import safe_name as _safe_name
+from viewer.core.model_id import split_model_id
 from viewer.core.study import Series
 
 from .results import AnalysisResult, Overlay, SeriesResult
@@ -52,7 +53,7 @@ def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path
     from viewer.core.colors import label_color
     from viewer.core.export.dicom_seg import Segment, compact_segments, write_dicom_seg
 
-    name, _, version = ov.model.rpartition(" ")
+    name, version = split_model_id(ov.model)
     top = max(len(ov.classes) - 1, int(ov.array.max(initial=0)))
     segments = [Segment(number=i, label=ov.classes[i] if i < len(ov.classes) else f"label {i}",
                         color=label_color(i), algorithm_type="AUTOMATIC", algorithm_name=name or ov.model,

@@ -51,6 +51,7 @@ import SimpleITK as sitk
 from ..atomic import SHARED_MODE, flush_to_disk, temp_beside
 from ..errors import LightboxError
 from ..io.itk import to_sitk
+from ..model_id import split_model_id
 from ..volume import Volume
 
 FILE_ENDING = ".nii.gz"
@@ -255,9 +256,8 @@ def _pop_model(provenance: dict) -> dict:
     name = model or provenance.pop("model_name", None)
     version = provenance.pop("model_version", None)
     if isinstance(name, str) and version is None:  # "ct-organs 1.2", as the analysis names models
-        head, _, tail = name.strip().rpartition(" ")
-        if head and tail[:1].isdigit():
-            name, version = head, tail
+        name, version = split_model_id(name)
+        version = version or None
     return {"name": name, "version": version}
 
 

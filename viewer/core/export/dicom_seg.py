@@ -30,6 +30,7 @@ from pydicom.sr.coding import Code
 from ..atomic import replacing
 from ..errors import describe
 from ..io.dicom import plan_series
+from ..model_id import split_model_id
 from ..study import Series
 from ..volume import Volume
 from .nifti import label_dtype
@@ -126,7 +127,7 @@ def edited_segments(labels: np.ndarray, names: Mapping[int, str], colors: Mappin
     AUTOMATIC when the voxels are exactly the model's (``original``, same values), SEMIAUTOMATIC
     when the model's label was edited, MANUAL when the model never produced that label (or there
     was no model). ``model`` ("name version") identifies the algorithm."""
-    name, _, version = model.rpartition(" ") if " " in model else (model, "", "")
+    name, version = split_model_id(model)
     out = []
     for value, label in names.items():
         if not value:

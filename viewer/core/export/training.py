@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..mammo import FOUR_VIEWS, bright_is_dense
+from ..model_id import split_model_id
 from ..study import Series
 from ..volume import SourceInfo, Volume
 from .dataset import (
@@ -134,8 +135,8 @@ def _deidentifier(keep_mapping: bool, secret: bytes | None):
 
 def _model_record(model: str) -> dict:
     """The analysis's "name version" (e.g. "ct-organs-unet3d 1.2") as {"name", "version"}."""
-    name, _, version = model.rpartition(" ")
-    return {"name": name or model, "version": version}
+    name, version = split_model_id(model)
+    return {"name": name, "version": version}
 
 
 def _write_mapping(writer: DatasetWriter, deid, case: str) -> Path | None:
