@@ -82,10 +82,7 @@ def planned_cards(kind: str) -> dict:
 
     if kind == "mammo-exam":
         return {role: c for role, c in run.mammo_models().items() if c is not None}
-    card = run.pick_card("segmentation-3d", "CT")
-    if card is None:
-        raise run.NoModel("no CT segmentation model installed (need a 'segmentation-3d' card for CT)")
-    return {"segmentation": card}
+    return {"segmentation": run.ct_model()}
 
 
 # -- the store --------------------------------------------------------------------------------------

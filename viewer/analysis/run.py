@@ -126,6 +126,13 @@ def mammo_models():
     return cards
 
 
+def ct_model():
+    card = pick_card("segmentation-3d", "CT")
+    if card is None:
+        raise NoModel("no CT segmentation model installed (need a 'segmentation-3d' card for CT)")
+    return card
+
+
 def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str = "", device: str = "auto",
                        progress: Progress | None = None, should_stop: StopCheck | None = None) -> AnalysisResult:
     """views: {"RCC": (series, volume (1, rows, cols)), ...} (missing views left out).
@@ -215,9 +222,7 @@ def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: P
     from inference.device import run_with_cpu_fallback
     from inference.segment import segment_volume
 
-    card = pick_card("segmentation-3d", "CT")
-    if card is None:
-        raise NoModel("no CT segmentation model installed (need a 'segmentation-3d' card for CT)")
+    card = ct_model()
     if min(volume.shape) < 2:
         raise ValueError(f"{series.label()}: a CT segmentation needs a 3D volume, got shape {volume.shape}")
     t0 = time.perf_counter()
