@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import slice_normal
+
 # |cos| between plane normals at or above this counts as parallel (about 8 degrees),
 # enough for small acquisition differences between the series of one exam.
 PARALLEL_COS = 0.99
@@ -34,8 +36,7 @@ def plane_normal(volume, axis: int) -> np.ndarray:
     which a gantry tilt shears away from the normal.
     """
     a, b = (i for i in range(3) if i != axis)
-    n = np.cross(volume.direction[:, a], volume.direction[:, b])
-    return n / np.linalg.norm(n)
+    return slice_normal(np.concatenate([volume.direction[:, a], volume.direction[:, b]]))
 
 
 def slice_plane(volume, axis: int, index: int) -> SlicePlane:
