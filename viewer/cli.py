@@ -110,10 +110,11 @@ def cmd_info(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    import logging
     import time
 
     from .analysis.batch import analyze_scan
-    from .analysis.outputs import write_outputs
+    from .analysis.outputs import OutputFolderError, prepare_output_folder, remove_empty_folders, write_outputs
     from .core.io.scan import scan
 
     path = Path(args.path)
@@ -128,6 +129,12 @@ def cmd_analyze(args) -> int:
         device = str(pick_device(args.device))
     except DeviceError as exc:
         return _fail(str(exc))
+    try:  # before any model runs: minutes of analysis must not end in "cannot write"
+        created = prepare_output_folder(out)
+    except OutputFolderError as exc:
+        return _fail(str(exc))
+    # skipped model cards reach stderr once, as the analysis' warnings, not also through logging's fallback
+    logging.getLogger("inference.registry").addHandler(logging.NullHandler())
 
     def report(msg: str) -> None:
         print(f"lightbox: {msg}", file=sys.stderr, flush=True)
@@ -139,7 +146,11 @@ def cmd_analyze(args) -> int:
     analyses, skipped = analyze_scan(result, device, report)
     for line in skipped:
         report(f"not analysed: {line}")
+    for analysis in analyses:
+        for line in analysis.warnings:
+            report(f"warning: {line}")
     if not analyses:
+        remove_empty_folders(created)
         why = skipped[0] if skipped else (str(result.problems[0]) if result.problems
                                           else f"{path}: no DICOM or image files found")
         return _fail(f"nothing to analyse: {why}")
@@ -165,19 +176,33 @@ def _parse_classes(items: list[str] | None) -> tuple[dict[str, str], str | None]
     return classes, None
 
 
-def _read_labels(labels_path: Path, volume, series, names_arg: str | None):
-    """(label map on ``volume``'s grid, {value: name}) from a DICOM SEG or a NIfTI (names from --names)."""
+def _read_labels(labels_path: Path, volume, series, names_arg: str | None, provenance: bool = False):
+    """(label map on ``volume``'s grid, {value: name}) from a DICOM SEG or a NIfTI (names from --names).
+
+    With ``provenance``, also (model "name version" or "", the model's own map or None): a SEG's
+    AUTOMATIC segments of one algorithm are that model's untouched output, so an export keeps them
+    AUTOMATIC with their algorithm instead of calling them MANUAL. A NIfTI says nothing of that.
+    """
+    model, original = "", None
     if labels_path.suffix.lower() == ".dcm":
         from .core.export.dicom_seg import read_dicom_seg
 
         labels, segments = read_dicom_seg(labels_path, volume, series)
-        return labels, {s.number: s.label for s in segments}
-    from .core.export.nifti import read_label_map
+        auto = [s for s in segments if str(s.algorithm_type).upper() == "AUTOMATIC" and s.algorithm_name]
+        if auto:
+            first = (auto[0].algorithm_name, auto[0].algorithm_version)
+            model = " ".join(first).strip()
+            mine = [s.number for s in auto if (s.algorithm_name, s.algorithm_version) == first]
+            original = np.where(np.isin(labels, mine), labels, 0).astype(labels.dtype, copy=False)
+        names = {s.number: s.label for s in segments}
+    else:
+        from .core.export.nifti import read_label_map
 
-    labels = read_label_map(labels_path, volume)
-    given = [n.strip() for n in (names_arg or "").split(",") if n.strip()]
-    return labels, {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
-                    for v in sorted({int(x) for x in np.unique(labels)} - {0})}
+        labels = read_label_map(labels_path, volume)
+        given = [n.strip() for n in (names_arg or "").split(",") if n.strip()]
+        names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
+                 for v in sorted({int(x) for x in np.unique(labels)} - {0})}
+    return (labels, names, model, original) if provenance else (labels, names)
 
 
 def _mammo_exam(result):
@@ -192,6 +217,7 @@ def _mammo_exam(result):
 
 
 def cmd_export(args) -> int:
+    from .core.export.pixel_safety import CLI_OPT_IN, check_sources
     from .core.export.training import export_case
     from .core.io import load_series
     from .core.io.scan import scan
@@ -215,10 +241,13 @@ def cmd_export(args) -> int:
     if not candidates:
         return _fail(f"{path}: no image series" + (f" with UID {args.series}" if args.series else ""))
     series = max(candidates, key=lambda s: len(s.frames))
+    check_sources([(None, series)], args.allow_unverified_pixels, CLI_OPT_IN)  # before loading pixels
     volume = load_series(series)
-    labels, names = _read_labels(Path(args.labels), volume, series, args.names)
-    out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset,
-                      keep_mapping=args.keep_mapping, classes=classes)
+    labels, names, model, original = _read_labels(Path(args.labels), volume, series, args.names, provenance=True)
+    out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset, model=model,
+                      original_labels=original,
+                      keep_mapping=args.keep_mapping, classes=classes,
+                      allow_unverified_pixels=args.allow_unverified_pixels)
     print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),
           file=sys.stderr)
     return 0
@@ -228,6 +257,7 @@ def _export_exam(args, study, classes: dict[str, str]) -> int:
     """A 4-view mammography exam: the classes with every hung view's image (imagesCls), and with
     --labels the corrected map of the view it belongs to (--series VIEW or UID when several fit)."""
     from .core.errors import LightboxError
+    from .core.export.pixel_safety import CLI_OPT_IN, check_sources
     from .core.export.training import export_exam
     from .core.io import load_series
     from .core.mammo import four_view
@@ -235,8 +265,9 @@ def _export_exam(args, study, classes: dict[str, str]) -> int:
     if not classes and args.labels is None:
         return _fail("nothing to export: give --class VIEW=LABEL (e.g. LCC=suspicious, exam=suspicious) "
                      "or --labels")
-    views = {name: (load_series(series), series) for name, series in four_view(study).items()
-             if series is not None}
+    hung = {name: series for name, series in four_view(study).items() if series is not None}
+    check_sources([(None, s) for s in hung.values()], args.allow_unverified_pixels, CLI_OPT_IN)
+    views = {name: (load_series(series), series) for name, series in hung.items()}
     labels = {}
     if args.labels is not None:
         wanted = [n for n, (_v, s) in views.items()
@@ -254,7 +285,7 @@ def _export_exam(args, study, classes: dict[str, str]) -> int:
         (name, (label_map, names)), = fits.items()
         labels[name] = (label_map, names, None)
     out = export_exam(args.out, views, classes, labels=labels, dataset_name=args.dataset,
-                      keep_mapping=args.keep_mapping)
+                      keep_mapping=args.keep_mapping, allow_unverified_pixels=args.allow_unverified_pixels)
     what = [f"{len(out['images'])} view image(s), {out['rows']} class row(s)"] if out["images"] else []
     what += [f"segmentation {v} as {o['case']}" for v, o in out["segmentations"].items()]
     print(f"lightbox: exported {out['case']} to {out['dataset']} ({'; '.join(what)})", file=sys.stderr)
@@ -264,11 +295,11 @@ def _export_exam(args, study, classes: dict[str, str]) -> int:
 def cmd_train(args) -> int:
     from inference.finetune import main as finetune_main
 
+    if not Path(args.dataset).is_dir():
+        return _fail(f"{args.dataset}: no such dataset folder")
     argv = [args.dataset, "--epochs", str(args.epochs), "--steps", str(args.steps), "--device", args.device,
             "--seed", str(args.seed)] + (["--out", args.out] if args.out else []) \
         + (["--model", args.model] if args.model else [])
-    if not Path(args.dataset).is_dir():
-        return _fail(f"{args.dataset}: no such dataset folder")
     return finetune_main(argv)
 
 
@@ -317,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="cls", action="append", metavar="VIEW=LABEL",
                    help="confirmed/corrected class per view (RCC, LCC, RMLO, LMLO) or exam for the classifiers "
                         "(repeatable); without --labels a mammography exam exports every view's image with them")
+    p.add_argument("--allow-unverified-pixels", action="store_true",
+                   help="export images where burned-in patient text is common (US, SC, OT, XC, secondary "
+                        "captures) that lack BurnedInAnnotation, after checking them yourself; an image "
+                        "marked BurnedInAnnotation=YES is never exported")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="fine-tune a model on an exported dataset (segmentation: nnU-Net layout; "

@@ -5,8 +5,13 @@ first edit: from the AI segmentation of that image when there is one, else empty
 shows it as an ``edit:labels`` layer on every view of that image (the AI's own
 label layer is hidden there: the map being edited replaces it), and redraws only
 when the map says it changed. Edits autosave in the background
-(``core.recovery.Autosaver``, every 30 s, after each edit and on every tool
-change); a map left unsaved by a crash is offered back at the next launch.
+(``core.recovery.Autosaver``): every finished edit (mouse release of a stroke, a
+fill, undo/redo, a label-table change) asks for a save that starts at once —
+requests arriving while one is written coalesce into the next — plus every 30 s
+and on every tool change. The copy is taken under the map's edit lock and leaves
+out a drag still in progress, so a recovery file is always a state that was on
+screen, at most one edit behind; a map left unsaved by a crash is offered back at
+the next launch.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
 TOOL_KEYS = {"brush": "B", "erase": "E", "fill": "F", "lasso": "L", "threshold": ""}
 TOOL_TEXT = {"brush": "Brush", "erase": "Erase", "fill": "Fill", "lasso": "Lasso", "threshold": "Threshold brush"}
 AUTOSAVE_S = 30.0
+AUTOSAVE_DEBOUNCE_S = 0.0  # save right after each edit: a kill must not lose more than one stroke
 
 
 class EditLayer(LabelLayer):
@@ -217,15 +223,19 @@ class EditorSession(QObject):
 
     # -- recovery snapshots (called on the autosaver's thread) -------------------------------------
     def snapshots(self) -> list[recovery.RecoverySnapshot]:
+        """Each unsaved map as it was after its last finished edit (``LabelMap.committed_state``:
+        copied under the edit lock, a drag in progress left out), never half a stroke."""
         out = []
         for key, lm in list(self.maps.items()):
             if not lm.dirty:
                 continue
-            version = lm.version  # read before the copy: a torn copy is saved again next time
+            state = lm.committed_state()
+            if not state.dirty:  # only a drag over the saved state is in progress
+                continue
             vol = self.volumes[key]
             out.append(recovery.RecoverySnapshot.from_volume(
-                vol, lm.array, [lb for lb in lm.labels.values()], version, source_path=self.sources.get(key, ""),
-                description=f"{vol.info.patient_name} {vol.info.series_description}".strip()))
+                vol, state.array, state.labels, state.version, source_path=self.sources.get(key, ""),
+                description=f"{vol.info.patient_name} {vol.info.series_description}".strip(), copy=False))
         return out
 
 
@@ -329,7 +339,7 @@ class EditorController(QObject):
         self._options()
 
         self.autosaver = recovery.Autosaver(self.session.snapshots, interval_s=AUTOSAVE_S,
-                                            on_error=lambda exc: self._autosave_error.emit(str(exc)))
+                                            debounce_s=AUTOSAVE_DEBOUNCE_S, on_error=lambda exc: self._autosave_error.emit(str(exc)))
         self._autosave_error.connect(lambda msg: window.show_message(f"Autosave failed: {msg}", "error"))
         self.autosaver.start()
 
@@ -400,6 +410,7 @@ class EditorController(QObject):
         if value not in lm.labels:
             if value == lm.next_value():
                 lm.add_label()
+                self.session.edited()  # a table change: autosaved like any edit
             else:
                 self.window.show_message(f"No label {value} (labels: {', '.join(map(str, lm.labels))})", "warning")
                 return
@@ -624,7 +635,7 @@ class EditorController(QObject):
                     p = max(float(v) for v in result.exam_scores.values())
                     suggestions[EXAM_VIEW] = (suggested_class(p), p)
             image = next(iter(views.values()))[0] if views else None
-            return ExportSubject(image, text, names, tuple(views), suggestions)
+            return ExportSubject(image, text, names, tuple(views), suggestions, tuple(views.values()))
         view = self.session.active_view()
         edited = self._edited(view)
         if edited is None:
@@ -654,7 +665,8 @@ class EditorController(QObject):
                 out = export_exam(request.root, views, request.classes, dataset_name=request.dataset,
                                   labels={n: e[:3] for n, e in edited.items()}, model=model,
                                   seg_models={n: e[3] for n, e in edited.items() if e[3]},
-                                  keep_mapping=request.keep_mapping)
+                                  keep_mapping=request.keep_mapping,
+                                  allow_unverified_pixels=request.allow_unverified_pixels)
                 progress(1, 1)
                 return Committed(out)  # written: a late Cancel must not say otherwise
         else:
@@ -671,7 +683,7 @@ class EditorController(QObject):
                 progress(0, 1)
                 out = export_case(request.root, vol, labels, names, series, dataset_name=request.dataset,
                                   model=model, original_labels=original, keep_mapping=request.keep_mapping,
-                                  classes=request.classes)
+                                  classes=request.classes, allow_unverified_pixels=request.allow_unverified_pixels)
                 progress(1, 1)
                 return Committed(out)  # written: a late Cancel must not say otherwise
 

@@ -4,7 +4,10 @@ it is de-identified (the re-identification mapping only when asked for).
 
 The dialog only collects an :class:`ExportRequest`; the editor controller runs it on the window's
 worker. Whether the chosen dataset can take this image is asked of ``DatasetWriter`` itself
-(``refusal``), so the warning shown before export is the error the export would fail with.
+(``refusal``), and whether its pixels may carry burned-in patient data of ``pixel_safety``, so the
+warning shown before export is the error the export would fail with: an image marked
+BurnedInAnnotation=YES disables Export; one where burned-in text is common (US, secondary captures)
+needs the "I have checked" box ticked.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from ..core.export.dataset import (
     ExportError,
     existing_datasets,
 )
+from ..core.export.pixel_safety import PixelFindings, inspect_sources
 from ..core.volume import Volume
 
 CLASS_ITEMS = ("", "normal", "suspicious")  # "" = not labelled: no row for that view
@@ -47,6 +51,8 @@ DEID_TEXT = ("De-identification is always on: DICOM PS3.15 basic profile, patien
              "(no patient data in the header).")
 MAPPING_WARNING = ("The mapping file re-identifies the patients (it contains PHI): keep it apart "
                    "from the dataset and never share it with it.")
+PIXELS_CONFIRM = "I have checked these images carry no burned-in patient data"
+PIXELS_CONFIRM_OPT_IN = f"the box \u201c{PIXELS_CONFIRM}\u201d ticked"
 WARN_STYLE = "color: #c0392b;"
 HINT_STYLE = "color: #2f6fa8; font-style: italic;"
 
@@ -64,6 +70,7 @@ class ExportSubject:
     label_names: dict[int, str] = field(default_factory=dict)
     views: tuple[str, ...] = ()  # the mammography views shown ("RCC", ...); () for other images
     suggestions: dict[str, tuple[str, float]] = field(default_factory=dict)  # view/"exam" -> (class, p) by the AI
+    sources: tuple = ()  # (volume, series) of every image whose pixels go out; () = just ``image``
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class ExportRequest:
     segmentation: bool
     classes: dict[str, str]  # labelled views and "exam" only
     keep_mapping: bool
+    allow_unverified_pixels: bool = False  # the user ticked PIXELS_CONFIRM
 
 
 class ExportDialog(QDialog):
@@ -134,6 +142,17 @@ class ExportDialog(QDialog):
         deid_layout.addWidget(self.deid_text)
         deid_layout.addWidget(self.keep_mapping)
         deid_layout.addWidget(self.mapping_warning)
+        # burned-in text: read once (headers only); the export itself checks again
+        self.pixels, self.pixel_refusal = self._inspect_pixels()
+        unverified = self.pixels.needs_confirmation(PIXELS_CONFIRM_OPT_IN)
+        self.pixel_note = QLabel(str(unverified) if unverified and not self.pixel_refusal else "")
+        self.pixel_note.setWordWrap(True)
+        self.pixel_note.setStyleSheet(WARN_STYLE)
+        self.pixel_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.pixels_checked = QCheckBox(PIXELS_CONFIRM)
+        for widget in (self.pixel_note, self.pixels_checked):
+            widget.setVisible(bool(unverified) and not self.pixel_refusal)
+            deid_layout.addWidget(widget)
 
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
@@ -152,10 +171,21 @@ class ExportDialog(QDialog):
         self.dataset.currentTextChanged.connect(lambda _t: self.refresh())
         self.segmentation.toggled.connect(lambda _on: self.refresh())
         self.keep_mapping.toggled.connect(self._mapping_toggled)
+        self.pixels_checked.toggled.connect(lambda _on: self.refresh())
         self._mapping_toggled(False)
         self._root_changed()
 
     # -- the parts ------------------------------------------------------------------------------
+    def _inspect_pixels(self) -> tuple[PixelFindings, str]:
+        """(findings, the refusal's text or "") for the images whose pixels this export writes."""
+        sources = self.subject.sources or ((self.subject.image, None),)
+        try:
+            findings = inspect_sources((v, s) for v, s in sources if v is not None or s is not None)
+        except ExportError as exc:  # a source that cannot be read any more: the export would refuse it
+            return PixelFindings(), str(exc)
+        refusal = findings.refusal()
+        return findings, str(refusal) if refusal else ""
+
     def _class_grid(self) -> QWidget:
         box = QWidget()
         grid = QGridLayout(box)
@@ -226,12 +256,15 @@ class ExportDialog(QDialog):
 
     def request(self) -> ExportRequest:
         return ExportRequest(self.root.text().strip(), self.dataset.currentText().strip() or DEFAULT_NAME,
-                             self.segmentation.isChecked(), self.classes(), self.keep_mapping.isChecked())
+                             self.segmentation.isChecked(), self.classes(), self.keep_mapping.isChecked(),
+                             self.pixels_checked.isChecked())
 
     def problem(self) -> str | None:
         """Why Export cannot run now (shown above the buttons), or None."""
         root, name = self.root.text().strip(), self.dataset.currentText().strip() or DEFAULT_NAME
         self.summary.setText("")
+        if self.pixel_refusal:  # first: no dataset choice makes this image exportable
+            return self.pixel_refusal
         if not root:
             return "Choose the dataset root folder."
         try:
@@ -244,7 +277,11 @@ class ExportDialog(QDialog):
             return ("Nothing to export: choose a class for a view or the exam." if self.subject.views else
                     "Nothing to export: draw or load a segmentation of the shown image first.")
         refusal = writer.refusal(self.subject.image, self.subject.label_names if segmentation else None)
-        return f"This dataset cannot take this image: {refusal}" if refusal else None
+        if refusal:
+            return f"This dataset cannot take this image: {refusal}"
+        if self.pixels.unverified and not self.pixels_checked.isChecked():
+            return f"Check the images for burned-in patient data, then tick \u201c{PIXELS_CONFIRM}\u201d."
+        return None
 
     def refresh(self) -> None:
         problem = self.problem()

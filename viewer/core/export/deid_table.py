@@ -7,6 +7,10 @@ transcribes the "Basic Prof." column of DICOM PS3.15 2026c Table E.1-1
 Only that column is here; the options Lightbox applies (Retain Longitudinal Temporal Information
 With Modified Dates) are implemented in deid.py. Actions: D dummy, Z zero-length, X remove,
 U new UID, compound ones (Z/D, X/Z, X/D, X/Z/D, X/Z/U*) as in the standard.
+
+Written by hand and merged in at the end: ``MISSING_FROM_SOURCE`` (rows of the table the source
+lost, e.g. Creator-Version UID) and ``INSTANCE_REFERENCES`` (UIDs of instances the table replaces,
+remapped too so no source UID survives and references stay consistent).
 """
 
 # tag (group << 16 | element) -> action
@@ -672,3 +676,31 @@ BASIC_PROFILE_MASKED: tuple[tuple[int, int, int, int, str], ...] = (
     (0x6000, 0x4000, 0xFF00, 0xFFFF, "X"),
     (0x6000, 0x3000, 0xFF00, 0xFFFF, "X"),
 )
+
+# Table E.1-1 rows the source above lost (its scrapes since the 2023 edition drop them; the 2013
+# edition it transcribed earlier, GDCM and Orthanc list them): U, replaced like every other UID.
+# The creator-version UID names the software build and often embeds site- or device-specific roots.
+MISSING_FROM_SOURCE: dict[int, str] = {
+    0x0008010D: "U",  # ContextGroupExtensionCreatorUID
+    0x00089123: "U",  # CreatorVersionUID
+}
+
+# Not rows of Table E.1-1, but they hold the UID of an instance, concatenation or frame of reference
+# that the table replaces (or one like it): remapped with the same keyed mapping, so a reference still
+# points at its (new) target and the source's UIDs do not survive. Stricter than the profile, which
+# it permits.
+INSTANCE_REFERENCES: dict[int, str] = {
+    0x00081167: "U",  # MultiFrameSourceSOPInstanceUID
+    0x00083012: "U",  # RadiopharmaceuticalAdministrationEventUID
+    0x0018991E: "U",  # TargetFrameOfReferenceUID
+    0x00200242: "U",  # SOPInstanceUIDOfConcatenationSource
+    0x00209312: "U",  # VolumeFrameOfReferenceUID
+    0x00209313: "U",  # TableFrameOfReferenceUID
+    0x00440102: "U",  # AssertionUID
+    0x00440108: "U",  # ReferencedAssertionUID
+    0x0070031B: "U",  # ReferencedFiducialUID (its target, FiducialUID, is U)
+    0x300A0675: "U",  # EquipmentFrameOfReferenceUID
+}
+
+BASIC_PROFILE.update(MISSING_FROM_SOURCE)
+BASIC_PROFILE.update(INSTANCE_REFERENCES)

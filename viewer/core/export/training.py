@@ -37,6 +37,7 @@ from .dataset import (
     inside,
     safe_name,
 )
+from .pixel_safety import check_sources
 
 # {view: (label map on the view's grid, {value: name}, the model's map before the user's edits or None)}
 ViewLabels = Mapping[str, tuple[np.ndarray, Mapping[int, str], "np.ndarray | None"]]
@@ -62,12 +63,15 @@ def training_image(volume: Volume, series: Series | None) -> Volume:
 def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int, str], series: Series | None,
                 *, dataset_name: str = DEFAULT_NAME, model: str = "", original_labels: np.ndarray | None = None,
                 keep_mapping: bool = False, secret: bytes | None = None,
-                classes: Mapping[str, str] | None = None) -> dict:
+                classes: Mapping[str, str] | None = None, allow_unverified_pixels: bool = False) -> dict:
     """Append one case; returns {"case", "dataset", "image", "label", "seg" (or None), "mapping" (or None)}.
 
     ``classes``: the user's confirmed or corrected class per view or for the exam
     ({"LCC": "malignant", "exam": "malignant"}), written to classification.csv/.json for the classifiers.
+    ``allow_unverified_pixels``: the user checked that images where burned-in text is common (US, SC,
+    ...) carry none (``pixel_safety``); an image marked BurnedInAnnotation=YES is refused regardless.
     """
+    check_sources([(volume, series)], allow_unverified_pixels)  # before anything is written
     deid = _deidentifier(keep_mapping, secret)
     writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid)
     out = _add_segmentation(writer, deid, volume, labels, names, series, model, original_labels)
@@ -81,7 +85,7 @@ def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int
 def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], classes: Mapping[str, str], *,
                 labels: ViewLabels | None = None, dataset_name: str = DEFAULT_NAME, model: str = "",
                 keep_mapping: bool = False, secret: bytes | None = None,
-                seg_models: Mapping[str, str] | None = None) -> dict:
+                seg_models: Mapping[str, str] | None = None, allow_unverified_pixels: bool = False) -> dict:
     """Append one mammography exam; returns {"case", "dataset", "images": {view: path}, "rows": n,
     "segmentations": {view: export_case-like dict}, "mapping" (or None)}.
 
@@ -91,7 +95,9 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
     each exported as its own segmentation case (see the module docstring). ``model`` ("name
     version") is the model whose suggestion the user confirmed or corrected; ``seg_models`` names,
     per view, the model whose map was corrected when that is another one (default ``model``).
+    ``allow_unverified_pixels``: as for :func:`export_case`.
     """
+    check_sources(views.values(), allow_unverified_pixels)  # before anything is written
     classes = {safe_name(k, "view"): str(v).strip() for k, v in (classes or {}).items() if str(v).strip()}
     labels = {safe_name(k, "view"): v for k, v in (labels or {}).items()}
     names = {safe_name(k, "view"): k for k in views}
