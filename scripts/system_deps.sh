@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages for tests/test_real_window.py: an X server (Xvfb), the libraries Qt's xcb platform
-# plugin loads, and ImageMagick's `import` to capture the X screen. Debian/Ubuntu (apt) only.
+# plugin loads, and ImageMagick's `import` to capture the X screen; and for tests/test_conformance.py
+# dicom3tools (dciodvfy, dcentvfy: the standard's IOD checks). Debian/Ubuntu (apt) only.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt-get update). Otherwise runs
 # `apt-get update` once and installs only what is missing, as root or through sudo.
@@ -13,13 +14,14 @@ set -euo pipefail
 PACKAGES=(
     xvfb xauth                      # the X server (xauth for xvfb-run users)
     imagemagick                     # `import -window root`: the test's capture of the X screen
+    dicom3tools                     # dciodvfy / dcentvfy: every DICOM object we write is checked
     libxcb1 libx11-6 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
     libxcb-randr0 libxcb-render0 libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1
     libxcb-util1 libxcb-xfixes0 libxcb-xkb1 libxkbcommon0 libxkbcommon-x11-0
     libegl1 libgl1 libfontconfig1 libfreetype6 libdbus-1-3
     "libglib2.0-0t64|libglib2.0-0"  # renamed in the 64-bit time_t transition (Debian 13, Ubuntu 24.04)
 )
-COMMANDS=(Xvfb import)  # what a system without dpkg must already have
+COMMANDS=(Xvfb import dciodvfy dcentvfy)  # what a system without dpkg must already have
 
 say() { echo "system_deps: $*"; }
 
@@ -30,7 +32,8 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
         say "not a Debian-based system; found ${COMMANDS[*]}, assuming Qt's xcb libraries are installed too"
         exit 0
     fi
-    say "not a Debian-based system (no dpkg/apt): install by hand Xvfb, ImageMagick (import) and the" \
+    say "not a Debian-based system (no dpkg/apt): install by hand Xvfb, ImageMagick (import), dicom3tools" \
+        "(dciodvfy, dcentvfy) and the" \
         "xcb libraries Qt needs (xcb-cursor, xcb-icccm, xcb-image, xcb-keysyms, xcb-render-util," \
         "xkbcommon-x11, EGL, GL, fontconfig, dbus); missing: ${missing_cmds[*]}" >&2
     exit 1

@@ -33,6 +33,7 @@ from .io.dicom_write import write_projection, write_series
 from .volume import SourceInfo, Volume
 
 STUDY_DATE = "20260115"
+STUDY_TIME = "093000"  # fixed, so every file of a study (and every re-generation) agrees
 MG_ORIENTATION = {"LCC": ("A", "R"), "RCC": ("A", "L"), "LMLO": ("A", "F"), "RMLO": ("A", "F")}
 
 
@@ -46,6 +47,11 @@ class PhantomSeries:
 def _uid(*parts) -> str:
     """Deterministic UID so re-generating a demo study gives the same identity."""
     return generate_uid(entropy_srcs=["lightbox-synthetic", *(str(p) for p in parts)])
+
+
+def _study_level(**extra) -> dict:
+    """Header values every file of one study shares (dcentvfy checks they agree)."""
+    return {"StudyTime": STUDY_TIME, **extra}
 
 
 def _patient(modality: str) -> dict:
@@ -67,7 +73,7 @@ def write_ct_study(out_dir, shape=(120, 256, 256), spacing=(2.5, 1.4, 1.4), seed
     volume = Volume(hu, model.spacing, model.origin, info=info)
     files = write_series(volume, out_dir, slope=1.0, intercept=-1024.0, stored_dtype=np.uint16,
                                   bits_stored=12, transfer_syntax=transfer_syntax, file_order=file_order,
-                                  seed=seed)
+                                  seed=seed, extra=_study_level(BodyPartExamined="CHESTABDOMEN"))
     volume.info = replace(info, files=tuple(str(p) for p in files))
     return PhantomSeries(volume, masks, files)
 
@@ -88,7 +94,7 @@ def write_mr_study(out_dir, shape=(100, 192, 192), spacing=(1.5, 1.2, 1.2), seed
     volume = Volume(values, model.spacing, model.origin, info=info)
     files = write_series(volume, out_dir, slope=1.0, intercept=0.0, stored_dtype=np.uint16,
                                   bits_stored=12, transfer_syntax=transfer_syntax, file_order=file_order,
-                                  seed=seed, extra={"BodyPartExamined": "HEAD"})
+                                  seed=seed, extra=_study_level(BodyPartExamined="HEAD"))
     volume.info = replace(info, files=tuple(str(p) for p in files))
     return PhantomSeries(volume, masks, files)
 
@@ -121,7 +127,7 @@ def write_mammo_exam(out_dir, size=(1664, 1280), seed=0, lesion_side: str | None
                           window=(float(round((lo + hi) / 2)), float(round(max(hi - lo, 1.0)))),
                           view_position=view, laterality=side, patient_orientation=MG_ORIENTATION[name])
         path = write_projection(image, out / f"{name}.dcm", pixel_spacing=spacing, info=info,
-                                stored_dtype=np.uint16, bits_stored=12, extra={"BodyPartExamined": "BREAST"})
+                                stored_dtype=np.uint16, bits_stored=12, extra=_study_level(BodyPartExamined="BREAST"))
         info = replace(info, files=(str(path),))
         volume = Volume(image[np.newaxis], (1.0, *spacing), info=info)
         result[name] = PhantomSeries(volume, {k: m[np.newaxis] for k, m in masks.items()}, [path])

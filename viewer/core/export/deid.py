@@ -13,8 +13,11 @@ How the table's actions are applied here:
   ``U`` a new UID, the same for the same input UID within one ``Deidentifier``
   (keyed hash -> ``2.25.<int>``); ``K`` (and attributes not in the table) keep.
 * Compound actions take the choice that keeps the object valid without keeping
-  data: ``Z/D`` -> D, ``X/Z`` -> Z, ``X/D`` -> D, ``X/Z/D`` -> Z, ``X/Z/U*`` ->
-  keep the sequence and de-identify its items (their UIDs are U themselves).
+  data: D when the object's IOD needs the attribute with a value (Type 1), Z
+  when it needs it present (Type 2), from the standard's tables highdicom ships
+  (``required_types``); otherwise ``Z/D`` -> D, ``X/Z`` -> Z, ``X/D`` -> D,
+  ``X/Z/D`` -> Z. ``X/Z/U*`` -> keep the sequence and de-identify its items
+  (their UIDs are U themselves).
 * Dates and date-times (DA, DT) that are kept, dummied or zeroed by the basic
   profile are instead shifted (the option's "C"); the one exception is
   Patient's Birth Date, which stays Z unless the policy asks for ``"shift"``
@@ -45,6 +48,7 @@ import re
 import secrets
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pydicom
@@ -122,6 +126,64 @@ def profile_action(tag: int) -> str | None:
         if (group & gm) == g and (elem & em) == e:
             return act
     return None
+
+
+@lru_cache(maxsize=64)
+def _iod_table(sop_class_uid: str) -> tuple[tuple[str, str, str], ...]:
+    """(module usage M/C/U, keyword, type 1/1C/2/2C/3) of each top-level attribute of the IOD of
+    ``sop_class_uid``, from the standard's tables that highdicom ships; () for a SOP class they lack."""
+    try:
+        from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+
+        iod = get_sop_class_iod_map().get(str(sop_class_uid))
+        modules = get_iod_module_map().get(iod, []) if iod else []
+        attributes = get_module_attribute_map()
+    except (ImportError, OSError, ValueError):  # tables unavailable: fall back to the fixed choices
+        return ()
+    return tuple((str(m.get("usage", "")), a["keyword"], str(a["type"]))
+                 for m in modules for a in attributes.get(m["key"], []) if not a["path"])
+
+
+def required_types(sop_class_uid: str) -> dict[str, str]:
+    """Top-level keyword -> "1" (must have a value) or "2" (must be present) in the IOD, the
+    strictest over its modules (conditional types count as their base type)."""
+    types: dict[str, str] = {}
+    for _usage, keyword, kind in _iod_table(sop_class_uid):
+        if kind[:1] in ("1", "2") and types.get(keyword) != "1":
+            types[keyword] = kind[:1]
+    return types
+
+
+def always_type2(sop_class_uid: str) -> list[str]:
+    """Top-level keywords every instance of the IOD carries, possibly empty: Type 2 (not 2C) in its
+    mandatory modules. Files from real archives often lack some; our copies get them empty."""
+    found = [keyword for usage, keyword, kind in _iod_table(sop_class_uid) if usage == "M" and kind == "2"]
+    return list(dict.fromkeys(found))
+
+
+def _fill_type2(ds: Dataset) -> None:
+    for keyword in always_type2(str(ds.get("SOPClassUID", ""))):
+        if keyword not in ds:
+            tag = pydicom.datadict.tag_for_keyword(keyword)
+            if tag is not None:
+                vr = pydicom.datadict.dictionary_VR(tag)
+                ds.add(DataElement(tag, vr, Sequence() if vr == "SQ" else None))
+
+
+def resolve(action: str, required: str | None) -> str:
+    """One action from a compound one (PS3.15 E.1: "X unless Z or D is needed to keep the IOD
+    conformant"): a dummy for an attribute the IOD needs with a value (Type 1), zero length for one
+    it needs present (Type 2), else the fixed choice in RESOLVE."""
+    if action not in RESOLVE or action == "X/Z/U*":
+        return RESOLVE.get(action, action)
+    options = action.split("/")
+    if required == "1" and "D" in options:
+        return "D"
+    if required in ("1", "2") and "Z" in options:
+        return "Z"
+    if required == "2":
+        return "D"
+    return RESOLVE[action]
 
 
 def _dummy(vr: str):
@@ -233,9 +295,10 @@ class Deidentifier:
         shift = self.date_shift(patient_id)
         pseudonym = self.pseudonym(patient_id)
         try:
-            out = self._walk(ds, shift, pseudonym)
+            out = self._walk(ds, shift, pseudonym, required_types(str(ds.get("SOPClassUID", ""))))
         except (ValueError, TypeError, KeyError) as exc:  # a value pydicom cannot parse
             raise DeidError(f"{where}: cannot de-identify: {exc}") from exc
+        _fill_type2(out)
         out.PatientIdentityRemoved = "YES"
         out.LongitudinalTemporalInformationModified = "MODIFIED"
         out.DeidentificationMethod = "Lightbox: PS3.15 E.1 Basic Profile, Retain Long. Modified Dates"
@@ -264,21 +327,23 @@ class Deidentifier:
             out.file_meta = meta
         return out
 
-    def _walk(self, ds: Dataset, shift: int, pseudonym: str) -> Dataset:
+    def _walk(self, ds: Dataset, shift: int, pseudonym: str, required: dict[str, str] | None = None) -> Dataset:
+        """``required``: the IOD's Type 1/2 keywords at this level (top level only)."""
         out = Dataset()
         for elem in ds:
             tag = int(elem.tag)
             if elem.tag.is_private or (tag & 0xFFFF) == 0 or (tag >> 16) & 0xFF00 in (0x5000, 0x6000):
                 continue  # private data, group lengths, curves, overlays
-            new = self._element(elem, shift, pseudonym)
+            new = self._element(elem, shift, pseudonym, (required or {}).get(elem.keyword))
             if new is not None:
                 out.add(new)
         return out
 
-    def _element(self, elem: DataElement, shift: int, pseudonym: str) -> DataElement | None:
+    def _element(self, elem: DataElement, shift: int, pseudonym: str, required: str | None = None
+                 ) -> DataElement | None:
         tag, vr = int(elem.tag), elem.VR
         action = profile_action(tag)
-        action = RESOLVE.get(action, action) if action else "K"
+        action = resolve(action, required) if action else "K"
         if tag in (PATIENT_NAME, PATIENT_ID):
             return DataElement(tag, vr, pseudonym)
         if tag == BIRTH_DATE:

@@ -204,13 +204,36 @@ def _description(seg: Segment):
         display_color=color)
 
 
+# Patient and General Study attributes of Type 2 (present, may be empty) that highdicom copies
+# from the source into the SEG; real archives' files often lack some of them.
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def _prepared(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """A source header made fit for highdicom, changing only our in-memory copy.
+
+    Missing Type 2 attributes become empty (as the standard allows), instead of
+    highdicom failing on them. A one-component Patient's Name gets the trailing
+    caret that PS3.5 6.2.1 treats as the same name: highdicom warns about such
+    names and its warning quotes the name, which would put PHI on the terminal.
+    """
+    for keyword in TYPE2_COPIED:
+        if keyword not in ds or ds[keyword].value is None:
+            setattr(ds, keyword, "")
+    name = str(ds.PatientName or "")
+    if name and "^" not in name:
+        ds.PatientName = name + "^"
+    return ds
+
+
 def _source_headers(paths) -> list[pydicom.Dataset]:
     """Headers only: highdicom takes its metadata from them and never touches Pixel Data.
 
     Reading without pixels keeps a 300-slice series at a few MB instead of the
     whole image in memory twice.
     """
-    return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    return [_prepared(pydicom.dcmread(p, stop_before_pixels=True)) for p in paths]
 
 
 def _plan(volume: Volume, series: Series):
@@ -317,9 +340,18 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ValueError(f"cannot build a DICOM SEG for series {series.label()}: {describe(exc)}") from exc
     seg.SeriesDescription = series_description[:64]
+    if not _has_plane_orientation(seg):  # a projection source: General Image needs it (Type 2C)
+        seg.PatientOrientation = sources[0].get("PatientOrientation", "") or ""
     with replacing(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return path
+
+
+def _has_plane_orientation(ds) -> bool:
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    return _group(per_frame[0] if per_frame else None, shared[0] if shared else None,
+                  "PlaneOrientationSequence") is not None
 
 
 # -- reading ----------------------------------------------------------------------------

@@ -28,6 +28,12 @@ ENHANCED_SOP_CLASS = {
     "CT": UID("1.2.840.10008.5.1.4.1.1.2.1"),  # Enhanced CT Image Storage
     "MR": UID("1.2.840.10008.5.1.4.1.1.4.1"),  # Enhanced MR Image Storage
 }
+# Mammography views (ViewPosition) -> the view's code (CID 4014), by pydicom's SCT keywords.
+MG_VIEW_CODES = {
+    "CC": "CranioCaudal", "MLO": "MedioLateralObliqueProjection", "ML": "MedioLateralProjection",
+    "LM": "Lateromedial", "XCCL": "CranioCaudalExaggeratedLaterally",
+    "XCCM": "CranioCaudalExaggeratedMedially", "FB": "CaudoCranial",
+}
 UNCOMPRESSED = {
     UID("1.2.840.10008.1.2"),
     UID("1.2.840.10008.1.2.1"),
@@ -41,6 +47,51 @@ def _ds(v: float) -> str:
     if s in ("-0", ""):
         s = "0"
     return s if len(s) <= 16 else f"{v:.8g}"
+
+
+def code_item(code) -> Dataset:
+    """A code sequence item (Code Value, Coding Scheme Designator, Code Meaning) from a pydicom Code."""
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning
+    return item
+
+
+def _iod_attributes(ds: Dataset, info: SourceInfo) -> None:
+    """The modality's mandatory (Type 1) and required-but-may-be-empty (Type 2) attributes that a
+    strict reader (dciodvfy) checks for and that our writers have no other reason to set: nominal
+    acquisition values for the phantoms, empty where the standard allows empty."""
+    modality = info.modality
+    if modality in ("CT", "MR"):
+        ds.PatientPosition = "HFS"  # General Series, Type 2C: required for CT and MR
+        ds.AcquisitionNumber = 1
+        if modality == "CT" and "BodyPartExamined" not in ds:
+            ds.Laterality = ""  # Type 2C when the body part is unknown or paired
+    if modality == "MR":  # MR Image module: a T1-weighted 2D spin echo
+        ds.ScanningSequence = "SE"
+        ds.SequenceVariant = "NONE"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.RepetitionTime = "500"
+        ds.EchoTime = "15"
+        ds.EchoTrainLength = 1
+    if modality == "MG":  # Mammography Image, DX Image / Detector / Positioning, Acquisition Context
+        from pydicom.sr.codedict import codes
+
+        ds.AnatomicRegionSequence = [code_item(codes.SCT.Breast)]
+        ds.OrganExposed = "BREAST"
+        ds.PixelIntensityRelationship = "LOG"
+        ds.PixelIntensityRelationshipSign = -1 if info.photometric == "MONOCHROME2" else 1
+        ds.LossyImageCompression = "00"
+        ds.DetectorType = "DIRECT"
+        ds.PositionerType = "MAMMOGRAPHIC"
+        ds.AcquisitionContextSequence = []
+        view = MG_VIEW_CODES.get(str(info.view_position or "").upper())
+        if view:
+            item = code_item(getattr(codes.SCT, view))
+            item.ViewModifierCodeSequence = []
+            ds.ViewCodeSequence = [item]
 
 
 def fill_uids(info: SourceInfo) -> SourceInfo:
@@ -178,7 +229,7 @@ def write_series(volume: Volume, out_dir, *, slope: float = 1.0, intercept: floa
     for name_index, k in enumerate(order):
         ds = base_dataset(info, sop_class, transfer_syntax, extra=extra,
                           sop_uid=generate_uid(entropy_srcs=[info.series_uid, str(k)]))
-        ds.StudyTime = study_time
+        ds.StudyTime = study_time  # one time for the whole study
         ds.ImageType = ["ORIGINAL", "PRIMARY", image_type]
         ds.InstanceNumber = (name_index + 1) if file_order == "shuffled" else k + 1
         pos = volume.index_to_world([k, 0, 0])
@@ -187,13 +238,17 @@ def write_series(volume: Volume, out_dir, *, slope: float = 1.0, intercept: floa
         ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[2])]
         ds.SliceThickness = _ds(slice_thickness or volume.spacing[0])
         ds.SliceLocation = _ds(float(np.dot(pos, volume.direction[:, 0])))
-        ds.RescaleIntercept = _ds(intercept)
-        ds.RescaleSlope = _ds(slope)
+        if info.modality != "MR" or slope != 1 or intercept != 0:  # the MR Image IOD has no rescale
+            ds.RescaleIntercept = _ds(intercept)
+            ds.RescaleSlope = _ds(slope)
         if info.modality == "CT":
             ds.RescaleType = "HU"
             ds.KVP = "120"
         if info.window:
             ds.WindowCenter, ds.WindowWidth = _ds(info.window[0]), _ds(info.window[1])
+        _iod_attributes(ds, info)
+        for key, value in (extra or {}).items():
+            setattr(ds, key, value)  # the caller's values win over the defaults above
         set_pixels(ds, to_stored(volume.array[k], slope, intercept, stored_dtype), bits_stored,
                    info.photometric)
         fname = f"{rng.getrandbits(48):012x}.dcm" if file_order == "shuffled" else f"IM{k + 1:05d}.dcm"
@@ -228,6 +283,9 @@ def write_projection(image: np.ndarray, path, *, pixel_spacing: Sequence[float],
     if info.modality == "MG":
         ds.PresentationLUTShape = "IDENTITY" if info.photometric == "MONOCHROME2" else "INVERSE"
         ds.BurnedInAnnotation = "NO"
+    _iod_attributes(ds, info)
+    for key, value in (extra or {}).items():
+        setattr(ds, key, value)  # the caller's values win over the defaults above
     set_pixels(ds, to_stored(np.asarray(image), 1.0, 0.0, stored_dtype), bits_stored, info.photometric)
     return save(ds, Path(path))
 
