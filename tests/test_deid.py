@@ -303,3 +303,26 @@ def test_bad_inputs_are_named_and_leave_nothing(tmp_path):
     with pytest.raises(DeidError, match="nosop2.dcm"):
         deidentify_file(tmp_path / "nosop2.dcm", tmp_path / "out" / "n.dcm", deid)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_creator_version_uid_and_other_instance_uids_are_remapped(tmp_path):
+    """(0008,9123) and (0008,010D) are U in Table E.1-1 but were missing from the table; UIDs that
+    reference instances the table remaps are remapped too. Each new value is the keyed mapping of
+    the old one (consistent across files), and no old value is left in the written file."""
+    planted = {"CreatorVersionUID": generate_uid(), "ContextGroupExtensionCreatorUID": generate_uid(),
+               "MultiFrameSourceSOPInstanceUID": generate_uid(),
+               "SOPInstanceUIDOfConcatenationSource": generate_uid(),
+               "VolumeFrameOfReferenceUID": generate_uid(), "TableFrameOfReferenceUID": generate_uid(),
+               "ReferencedFiducialUID": generate_uid()}
+    src = _instance(tmp_path, "src.dcm", generate_uid(), np.zeros((4, 4), np.int16))
+    ds = pydicom.dcmread(src)
+    for keyword, uid in planted.items():
+        setattr(ds, keyword, uid)
+    ds.save_as(src)
+    deid = Deidentifier(DeidPolicy(secret=b"k"))
+    out = pydicom.dcmread(deidentify_file(src, tmp_path / "out.dcm", deid))
+    raw = (tmp_path / "out.dcm").read_bytes()
+    for keyword, uid in planted.items():
+        assert profile_action(pydicom.datadict.tag_for_keyword(keyword)) == "U", keyword
+        assert out.get(keyword) == deid.uid(uid), keyword
+        assert uid.encode() not in raw, keyword
