@@ -22,9 +22,16 @@ dataset's values. Existing cases are never rewritten; new case ids continue the 
 exist only as classification rows or imagesCls images count too). A classification row given again for
 the same (case, view) replaces the old one: that is a correction.
 
-Every file is written to a temp name in its own folder and ``os.replace``d; a case whose label fails
-to write leaves neither its image nor any temp file behind. Paths are checked to stay inside
-``root``. Errors a user can act on (read-only folder, full disk, incompatible dataset) raise
+One call is one commit (``.commit``): every file it writes (image, label, provenance line,
+dataset.json, datalist, classification rows) is staged in a hidden folder inside the dataset and
+moved into place only when all of it was written; a failure, or a kill at any point, leaves either
+the whole case or none of it (an interrupted commit is finished or undone, and stale temp files
+swept, when the dataset is next opened: ``DatasetWriter()``, ``existing_datasets``). Several calls
+can share one commit (``with writer.transaction():``), as one exported case with its SEG and rows
+does. Every provenance line of a segmentation case keeps a ``content_key`` (a hash of the pixels and
+the label map written: nothing that is not in the dataset already), which makes re-exporting the
+same image with the same labels idempotent (``add_case(..., replace_same=True)``). Paths are checked
+to stay inside ``root``. Errors a user can act on (read-only folder, full disk, incompatible dataset) raise
 :class:`ExportError` naming the folder or file.
 
 Nothing here knows patients: identity enters only through ``case_id`` (sanitized) and
@@ -35,10 +42,13 @@ from __future__ import annotations
 
 import csv
 import errno
+import gzip
+import hashlib
 import io
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,11 +58,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..atomic import SHARED_MODE, flush_to_disk, temp_beside
+from ..atomic import SHARED_MODE, flush_to_disk
 from ..errors import LightboxError
 from ..io.itk import to_sitk
 from ..model_id import split_model_id
 from ..volume import Volume
+from . import commit as _commit
 
 FILE_ENDING = ".nii.gz"
 CHANNEL = "0000"
@@ -84,11 +95,16 @@ class ClassifiedView:
 
 
 def existing_datasets(root) -> list[str]:
-    """Names of the datasets under ``root`` (sub-folders with a dataset.json), sorted."""
+    """Names of the datasets under ``root`` (sub-folders with a dataset.json), sorted. Opening them
+    here finishes or undoes an interrupted commit first (a new dataset's first case may be one
+    rename away from its dataset.json)."""
     try:
-        return sorted(p.name for p in Path(root).iterdir() if (p / "dataset.json").is_file())
+        folders = [p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:
         return []
+    for p in folders:
+        _commit.recover(p)
+    return sorted(p.name for p in folders if (p / "dataset.json").is_file())
 
 
 def identity(uid: str) -> str:
@@ -149,20 +165,21 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
-# -- atomic writes ------------------------------------------------------------------------------
+# -- staged writes ------------------------------------------------------------------------------
 def _temp_path(final: Path) -> Path:
-    """A fresh temp file beside ``final`` (same folder, so os.replace is atomic; same suffix)."""
-    try:
-        return temp_beside(final)
-    except OSError as exc:
-        raise _os_error(exc, final.parent, final.name) from exc
+    """A fresh name in the open commit's staging folder for what becomes ``final`` (its name ends in
+    ``.part``: a listing of ``*.nii.gz`` or ``*_0000.nii.gz`` never picks it up)."""
+    tx = _commit.active()
+    if tx is None:
+        raise RuntimeError(f"{final.name}: staged outside a commit")  # a bug, not a user error
+    return tx.new_path()
 
 
 @contextmanager
 def _staging(final: Path) -> Iterator[Path]:
-    """A temp file beside ``final`` for the block to fill, flushed and shared-readable afterwards; on
+    """A staged file for ``final`` for the block to fill, flushed and shared-readable afterwards; on
     any failure it is removed and I/O errors become ExportErrors naming the file and folder. The caller
-    renames it into place (``_Commit``) together with the case's other files."""
+    adds it to the commit, which renames it into place together with the case's other files."""
     tmp = _temp_path(final)
     try:
         yield tmp
@@ -187,10 +204,20 @@ def _stage_bytes(data: bytes, final: Path) -> Path:
 
 
 def _stage_image(volume: Volume, final: Path, note: str) -> Path:
+    """``volume`` as a gzipped NIfTI. ITK picks the format by the file's ending, so it writes a plain
+    ``.nii`` in the staging folder, gzipped here into the staged ``.part`` (mtime 0: the same image
+    gives the same bytes)."""
     with _staging(final) as tmp:
         image = to_sitk(volume)
         image.SetMetaData("ITK_FileNotes", note[:_NIFTI_NOTE_LIMIT])
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+        plain = tmp.with_name(tmp.name + ".nii")
+        try:
+            sitk.WriteImage(image, str(plain), useCompression=False)
+            with open(plain, "rb") as src, open(tmp, "wb") as raw, \
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        finally:
+            plain.unlink(missing_ok=True)
     return tmp
 
 
@@ -205,41 +232,6 @@ def _read_json(path: Path):
         raise ExportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     except OSError as exc:
         raise ExportError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-
-
-class _Commit:
-    """Staged temp files moved into place together; on failure the new files are removed again
-    and replaced files get their old bytes back."""
-
-    def __init__(self) -> None:
-        self.staged: list[tuple[Path, Path]] = []  # (tmp, final)
-
-    def add(self, tmp: Path, final: Path) -> None:
-        self.staged.append((tmp, final))
-
-    def discard(self) -> None:
-        for tmp, _ in self.staged:
-            tmp.unlink(missing_ok=True)
-
-    def apply(self) -> None:
-        done: list[tuple[Path, bytes | None]] = []
-        try:
-            for tmp, final in self.staged:
-                old = final.read_bytes() if final.exists() else None
-                os.replace(tmp, final)
-                done.append((final, old))
-        except OSError as exc:
-            for final, old in reversed(done):
-                try:
-                    if old is None:
-                        final.unlink(missing_ok=True)
-                    else:
-                        final.write_bytes(old)
-                except OSError:
-                    pass
-            self.discard()
-            bad = next((f for t, f in self.staged if t.exists()), self.staged[-1][1])
-            raise _os_error(exc, bad.parent, bad.name) from exc
 
 
 # -- provenance ---------------------------------------------------------------------------------
@@ -299,6 +291,20 @@ def edit_summary(original: np.ndarray, edited: np.ndarray, names: Mapping[int, s
     return {"voxels_changed": int(diff.sum()), "labels": labels}
 
 
+def content_key(image: Volume, labels: np.ndarray) -> str:
+    """A hash of exactly what a case writes: the image's pixels and grid and the label map in the
+    dataset's values. Re-exporting the same source with the same labels gives the same key. It is
+    made of the dataset's own contents (no UID, no secret), so keeping it reveals nothing new."""
+    h = hashlib.sha256(b"lightbox-case-v1\0")
+    arr = np.ascontiguousarray(image.array)
+    grid = [str(arr.dtype), list(arr.shape), [round(float(x), 6) for x in image.spacing],
+            [round(float(x), 6) for x in image.origin], [round(float(x), 9) for x in np.ravel(image.direction)]]
+    h.update(json.dumps(grid).encode())
+    h.update(memoryview(arr).cast("B"))
+    h.update(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
 # -- the writer ---------------------------------------------------------------------------------
 class DatasetWriter:
     """Append cases to an nnU-Net v2 raw dataset (and its MONAI datalist) under ``root/name``.
@@ -319,8 +325,17 @@ class DatasetWriter:
         self.folder = inside(self.root, self.name)
         self.images = self.folder / "imagesTr"
         self.labels_dir = self.folder / "labelsTr"
+        self._tx: _commit.Commit | None = None
+        self._asked = ({str(k): str(v) for k, v in channel_names.items()} if channel_names else None,
+                       dict(task_labels) if task_labels else None, description)
         for folder in (self.folder, self.images, self.labels_dir) if create else ():
             self._make_folder(folder)
+        _commit.recover(self.folder)  # an interrupted commit: finish or undo it before reading
+        self._load_meta()
+
+    def _load_meta(self) -> None:
+        """dataset.json as it is now (or a new one), with the constructor's channel and labels merged."""
+        channel_names, task_labels, description = self._asked
         meta = self.dataset_json_path
         self.meta: dict = _read_json(meta) if meta.exists() else {}
         if self.meta:
@@ -331,9 +346,49 @@ class DatasetWriter:
                          "description": description or "exported by Lightbox",
                          "overwrite_image_reader_writer": "SimpleITKIO"}
         if channel_names:
-            self._merge_channels({str(k): str(v) for k, v in channel_names.items()})
+            self._merge_channels(channel_names)
         if task_labels:
             self._merge_task_labels(task_labels)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_commit.Commit]:
+        """``with writer.transaction():`` every file the writer (or the caller, through the yielded
+        commit's ``new_path``/``add``) writes in the block is one commit: all of it lands when the
+        block ends, none of it if the block raises or the process dies. Re-entrant. Holds the
+        dataset's lock (another export into the same dataset waits) and re-reads dataset.json
+        under it."""
+        if self._tx is not None:
+            yield self._tx
+            return
+        saved = self.meta
+        with _commit.committing(self.folder, _os_error) as tx:
+            self._tx = tx
+            try:
+                self._load_meta()
+                yield tx
+            except BaseException:
+                self.meta = saved
+                raise
+            finally:
+                self._tx = None
+
+    def transaction_open(self) -> _commit.Commit:
+        """The commit open on this writer (for callers staging their own files into it)."""
+        if self._tx is None:
+            raise RuntimeError("no open transaction: use `with writer.transaction():`")
+        return self._tx
+
+    def _current(self, path: Path) -> Path | None:
+        """Where ``path``'s current content is: its staged version in the open commit, else the file
+        itself; None when neither exists."""
+        staged = self._tx.staged_for(path) if self._tx is not None else None
+        if staged is not None:
+            return staged
+        return path if path.exists() else None
+
+    def _staged_names(self, folder: Path) -> list[str]:
+        """Names of the files the open commit will add to ``folder``."""
+        return [f.name for f in (self._tx.finals() if self._tx is not None else ()) if f.parent == folder]
 
     # -- paths --
     @property
@@ -358,9 +413,9 @@ class DatasetWriter:
         return dict(self.meta.get("channel_names", {}))
 
     def case_ids(self) -> list[str]:
-        """Cases with a label file, sorted."""
-        return sorted(p.name[: -len(FILE_ENDING)] for p in self.labels_dir.glob("*" + FILE_ENDING)
-                      if not p.name.startswith("."))
+        """Cases with a label file (or one staged in the open commit), sorted."""
+        names = [p.name for p in self.labels_dir.glob("*" + FILE_ENDING)] + self._staged_names(self.labels_dir)
+        return sorted({n[: -len(FILE_ENDING)] for n in names if n.endswith(FILE_ENDING) and not n.startswith(".")})
 
     def image_path(self, case_id: str) -> Path:
         return inside(self.images, f"{case_id}_{CHANNEL}{FILE_ENDING}")
@@ -474,18 +529,47 @@ class DatasetWriter:
         """The next free numbered id, counting every file and classification row that names a case
         (a classification-only case has no labelsTr file but must not be reused)."""
         pattern = re.compile(rf"^{re.escape(self.case_prefix)}_(\d+)(?:_.*)?$")
-        stems = [p.name[: -len(FILE_ENDING)] for folder in (self.images, self.labels_dir, self.cls_images)
+        names = [p.name for folder in (self.images, self.labels_dir, self.cls_images)
                  if folder.is_dir() for p in folder.glob("*" + FILE_ENDING)]
+        names += [n for folder in (self.images, self.labels_dir, self.cls_images) for n in self._staged_names(folder)]
+        stems = [n[: -len(FILE_ENDING)] for n in names if n.endswith(FILE_ENDING)]
         stems += [str(r.get("case", "")) for r in self.classifications()]
         numbers = [0] + [int(m.group(1)) for m in map(pattern.match, stems) if m]
         return f"{self.case_prefix}_{max(numbers) + 1:04d}"
 
     def _exists(self, case_id: str) -> bool:
-        return self.image_path(case_id).exists() or self.label_path(case_id).exists()
+        return any(self._current(p) is not None for p in (self.image_path(case_id), self.label_path(case_id)))
+
+    def _case_with_key(self, key: str) -> str | None:
+        """The segmentation case whose provenance has this content key (the latest), or None."""
+        found = None
+        for record in self.provenance():
+            if record.get("content_key") == key and record.get("kind") is None and record.get("case"):
+                found = str(record["case"])
+        return found if found is not None and self._current(self.label_path(found)) is not None else None
+
+    def provenance(self) -> list[dict]:
+        """The provenance records (one per line; an unreadable line is skipped)."""
+        path = self._current(self.provenance_path)
+        if path is None:
+            return []
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ExportError(f"{self.provenance_path}: cannot read ({exc})") from exc
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
     def add_case(self, volume: Volume, labels: np.ndarray, label_names: Mapping[int, str],
                  provenance: Mapping | None = None, case_id: str | None = None,
-                 original_labels: np.ndarray | None = None) -> str:
+                 original_labels: np.ndarray | None = None, replace_same: bool = False) -> str:
         """Write one (image, label map) pair and its provenance; returns the case id.
 
         ``labels`` is an integer map on ``volume``'s grid whose values ``label_names`` names (0 is
@@ -493,6 +577,14 @@ class DatasetWriter:
         ({"name", "version"}) or ``model_name`` / ``model_version``, ``original_labels`` (the
         model's map, same values as ``labels``) and any other JSON-able facts to keep. A given
         ``case_id`` is sanitized and must be new; without one the numbering continues.
+
+        ``replace_same``: when the dataset already holds a case with the same image and the same
+        label map (its provenance's ``content_key``), that case is written again under its id (its
+        files and provenance line replaced, nothing added) instead of a new case: exporting twice,
+        or re-running an export that was interrupted, gives one case and repairs a partial one. A
+        different label map of the same image is still a new case: the dataset only grows, and two
+        different corrections are two samples the user made; replacing would silently drop the
+        earlier one. Without ``replace_same`` every call adds a case.
         """
         provenance = dict(provenance or {})
         if original_labels is None:
@@ -506,44 +598,44 @@ class DatasetWriter:
         unnamed = sorted({int(v) for v in np.unique(labels)} - set(names) - {0})
         if unnamed:
             raise ExportError(f"label values {unnamed} in the map have no name in label_names")
-        channels = self._check_channel(volume)
-
-        if case_id is None:
-            case_id = self.next_case_id()
-        else:
-            wanted = case_id
-            case_id = safe_name(case_id, "case")
-            if self._exists(case_id):
-                raise ExportError(f"case {case_id!r} (from {wanted!r}) already exists in {self.folder}; "
-                                  "existing cases are never overwritten")
-        image_final, label_final = self.image_path(case_id), self.label_path(case_id)
-
-        table = dict(self.meta["labels"])
-        lut_map = self._dataset_values(names, table)
-        lut = np.zeros(max(max(lut_map), int(labels.max(initial=0))) + 1, np.uint8)
-        for k, v in lut_map.items():
-            lut[k] = v
-        remapped = lut[labels]
-
-        meta = {**self.meta, "channel_names": channels, "labels": table}
-        record = self._record(case_id, volume, provenance, original_labels, labels, names, table)
-        commit = _Commit()
-        try:
+        with self.transaction():
+            channels = self._check_channel(volume)
+            table = dict(self.meta["labels"])
+            lut_map = self._dataset_values(names, table)
+            lut = np.zeros(max(max(lut_map), int(labels.max(initial=0))) + 1, np.uint8)
+            for k, v in lut_map.items():
+                lut[k] = v
+            remapped = lut[labels]
             image_array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+            image = volume.with_array(np.ascontiguousarray(image_array))
+            key = content_key(image, remapped)
+
+            same = self._case_with_key(key) if replace_same else None
+            if same is not None and (case_id is None or safe_name(case_id, "case") == same):
+                case_id = same
+            elif case_id is None:
+                case_id = self.next_case_id()
+            else:
+                wanted = case_id
+                case_id = safe_name(case_id, "case")
+                if self._exists(case_id):
+                    raise ExportError(f"case {case_id!r} (from {wanted!r}) already exists in {self.folder}; "
+                                      "existing cases are never overwritten")
+            image_final, label_final = self.image_path(case_id), self.label_path(case_id)
+
+            meta = {**self.meta, "channel_names": channels, "labels": table}
+            record = self._record(case_id, volume, provenance, original_labels, labels, names, table)
+            record["content_key"] = key
+            tx = self._tx
             note = f"lightbox {self.name} {case_id}"
-            commit.add(_stage_image(volume.with_array(np.ascontiguousarray(image_array)), image_final, note),
-                       image_final)
-            commit.add(_stage_image(volume.with_array(remapped), label_final, note), label_final)
+            tx.add(_stage_image(image, image_final, note), image_final)
+            tx.add(_stage_image(volume.with_array(remapped), label_final, note), label_final)
             cases = sorted(set(self.case_ids()) | {case_id})
             meta["numTraining"] = len(cases)
-            commit.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
-            commit.add(_stage_bytes(_json_bytes(self._datalist(cases)), self.datalist_path), self.datalist_path)
-            self._stage_provenance(commit, record)
-        except BaseException:
-            commit.discard()
-            raise
-        commit.apply()
-        self.meta = meta
+            tx.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
+            tx.add(_stage_bytes(_json_bytes(self._datalist(cases)), self.datalist_path), self.datalist_path)
+            self._stage_provenance(record, replaces=case_id if same == case_id else None)
+            self.meta = meta
         return case_id
 
     def add_labelmap(self, volume: Volume, labelmap, provenance: Mapping | None = None,
@@ -583,15 +675,27 @@ class DatasetWriter:
                               "use another dataset name")
         return channels
 
-    def _stage_provenance(self, commit: _Commit, record: dict) -> None:
-        old = self.provenance_path.read_bytes() if self.provenance_path.exists() else b""
+    def _stage_provenance(self, record: dict, replaces: str | None = None) -> None:
+        """provenance.jsonl plus ``record``'s line; ``replaces``: the case whose segmentation line it
+        replaces (a repeated export), dropped first."""
+        current = self._current(self.provenance_path)
+        old = current.read_bytes() if current is not None else b""
+        if replaces is not None:
+            def other(line: bytes) -> bool:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    return True
+                return not (isinstance(r, dict) and r.get("case") == replaces and r.get("kind") is None)
+            old = b"".join(line for line in old.splitlines(keepends=True) if other(line))
         if old and not old.endswith(b"\n"):
             old += b"\n"
         line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
-        commit.add(_stage_bytes(old + line, self.provenance_path), self.provenance_path)
+        self._tx.add(_stage_bytes(old + line, self.provenance_path), self.provenance_path)
 
     def _datalist(self, cases: list[str]) -> dict:
-        old = _read_json(self.datalist_path) if self.datalist_path.exists() else {}
+        current = self._current(self.datalist_path)
+        old = _read_json(current) if current is not None else {}
         if not isinstance(old, dict):
             old = {}
         extra = {e.get("label"): e for e in old.get("training", []) if isinstance(e, dict)}
@@ -634,12 +738,13 @@ class DatasetWriter:
 
     def classifications(self) -> list[dict]:
         """The rows, every one with all of CLASSIFICATION_COLUMNS (older 3-column rows get "")."""
-        if self.classification_json.exists():
-            data = _read_json(self.classification_json)
+        json_path, csv_path = self._current(self.classification_json), self._current(self.classification_csv)
+        if json_path is not None:
+            data = _read_json(json_path)
             rows = data.get("classification", []) if isinstance(data, dict) else []
-        elif self.classification_csv.exists():
+        elif csv_path is not None:
             try:
-                with open(self.classification_csv, newline="", encoding="utf-8") as f:
+                with open(csv_path, newline="", encoding="utf-8") as f:
                     rows = list(csv.DictReader(f))
             except OSError as exc:
                 raise ExportError(f"{self.classification_csv}: cannot read ({exc.strerror or exc})") from exc
@@ -668,35 +773,29 @@ class DatasetWriter:
         views = [self._checked_view(v) for v in views]
         if not views:
             raise ExportError("nothing to classify: no views given")
-        old_rows = {(r["case"], r["view"]): r for r in self.classifications()}
-        rows = dict(old_rows)
-        images = [v for v in views if v.image is not None]
-        meta = {**self.meta, "channel_names": self._check_channel(images[0].image)} if images else None
-        for v in images[1:]:
-            self._check_channel(v.image)
-        for v in views:
-            if v.label:
-                rows[(case_id, v.view)] = self._row(case_id, v, old_rows.get((case_id, v.view)))
-        commit = _Commit()
-        try:
-            if images:
-                self._make_folder(self.cls_images)
+        with self.transaction():
+            old_rows = {(r["case"], r["view"]): r for r in self.classifications()}
+            rows = dict(old_rows)
+            images = [v for v in views if v.image is not None]
+            meta = {**self.meta, "channel_names": self._check_channel(images[0].image)} if images else None
+            for v in images[1:]:
+                self._check_channel(v.image)
+            for v in views:
+                if v.label:
+                    rows[(case_id, v.view)] = self._row(case_id, v, old_rows.get((case_id, v.view)))
+            tx = self._tx
             for v in images:
                 final = self.cls_image_path(case_id, v.view)
-                commit.add(_stage_image(v.image, final, f"lightbox {self.name} {case_id} {v.view}"), final)
+                tx.add(_stage_image(v.image, final, f"lightbox {self.name} {case_id} {v.view}"), final)
             if meta is not None:
                 meta["numTraining"] = len(self.case_ids())
-                commit.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
+                tx.add(_stage_bytes(_json_bytes(meta), self.dataset_json_path), self.dataset_json_path)
             if rows != old_rows:
-                self._stage_rows(commit, sorted(rows.values(), key=lambda r: (r["case"], r["view"])))
+                self._stage_rows(sorted(rows.values(), key=lambda r: (r["case"], r["view"])))
             if provenance is not None:
-                self._stage_provenance(commit, self._classification_record(case_id, views, dict(provenance)))
-        except BaseException:
-            commit.discard()
-            raise
-        commit.apply()
-        if meta is not None:
-            self.meta = meta
+                self._stage_provenance(self._classification_record(case_id, views, dict(provenance)))
+            if meta is not None:
+                self.meta = meta
         return case_id
 
     def _checked_view(self, v: ClassifiedView) -> ClassifiedView:
@@ -717,20 +816,20 @@ class DatasetWriter:
     def _row(self, case_id: str, v: ClassifiedView, old: dict | None) -> dict:
         """A row for ``v``; a correction without an image keeps the earlier row's image and side."""
         final = self.cls_image_path(case_id, v.view)
-        image = f"{CLS_FOLDER}/{final.name}" if v.image is not None or final.exists() else ""
+        image = f"{CLS_FOLDER}/{final.name}" if v.image is not None or self._current(final) is not None else ""
         side = v.chest_wall or (old or {}).get("chest_wall", "")
         return {**(old or {}), "case": case_id, "view": v.view, "label": v.label,
                 "image": image or (old or {}).get("image", ""), "chest_wall": side}
 
-    def _stage_rows(self, commit: _Commit, rows: list[dict]) -> None:
+    def _stage_rows(self, rows: list[dict]) -> None:
         text = io.StringIO()
         w = csv.DictWriter(text, fieldnames=list(CLASSIFICATION_COLUMNS), lineterminator="\n",
                            extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-        commit.add(_stage_bytes(text.getvalue().encode("utf-8"), self.classification_csv), self.classification_csv)
-        commit.add(_stage_bytes(_json_bytes({"classification": rows}), self.classification_json),
-                   self.classification_json)
+        self._tx.add(_stage_bytes(text.getvalue().encode("utf-8"), self.classification_csv), self.classification_csv)
+        self._tx.add(_stage_bytes(_json_bytes({"classification": rows}), self.classification_json),
+                     self.classification_json)
 
     def _classification_record(self, case_id: str, views: list[ClassifiedView], provenance: dict) -> dict:
         model = _pop_model(provenance)
