@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from inference import registry
-from inference.device import pick_device
+from inference.device import DeviceError, pick_device
 from inference.preprocess import ct as ctp
 
 Progress = Callable[[dict], None]
@@ -162,6 +162,18 @@ def default_model(dataset) -> str:
     return "ct-organs-unet3d"
 
 
+def check_arguments(epochs: int, steps_per_epoch: int, lr: float = 2e-4, batch: int = 2,
+                    val_fraction: float = 0.2) -> None:
+    """Refuse settings that would train nothing (and still write a "new" version) or cannot train."""
+    for name, value in (("epochs", epochs), ("steps per epoch", steps_per_epoch), ("batch size", batch)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise FinetuneError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if not (isinstance(lr, (int, float)) and np.isfinite(lr) and lr > 0):
+        raise FinetuneError(f"learning rate must be a positive number, got {lr!r}")
+    if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):
+        raise FinetuneError(f"validation fraction must be at least 0 and below 1, got {val_fraction!r}")
+
+
 def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch: int = 20,
              lr: float = 2e-4, batch: int = 2, val_fraction: float = 0.2, seed: int = 0, device: str = "auto",
              out_dir=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None):
@@ -171,6 +183,7 @@ def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch
     ``progress`` gets a record after each epoch: {"epoch", "loss"} plus "val_dice": {class: dice}
     for segmentation models or "val_auc": {name: auc} for classifiers.
     """
+    check_arguments(epochs, steps_per_epoch, lr, batch, val_fraction)
     card = registry.find_model(model or default_model(dataset))
     args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch,
             "val_fraction": val_fraction, "seed": seed, "device": device, "out_dir": out_dir,
@@ -391,6 +404,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="model folder (default: the user's model folder)")
     args = ap.parse_args(argv)
+    try:  # before any data is read or anything written: a typo must not cost a training run
+        check_arguments(args.epochs, args.steps)
+        pick_device(args.device)
+    except (FinetuneError, DeviceError) as exc:
+        print(f"lightbox: {exc}", file=sys.stderr)
+        return 2
 
     def report(r: dict) -> None:
         print(f"lightbox: epoch {r['epoch']}: loss {r['loss']:.4f}; {describe_metrics(r)}", file=sys.stderr,
@@ -399,7 +418,7 @@ def main(argv=None) -> int:
     try:
         card = finetune(args.dataset, args.model, args.epochs, args.steps, seed=args.seed, device=args.device,
                         out_dir=args.out, progress=report)
-    except (FinetuneError, registry.ModelError) as exc:
+    except (FinetuneError, registry.ModelError, DeviceError) as exc:
         print(f"lightbox: {exc}", file=sys.stderr)
         return 2
     if card is not None:  # None: a torchrun worker other than rank 0

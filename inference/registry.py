@@ -5,6 +5,12 @@ input spacing, normalization, classes) and what they were trained on, so the UI
 and the CLI never hard-code a model. Weights from a user folder are untrusted:
 their sha256 is checked against the card before any byte is parsed, and they are
 read with safetensors (no code) or TorchScript - never with a general unpickler.
+
+A card's sha256 catches corruption, not tampering (whoever can replace the weights can
+rewrite the card). The hashes of the shipped weights are therefore also kept inside the
+package (``shipped_models.json``, written by ``python -m inference.shipped_manifest``):
+a shipped model whose weights differ from it is refused, and every other model (fine-tuned,
+imported) is "unverified": its weights match its own card, nothing more.
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DISCLAIMER = ("Demo model trained only on synthetic phantoms. Not a clinical model and not a "
                       "medical device; its output must not be used for diagnosis.")
 WEIGHT_SUFFIXES = (".safetensors", ".pt")
+MANIFEST = Path(__file__).with_name("shipped_models.json")
+VERIFIED, UNVERIFIED = "verified", "unverified"
 
 
 class ModelError(Exception):
@@ -198,23 +206,124 @@ def load_card(json_path) -> ModelCard:
         raise ModelError(f"{json_path}: {exc}") from exc
 
 
-def read_verified_weights(card: ModelCard) -> bytes:
-    """The weights bytes, only if their sha256 matches the card (checked before any parsing)."""
+def _check_digest(card: ModelCard, path: Path, digest: str) -> None:
+    """The card's own checksum, then, for a shipped model, the package's manifest."""
+    if digest != card.sha256.lower():
+        raise ChecksumError(f"{path}: sha256 {digest[:12]}... does not match the card's "
+                            f"{card.sha256[:12]}...; the file is corrupt or was replaced")
+    if is_shipped(card):
+        entry = manifest_entry(card)
+        if entry is None:
+            raise ChecksumError(f"{path}: {card.name} {card.version} is in the shipped model folder but not in "
+                                f"the package's list of shipped models ({MANIFEST.name}); it was not shipped "
+                                "with Lightbox (put your own models in the user model folder)")
+        if entry["sha256"] != digest:
+            raise ChecksumError(f"{path}: not the weights shipped with Lightbox (sha256 {digest[:12]}..., "
+                                f"{MANIFEST.name} gives {entry['sha256'][:12]}...); reinstall Lightbox")
+
+
+def _weights_file(card: ModelCard) -> Path:
     path = card.weights_path
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ModelError(f"{path}: unsupported weights format {path.suffix!r} "
                          f"(use {' or '.join(WEIGHT_SUFFIXES)})")
     if not card.sha256:
         raise ChecksumError(f"{path}: the model card gives no sha256, so the weights cannot be verified")
+    return path
+
+
+def read_verified_weights(card: ModelCard) -> bytes:
+    """The weights bytes, only if their sha256 matches the card (and, for a shipped model, the
+    package's manifest); checked before any parsing."""
+    path = _weights_file(card)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"{path}: cannot read weights: {exc}") from exc
-    digest = sha256_bytes(data)
-    if digest != card.sha256.lower():
-        raise ChecksumError(f"{path}: sha256 {digest[:12]}... does not match the card's "
-                            f"{card.sha256[:12]}...; the file is corrupt or was replaced")
+    _check_digest(card, path, sha256_bytes(data))
     return data
+
+
+# --------------------------------------------------------------------------
+# trust: the shipped manifest
+# --------------------------------------------------------------------------
+_MANIFEST_CACHE: dict[tuple, dict] = {}
+_DIGESTS: dict[tuple, str] = {}
+
+
+def shipped_manifest() -> dict[tuple[str, str], dict]:
+    """(name, version) -> {"name", "version", "weights", "sha256"} of the models shipped with Lightbox."""
+    try:
+        st = MANIFEST.stat()
+        key = (str(MANIFEST), st.st_size, st.st_mtime_ns)
+        if key not in _MANIFEST_CACHE:
+            data = json.loads(MANIFEST.read_text(encoding="utf-8"))
+            entries = {(str(m["name"]), str(m["version"])): {**m, "sha256": str(m["sha256"]).lower()}
+                       for m in data["models"]}
+            _MANIFEST_CACHE.clear()
+            _MANIFEST_CACHE[key] = entries
+        return _MANIFEST_CACHE[key]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{MANIFEST}: cannot read the list of shipped models ({exc}); reinstall Lightbox") from exc
+
+
+def manifest_entry(card: ModelCard) -> dict | None:
+    return shipped_manifest().get((card.name, str(card.version)))
+
+
+def is_shipped(card: ModelCard) -> bool:
+    """Whether the card lies in the shipped model folder (the manifest must then vouch for it)."""
+    if card.path is None:
+        return False
+    try:
+        return Path(card.path).resolve() == shipped_models_dir().resolve()
+    except OSError:
+        return False
+
+
+def is_verified(card: ModelCard) -> bool:
+    """The card's checksum is one the package shipped for this name and version. Meaningful for
+    weights already checked against the card (load_model, check_model do that)."""
+    try:
+        entry = manifest_entry(card)
+    except ModelError:
+        return False
+    return entry is not None and entry["sha256"] == (card.sha256 or "").lower()
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 of a file, remembered while its size and modification time stay the same (listing
+    and choosing models must not re-read every weights file each time)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+def check_model(card: ModelCard) -> str:
+    """VERIFIED or UNVERIFIED for weights that match their card (a shipped model: the manifest
+    too) and whose safetensors header covers the file; raises ModelError / ChecksumError naming the
+    file otherwise. Cheap enough to rank candidates: the hash is cached, no tensor is read."""
+    path = _weights_file(card)
+    try:
+        digest = weights_digest(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read weights: {exc}") from exc
+    _check_digest(card, path, digest)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except Exception as exc:  # SafetensorError, OSError: a truncated or malformed file
+            raise ModelError(f"{path}: not a valid safetensors file ({exc})") from exc
+    return VERIFIED if is_verified(card) else UNVERIFIED
 
 
 def load_model(card_or_path, device="cpu") -> tuple[nn.Module, ModelCard]:
@@ -239,7 +348,7 @@ def load_model(card_or_path, device="cpu") -> tuple[nn.Module, ModelCard]:
         return module.eval(), card
     try:
         state = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
         raise ModelError(f"{path}: not a valid safetensors file ({exc})") from exc
     module = build(card)
     try:
@@ -278,6 +387,9 @@ def _version_key(version: str):
     return tuple(parts)
 
 
+_LOGGED: set[str] = set()
+
+
 def available_models(task: str | None = None, modality: str | None = None,
                      problems: list | None = None) -> list[ModelCard]:
     """Cards found in model_dirs(), filtered; a broken card is logged (and appended to
@@ -293,7 +405,9 @@ def available_models(task: str | None = None, modality: str | None = None,
                     raise ModelError(f"{json_path}: weights file {card.weights!r} is missing")
             except ModelError as exc:
                 msg = str(exc) if str(json_path) in str(exc) else f"{json_path}: {exc}"
-                log.warning("skipping model card: %s", msg)
+                if msg not in _LOGGED:  # listed on every call, logged once per process
+                    _LOGGED.add(msg)
+                    log.warning("skipping model card: %s", msg)
                 if problems is not None:
                     problems.append(msg)
                 continue

@@ -92,3 +92,93 @@ def test_demo_then_info_reports_true_geometry(tmp_path):
         assert s["orientation"] == "projection"
     text = run_cli("info", tmp_path / "d").stdout
     assert "4-view exam: RCC LCC RMLO LMLO (complete)" in text
+
+
+# -- train: bad settings are refused before anything is read or written -------------------------------------
+@pytest.fixture(scope="module")
+def train_dataset(tmp_path_factory):
+    from test_finetune import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("Dataset503_Lightbox"), 2, 3100)
+
+
+def test_train_on_a_missing_gpu_exits_2_with_one_line(train_dataset, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    models = tmp_path / "models"
+    assert main(["train", str(train_dataset), "--device", "cuda", "--epochs", "1", "--steps", "1",
+                 "--out", str(models)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "cuda" in lines[0].lower() and "Traceback" not in lines[0], lines
+    assert not models.exists()
+
+
+@pytest.mark.parametrize("option,value", [("--epochs", "-1"), ("--epochs", "0"), ("--steps", "-1"),
+                                          ("--steps", "0")])
+def test_train_refuses_epochs_or_steps_below_one_and_writes_nothing(train_dataset, tmp_path, capsys, option,
+                                                                    value):
+    models = tmp_path / "models"
+    argv = {"--epochs": "1", "--steps": "1", option: value}
+    code = main(["train", str(train_dataset), "--epochs", argv["--epochs"], "--steps", argv["--steps"],
+                 "--device", "cpu", "--out", str(models)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and value in lines[0] and "at least 1" in lines[0], lines
+    assert not models.exists() or not any(models.iterdir())
+
+
+# -- analyze: an unwritable --out is found before any model runs ---------------------------------------------
+def test_analyze_into_a_path_under_a_file_fails_before_analysing(tmp_path, capsys, monkeypatch):
+    import viewer.analysis.batch as batch
+
+    study = tmp_path / "ct"
+    write_series(ramp_volume(shape=(4, 16, 16)), study, intercept=-1024, stored_dtype=np.uint16, bits_stored=12)
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "sub"
+    ran = []
+    monkeypatch.setattr(batch, "analyze_scan", lambda *a, **k: ran.append(1) or ([], []))
+    assert main(["analyze", str(study), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert not ran, "the analysis ran before the output folder was checked"
+    assert len(lines) == 1 and str(out) in lines[0] and "cannot write" in lines[0], lines
+
+
+def test_analyze_into_a_folder_without_write_permission_fails_before_analysing(tmp_path):
+    """As an unprivileged user (root ignores permissions): a read-only folder, and a new folder in one."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from test_export_permissions import _as_unprivileged
+
+    prefix = _as_unprivileged()
+    root = Path(tempfile.mkdtemp(prefix="lightbox-analyze-perm-"))
+    try:
+        root.chmod(0o755)
+        study = root / "empty-study"  # empty: without the check the run would end in "nothing to analyse"
+        study.mkdir()
+        locked = root / "locked"
+        locked.mkdir(mode=0o555)
+        locked.chmod(0o555)
+        for out in (locked, locked / "new"):
+            env = {**os.environ, "HOME": str(root), "XDG_CONFIG_HOME": str(root), "LIGHTBOX_CACHE_DIR": str(root)}
+            proc = subprocess.run([*prefix, sys.executable, "-m", "viewer.cli", "analyze", str(study), "--out",
+                                   str(out)], capture_output=True, text=True, env=env, timeout=300,
+                                  cwd=Path(__file__).resolve().parents[1])
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+            assert str(out) in lines[0] and "cannot write" in lines[0], lines
+            assert not (locked / "new").exists() and list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(root)
+
+
+def test_analyze_leaves_no_empty_folder_when_there_is_nothing_to_analyse(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "new" / "results"
+    assert main(["analyze", str(empty), "--out", str(out)]) == 2
+    assert "nothing to analyse" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

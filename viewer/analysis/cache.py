@@ -121,8 +121,8 @@ class AnalysisCache:
         facts = {"format": FORMAT, "key": key, "kind": result.kind, "study_uid": result.study_uid,
                  "exam_scores": {k: float(v) for k, v in result.exam_scores.items()},
                  "models": dict(result.models), "device": result.device, "seconds": float(result.seconds),
-                 "warnings": list(result.warnings), "series": series, "npz_bytes": npz.stat().st_size,
-                 "saved": time.time()}
+                 "warnings": list(result.warnings), "verified": dict(result.verified), "series": series,
+                 "npz_bytes": npz.stat().st_size, "saved": time.time()}
         write_bytes(meta, json.dumps(facts, indent=1).encode())
         self.evict()
 
@@ -160,7 +160,8 @@ class AnalysisCache:
                                 exam_scores={str(k): float(v) for k, v in facts["exam_scores"].items()},
                                 models={str(k): str(v) for k, v in facts["models"].items()},
                                 device=str(facts["device"]), seconds=float(facts["seconds"]),
-                                warnings=[str(w) for w in facts["warnings"]])
+                                warnings=[str(w) for w in facts["warnings"]],
+                                verified={str(k): bool(v) for k, v in facts.get("verified", {}).items()})
         with np.load(npz, allow_pickle=False) as data:
             for s in facts["series"]:
                 volume = volumes[s["name"]]

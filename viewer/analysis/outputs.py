@@ -7,9 +7,12 @@ path is checked to stay inside the chosen folder.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from viewer.core.atomic import write_bytes
+from viewer.core.errors import LightboxError
 from viewer.core.export.dataset import inside
 from viewer.core.export.dataset import safe_name as _safe_name
 from viewer.core.model_id import split_model_id
@@ -21,6 +24,38 @@ from .results import AnalysisResult, Overlay, SeriesResult
 def safe_name(text: str, fallback: str = "item") -> str:
     """The export package's file-name rule (dataset.safe_name), with this module's fallback."""
     return _safe_name(text, fallback)
+
+
+class OutputFolderError(LightboxError):
+    """The results folder cannot be created or written; ``str()`` names it and says why."""
+
+
+def prepare_output_folder(out) -> list[Path]:
+    """Create ``out`` (with its parents) and prove it writable with a probe file that is removed
+    again, before any model runs: an analysis must not run for minutes and then fail to save.
+    Returns the folders it created (to remove, empty, if nothing is written after all)."""
+    out = Path(out)
+    created = [p for p in (out, *out.parents) if not p.exists()][::-1]
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".lightbox-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        remove_empty_folders([p for p in created if p.exists()])
+        raise OutputFolderError(f"{out}: cannot write results there ({exc.strerror or exc})") from exc
+    return created
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Undo prepare_output_folder's folders (deepest first) as far as they are still empty."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def write_json_atomic(data, path: Path) -> Path:

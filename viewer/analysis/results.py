@@ -64,11 +64,13 @@ class AnalysisResult:
     device: str = "cpu"
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    verified: dict[str, bool] = field(default_factory=dict)  # role -> weights are ones shipped with Lightbox
 
     def summary(self) -> dict:
         """JSON-ready: scores per view/series and per breast, models and versions (no arrays)."""
         out = {"kind": self.kind, "study_uid": self.study_uid, "device": self.device,
                "seconds": round(self.seconds, 3), "models": dict(self.models),
+               "models_verified": {role: bool(self.verified.get(role, False)) for role in self.models},
                "series": {k: s.summary() for k, s in self.series.items()}, "disclaimer": DISCLAIMER}
         if self.exam_scores:
             out["exam_scores"] = {k: round(float(v), 6) for k, v in self.exam_scores.items()}

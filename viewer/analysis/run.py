@@ -26,7 +26,7 @@ StopCheck = Callable[[], bool]
 
 # Patch-classifier classes that are not findings: no heatmap is offered for them.
 NOT_FINDINGS = {"background", "normal", "tissue", "normal tissue"}
-_MODELS: dict[tuple[str, str, str], tuple[object, object]] = {}  # (name, version, device) -> (module, card)
+_MODELS: dict[tuple, tuple[object, object]] = {}  # (name, version, sha256, device) -> (module, card)
 
 
 class NoModel(LookupError):
@@ -37,29 +37,74 @@ class NoModel(LookupError):
 PREFERRED_VERSIONS: dict[str, str] = {}
 
 
-def pick_card(task: str, modality: str):
-    """The card for a task and modality: the version the user chose for a model, else the newest
-    (the user's folder wins a tie); None when no model does the task."""
+def candidates(task: str, modality: str, problems: list | None = None) -> list:
+    """Cards for a task and modality in the order Analyze tries them: the version the user chose
+    for a model, then newest first (the user's folder wins a tie). Broken cards go to ``problems``."""
     from inference.registry import _version_key, available_models
 
-    cards = available_models(task=task, modality=modality)
-    if not cards:
-        return None
-    chosen = [c for c in cards if PREFERRED_VERSIONS.get(c.name) == c.version]
-    if chosen:
-        return chosen[-1]
-    best = max(range(len(cards)), key=lambda i: (_version_key(cards[i].version), i))
-    return cards[best]
+    cards = available_models(task=task, modality=modality, problems=problems)
+    chosen = [c for c in reversed(cards) if PREFERRED_VERSIONS.get(c.name) == c.version]
+    taken = {id(c) for c in chosen}
+    order = sorted(range(len(cards)), key=lambda i: (_version_key(cards[i].version), i), reverse=True)
+    return chosen + [cards[i] for i in order if id(cards[i]) not in taken]
+
+
+def skip_note(card, exc: Exception) -> str:
+    return f"model {card.name} {card.version} skipped: {exc}"
+
+
+def pick_card(task: str, modality: str, skipped: list[str] | None = None):
+    """The first of :func:`candidates` whose weights verify (a corrupt or tampered model is skipped
+    and named in ``skipped``, so an older one, finally the shipped one, is used); None when none."""
+    from inference.registry import ModelError, check_model
+
+    for card in candidates(task, modality):
+        try:
+            check_model(card)
+            return card
+        except ModelError as exc:
+            if skipped is not None:
+                skipped.append(skip_note(card, exc))
+    return None
 
 
 def load(card, device: str):
     """A model loaded once per process and device (weights verified against the card on first load)."""
     from inference.registry import load_model
 
-    key = (card.name, card.version, str(device))
+    key = (card.name, card.version, card.sha256, str(device))
     if key not in _MODELS:
         _MODELS[key] = load_model(card, device=device)
     return _MODELS[key]
+
+
+def load_role(task: str, modality: str, device: str, notes: list[str]):
+    """(module, card) of the first candidate that verifies and loads; each one skipped on the way (and
+    each broken card) is named once in ``notes``. None when no model does the task."""
+    from inference.registry import ModelError, check_model
+
+    problems: list[str] = []
+    found = None
+    for card in candidates(task, modality, problems):
+        try:
+            check_model(card)
+            found = load(card, device)
+            break
+        except ModelError as exc:
+            problems.append(skip_note(card, exc))
+    notes += [p if p.startswith("model ") else f"model card skipped: {p}" for p in problems]
+    notes[:] = list(dict.fromkeys(notes))
+    return found
+
+
+def trust_notes(roles: dict[str, object]) -> tuple[dict[str, bool], list[str]]:
+    """({role: verified}, a note per unverified model) for the cards an analysis used."""
+    from inference.registry import is_verified
+
+    verified = {role: is_verified(card) for role, card in roles.items()}
+    notes = [f"{role} model {model_id(card)} is unverified: your own model ({card.path}); its weights match "
+             "its card but are not ones shipped with Lightbox" for role, card in roles.items() if not verified[role]]
+    return verified, notes
 
 
 def model_id(card) -> str:
@@ -117,19 +162,30 @@ def _engine_call(fn, *args, **kwargs):
 # --------------------------------------------------------------------------
 # mammography: 4-view exam
 # --------------------------------------------------------------------------
+MAMMO_ROLES = (("patch", "patch-classifier"), ("exam", "exam-classifier"), ("segmentation", "segmentation-2d"))
+NO_MAMMO = ("no mammography classifier installed (need a 'patch-classifier' and an 'exam-classifier' card for MG "
+            "in resources/models or the user model folder)")
+NO_CT = "no CT segmentation model installed (need a 'segmentation-3d' card for CT)"
+
+
+def _no_model(why: str, notes: list[str]) -> NoModel:
+    return NoModel(why + "".join(f"; {n}" for n in notes))
+
+
 def mammo_models():
-    cards = {role: pick_card(task, "MG") for role, task in
-             (("patch", "patch-classifier"), ("exam", "exam-classifier"), ("segmentation", "segmentation-2d"))}
+    """role -> the card Analyze would use (verified weights; the segmentation may be None)."""
+    skipped: list[str] = []
+    cards = {role: pick_card(task, "MG", skipped) for role, task in MAMMO_ROLES}
     if cards["patch"] is None or cards["exam"] is None:
-        raise NoModel("no mammography classifier installed (need a 'patch-classifier' and an "
-                      "'exam-classifier' card for MG in resources/models or the user model folder)")
+        raise _no_model(NO_MAMMO, skipped)
     return cards
 
 
 def ct_model():
-    card = pick_card("segmentation-3d", "CT")
+    skipped: list[str] = []
+    card = pick_card("segmentation-3d", "CT", skipped)
     if card is None:
-        raise NoModel("no CT segmentation model installed (need a 'segmentation-3d' card for CT)")
+        raise _no_model(NO_CT, skipped)
     return card
 
 
@@ -152,15 +208,18 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         raise ValueError("no mammography views to analyse")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    cards = mammo_models()
-    patch_model, patch_card = load(cards["patch"], dev)
-    exam_model, exam_card = load(cards["exam"], dev)
-    seg = load(cards["segmentation"], dev) if cards["segmentation"] is not None else None
+    notes: list[str] = []
+    loaded = {role: load_role(task, "MG", dev, notes) for role, task in MAMMO_ROLES}
+    if loaded["patch"] is None or loaded["exam"] is None:
+        raise _no_model(NO_MAMMO, notes)
+    patch_model, patch_card = loaded["patch"]
+    exam_model, exam_card = loaded["exam"]
+    seg = loaded["segmentation"]
     seg_model, seg_card = seg if seg is not None else (None, None)
-    models = {"patch": model_id(patch_card), "exam": model_id(exam_card)}
-    if seg is not None:
-        models["segmentation"] = model_id(seg[1])
-    result = AnalysisResult("mammo-exam", study_uid, {}, models=models, device=dev)
+    used = {role: pair[1] for role, pair in loaded.items() if pair is not None}
+    verified, unverified = trust_notes(used)
+    result = AnalysisResult("mammo-exam", study_uid, {}, models={role: model_id(c) for role, c in used.items()},
+                            device=dev, warnings=notes + unverified, verified=verified)
     if seg is None:
         result.warnings.append("no 2D segmentation model for MG installed: no lesion masks")
     findings = [c for c in patch_card.classes if c.lower() not in NOT_FINDINGS]
@@ -222,19 +281,23 @@ def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: P
     from inference.device import run_with_cpu_fallback
     from inference.segment import segment_volume
 
-    card = ct_model()
     if min(volume.shape) < 2:
         raise ValueError(f"{series.label()}: a CT segmentation needs a 3D volume, got shape {volume.shape}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    model, card = load(card, dev)
+    warnings: list[str] = []
+    found = load_role("segmentation-3d", "CT", dev, warnings)
+    if found is None:
+        raise _no_model(NO_CT, warnings)
+    model, card = found
+    verified, unverified = trust_notes({"segmentation": card})
+    warnings += unverified
     _check(should_stop)
 
     def engine_progress(f: float) -> None:
         if progress:
             progress(0.95 * float(f), "CT segmentation")
 
-    warnings: list[str] = []
     labels, probs = run_with_cpu_fallback(
         lambda d: _engine_call(segment_volume, model, card, volume.array, tuple(volume.spacing), d,
                                engine_progress, _stop_guard(should_stop), probabilities="lazy"),
@@ -253,7 +316,7 @@ def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: P
         _check(should_stop)
         sr.overlays.append(Overlay(f"{lesion} probability", "probability", probs.channel(lesion), model_id(card)))
     result = AnalysisResult("ct", volume.info.study_uid, {series.key: sr}, models={"segmentation": model_id(card)},
-                            device=dev, seconds=time.perf_counter() - t0, warnings=warnings)
+                            device=dev, seconds=time.perf_counter() - t0, warnings=warnings, verified=verified)
     if progress:
         progress(1.0, "done")
     return result

@@ -1,5 +1,5 @@
 """AI ▸ Models: what models are installed (shipped and the user's own), what they were trained on,
-their held-out metrics, and where to put new ones."""
+their held-out metrics, whether their weights are the shipped ones, and where to put new ones."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-COLUMNS = ["Model", "Version", "Task", "Modality", "Source"]
+COLUMNS = ["Model", "Version", "Task", "Modality", "Source", "Weights"]
+TRUST_TEXT = {
+    "verified": "verified: the weights are the ones shipped with Lightbox (sha256 in the package's list)",
+    "unverified": "unverified: the weights match this card's sha256, but they were not shipped with Lightbox "
+                  "(a fine-tuned or imported model; whoever could write the file could also write the card)",
+}
 
 
 class ModelsDialog(QDialog):
@@ -57,30 +62,41 @@ class ModelsDialog(QDialog):
         layout.addWidget(self.folder_label)
         layout.addWidget(buttons)
         self.cards: list = []
+        self.checks: list[str] = []  # per card: "verified", "unverified" or "refused: why"
         self.problems: list[str] = []
         self.reload()
 
     def reload(self) -> None:
         from inference.registry import (
+            ModelError,
             available_models,
+            check_model,
             shipped_models_dir,
             user_models_dir,
         )
 
+        from ..analysis.run import PREFERRED_VERSIONS
+
         self.problems = []
         self.cards = available_models(problems=self.problems)
+        self.checks = []
         shipped = shipped_models_dir().resolve()
         self.tree.clear()
         for card in self.cards:
-            from ..analysis.run import PREFERRED_VERSIONS
-
             source = "shipped" if card.path is not None and card.path.resolve() == shipped else "yours"
             if PREFERRED_VERSIONS.get(card.name) == card.version:
                 source += ", in use"
-            item = QTreeWidgetItem([card.name, card.version, card.task, card.modality, source])
+            try:
+                check = check_model(card)
+            except ModelError as exc:
+                check = f"refused: {exc}"
+            self.checks.append(check)
+            item = QTreeWidgetItem([card.name, card.version, card.task, card.modality, source,
+                                    "⚠ refused" if check.startswith("refused") else check])
+            item.setToolTip(5, TRUST_TEXT.get(check, check))
             self.tree.addTopLevelItem(item)
         for p in self.problems:
-            item = QTreeWidgetItem([f"⚠ {p}", "", "", "", ""])
+            item = QTreeWidgetItem([f"⚠ {p}"] + [""] * (len(COLUMNS) - 1))
             item.setToolTip(0, p)
             self.tree.addTopLevelItem(item)
         for i in range(len(COLUMNS)):
@@ -89,7 +105,9 @@ class ModelsDialog(QDialog):
         self.folder_label.setText(
             f"Your models: {user}\nPut a weights file (.safetensors, or a TorchScript .pt) there with a JSON card "
             "beside it (same fields as the shipped cards, including the weights' sha256). Loading checks the "
-            "checksum and never unpickles. A newer version of a model replaces the shipped one for Analyze.")
+            "checksum and never unpickles. A newer version of a model replaces the shipped one for Analyze; "
+            "one whose weights fail the check is skipped. Only the shipped weights are \"verified\": yours "
+            "are \"unverified\" (they match their own card, which anyone who can write the file can also write).")
         if self.cards:
             self.tree.setCurrentItem(self.tree.topLevelItem(0))
 
@@ -123,7 +141,8 @@ class ModelsDialog(QDialog):
                 f"Normalization: {json.dumps(card.normalization)}", "", f"Training data: {card.training_data}",
                 "", "Held-out metrics:"]
         text += [f"  {k}: {v}" for k, v in card.metrics.items()]
-        text += ["", f"Weights: {card.weights_path}", f"sha256: {card.sha256}"]
+        text += ["", f"Weights: {card.weights_path}", f"sha256: {card.sha256}",
+                 f"Check: {TRUST_TEXT.get(self.checks[idx], self.checks[idx])}"]
         self.details.setPlainText("\n".join(text))
 
     def open_user_folder(self) -> None:
