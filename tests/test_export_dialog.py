@@ -188,3 +188,78 @@ def test_mammography_exam_classes_from_the_dialog(qtbot, window, mg_dir, tmp_pat
     assert seg_record["model"]["name"] == result.models["segmentation"].rpartition(" ")[0]
     assert seg_record["edits"]["voxels_changed"] > 0
     assert json.loads((ds / "dataset.json").read_text())["channel_names"] == {"0": "MG"}
+
+
+# -- burned-in patient data in the pixels ------------------------------------------------------------
+def _pixel_dialog(qtbot, folder, root):
+    from test_burned_in import loaded
+
+    from viewer.ui.export_dialog import ExportSubject
+
+    volume, series = loaded(folder)
+    dialog = ExportDialog(ExportSubject(volume, "organ (25 voxels)", {1: "organ"}))
+    qtbot.addWidget(dialog)
+    dialog.root.setText(str(root))
+    return dialog, volume, series
+
+
+def test_burned_in_image_disables_export_with_the_apis_words(qtbot, tmp_path):
+    from test_burned_in import a_mask, us_burned
+
+    from viewer.core.export.pixel_safety import BurnedInPixels
+    from viewer.core.export.training import export_case
+
+    path = us_burned(tmp_path / "us")
+    dialog, volume, series = _pixel_dialog(qtbot, tmp_path / "us", tmp_path / "datasets")
+    assert not dialog.export_button.isEnabled()
+    assert dialog.warning.isVisibleTo(dialog) and path in dialog.warning.text()
+    with pytest.raises(BurnedInPixels) as caught:
+        export_case(tmp_path / "datasets", volume, a_mask(volume), {1: "organ"}, series)
+    assert dialog.warning.text() == str(caught.value)  # the same text as the API's error
+    assert not dialog.pixels_checked.isVisibleTo(dialog)  # no box to tick: never exportable
+    dialog.pixels_checked.setChecked(True)
+    assert not dialog.export_button.isEnabled()
+    dialog._accept()
+    assert dialog.result() == 0 and not (tmp_path / "datasets").exists()
+    dialog.resize(640, dialog.sizeHint().height())
+    dialog.grab().save(str(tmp_path / "burned_in_dialog.png"))
+
+
+def test_untagged_ultrasound_needs_the_box_ticked(qtbot, tmp_path):
+    from test_burned_in import us_untagged
+
+    from viewer.ui.export_dialog import PIXELS_CONFIRM
+
+    path = us_untagged(tmp_path / "us")
+    dialog, _volume, _series = _pixel_dialog(qtbot, tmp_path / "us", tmp_path / "datasets")
+    assert dialog.pixels_checked.isVisibleTo(dialog) and dialog.pixels_checked.text() == PIXELS_CONFIRM
+    assert path in dialog.pixel_note.text() and "US image without BurnedInAnnotation" in dialog.pixel_note.text()
+    assert not dialog.export_button.isEnabled() and PIXELS_CONFIRM in dialog.warning.text()
+    assert not dialog.request().allow_unverified_pixels
+    dialog.pixels_checked.setChecked(True)
+    assert dialog.export_button.isEnabled(), dialog.warning.text()
+    assert dialog.request().allow_unverified_pixels
+
+
+def test_plain_ct_asks_nothing_about_pixels(qtbot, tmp_path):
+    from test_burned_in import ct_series
+
+    ct_series(tmp_path / "ct")
+    dialog, _volume, _series = _pixel_dialog(qtbot, tmp_path / "ct", tmp_path / "datasets")
+    assert not dialog.pixels_checked.isVisibleTo(dialog) and not dialog.pixel_note.isVisibleTo(dialog)
+    assert dialog.export_button.isEnabled(), dialog.warning.text()
+
+
+def test_ticked_box_reaches_the_export_from_the_window(qtbot, window, tmp_path):
+    from test_burned_in import us_untagged
+
+    w = window
+    us_untagged(tmp_path / "us")
+    open_and_wait(qtbot, w, tmp_path / "us")
+    paint(w, 20, 20, radius_mm=3.0)
+    dialog = open_dialog(qtbot, w)
+    dialog.root.setText(str(tmp_path / "datasets"))
+    assert not dialog.export_button.isEnabled()
+    dialog.pixels_checked.setChecked(True)
+    out = export_through(qtbot, w, dialog)
+    assert out["image"].exists()

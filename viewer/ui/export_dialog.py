@@ -52,7 +52,7 @@ DEID_TEXT = ("De-identification is always on: DICOM PS3.15 basic profile, patien
 MAPPING_WARNING = ("The mapping file re-identifies the patients (it contains PHI): keep it apart "
                    "from the dataset and never share it with it.")
 PIXELS_CONFIRM = "I have checked these images carry no burned-in patient data"
-PIXELS_CONFIRM_OPT_IN = f"the box \u201c{PIXELS_CONFIRM}\u201d ticked"
+PIXELS_CONFIRM_OPT_IN = "the box below ticked"
 WARN_STYLE = "color: #c0392b;"
 HINT_STYLE = "color: #2f6fa8; font-style: italic;"
 
