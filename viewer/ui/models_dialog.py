@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QColor, QDesktopServices
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -94,13 +94,16 @@ class ModelsDialog(QDialog):
             item = QTreeWidgetItem([card.name, card.version, card.task, card.modality, source,
                                     "⚠ refused" if check.startswith("refused") else check])
             item.setToolTip(5, TRUST_TEXT.get(check, check))
+            if check != "verified":
+                item.setForeground(5, QColor("#b26a00") if check == "unverified" else QColor("#c62828"))
             self.tree.addTopLevelItem(item)
+        for i in range(len(COLUMNS)):  # before the problem rows: their long lines span the row instead
+            self.tree.resizeColumnToContents(i)
         for p in self.problems:
             item = QTreeWidgetItem([f"⚠ {p}"] + [""] * (len(COLUMNS) - 1))
             item.setToolTip(0, p)
             self.tree.addTopLevelItem(item)
-        for i in range(len(COLUMNS)):
-            self.tree.resizeColumnToContents(i)
+            item.setFirstColumnSpanned(True)
         user = user_models_dir()
         self.folder_label.setText(
             f"Your models: {user}\nPut a weights file (.safetensors, or a TorchScript .pt) there with a JSON card "
@@ -136,13 +139,14 @@ class ModelsDialog(QDialog):
             self.details.setPlainText("\n".join(self.problems))
             return
         card = self.cards[idx]
-        text = [f"{card.name} {card.version} — {card.task}, {card.modality}", "", card.disclaimer, "",
+        check = self.checks[idx]
+        text = [f"{card.name} {card.version} — {card.task}, {card.modality}",
+                f"Weights {TRUST_TEXT.get(check, check)}", "", card.disclaimer, "",
                 f"Classes: {', '.join(card.classes)}", f"Input: {json.dumps(card.input)}",
                 f"Normalization: {json.dumps(card.normalization)}", "", f"Training data: {card.training_data}",
                 "", "Held-out metrics:"]
         text += [f"  {k}: {v}" for k, v in card.metrics.items()]
-        text += ["", f"Weights: {card.weights_path}", f"sha256: {card.sha256}",
-                 f"Check: {TRUST_TEXT.get(self.checks[idx], self.checks[idx])}"]
+        text += ["", f"Weights: {card.weights_path}", f"sha256: {card.sha256}"]
         self.details.setPlainText("\n".join(text))
 
     def open_user_folder(self) -> None:
