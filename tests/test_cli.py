@@ -128,6 +128,17 @@ def test_train_refuses_epochs_or_steps_below_one_and_writes_nothing(train_datase
     assert not models.exists() or not any(models.iterdir())
 
 
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"steps_per_epoch": -1}, {"batch": 0}, {"lr": float("nan")},
+                                 {"val_fraction": 1.0}])
+def test_the_finetune_api_refuses_settings_that_train_nothing(train_dataset, tmp_path, bad):
+    from inference.finetune import FinetuneError, finetune
+
+    models = tmp_path / "models"
+    with pytest.raises(FinetuneError, match=r"must be"):
+        finetune(train_dataset, **{"epochs": 1, "steps_per_epoch": 1, "device": "cpu", **bad}, out_dir=models)
+    assert not models.exists()
+
+
 # -- analyze: an unwritable --out is found before any model runs ---------------------------------------------
 def test_analyze_into_a_path_under_a_file_fails_before_analysing(tmp_path, capsys, monkeypatch):
     import viewer.analysis.batch as batch
