@@ -134,7 +134,9 @@ def cmd_analyze(args) -> int:
     except OutputFolderError as exc:
         return _fail(str(exc))
     # skipped model cards reach stderr once, as the analysis' warnings, not also through logging's fallback
-    logging.getLogger("inference.registry").addHandler(logging.NullHandler())
+    registry_log = logging.getLogger("inference.registry")
+    if not any(isinstance(h, logging.NullHandler) for h in registry_log.handlers):
+        registry_log.addHandler(logging.NullHandler())
 
     def report(msg: str) -> None:
         print(f"lightbox: {msg}", file=sys.stderr, flush=True)
