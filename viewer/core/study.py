@@ -62,6 +62,8 @@ class Instance:
     has_pixels: bool = False
     float_pixels: bool = False  # Float / Double Float Pixel Data instead of integer Pixel Data
     frame_list: list[Frame] = field(default_factory=list)
+    pixel_problem: str = ""  # found from lengths at scan time (e.g. pixel data cut short)
+    notes: list[str] = field(default_factory=list)  # header values dropped because they did not parse
 
 
 @dataclass

@@ -101,7 +101,10 @@ def plan_series(series: Series) -> SlicePlan:
 def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instance,
                 problems: list[str]) -> SlicePlan:
     orientation = frames[0].orientation
-    normal = slice_normal(orientation)
+    try:
+        normal = slice_normal(orientation)
+    except ValueError as exc:
+        raise LoadError(first.path, f"invalid ImageOrientationPatient (0020,0037): {exc}") from exc
     dist = np.array([float(np.dot(f.position, normal)) for f in frames])
     order = np.argsort(dist, kind="stable")
     kept: list[Frame] = []

@@ -6,8 +6,11 @@ FileProblems naming the file; they never stop the scan.
 """
 from __future__ import annotations
 
+import math
 import os
+import struct
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -20,6 +23,7 @@ from ..geometry import slice_normal
 from ..study import FileProblem, Frame, Instance, Patient, ScanResult, Series, Study
 from ..volume import SourceInfo
 from . import itk
+from .dicom import NATIVE_SYNTAXES
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -33,6 +37,9 @@ PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # parametric maps: decoded by pydicom, kept as float
 DEFER_BYTES = 4096  # larger values (pixel data, big private blobs) are not read during a scan
 ORIENTATION_TOL = 1e-3
+# First groups a meta-less DICOM file can plausibly start with (a forced read of anything else,
+# e.g. gigabytes of zeros, would parse for minutes).
+FIRST_GROUPS = {0x0002, 0x0004, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028}
 
 Progress = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
@@ -94,6 +101,10 @@ def read_header(path: Path) -> pydicom.Dataset:
     except InvalidDicomError:
         if not _looks_like_dicom_name(path):
             raise NotDicom
+    if not _plausible_start(path):
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            raise BadFile("not a DICOM file (no 'DICM' marker and no DICOM element at the start)")
+        raise NotDicom
     # Files without the 128-byte preamble + 'DICM' exist in the wild; accept them
     # only if a forced read yields real image identifiers.
     try:
@@ -108,10 +119,35 @@ def read_header(path: Path) -> pydicom.Dataset:
     raise NotDicom
 
 
+def _plausible_start(path: Path) -> bool:
+    """Does a file without preamble begin like a DICOM data set (a known group, a sane element)?"""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if len(head) < 8:
+        return False
+    size = path.stat().st_size
+    for order in "<>":
+        group, _elem = struct.unpack(order + "HH", head[:4])
+        if group not in FIRST_GROUPS:
+            continue
+        vr = head[4:6]
+        if vr.isalpha() and vr.isupper():
+            return True  # explicit VR
+        (length,) = struct.unpack(order + "I", head[4:8])
+        if length < size:
+            return True  # implicit VR with a length the file can hold
+    return False
+
+
+def _is_dicomdir(ds) -> bool:
+    meta_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    return DICOMDIR_SOP_CLASS in (str(ds.get("SOPClassUID", "") or ""), str(meta_class or ""))
+
+
 def _incomplete_header(ds) -> str | None:
     """pydicom stops quietly at a premature end of file; catch what that leaves behind."""
     meta_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
-    sop_class = ds.get("SOPClassUID", None) or meta_class
+    sop_class = _get(ds, "SOPClassUID", None) or meta_class
     if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
         return "incomplete DICOM header (no SOP Class or Series UID): file truncated or damaged"
     name = getattr(pydicom.uid.UID(str(sop_class or "")), "name", "")
@@ -120,8 +156,27 @@ def _incomplete_header(ds) -> str | None:
     return None
 
 
+# -- reading elements (pydicom parses each value lazily, on first access) -------
+def _get(ds, keyword, default=None):
+    """An element the file cannot be used without; a value that does not parse refuses the file."""
+    try:
+        return ds.get(keyword, default)
+    except Exception as exc:
+        raise BadFile(f"unreadable {keyword} ({describe(exc)})") from exc
+
+
+def _optional(ds, keyword, notes: list[str] | None, default=None):
+    """An element the file can do without; a value that does not parse is dropped with a note."""
+    try:
+        return ds.get(keyword, default)
+    except Exception as exc:
+        if notes is not None:
+            notes.append(f"unreadable {keyword} ({describe(exc)}): ignored")
+        return default
+
+
 def _float(ds, keyword, default=None):
-    v = ds.get(keyword)
+    v = _get(ds, keyword)
     try:
         return float(v) if v not in (None, "") else default
     except (TypeError, ValueError):
@@ -129,7 +184,7 @@ def _float(ds, keyword, default=None):
 
 
 def _floats(ds, keyword, n):
-    v = ds.get(keyword) if ds is not None else None
+    v = _get(ds, keyword) if ds is not None else None
     if v is None or v == "":
         return None
     try:
@@ -146,14 +201,14 @@ def _first(value, cast=float):
         value = value[0] if len(value) else None
     try:
         return cast(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
 def _in_group(fg, shared, sequence: str, keyword: str, n: int):
     """A value from a per-frame functional group, else from the shared one."""
     for group in (fg, shared):
-        items = group.get(sequence) if group is not None else None
+        items = _get(group, sequence) if group is not None else None
         if items:
             found = _floats(items[0], keyword, n)
             if found is not None:
@@ -161,27 +216,52 @@ def _in_group(fg, shared, sequence: str, keyword: str, n: int):
     return None
 
 
-def source_info(ds) -> SourceInfo:
-    orient = ds.get("PatientOrientation")
+def source_info(ds, notes: list[str] | None = None) -> SourceInfo:
+    """Series facts; identifiers must parse, descriptive values that do not are dropped into notes."""
+    def opt(keyword, default=""):
+        return _optional(ds, keyword, notes, default)
+
+    orient = opt("PatientOrientation", None)
     orient_t = tuple(str(x) for x in orient) if orient is not None and len(orient) == 2 else None
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    center, width = _first(opt("WindowCenter", None)), _first(opt("WindowWidth", None))
+    if center is not None and not math.isfinite(center) or width is not None and not math.isfinite(width):
+        center = width = None
     return SourceInfo(
-        patient_id=str(ds.get("PatientID", "") or ""),
-        patient_name=str(ds.get("PatientName", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        study_date=str(ds.get("StudyDate", "") or ""),
-        study_description=str(ds.get("StudyDescription", "") or ""),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        series_number=_first(ds.get("SeriesNumber"), int),
-        series_description=str(ds.get("SeriesDescription", "") or ""),
-        modality=str(ds.get("Modality", "") or ""),
-        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
+        patient_id=str(_get(ds, "PatientID", "") or ""),
+        patient_name=str(opt("PatientName") or ""),
+        study_uid=str(_get(ds, "StudyInstanceUID", "") or ""),
+        study_date=str(opt("StudyDate") or ""),
+        study_description=str(opt("StudyDescription") or ""),
+        series_uid=str(_get(ds, "SeriesInstanceUID", "") or ""),
+        series_number=_first(opt("SeriesNumber", None), int),
+        series_description=str(opt("SeriesDescription") or ""),
+        modality=str(_get(ds, "Modality", "") or ""),
+        frame_of_reference_uid=str(_get(ds, "FrameOfReferenceUID", "") or ""),
+        photometric=str(_get(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
         window=(center, width) if center is not None and width and width > 0 else None,
-        view_position=str(ds.get("ViewPosition", "") or "").strip().upper(),
-        laterality=str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper(),
+        view_position=str(opt("ViewPosition") or "").strip().upper(),
+        laterality=str(opt("ImageLaterality") or opt("Laterality") or "").strip().upper(),
         patient_orientation=orient_t,
     )
+
+
+@dataclass
+class Header:
+    """What grouping needs from one file, as plain values read inside the file's own guard."""
+
+    info: SourceInfo
+    accession: str = ""
+    echo: int | None = None
+    time: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_facts(ds) -> Header:
+    notes: list[str] = []
+    info = source_info(ds, notes)
+    return Header(info=info, accession=str(_optional(ds, "AccessionNumber", notes, "") or ""),
+                  echo=_first(_get(ds, "EchoNumbers"), int),
+                  time=_first(_get(ds, "TemporalPositionIdentifier"), int), notes=notes)
 
 
 def _transfer_syntax(ds) -> str:
@@ -195,31 +275,52 @@ def _transfer_syntax(ds) -> str:
     return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
-def make_instance(path: Path, ds) -> Instance:
+def _positive(value: float | None, keyword: str, notes: list[str]) -> float | None:
+    """A spacing must be a positive finite number; anything else is ignored with a note."""
+    if value is None or (math.isfinite(value) and value > 0):
+        return value
+    notes.append(f"{keyword} = {value} is not a valid spacing: ignored")
+    return None
+
+
+def _check_orientation(ori, what: str = "ImageOrientationPatient (0020,0037)") -> None:
+    if ori is None:
+        return
+    row, col = np.asarray(ori[:3]), np.asarray(ori[3:])
+    if min(np.linalg.norm(row), np.linalg.norm(col)) < 0.5 or np.linalg.norm(np.cross(row, col)) < 1e-3:
+        raise BadFile(f"invalid {what}: row and column directions are zero or parallel")
+
+
+def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
     """Header facts, frame geometry and the pixel data's location for one file."""
+    notes = [] if notes is None else notes
     spacing = _floats(ds, "PixelSpacing", 2)
     if spacing is None:
         spacing = _floats(ds, "ImagerPixelSpacing", 2)
     if spacing is None:
         spacing = _floats(ds, "NominalScannedPixelSpacing", 2)
+    slope, icpt = _float(ds, "RescaleSlope", 1.0), _float(ds, "RescaleIntercept", 0.0)
+    for keyword, value in (("RescaleSlope", slope), ("RescaleIntercept", icpt)):
+        if value is not None and not math.isfinite(value):
+            raise BadFile(f"{keyword} = {value}: pixel values cannot be computed")
     inst = Instance(
         path=path,
-        sop_uid=str(ds.get("SOPInstanceUID", "")),
-        sop_class=str(ds.get("SOPClassUID", "")),
-        instance_number=_first(ds.get("InstanceNumber"), int),
-        rows=int(ds.get("Rows", 0) or 0),
-        columns=int(ds.get("Columns", 0) or 0),
-        frames=max(1, _first(ds.get("NumberOfFrames"), int) or 1),
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
-        bits_allocated=int(ds.get("BitsAllocated", 16) or 16),
-        bits_stored=int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16),
-        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
+        sop_uid=str(_get(ds, "SOPInstanceUID", "")),
+        sop_class=str(_get(ds, "SOPClassUID", "")),
+        instance_number=_first(_optional(ds, "InstanceNumber", notes), int),
+        rows=int(_get(ds, "Rows", 0) or 0),
+        columns=int(_get(ds, "Columns", 0) or 0),
+        frames=max(1, _first(_get(ds, "NumberOfFrames"), int) or 1),
+        samples_per_pixel=int(_get(ds, "SamplesPerPixel", 1) or 1),
+        bits_allocated=int(_get(ds, "BitsAllocated", 16) or 16),
+        bits_stored=int(_get(ds, "BitsStored", _get(ds, "BitsAllocated", 16)) or 16),
+        pixel_representation=int(_get(ds, "PixelRepresentation", 0) or 0),
+        photometric=str(_get(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
         transfer_syntax=_transfer_syntax(ds),
         pixel_spacing=tuple(spacing) if spacing is not None else None,
-        slice_thickness=_float(ds, "SliceThickness"),
-        spacing_between_slices=_float(ds, "SpacingBetweenSlices"),
-        rescale=(_float(ds, "RescaleSlope", 1.0) or 1.0, _float(ds, "RescaleIntercept", 0.0)),
+        slice_thickness=_positive(_float(ds, "SliceThickness"), "SliceThickness", notes),
+        spacing_between_slices=_positive(_float(ds, "SpacingBetweenSlices"), "SpacingBetweenSlices", notes),
+        rescale=(slope or 1.0, icpt),
     )
     raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
     inst.float_pixels = any(ds.get_item(t, keep_deferred=True) is not None for t in FLOAT_PIXEL_DATA)
@@ -229,13 +330,63 @@ def make_instance(path: Path, ds) -> Instance:
         tell = getattr(raw, "value_tell", None)
         if length is not None and tell is not None:
             inst.pixel_offset, inst.pixel_length = int(tell), int(length)
+    if inst.has_pixels:
+        if inst.rows <= 0 or inst.columns <= 0:
+            raise BadFile(f"image of {inst.columns} x {inst.rows} pixels (Columns x Rows): nothing to show")
+        if "PixelRepresentation" not in ds and not inst.float_pixels:
+            raise BadFile("PixelRepresentation (0028,0103) missing: signed or unsigned pixels cannot be told apart")
+        if raw is not None:
+            _check_pixel_length(inst, raw)
     _add_frames(inst, ds)
+    for fr in inst.frame_list:
+        _check_orientation(fr.orientation)
     return inst
 
 
+def _check_pixel_length(inst: Instance, raw) -> None:
+    """Frame count against the bytes really there: refuse impossible headers, flag cut pixel data."""
+    size = inst.path.stat().st_size
+    tell = getattr(raw, "value_tell", None)
+    if getattr(raw, "is_undefined_length", False) or inst.transfer_syntax not in NATIVE_SYNTAXES:
+        if inst.frames > 1 and tell is not None:
+            found = _count_fragments(inst.path, int(tell), inst.frames)
+            if found < inst.frames:
+                raise BadFile(f"NumberOfFrames = {inst.frames} but the compressed pixel data holds "
+                              f"only {found} fragment(s)")
+        return
+    per_frame = -(-inst.rows * inst.columns * inst.samples_per_pixel * inst.bits_allocated // 8)
+    need = per_frame * inst.frames
+    declared = inst.pixel_length
+    if declared is None:
+        return
+    if inst.frames > 1 and declared < need:
+        raise BadFile(f"NumberOfFrames = {inst.frames} needs {need} bytes of pixel data, "
+                      f"the file holds {declared}")
+    have = min(declared, size - (inst.pixel_offset or 0))
+    if have < need:
+        inst.pixel_problem = f"pixel data truncated: {need} bytes expected, {max(0, have)} present"
+
+
+def _count_fragments(path: Path, offset: int, limit: int) -> int:
+    """Fragments of encapsulated pixel data after the offset table, counting stops past limit."""
+    items = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while items <= limit:
+            head = fh.read(8)
+            if len(head) < 8:
+                break
+            group, elem, length = struct.unpack("<HHI", head)
+            if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                break
+            items += 1
+            fh.seek(length, 1)
+    return max(0, items - 1)  # the first item is the basic offset table
+
+
 def _add_frames(inst: Instance, ds) -> None:
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    per = _get(ds, "PerFrameFunctionalGroupsSequence")
+    shared_seq = _get(ds, "SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     if per is not None and len(per) >= inst.frames:
         measures = _in_group(None, shared, "PixelMeasuresSequence", "PixelSpacing", 2)
@@ -256,6 +407,7 @@ def _add_frames(inst: Instance, ds) -> None:
         return
     pos = _floats(ds, "ImagePositionPatient", 3)
     ori = _floats(ds, "ImageOrientationPatient", 6)
+    _check_orientation(ori)
     step = inst.spacing_between_slices or inst.slice_thickness
     for i in range(inst.frames):
         p = pos
@@ -279,17 +431,17 @@ def _half_geometry(inst: Instance) -> str | None:
 
 
 # -- grouping ---------------------------------------------------------------------
-def _split_series(uid: str, info: SourceInfo, members: list[tuple[Instance, object]]) -> list[Series]:
+def _split_series(uid: str, info: SourceInfo, members: list[tuple[Instance, Header]]) -> list[Series]:
     """One Series per consistent stack: same orientation, size, echo/time; projections alone."""
     groups: list[dict] = []
-    for inst, ds in members:
+    for inst, hdr in members:
         fr = inst.frame_list[0] if inst.frame_list else None
         ori = fr.orientation if fr is not None else None
         is_projection = (fr is None or fr.position is None) and info.modality in PROJECTION_MODALITIES
         sig = {
             "size": (inst.rows, inst.columns, inst.samples_per_pixel),
-            "echo": _first(ds.get("EchoNumbers"), int),
-            "time": _first(ds.get("TemporalPositionIdentifier"), int),
+            "echo": hdr.echo,
+            "time": hdr.time,
             "multiframe": inst.sop_uid if inst.frames > 1 else None,
             "projection": inst.sop_uid if is_projection else None,
         }
@@ -297,10 +449,10 @@ def _split_series(uid: str, info: SourceInfo, members: list[tuple[Instance, obje
             same_ori = (g["ori"] is None and ori is None) or (
                 g["ori"] is not None and ori is not None and np.allclose(g["ori"], ori, atol=ORIENTATION_TOL))
             if same_ori and g["sig"] == sig:
-                g["members"].append((inst, ds))
+                g["members"].append((inst, hdr))
                 break
         else:
-            groups.append({"ori": ori, "sig": sig, "members": [(inst, ds)]})
+            groups.append({"ori": ori, "sig": sig, "members": [(inst, hdr)]})
     if len(groups) == 1:
         return [_series(uid, info, groups[0]["members"], "")]
     out = []
@@ -323,11 +475,10 @@ def _split_series(uid: str, info: SourceInfo, members: list[tuple[Instance, obje
 
 
 def _series(uid: str, info: SourceInfo, members, part: str) -> Series:
-    first_ds = members[0][1]
-    s_info = source_info(first_ds)
+    s_info = members[0][1].info
     instances = [inst for inst, _ in members]
     kind = "dicom"
-    problems = []
+    problems = [f"{inst.path}: {note}" for inst in instances for note in inst.notes]
     if not any(i.has_pixels or (i.rows and i.columns) for i in instances):
         kind = "non-image"
     elif instances[0].sop_class in NON_IMAGE_SOP_CLASSES:
@@ -336,26 +487,30 @@ def _series(uid: str, info: SourceInfo, members, part: str) -> Series:
     return Series(uid=uid, info=s_info, instances=instances, kind=kind, part=part, problems=problems)
 
 
-def _group(entries: list[tuple[Instance, object]]) -> list[Patient]:
+def _group(entries: list[tuple[Instance, Header]], refused: dict[str, list[FileProblem]]) -> list[Patient]:
+    """Patients -> studies -> series; files refused by the scan are named in their series' problems."""
     by_series: dict[str, list] = defaultdict(list)
-    for inst, ds in entries:
-        uid = str(ds.get("SeriesInstanceUID", "") or f"no-series-uid:{inst.path.parent}")
-        by_series[uid].append((inst, ds))
+    for inst, hdr in entries:
+        uid = hdr.info.series_uid or f"no-series-uid:{inst.path.parent}"
+        by_series[uid].append((inst, hdr))
     patients: dict[str, Patient] = {}
     studies: dict[str, Study] = {}
     for uid, members in by_series.items():
-        ds = members[0][1]
-        info = source_info(ds)
+        hdr = members[0][1]
+        info = hdr.info
         pid = info.patient_id or info.patient_name or "(no patient ID)"
         patient = patients.setdefault(pid, Patient(id=info.patient_id, name=info.patient_name))
         st_uid = info.study_uid or f"no-study-uid:{pid}"
         study = studies.get(st_uid)
         if study is None:
             study = Study(uid=st_uid, date=info.study_date, description=info.study_description,
-                          accession=str(ds.get("AccessionNumber", "") or ""))
+                          accession=hdr.accession)
             studies[st_uid] = study
             patient.studies.append(study)
-        study.series.extend(_split_series(uid, info, members))
+        parts = _split_series(uid, info, members)
+        for se in parts:
+            se.problems.extend(str(pr) for pr in refused.get(uid, []))
+        study.series.extend(parts)
     for p in patients.values():
         p.studies.sort(key=lambda s: (s.date, s.description))
         for st in p.studies:
@@ -382,6 +537,33 @@ def _file_series(paths: Iterable[Path]) -> tuple[list[Patient], list[FileProblem
     return [Patient(id="", name="(image files)", studies=[study])], problems
 
 
+class _Ignored(Exception):
+    """A DICOM file that is not an image to list (a DICOMDIR: the folder walk finds its files)."""
+
+
+def _entry(f: Path, ds) -> tuple[Instance, Header]:
+    """Everything the scan keeps from one file, read while its guard is up; BadFile when unusable."""
+    if _is_dicomdir(ds):
+        raise _Ignored
+    incomplete = _incomplete_header(ds)
+    if incomplete:
+        raise BadFile(incomplete)
+    hdr = read_facts(ds)
+    inst = make_instance(f, ds, hdr.notes)
+    half_geometry = _half_geometry(inst)
+    if half_geometry:
+        raise BadFile(half_geometry)
+    inst.notes = hdr.notes
+    return inst, hdr
+
+
+def _series_uid_or_none(ds) -> str | None:
+    try:
+        return str(ds.get("SeriesInstanceUID", "") or "") or None
+    except Exception:
+        return None
+
+
 def scan(path, progress: Progress | None = None, should_stop: StopCheck | None = None) -> ScanResult:
     """Scan a folder (recursively), a DICOMDIR, a DICOM file or a NIfTI/NRRD/MHA file."""
     root = Path(path)
@@ -392,7 +574,8 @@ def scan(path, progress: Progress | None = None, should_stop: StopCheck | None =
         files, result.problems = dicomdir_files(root)
     else:
         files = list(iter_files(root))
-    entries: list[tuple[Instance, object]] = []
+    entries: list[tuple[Instance, Header]] = []
+    refused: dict[str, list[FileProblem]] = defaultdict(list)
     image_files: list[Path] = []
     for n, f in enumerate(files, 1):
         if should_stop is not None and should_stop():
@@ -413,24 +596,26 @@ def scan(path, progress: Progress | None = None, should_stop: StopCheck | None =
         except Exception as exc:  # the boundary: any reader failure becomes a message
             result.problems.append(FileProblem(str(f), f"unreadable DICOM header ({describe(exc)})"))
             continue
-        if str(ds.get("SOPClassUID", "")) == DICOMDIR_SOP_CLASS:
-            result.ignored += 1  # the folder walk finds the referenced files itself
-            continue
-        incomplete = _incomplete_header(ds)
-        if incomplete:
-            result.problems.append(FileProblem(str(f), incomplete))
-            continue
+        # pydicom parses values lazily: everything grouping needs is read here, inside the guard.
         try:
-            inst = make_instance(f, ds)
+            entry = _entry(f, ds)
+        except _Ignored:
+            result.ignored += 1
+            continue
+        except BadFile as exc:
+            problem = FileProblem(str(f), str(exc))
         except Exception as exc:
-            result.problems.append(FileProblem(str(f), f"inconsistent DICOM header ({describe(exc)})"))
+            problem = FileProblem(str(f), f"inconsistent DICOM header ({describe(exc)})")
+        else:
+            entries.append(entry)
+            if entry[0].pixel_problem:
+                result.problems.append(FileProblem(str(f), entry[0].pixel_problem))
             continue
-        half_geometry = _half_geometry(inst)
-        if half_geometry:
-            result.problems.append(FileProblem(str(f), half_geometry))
-            continue
-        entries.append((inst, ds))
-    result.patients = _group(entries)
+        result.problems.append(problem)
+        uid = _series_uid_or_none(ds)
+        if uid:
+            refused[uid].append(problem)
+    result.patients = _group(entries, refused)
     file_patients, file_problems = _file_series(image_files)
     result.patients.extend(file_patients)
     result.problems.extend(file_problems)

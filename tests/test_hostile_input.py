@@ -1,0 +1,202 @@
+"""Hostile input (issue 16): one bad byte or value names its file and never loses the folder or good slices.
+
+Each fixture is a small valid series corrupted in bytes or in one header value.
+"""
+import json
+import shutil
+import time
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from viewer.cli import main
+from viewer.core.errors import LoadError
+from viewer.core.io import load_series, plan_series, scan
+from viewer.core.io.dicom_write import write_series
+
+from conftest import ramp_volume
+
+CT12 = dict(intercept=-1024, stored_dtype=np.uint16, bits_stored=12)
+
+
+def ct_series(folder, n=6, shape=(16, 16), **kw):
+    """n slices 2.5 mm apart, 12-bit CT with a window in every header."""
+    truth = ramp_volume(shape=(n, *shape), **kw)
+    paths = write_series(truth, folder, extra={"WindowCenter": "40", "WindowWidth": "400"}, **CT12)
+    return truth, paths
+
+
+def edit(path, **values):
+    ds = pydicom.dcmread(path)
+    for key, value in values.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    ds.save_as(path)
+
+
+def reasons(result):
+    return {p.path: p.reason for p in result.problems}
+
+
+# -- 1. lazily parsed elements are read inside the per-file guard ---------------------------
+def flip_vr(path, keyword_tag: bytes, old: bytes, new: bytes):
+    data = path.read_bytes()
+    i = data.find(keyword_tag + old)
+    assert i > 0
+    path.write_bytes(data[:i + 4] + new + data[i + 6:])
+
+
+def test_bad_vr_of_a_window_keeps_the_file_with_a_note(tmp_path, capsys):
+    truth, paths = ct_series(tmp_path)
+    flip_vr(paths[2], b"\x28\x00\x51\x10", b"DS", b"Di")  # WindowWidth (0028,1051)
+    result = scan(tmp_path)
+    assert not result.problems
+    (series,) = result.series
+    assert len(series.instances) == 6
+    assert any(str(paths[2]) in p and "WindowWidth" in p for p in series.problems)
+    vol = load_series(series)
+    assert np.array_equal(vol.array, truth.array)
+    assert main(["info", str(tmp_path)]) == 0
+    assert main(["info", str(tmp_path), "--json"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_bad_vr_of_an_essential_element_names_the_file(tmp_path, capsys):
+    truth, paths = ct_series(tmp_path)
+    flip_vr(paths[3], b"\x20\x00\x0e\x00", b"UI", b"Ux")  # SeriesInstanceUID (0020,000E)
+    flip_vr(paths[4], b"\x28\x00\x10\x00", b"US", b"Uq")  # Rows (0028,0010)
+    result = scan(tmp_path)
+    got = reasons(result)
+    assert "SeriesInstanceUID" in got[str(paths[3])]
+    assert "Rows" in got[str(paths[4])]
+    (series,) = result.series
+    assert len(series.instances) == 4
+    vol = load_series(series)
+    assert np.array_equal(vol.array[[0, 1, 2, 5]], truth.array[[0, 1, 2, 5]])
+    assert any(str(paths[4]) in p for p in vol.problems)  # the loader names it too
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert paths[3].name in out and paths[4].name in out
+
+
+# -- 5. frame counts and pixel lengths checked against the bytes in the file ----------------
+def test_absurd_number_of_frames_is_refused_quickly(tmp_path):
+    truth, paths = ct_series(tmp_path, n=3)
+    edit(paths[1], NumberOfFrames=1_000_000)
+    start = time.perf_counter()
+    result = scan(tmp_path)
+    assert time.perf_counter() - start < 5  # it used to take 38 s and 590 MB
+    assert "NumberOfFrames" in reasons(result)[str(paths[1])]
+    assert all(len(s.frames) < 10 for s in result.series)
+
+
+def test_absurd_number_of_frames_in_compressed_file_is_refused(tmp_path):
+    src = tmp_path / "rle.dcm"
+    shutil.copy(get_testdata_file("MR_small_RLE.dcm"), src)
+    edit(src, NumberOfFrames=1_000_000)
+    result = scan(tmp_path)
+    assert "NumberOfFrames" in reasons(result)[str(src)]
+    assert not result.series
+
+
+def test_truncated_native_pixels_are_named_at_scan_time():
+    path = get_testdata_file("MR_truncated.dcm")
+    result = scan(path)
+    assert "truncated" in reasons(result)[path]
+
+
+# -- 6. invalid geometry values name the file -----------------------------------------------
+@pytest.mark.parametrize("iop", [[1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0]])
+def test_parallel_or_zero_orientation_names_the_file(tmp_path, iop):
+    truth, paths = ct_series(tmp_path, n=6)
+    edit(paths[1], ImageOrientationPatient=iop)
+    result = scan(tmp_path)
+    assert "ImageOrientationPatient" in reasons(result)[str(paths[1])]
+    vol = load_series(result.series[0])
+    ok = [0, 2, 3, 4, 5]
+    assert np.array_equal(vol.array[ok], truth.array[ok])
+    # a series built with such a frame anyway is refused with the app's error, naming the file
+    result.series[0].instances[0].frame_list[0].orientation = np.array(iop, float)
+    with pytest.raises(LoadError, match=paths[0].name):
+        plan_series(result.series[0])
+
+
+@pytest.mark.parametrize("value", ["-2.5", "0", "NaN"])
+def test_invalid_slice_thickness_is_ignored_with_a_note(tmp_path, value):
+    truth, paths = ct_series(tmp_path, n=1)
+    edit(paths[0], SliceThickness=value)
+    (series,) = scan(tmp_path).series
+    vol = load_series(series)
+    assert np.all(vol.spacing > 0)
+    assert np.array_equal(vol.array, truth.array)
+    assert any(paths[0].name in p and "SliceThickness" in p for p in vol.problems)
+
+
+# -- 7. values that would give silently wrong pixels ----------------------------------------
+def test_missing_pixel_representation_is_refused(tmp_path):
+    truth, paths = ct_series(tmp_path, n=3)
+    edit(paths[1], PixelRepresentation=None)
+    result = scan(tmp_path)
+    assert "PixelRepresentation" in reasons(result)[str(paths[1])]
+
+
+def test_zero_rows_is_refused(tmp_path):
+    truth, paths = ct_series(tmp_path, n=3)
+    edit(paths[2], Rows=0)
+    result = scan(tmp_path)
+    assert "Rows" in reasons(result)[str(paths[2])]
+    vol = load_series(result.series[0])
+    assert vol.shape[1:] == (16, 16)
+
+
+def test_nan_rescale_slope_is_refused(tmp_path):
+    truth, paths = ct_series(tmp_path, n=3)
+    edit(paths[0], RescaleSlope="NaN")
+    result = scan(tmp_path)
+    assert "RescaleSlope" in reasons(result)[str(paths[0])]
+    vol = load_series(result.series[0])
+    assert np.isfinite(vol.array.astype(float)).all()
+
+
+# -- 8. non-DICOM files are rejected before any forced read ----------------------------------
+@pytest.mark.parametrize("name", ["zeros.dcm", "ZEROS"])
+def test_big_zero_file_is_rejected_fast(tmp_path, name):
+    truth, paths = ct_series(tmp_path / "ct", n=2)
+    with open(tmp_path / name, "wb") as fh:
+        fh.truncate(3 << 30)  # sparse: 3 GB of zeros without using the disk
+    start = time.perf_counter()
+    result = scan(tmp_path)
+    assert time.perf_counter() - start < 2
+    assert len(result.series) == 1
+    if name.endswith(".dcm"):
+        assert "not a DICOM file" in reasons(result)[str(tmp_path / name)]
+    else:
+        assert result.ignored == 1 and not result.problems
+
+
+def test_meta_less_files_are_still_read():
+    for name in ("ExplVR_BigEndNoMeta.dcm", "ExplVR_LitEndNoMeta.dcm"):
+        result = scan(get_testdata_file(name))
+        assert result.series and not result.problems, name
+
+
+# -- 9. DICOMDIR reached by the folder walk ---------------------------------------------------
+def test_dicomdir_in_a_folder_is_never_a_damaged_file(tmp_path):
+    truth, paths = ct_series(tmp_path, n=2)
+    shutil.copy(get_testdata_file("DICOMDIR"), tmp_path / "DICOMDIR")  # its references do not exist here
+    result = scan(tmp_path)
+    assert not result.problems
+    assert result.ignored == 1 and len(result.series) == 1
+
+
+def test_info_json_lists_problems_without_traceback(tmp_path, capsys):
+    truth, paths = ct_series(tmp_path, n=3)
+    flip_vr(paths[0], b"\x28\x00\x51\x10", b"DS", b"Di")
+    edit(paths[1], Rows=0)
+    assert main(["info", str(tmp_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [p["path"] for p in data["problems"]] == [str(paths[1])]
