@@ -63,6 +63,7 @@ class Commit:
         self.staging = staging
         self.error = error
         self.entries: dict[Path, Path] = {}  # final -> staged, in the order first staged
+        self.decided = False  # the journal is written: only recover() may end this commit now
         self._n = 0
 
     def new_path(self, suffix: str = ".part") -> Path:
@@ -99,10 +100,14 @@ class Commit:
             if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
                 raise self.error(PermissionError(errno.EACCES, "Permission denied"), parent, final.name)
         made: list[Path] = []
+        for _s, final in order:
+            try:
+                made += _make_parents(final.parent, self.folder)
+            except OSError as exc:
+                _remove_dirs(made)
+                raise self.error(exc, final.parent.parent, final.parent.name + "/") from exc
         entries = []
         try:
-            for _s, final in order:
-                made += _make_parents(final.parent, self.folder)
             for i, (staged, final) in enumerate(order):
                 backup = None
                 if final.exists():
@@ -120,6 +125,7 @@ class Commit:
         except OSError as exc:
             _remove_dirs(made)
             raise self.error(exc, self.folder, "the commit journal") from exc
+        self.decided = True
         for staged, final in order:
             try:
                 os.replace(staged, final)
@@ -128,14 +134,19 @@ class Commit:
                     os.replace(self.staging / JOURNAL, self.staging / ROLLBACK)
                     _roll_back(self.folder, self.staging, journal)
                 except (OSError, ValueError):
-                    pass  # recover() finishes it on the next open
+                    pass  # rollback.json stays: recover() finishes the undo on the next open
+                else:
+                    shutil.rmtree(self.staging, ignore_errors=True)
                 raise self.error(exc, final.parent, final.name) from exc
         for parent in {f.parent for _s, f in order}:
             _fsync(parent)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def discard(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        """Drop the staged files; after the commit point (an interrupt between two renames) the
+        journal stays for :func:`recover` to finish the commit on the next open."""
+        if not self.decided:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 @contextmanager
@@ -152,7 +163,10 @@ def committing(folder, error: ErrorFactory) -> Iterator[Commit]:
     fd = None
     commit = None
     try:
-        fd = _lock(folder, blocking=True)
+        try:
+            fd = _lock(folder, blocking=True)
+        except OSError as exc:
+            raise error(exc, folder.parent, folder.name + "/") from exc
         _recover_locked(folder)
         try:
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))

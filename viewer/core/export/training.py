@@ -15,10 +15,16 @@ imagesCls (``CASE_0007_LCC.nii.gz``); a view with a corrected map becomes the se
 ``CASE_0007_LCC`` (imagesTr/CASE_0007_LCC_0000.nii.gz, labelsTr/CASE_0007_LCC.nii.gz), whose
 provenance names the exam case and the view. nnU-Net and the fine-tuner take any case id, and
 the name says where it came from without a lookup.
+
+One export is one commit of the dataset (``DatasetWriter.transaction``): the image, label, SEG,
+provenance, class rows, dataset.json, datalist and mapping are all built and staged first, and moved
+into place together; if anything fails (a source the SEG cannot be built from, a full disk) or the
+process dies, the dataset is left as it was. Exporting the same image with the same label map again
+(a repeated click, a re-run after a crash) rewrites that case instead of adding a second one; a
+changed label map of the same image is a new case (``DatasetWriter.add_case``, ``replace_same``).
 """
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -73,12 +79,14 @@ def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int
     """
     check_sources([(volume, series)], allow_unverified_pixels)  # before anything is written
     deid = _deidentifier(keep_mapping, secret)
-    writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid)
-    out = _add_segmentation(writer, deid, volume, labels, names, series, model, original_labels)
-    case = out["case"]
-    if classes:
-        writer.add_classifications(case, [ClassifiedView(view, label) for view, label in classes.items()])
-    out["mapping"] = _write_mapping(writer, deid, case) if keep_mapping else None
+    writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid, create=False)
+    with writer.transaction():
+        out = _add_segmentation(writer, deid, volume, labels, names, series, model, original_labels,
+                                replace_same=True)
+        case = out["case"]
+        if classes:
+            writer.add_classifications(case, [ClassifiedView(view, label) for view, label in classes.items()])
+        out["mapping"] = _stage_mapping(writer, deid, case) if keep_mapping else None
     return out
 
 
@@ -107,7 +115,13 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
     if not classes and not labels:
         raise ExportError("nothing to export: give a class (a view's or the exam's) or a corrected segmentation")
     deid = _deidentifier(keep_mapping, secret)
-    writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid)
+    writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid, create=False)
+    with writer.transaction():
+        return _add_exam(writer, deid, views, names, classes, labels, model, seg_models, keep_mapping)
+
+
+def _add_exam(writer, deid, views, names, classes, labels, model, seg_models, keep_mapping) -> dict:
+    """export_exam's files, staged in the writer's open commit (the exam lands whole or not at all)."""
     case = writer.next_case_id()
     order = sorted(names, key=lambda v: (FOUR_VIEWS.index(v) if v in FOUR_VIEWS else len(FOUR_VIEWS), v))
     out = {"case": case, "dataset": writer.folder, "images": {}, "rows": 0, "segmentations": {}, "mapping": None}
@@ -127,7 +141,7 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
         out["segmentations"][v] = _add_segmentation(writer, deid, volume, label_map, label_names, series,
                                                     seg_model, original, case_id=f"{case}_{v}",
                                                     extra={"exam_case": case, "view": v})
-    out["mapping"] = _write_mapping(writer, deid, case) if keep_mapping else None
+    out["mapping"] = _stage_mapping(writer, deid, case) if keep_mapping else None
     return out
 
 
@@ -145,41 +159,54 @@ def _model_record(model: str) -> dict:
     return {"name": name, "version": version}
 
 
-def _write_mapping(writer: DatasetWriter, deid, case: str) -> Path | None:
-    return deid.write_mapping(inside(writer.folder, f"deid-mapping-{case}.json"))
+def _stage_mapping(writer: DatasetWriter, deid, case: str) -> Path | None:
+    """The re-identification mapping, staged last in the export's commit (it must hold every UID the
+    SEG and provenance mapped); written owner-only by ``deid``."""
+    final = inside(writer.folder, f"deid-mapping-{case}.json")
+    tx = writer.transaction_open()
+    staged = deid.write_mapping(tx.new_path(".json"))
+    if staged is None:
+        return None
+    tx.add(staged, final)
+    return final
 
 
 def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.ndarray, names: Mapping[int, str],
                       series: Series | None, model: str, original_labels: np.ndarray | None,
-                      case_id: str | None = None, extra: Mapping | None = None) -> dict:
+                      case_id: str | None = None, extra: Mapping | None = None, replace_same: bool = False) -> dict:
     """One (image, label map) pair, its provenance and, for a DICOM image with a mask, its
-    de-identified SEG; returns {"case", "dataset", "image", "label", "seg"}."""
+    de-identified SEG, staged in the writer's open commit; returns {"case", "dataset", "image",
+    "label", "seg"}."""
     provenance = {**(extra or {}), **({"model": _model_record(model)} if model else {})}
     case = writer.add_case(training_image(volume, series), labels, names, provenance, case_id=case_id,
-                           original_labels=original_labels)
+                           original_labels=original_labels, replace_same=replace_same)
     out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
            "label": writer.label_path(case), "seg": None}
     if series is not None and series.kind == "dicom" and np.any(labels):
-        out["seg"] = _write_deidentified_seg(writer, case, volume, np.asarray(labels), names, series, deid,
+        out["seg"] = _stage_deidentified_seg(writer, case, volume, np.asarray(labels), names, series, deid,
                                              original_labels, model)
     return out
 
 
-def _write_deidentified_seg(writer, case, volume, labels, names, series, deid, original, model: str) -> Path:
+def _stage_deidentified_seg(writer, case, volume, labels, names, series, deid, original, model: str) -> Path:
+    """The case's de-identified SEG, staged in the writer's open commit. The plain SEG (it still
+    names the patient) exists only in the staging folder, and only until it is de-identified."""
     from ..colors import label_color
     from .deid import deidentify_file
     from .dicom_seg import compact_segments, edited_segments, write_dicom_seg
 
-    folder = inside(writer.folder, "segTr")
-    folder.mkdir(exist_ok=True)
-    final = inside(folder, f"{case}.seg.dcm")
+    final = inside(inside(writer.folder, "segTr"), f"{case}.seg.dcm")
+    tx = writer.transaction_open()
     segs = edited_segments(labels, names, {v: label_color(v) for v in names}, original, model)
     compact, segs = compact_segments(labels, segs)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".seg-") as tmp:
-        plain = write_dicom_seg(compact, volume, series, segs, Path(tmp) / "seg.dcm",
-                                series_description="Lightbox corrected segmentation")
+    plain, staged = tx.new_path(".dcm"), tx.new_path(".dcm")
+    try:
+        write_dicom_seg(compact, volume, series, segs, plain, series_description="Lightbox corrected segmentation")
         try:
-            deidentify_file(plain, final, deid)
+            deidentify_file(plain, staged, deid)
         except ValueError as exc:  # DeidError: names the file and why (e.g. burned-in annotation)
             raise ExportError(str(exc)) from exc
+    finally:
+        plain.unlink(missing_ok=True)
+    tx.add(staged, final)
     return final
