@@ -200,3 +200,91 @@ def test_info_json_lists_problems_without_traceback(tmp_path, capsys):
     assert main(["info", str(tmp_path), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [p["path"] for p in data["problems"]] == [str(paths[1])]
+
+
+# -- 2. a decoder panic (a BaseException from Rust) loses only its own slice -----------------
+PANIC_BYTES = {296: 249, 3609: 199, 5764: 1}  # found by fuzzing pylibjpeg-rle: index out of bounds
+
+
+def rle_series(folder, n=4):
+    """n copies of pydicom's RLE MR slice, 0.8 mm apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.ImagePositionPatient = [-83.9063, -91.2, 6.6406 + 0.8 * i]
+        ds.InstanceNumber = i + 1
+        paths.append(folder / f"RLE{i}.dcm")
+        ds.save_as(paths[-1])
+    return paths
+
+
+def test_rle_decoder_panic_blanks_only_that_slice(tmp_path):
+    paths = rle_series(tmp_path)
+    ds = pydicom.dcmread(paths[1])
+    frame = bytearray(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
+    for offset, value in PANIC_BYTES.items():
+        frame[offset] = value
+    ds.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
+    ds.save_as(paths[1])
+    good = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm")).pixel_array
+    (series,) = scan(tmp_path).series
+    vol = load_series(series)
+    assert vol.shape[0] == 4
+    for k in (0, 2, 3):
+        assert np.array_equal(vol.array[k], good)
+    assert any(str(paths[1]) in p and "shown blank" in p for p in vol.problems)
+
+
+# -- 3. of two files at one position, the one that decodes wins -----------------------------
+def test_damaged_duplicate_does_not_win(tmp_path):
+    truth, paths = ct_series(tmp_path, n=4)
+    damaged = tmp_path / (paths[1].stem + "-copy.dcm")  # sorts before the good file
+    assert sorted([damaged.name, paths[1].name])[0] == damaged.name
+    ds = pydicom.dcmread(paths[1])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(damaged)
+    damaged.write_bytes(damaged.read_bytes()[:-200])
+    (series,) = scan(tmp_path).series
+    vol = load_series(series)
+    assert np.array_equal(vol.array, truth.array)
+    text = "\n".join(vol.problems)
+    assert str(damaged) in text and f"{paths[1]} at the same position used instead" in text
+
+
+# -- 4. one outlier position, and allocations bounded by what the files hold ----------------
+@pytest.mark.parametrize("z", ["20250", "1e300"])
+def test_one_outlier_position_is_excluded(tmp_path, z):
+    truth, paths = ct_series(tmp_path, n=30, shape=(8, 8))
+    stray = tmp_path / "STRAY.dcm"
+    ds = pydicom.dcmread(paths[7])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], z]
+    ds.save_as(stray)
+    (series,) = scan(tmp_path).series
+    summary_plan = plan_series(series)
+    assert summary_plan.shape == (30, 8, 8)
+    assert any(str(stray) in p and "excluded" in p for p in summary_plan.problems)
+    vol = load_series(series)
+    assert np.array_equal(vol.array, truth.array)
+
+
+def test_blank_slots_are_bounded_by_the_real_images(tmp_path):
+    truth, paths = ct_series(tmp_path, n=4)
+    edit(paths[3], ImagePositionPatient=[-30.0, -20.0, 15.5 + 200])  # 4 images over 200 mm
+    (series,) = scan(tmp_path).series
+    plan = plan_series(series)
+    assert plan.shape[0] == 4  # not 81 slices, 77 of them blank
+    assert any("non-uniform" in p for p in plan.problems)
+    vol = load_series(series)
+    assert np.array_equal(vol.array, truth.array)
+
+
+def test_blank_slice_of_signed_ct_reads_air(tmp_path):
+    truth = ramp_volume(shape=(5, 8, 8))
+    paths = write_series(truth, tmp_path, intercept=-1024, stored_dtype=np.int16)
+    paths[2].unlink()
+    vol = load_series(scan(tmp_path).series[0])
+    assert vol.shape[0] == 5
+    assert (vol.array[2] == -1024).all()  # not int16 min + intercept = -33792

@@ -23,9 +23,14 @@ from ..study import Frame, Instance, Series
 from ..volume import Volume
 from . import itk
 
+FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)  # never swallowed by per-slice guards
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DUPLICATE_TOL_MM = 0.01
+OUTLIER_GAP_STEPS = 20  # a gap this many slice steps wide (and >= OUTLIER_MIN_MM) may cut off outliers
+OUTLIER_MIN_MM = 50.0
+OUTLIER_MAX_FRAMES, OUTLIER_MAX_SHARE = 2, 0.05  # at most this many (or this share) are outliers
+MAX_BLANK_PER_IMAGE = 2  # blank gap slots allowed per real image; beyond it the spacing is non-uniform
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 _LETTERS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0),
@@ -42,6 +47,7 @@ class SlicePlan:
     direction: np.ndarray
     slots: list[Frame | None]
     problems: list[str] = field(default_factory=list)
+    alternates: dict[int, list[Frame]] = field(default_factory=dict)  # slot -> other frames at its position
 
 
 def _letters_vector(text: str) -> np.ndarray | None:
@@ -98,6 +104,39 @@ def plan_series(series: Series) -> SlicePlan:
     return SlicePlan(shape, np.array([step, row_sp, col_sp]), origin, direction, list(ordered), problems)
 
 
+def _drop_outliers(frames: list[Frame], dist: np.ndarray, problems: list[str]):
+    """Frames far outside the others (a corrupt position) are excluded, each named.
+
+    Gaps larger than many slice steps split the stack into clusters; a few frames split off
+    from a cluster many times their number are outliers. Real gaps (a missing block, two
+    stations) leave clusters too big to be mistaken for outliers.
+    """
+    if len(frames) < 3:
+        return frames, dist
+    order = np.argsort(dist, kind="stable")
+    d = dist[order]
+    gaps = np.diff(d)
+    real = gaps[gaps >= DUPLICATE_TOL_MM]
+    if not real.size:
+        return frames, dist
+    limit = max(OUTLIER_GAP_STEPS * float(np.median(real)), OUTLIER_MIN_MM)
+    clusters = np.split(order, np.flatnonzero(gaps > limit) + 1)
+    if len(clusters) == 1:
+        return frames, dist
+    main = max(clusters, key=len)
+    others = len(frames) - len(main)
+    if others > max(OUTLIER_MAX_FRAMES, OUTLIER_MAX_SHARE * len(frames)) or len(main) < 5 * others:
+        return frames, dist
+    keep = np.sort(main)
+    lo, hi = float(dist[keep].min()), float(dist[keep].max())
+    out = [i for i in range(len(frames)) if i not in set(keep.tolist())]
+    named = "; ".join(f"{frames[i].instance.path} at {dist[i]:.6g} mm" for i in out[:5])
+    more = f" and {len(out) - 5} more" if len(out) > 5 else ""
+    problems.append(f"{len(out)} image(s) far outside the other slices ({lo:.6g}..{hi:.6g} mm along the "
+                    f"slice normal), excluded as corrupt positions: {named}{more}")
+    return [frames[i] for i in keep], dist[keep]
+
+
 def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instance,
                 problems: list[str]) -> SlicePlan:
     orientation = frames[0].orientation
@@ -106,18 +145,21 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
     except ValueError as exc:
         raise LoadError(first.path, f"invalid ImageOrientationPatient (0020,0037): {exc}") from exc
     dist = np.array([float(np.dot(f.position, normal)) for f in frames])
+    frames, dist = _drop_outliers(frames, dist, problems)
     order = np.argsort(dist, kind="stable")
     kept: list[Frame] = []
     kept_d: list[float] = []
+    spares: dict[int, list[Frame]] = {}  # id(kept frame) -> other frames at its position
     dupes = 0
     for i in order:
         if kept_d and abs(dist[i] - kept_d[-1]) < DUPLICATE_TOL_MM:
             dupes += 1
+            spares.setdefault(id(kept[-1]), []).append(frames[i])
             continue
         kept.append(frames[i])
         kept_d.append(float(dist[i]))
     if dupes:
-        problems.append(f"{dupes} image(s) at a position already taken: the first one is kept")
+        problems.append(f"{dupes} image(s) at a position already taken: the first that decodes is kept")
     slots: list[Frame | None] = list(kept)
     d = np.array(kept_d)
     if len(kept) == 1:
@@ -129,7 +171,8 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
         if uneven.any():
             ratio = gaps / step
             whole = np.abs(ratio - np.rint(ratio)) < 0.05
-            if whole.all():
+            missing_f = float(np.sum(np.rint(ratio) - 1))
+            if whole.all() and missing_f <= MAX_BLANK_PER_IMAGE * len(kept):
                 slots = [kept[0]]
                 missing = 0
                 for f, r in zip(kept[1:], np.rint(ratio).astype(int)):
@@ -144,7 +187,7 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
                 step = float((d[-1] - d[0]) / (len(d) - 1))
                 problems.append(f"non-uniform slice spacing ({gaps.min():.3g} to {gaps.max():.3g} mm): "
                                 f"shown with the mean spacing {_mm(step)}, positions approximate")
-        if step <= 0:
+        if not (np.isfinite(step) and step > 0):
             step = 1.0
         span = kept[-1].position - kept[0].position
         if np.linalg.norm(span) > 0:
@@ -155,8 +198,9 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
                                 "unsheared, off-plane positions approximate")
     direction = direction_from_iop(orientation, normal)
     shape = (len(slots), first.rows, first.columns)
+    alternates = {k: spares[id(f)] for k, f in enumerate(slots) if f is not None and id(f) in spares}
     return SlicePlan(shape, np.array([step, row_sp, col_sp]), kept[0].position.copy(), direction, slots,
-                     problems)
+                     problems, alternates)
 
 
 # -- pixels ------------------------------------------------------------------
@@ -169,7 +213,8 @@ def _stored_range(inst: Instance) -> tuple[int, int]:
 
 def output_dtype(plan: SlicePlan) -> np.dtype:
     """Smallest dtype holding every modality value the stored bits allow (HU in int16)."""
-    insts = {id(f.instance): f.instance for f in plan.slots if f is not None}.values()
+    frames = [f for f in plan.slots if f is not None] + [f for alts in plan.alternates.values() for f in alts]
+    insts = {id(f.instance): f.instance for f in frames}.values()
     if any(i.samples_per_pixel != 1 or i.photometric.startswith("PALETTE") or i.float_pixels for i in insts):
         return np.dtype(np.float32)
     lo, hi, integral = np.inf, -np.inf, True
@@ -234,7 +279,9 @@ def _read_with_pydicom(inst: Instance) -> np.ndarray:
     try:
         ds = pydicom.dcmread(inst.path, force=True)  # the scan already vouched it is DICOM
         arr = ds.pixel_array
-    except Exception as exc:
+    except BaseException as exc:  # decoders written in Rust panic with a BaseException
+        if isinstance(exc, FATAL):
+            raise
         ts = inst.transfer_syntax
         name = getattr(pydicom.uid.UID(ts), "name", ts) if ts else "unknown transfer syntax"
         raise LoadError(inst.path, f"cannot decode pixel data ({name}): {describe(exc)}") from exc
@@ -286,7 +333,6 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
         instances[id(f.instance)] = f.instance
     blank = [k for k, f in enumerate(plan.slots) if f is None]
     problems = list(series.problems) + list(plan.problems)
-    fill = _fill_value(plan, dtype)
 
     def work(key: int) -> None:
         inst = instances[key]
@@ -295,6 +341,7 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
             _to_modality(stored[f.index], f.rescale or inst.rescale, out[k])
 
     done, total, good = 0, len(instances), 0
+    failed: list[int] = []
     with ThreadPoolExecutor(READ_THREADS) as pool:
         futures = {pool.submit(work, key): key for key in instances}
         for fut in as_completed(futures):
@@ -307,33 +354,57 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
             try:
                 fut.result()
                 good += 1
-            except Exception as exc:
-                reason = str(exc) if isinstance(exc, LoadError) else \
-                    f"{instances[key].path}: cannot read pixels ({describe(exc)})"
-                problems.append(f"{reason}; shown blank")
-                blank.extend(k for k, _ in slots_by_instance[key])
+            except BaseException as exc:  # one bad file (even a decoder panic) never loses the others
+                if isinstance(exc, FATAL):
+                    raise
+                problems.append(f"{_reason(instances[key], exc)}; shown blank")
+                failed.extend(k for k, _ in slots_by_instance[key])
             if progress is not None:
                 progress(done, total)
+    for k in sorted(failed):
+        alt = _fill_from_alternates(plan.alternates.get(k, []), out[k])
+        if alt is None:
+            blank.append(k)
+        else:
+            good += 1
+            problems.append(f"{alt.instance.path} at the same position used instead")
     if good == 0:
         raise LoadError(next(iter(instances.values())).path,
                         "no image in this series could be read: " + problems[-1])
-    for k in blank:
-        out[k] = fill
+    if blank:
+        fill = _fill_value(series.modality, out, sorted(set(range(len(plan.slots))) - set(blank)))
+        for k in blank:
+            out[k] = fill
     info = replace(series.info, files=tuple(str(i.path) for i in instances.values()))
     if any(i.samples_per_pixel == 3 or i.photometric.startswith("PALETTE") for i in instances.values()):
         problems.append("colour image shown as greyscale luminance")
     return Volume(out, plan.spacing, plan.origin, plan.direction, info, problems)
 
 
-def _fill_value(plan: SlicePlan, dtype: np.dtype):
-    """Blank slices get the lowest value the modality can have (air for CT)."""
-    firsts = [f for f in plan.slots if f is not None]
-    if not firsts:
-        return 0
-    inst = firsts[0].instance
-    slope, icpt = firsts[0].rescale or inst.rescale
-    value = min(slope * _stored_range(inst)[0] + icpt, slope * _stored_range(inst)[1] + icpt)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return int(np.clip(value, info.min, info.max))
+def _reason(inst: Instance, exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, LoadError) else f"{inst.path}: cannot read pixels ({describe(exc)})"
+
+
+def _fill_from_alternates(alternates: list[Frame], out: np.ndarray) -> Frame | None:
+    """The first other image at a slot's position that decodes, written into out."""
+    for f in alternates:
+        try:
+            stored = read_stored(f.instance)
+            _to_modality(stored[f.index], f.rescale or f.instance.rescale, out)
+            return f
+        except BaseException as exc:
+            if isinstance(exc, FATAL):
+                raise
+    return None
+
+
+def _fill_value(modality: str, out: np.ndarray, good: list[int]):
+    """Blank slices get the lowest meaningful value: air (-1024 HU) for CT, else the data minimum."""
+    low = min((out[k].min() for k in good), default=0)
+    value = -1024 if modality == "CT" else low
+    if np.issubdtype(out.dtype, np.integer):
+        info = np.iinfo(out.dtype)
+        if not info.min <= value <= info.max:
+            value = low
+        return int(value)
     return float(value)
