@@ -156,6 +156,30 @@ def test_the_same_export_twice_is_one_case_and_new_labels_a_new_one(tmp_path, st
     assert check_dataset(out) == ["CASE_0001", "CASE_0002"]
 
 
+def test_the_same_exam_twice_is_one_exam(tmp_path):
+    from viewer.core.export.training import export_exam
+    from viewer.core.mammo import four_view
+    from viewer.core.synthetic import write_mammo_exam
+
+    write_mammo_exam(tmp_path / "mg", (64, 48), seed=3)
+    views = {n: (load_series(s), s) for n, s in four_view(scan(tmp_path / "mg").studies[0]).items()}
+    edited = np.zeros(views["LCC"][0].shape, np.uint8)
+    edited[0, 20:30, 10:20] = 1
+    args = (tmp_path / "ds", views, {"LCC": "suspicious", "exam": "suspicious"})
+    first = export_exam(*args, labels={"LCC": (edited, {1: "mass"}, None)}, model="mammo-exam 1")
+    ds = first["dataset"]
+    before = sorted(p.relative_to(ds) for p in ds.rglob("*") if p.is_file())
+    again = export_exam(*args, labels={"LCC": (edited, {1: "mass"}, None)}, model="mammo-exam 1")
+    assert again["case"] == first["case"] == "CASE_0001"
+    assert again["segmentations"]["LCC"]["case"] == "CASE_0001_LCC"
+    assert sorted(p.relative_to(ds) for p in ds.rglob("*") if p.is_file()) == before
+    records = [json.loads(line) for line in (ds / "provenance.jsonl").read_text().splitlines()]
+    assert [r["case"] for r in records] == ["CASE_0001", "CASE_0001_LCC"]
+    assert len(json.loads((ds / "classification.json").read_text())["classification"]) == 2
+    # another class for the exam is another export: a new exam case
+    assert export_exam(tmp_path / "ds", views, {"exam": "normal"})["case"] == "CASE_0002"
+
+
 # -- what a kill leaves, swept on the next open -----------------------------------------------------
 def test_stale_staging_and_partial_files_are_swept_on_open(tmp_path, study):
     out = tmp_path / "out"

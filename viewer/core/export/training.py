@@ -25,6 +25,8 @@ changed label map of the same image is a new case (``DatasetWriter.add_case``, `
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from .dataset import (
     ClassifiedView,
     DatasetWriter,
     ExportError,
+    content_key,
     inside,
     safe_name,
 )
@@ -121,9 +124,13 @@ def export_exam(out_root, views: Mapping[str, tuple[Volume, Series | None]], cla
 
 
 def _add_exam(writer, deid, views, names, classes, labels, model, seg_models, keep_mapping) -> dict:
-    """export_exam's files, staged in the writer's open commit (the exam lands whole or not at all)."""
-    case = writer.next_case_id()
+    """export_exam's files, staged in the writer's open commit (the exam lands whole or not at all).
+    The same exam with the same classes and maps exported again is written again under its case id
+    (``exam_key`` in its provenance lines), as export_case does for a case."""
     order = sorted(names, key=lambda v: (FOUR_VIEWS.index(v) if v in FOUR_VIEWS else len(FOUR_VIEWS), v))
+    key = _exam_key(views, names, order, classes, labels)
+    previous = _exam_with_key(writer, key)
+    case = previous or writer.next_case_id()
     out = {"case": case, "dataset": writer.folder, "images": {}, "rows": 0, "segmentations": {}, "mapping": None}
     if classes:
         items = [ClassifiedView(v, classes.get(v, ""), training_image(*views[names[v]]),
@@ -131,7 +138,8 @@ def _add_exam(writer, deid, views, names, classes, labels, model, seg_models, ke
         if EXAM_VIEW in classes:
             items.append(ClassifiedView(EXAM_VIEW, classes[EXAM_VIEW]))
         provenance = {"model": _model_record(model)} if model else {}
-        writer.add_classifications(case, items, provenance)
+        writer.add_classifications(case, items, provenance, replace_provenance=previous is not None,
+                                   keys={"exam_key": key})
         out["images"] = {v: writer.cls_image_path(case, v) for v in order}
         out["rows"] = len(classes)
     for v in (v for v in order if v in labels):
@@ -140,9 +148,34 @@ def _add_exam(writer, deid, views, names, classes, labels, model, seg_models, ke
         seg_model = (seg_models or {}).get(names[v], model)
         out["segmentations"][v] = _add_segmentation(writer, deid, volume, label_map, label_names, series,
                                                     seg_model, original, case_id=f"{case}_{v}",
-                                                    extra={"exam_case": case, "view": v})
+                                                    extra={"exam_case": case, "view": v},
+                                                    replace_same=previous is not None, keys={"exam_key": key})
     out["mapping"] = _stage_mapping(writer, deid, case) if keep_mapping else None
     return out
+
+
+def _exam_key(views, names, order, classes, labels) -> str:
+    """A hash of what an exam export writes: each view's pixels and grid, the classes, the maps."""
+    h = hashlib.sha256(b"lightbox-exam-v1\0")
+    empty = np.zeros(0, np.uint8)
+    for v in order:
+        volume, series = views[names[v]]
+        h.update(f"{v}\0{content_key(training_image(volume, series), empty)}\0".encode())
+    h.update(json.dumps(sorted(classes.items())).encode())
+    for v in sorted(labels):
+        label_map, label_names, _original = labels[v]
+        h.update(f"{v}\0{json.dumps(sorted((int(k), str(n)) for k, n in label_names.items()))}\0".encode())
+        h.update(np.ascontiguousarray(label_map).astype(np.int64, copy=False).tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def _exam_with_key(writer: DatasetWriter, key: str) -> str | None:
+    """The exam case an earlier export of the same exam made (from its provenance lines), or None."""
+    for record in reversed(writer.provenance()):
+        if record.get("exam_key") == key:
+            extra = record.get("extra") if isinstance(record.get("extra"), dict) else {}
+            return str(extra.get("exam_case") or record.get("case"))
+    return None
 
 
 def _deidentifier(keep_mapping: bool, secret: bytes | None):
@@ -173,13 +206,14 @@ def _stage_mapping(writer: DatasetWriter, deid, case: str) -> Path | None:
 
 def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.ndarray, names: Mapping[int, str],
                       series: Series | None, model: str, original_labels: np.ndarray | None,
-                      case_id: str | None = None, extra: Mapping | None = None, replace_same: bool = False) -> dict:
+                      case_id: str | None = None, extra: Mapping | None = None, replace_same: bool = False,
+                      keys: Mapping[str, str] | None = None) -> dict:
     """One (image, label map) pair, its provenance and, for a DICOM image with a mask, its
     de-identified SEG, staged in the writer's open commit; returns {"case", "dataset", "image",
     "label", "seg"}."""
     provenance = {**(extra or {}), **({"model": _model_record(model)} if model else {})}
     case = writer.add_case(training_image(volume, series), labels, names, provenance, case_id=case_id,
-                           original_labels=original_labels, replace_same=replace_same)
+                           original_labels=original_labels, replace_same=replace_same, keys=keys)
     out = {"case": case, "dataset": writer.folder, "image": writer.image_path(case),
            "label": writer.label_path(case), "seg": None}
     if series is not None and series.kind == "dicom" and np.any(labels):
