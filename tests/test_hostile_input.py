@@ -288,3 +288,24 @@ def test_blank_slice_of_signed_ct_reads_air(tmp_path):
     vol = load_series(scan(tmp_path).series[0])
     assert vol.shape[0] == 5
     assert (vol.array[2] == -1024).all()  # not int16 min + intercept = -33792
+
+
+# -- 7d. decoded values beyond BitsStored are clipped and named, never wrapped --------------
+@pytest.mark.parametrize("signed", [False, True])
+def test_jpeg_ls_values_above_bits_stored_do_not_wrap(tmp_path, signed):
+    truth = ramp_volume(shape=(3, 16, 16))
+    dtype, intercept = (np.int16, 0) if signed else (np.uint16, -1024)
+    paths = write_series(truth, tmp_path, intercept=intercept, stored_dtype=dtype, bits_stored=12)
+    ds = pydicom.dcmread(paths[1])
+    arr = ds.pixel_array.copy()
+    arr.flat[:2] = [-30000, 30000] if signed else [40000, 9000]  # what a corrupt stream decodes to
+    ds.BitsStored = 16
+    ds.compress(pydicom.uid.JPEGLSLossless, arr)
+    ds.BitsStored = 12
+    ds.save_as(paths[1])
+    vol = load_series(scan(tmp_path).series[0])
+    lo, hi = (-2048, 2047) if signed else (intercept, 4095 + intercept)
+    assert vol.array.min() >= min(lo, truth.array.min()) and vol.array.max() <= hi
+    assert list(vol.array[1].flat[:2]) == ([lo, hi] if signed else [hi, hi])
+    assert np.array_equal(vol.array[[0, 2]], truth.array[[0, 2]])
+    assert any(str(paths[1]) in p and "outside the 12 bits stored" in p for p in vol.problems)

@@ -241,8 +241,11 @@ def _native_dtype(inst: Instance) -> np.dtype | None:
     return np.dtype(f"{order}{kind}{inst.bits_allocated // 8}")
 
 
-def read_stored(inst: Instance) -> np.ndarray:
-    """Stored pixel values of every frame, shape (frames, rows, cols) (or (..., 3) colour)."""
+def read_stored(inst: Instance, notes: list[str] | None = None) -> np.ndarray:
+    """Stored pixel values of every frame, shape (frames, rows, cols) (or (..., 3) colour).
+
+    Decoded values outside what BitsStored allows are clipped, with a note naming the file.
+    """
     if not inst.has_pixels:
         raise LoadError(inst.path, "no pixel data (7FE0,0010) in the file")
     dtype = _native_dtype(inst)
@@ -259,7 +262,24 @@ def read_stored(inst: Instance) -> np.ndarray:
         if not dtype.isnative:
             arr = arr.astype(dtype.newbyteorder("="))
         return _mask_bits(arr, inst)
-    return _read_with_pydicom(inst)
+    arr = _read_with_pydicom(inst)
+    clipped = _clip_to_stored(arr, inst)
+    if clipped and notes is not None:
+        notes.append(f"{inst.path}: {clipped} decoded pixel value(s) outside the {inst.bits_stored} bits "
+                     "stored (corrupt compressed data): clipped to the stored range")
+    return arr
+
+
+def _clip_to_stored(arr: np.ndarray, inst: Instance) -> int:
+    """Clip integer values a decoder gave beyond BitsStored (they would wrap in the output)."""
+    if not np.issubdtype(arr.dtype, np.integer) or inst.samples_per_pixel != 1 or not arr.size:
+        return 0
+    lo, hi = _stored_range(inst)
+    if arr.min() >= lo and arr.max() <= hi:
+        return 0
+    bad = int(np.count_nonzero((arr < lo) | (arr > hi)))
+    np.clip(arr, max(lo, np.iinfo(arr.dtype).min), min(hi, np.iinfo(arr.dtype).max), out=arr)
+    return bad
 
 
 def _mask_bits(arr: np.ndarray, inst: Instance) -> np.ndarray:
@@ -336,7 +356,7 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
 
     def work(key: int) -> None:
         inst = instances[key]
-        stored = read_stored(inst)
+        stored = read_stored(inst, problems)  # list.append is atomic: threads may add notes
         for k, f in slots_by_instance[key]:
             _to_modality(stored[f.index], f.rescale or inst.rescale, out[k])
 
