@@ -165,7 +165,7 @@ def check_good(path: Path, vol) -> tuple[str, str]:
     return "kept", ""
 
 
-def run(folder: Path, record: dict) -> dict:
+def run(folder: Path, record: dict, out_path: Path | None = None) -> dict:
     from viewer.core.errors import LightboxError
     from viewer.core.io import load_series, scan
 
@@ -206,6 +206,8 @@ def run(folder: Path, record: dict) -> dict:
         out["series"].append(entry)
     out["rss_growth"] = max(0, _peak(base, reset) - base)
     out["rss_base"] = base
+    if out_path is not None:  # the app's part is done: a timeout from here on is the checks' own
+        out_path.write_text(json.dumps(dict(out, phase="loaded")))
     blob = "\n".join(names)
     by_file = {f: s for s in out["series"] for f in s["files"]}
     for good in record["good"]:
@@ -237,8 +239,8 @@ def main(argv=None) -> int:
     except (ValueError, OSError):
         pass
     record = json.loads(record_path.read_text())
-    out = run(folder, record)
-    out_path.write_text(json.dumps(out))
+    out = run(folder, record, out_path)
+    out_path.write_text(json.dumps(dict(out, phase="checked")))
     return 0
 
 

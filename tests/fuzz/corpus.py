@@ -422,7 +422,45 @@ def _position(path: Path):
     return [float(v) for v in ipp] if ipp is not None else None, str(ds.get("SOPInstanceUID", ""))
 
 
-def _mutate_folder(rng, folder: Folder, fdir: Path, source: Source, n_bad: int) -> None:
+def _window_width_di(rng, data):
+    """The issue's one-byte case: WindowWidth's VR 'DS' -> 'Di'."""
+    el = next((e for e in elements(data) if e.tag == 0x00281051 and e.vr == "DS"), None)
+    if el is None:
+        return None
+    buf = bytearray(data)
+    buf[el.header + 4:el.header + 6] = b"Di"
+    return bytes(buf), "(0028,1051) WindowWidth VR DS -> 'Di'"
+
+
+def _absurd(key: str) -> Mutation:
+    return lambda rng, data: _edit(data, lambda ds: (lambda d: f"{key}: {d}" if d else None)(ABSURD[key](ds)))
+
+
+def _delete(keyword: str) -> Mutation:
+    def change(ds):
+        if keyword not in ds:
+            return None
+        del ds[keyword]
+        return f"{keyword} deleted"
+    return lambda rng, data: _edit(data, change)
+
+
+# The defects issue 16 reports, each planted once (after the big CT) so every run, however small,
+# has them: (source, [(mutation name, function, kind)]).
+ISSUE_CASES = [
+    ("demo_ct", [("wrong_vr", _window_width_di, "replace"), ("absurd_value", _absurd("ipp_20250"), "replace"),
+                 ("absurd_value", _absurd("frames_1e6"), "replace"), ("absurd_value", _absurd("slope_nan"), "replace"),
+                 ("absurd_value", _absurd("iop_zero"), "replace")]),
+    ("demo_ct", [("absurd_value", _absurd("ipp_1e300"), "replace"), ("absurd_value", _absurd("iop_parallel"), "replace"),
+                 ("absurd_value", _absurd("thickness_neg"), "replace"), ("absurd_value", _absurd("rows_0"), "replace"),
+                 ("damaged_duplicate", damaged_duplicate, "extra")]),
+    ("mr_rle", [("cut_stream", cut_stream, "replace")]),
+    ("ct_small", [("delete_type1", _delete("PixelRepresentation"), "replace"), ("zero_filled", zero_filled, "replace")]),
+]
+
+
+def _mutate_folder(rng, folder: Folder, fdir: Path, source: Source, n_bad: int, plan=None) -> None:
+    """Damage n_bad files at random, or exactly the (name, function, kind) list ``plan``."""
     names = sorted(MUTATIONS)
     weights = np.array([WEIGHTS.get(n, 1) for n in names], dtype=float)
     names_by_file = {p.name: p for p in source.files}
@@ -431,10 +469,16 @@ def _mutate_folder(rng, folder: Folder, fdir: Path, source: Source, n_bad: int) 
     untouched = sorted(names_by_file)
     bad: list[dict] = []
     tries = 0
+    plan = list(plan or [])
+    if plan:
+        n_bad = len(plan)
     while len(bad) < n_bad and tries < 20 * n_bad:
         tries += 1
-        name = str(rng.choice(names, p=weights / weights.sum()))
-        fn, kind = MUTATIONS[name]
+        if plan:
+            name, fn, kind = plan[len(bad)]
+        else:
+            name = str(rng.choice(names, p=weights / weights.sum()))
+            fn, kind = MUTATIONS[name]
         if kind == "replace" and len(untouched) <= 1:
             continue  # keep at least one good slice in every folder
         base = untouched[int(rng.integers(len(untouched)))]
@@ -443,6 +487,9 @@ def _mutate_folder(rng, folder: Folder, fdir: Path, source: Source, n_bad: int) 
         except Exception:  # the source does not parse the way this mutation needs
             done = None
         if done is None:
+            if plan:  # a planted case that does not apply to this source: say so, go on
+                plan.pop(len(bad))
+                n_bad -= 1
             continue
         data, detail = done
         if kind == "replace":
@@ -462,13 +509,26 @@ def _mutate_folder(rng, folder: Folder, fdir: Path, source: Source, n_bad: int) 
         folder.good.append({"file": name, "sop_uid": sop, "position": position})
 
 
+def _add_huge_zeros(folder: Folder, fdir: Path, size: int) -> None:
+    """Zero-filled files of ``size`` bytes (sparse: no disk used), with and without '.dcm'.
+    A reader that scans them byte by byte stalls for minutes (issue 16: 64 s per 100 MB)."""
+    for name in ("HUGEZERO.dcm", "HUGEZERO"):
+        with open(fdir / name, "wb") as fh:
+            fh.truncate(size)
+        folder.bad.append({"file": name, "mutation": "zero_filled_huge", "detail": f"{size} zero bytes (sparse)",
+                           "base": ""})
+
+
 def build_corpus(root, n_files: int, seed: int = 0, demo_scale: float = 0.1,
                  big_ct_shape: tuple[int, int, int] | None = (24, 256, 256),
-                 sources: list[Source] | None = None) -> Corpus:
+                 sources: list[Source] | None = None, huge_zero: int = 3 << 30,
+                 issue_cases: bool = True) -> Corpus:
     """Folders f0000_<source>, ... under root until they hold at least n_files files.
 
     The big CT (the memory yardstick) is used by the first folder only; the other sources take
-    turns. Each folder damages 1 to a third of its slices (at least one slice stays good).
+    turns. Each folder damages 1 to a third of its slices (at least one slice stays good); the
+    first folder after the big CT also gets two huge zero-filled files (0: none). With
+    ``issue_cases`` the folders after the big CT hold the defects issue 16 reports (ISSUE_CASES).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -477,15 +537,25 @@ def build_corpus(root, n_files: int, seed: int = 0, demo_scale: float = 0.1,
     big = [s for s in sources if s.name == "ct_big"]
     rank = {name: i for i, name in enumerate(TURNS)}
     rest = sorted((s for s in sources if s.name != "ct_big"), key=lambda s: rank.get(s.name, len(rank)))
+    by_name = {s.name: s for s in sources}
+    cases = [(by_name[name], plan) for name, plan in ISSUE_CASES if name in by_name] if issue_cases else []
     folders, total, i = [], 0, 0
     while total < n_files:
-        source = big[0] if (i == 0 and big) else rest[(i - len(big)) % len(rest)]
+        plan = None
+        if i < len(big):
+            source = big[i]
+        elif i < len(big) + len(cases):
+            source, plan = cases[i - len(big)]
+        else:
+            source = rest[(i - len(big) - len(cases)) % len(rest)]
         rng = np.random.default_rng([seed, i])
-        folder = Folder(f"f{i:04d}_{source.name}", source.name)
+        folder = Folder(f"f{i:04d}_{source.name}" + ("_issue" if plan else ""), source.name)
         fdir = root / folder.name
         fdir.mkdir()
         n_bad = int(rng.integers(1, max(1, len(source.files) // 3) + 1))
-        _mutate_folder(rng, folder, fdir, source, n_bad)
+        _mutate_folder(rng, folder, fdir, source, n_bad, plan)
+        if i == len(big) and huge_zero:
+            _add_huge_zeros(folder, fdir, huge_zero)
         folders.append(folder)
         total += sum(1 for _ in fdir.iterdir())
         i += 1
