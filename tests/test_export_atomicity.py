@@ -198,6 +198,35 @@ def test_stale_staging_and_partial_files_are_swept_on_open(tmp_path, study):
     assert _files(out) == before and not list(ds.rglob(".*"))
 
 
+def test_an_undo_cut_short_is_finished_on_open(tmp_path, study, monkeypatch):
+    """A rename fails half-way through a commit and the undo is interrupted too: the next open
+    finishes the undo from the journal and the backups (the provenance gets its old bytes back)."""
+    import errno
+
+    import viewer.core.export.commit as commit
+
+    out = tmp_path / "out"
+    assert main(_args(study, out)) == 0
+    before = _files(out)
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("datalist.json") and STAGING_PREFIX in str(src):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(src, dst)
+
+    def cut_short(*_a):
+        raise OSError(errno.EIO, "killed while undoing")
+
+    monkeypatch.setattr(commit.os, "replace", replace)
+    monkeypatch.setattr(commit, "_roll_back", cut_short)
+    assert main(_args(study, out, "seg2")) == 2  # a new case: image, SEG, provenance, label moved, then this
+    monkeypatch.undo()
+    assert (out / NAME / "labelsTr" / "CASE_0002.nii.gz").exists()  # half-applied, until the next open
+    assert check_dataset(out) == ["CASE_0001"]
+    assert _files(out) == before
+
+
 def test_a_live_writers_staging_folder_is_left_alone(tmp_path, study):
     import fcntl
 
