@@ -594,7 +594,10 @@ class Autosaver:
     Every ``interval_s`` seconds, and ``debounce_s`` after the first :meth:`request_save` of a
     burst (call it after every finished stroke / tool action), the thread calls
     ``snapshot_fn()`` and saves each returned snapshot whose ``version`` differs from the one
-    last saved for it. ``snapshot_fn`` may return ``None`` (nothing to save: no label map, or
+    last saved for it. Requests that arrive while a save is being written coalesce into one
+    more save of the newest state, so with ``debounce_s=0`` (the segment editor's choice) the
+    file on disk is at most one edit behind whenever edits are further apart than one save
+    takes, and a SIGKILL loses at most that edit. ``snapshot_fn`` may return ``None`` (nothing to save: no label map, or
     nothing unsaved), one snapshot or a list of them.
 
     Thread-safety contract: ``snapshot_fn`` runs ON THE SAVER'S THREAD, concurrently with the
@@ -602,7 +605,8 @@ class Autosaver:
     not need the UI thread's event loop). It must return a consistent, private copy — the
     array copied and the version read together under the same lock the editing code holds
     while it changes the array and bumps the version (a copy of a 512x512x300 uint8 map takes
-    ~20 ms). Without such a lock, read ``version`` first and copy the array after it: a copy
+    ~20 ms), leaving out an edit still in progress so that a snapshot is never half a stroke
+    (``labels.LabelMap.committed_state`` does both). Without such a lock, read ``version`` first and copy the array after it: a copy
     torn by a concurrent stroke then carries an older version than its content, so the next
     cycle sees a newer version and saves again (never the other way round, which would leave
     a torn snapshot marked as up to date). The saver never touches the label map itself.

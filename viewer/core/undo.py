@@ -20,6 +20,10 @@ one union box, refuses to change locked labels, notifies the label map's
 subscribers after every write (live redraw), and at ``commit`` turns the
 whole transaction into one :class:`Step`. Boxes are half-open
 ``(z0, z1, y0, y1, x0, x1)`` in array indices.
+
+Every change to the voxels (a write, commit, rollback) holds the label map's edit
+lock (``LabelMap.lock``), so the autosaver can copy a consistent state from its
+own thread (``LabelMap.committed_state``) while a drag goes on.
 """
 from __future__ import annotations
 
@@ -216,6 +220,7 @@ class Edit:
         self.table: dict = {}  # value -> (before, after) label-table entries touched
         self._blocks: dict[tuple[int, int, int], np.ndarray] = {}
         self._token = labelmap._token
+        self.version_before = labelmap.version  # the state a recovery snapshot falls back to
         self.open = True
 
     # -- writing -----------------------------------------------------------------------
@@ -263,11 +268,12 @@ class Edit:
         if n == 0:
             return 0
         changed = mask_box(target, box[::2])
-        self._snapshot(changed)
-        view[target] = values
-        self.box = box_union(self.box, changed)
-        self.changed += n
-        self.labelmap._voxels_changed(changed)
+        with self.labelmap.lock:  # the old blocks, the voxels and the box move together
+            self._snapshot(changed)
+            view[target] = values
+            self.box = box_union(self.box, changed)
+            self.changed += n
+            self.labelmap._voxels_changed(changed)
         return n
 
     def _snapshot(self, box: Box) -> None:
@@ -310,6 +316,10 @@ class Edit:
     def commit(self) -> Step | None:
         """End the transaction; push and return its step (None when nothing changed)."""
         lm = self._check_open()
+        with lm.lock:  # no snapshot sees the transaction ended but its token not yet moved
+            return self._commit(lm)
+
+    def _commit(self, lm) -> Step | None:
         self.open = False
         lm._edit = None
         step = None
@@ -335,6 +345,10 @@ class Edit:
     def rollback(self) -> None:
         """Undo everything this transaction wrote and end it (nothing is pushed)."""
         lm = self._check_open()
+        with lm.lock:
+            self._rollback(lm)
+
+    def _rollback(self, lm) -> None:
         self.open = False
         lm._edit = None
         if self.box is not None:

@@ -152,9 +152,9 @@ class EditorSession(QObject):
 
     def adopt(self, lm: LabelMap, volume, source: str | None = None) -> None:
         key = map_key(volume)
-        self.maps[key] = lm
-        self.volumes[key] = volume
+        self.volumes[key] = volume  # before the map: the autosaver's thread looks both up
         self.sources[key] = source or str(self.window.source or "")
+        self.maps[key] = lm
         self._unsubscribe[key] = lm.subscribe(lambda box, k=key: self._map_changed(k, box))
         self.show_layers()
         self.maps_changed.emit()
@@ -339,7 +339,8 @@ class EditorController(QObject):
         self._options()
 
         self.autosaver = recovery.Autosaver(self.session.snapshots, interval_s=AUTOSAVE_S,
-                                            debounce_s=AUTOSAVE_DEBOUNCE_S, on_error=lambda exc: self._autosave_error.emit(str(exc)))
+                                            debounce_s=AUTOSAVE_DEBOUNCE_S,
+                                            on_error=lambda exc: self._autosave_error.emit(str(exc)))
         self._autosave_error.connect(lambda msg: window.show_message(f"Autosave failed: {msg}", "error"))
         self.autosaver.start()
 
