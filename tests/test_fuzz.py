@@ -13,7 +13,7 @@ import pytest
 
 from fuzz.child import check_good
 from fuzz.corpus import MUTATIONS, build_corpus, elements
-from fuzz.drive import MEMORY_GOAL, format_report, run_corpus
+from fuzz.drive import MEMORY_GOAL, _crashed, _error_line, format_report, run_corpus
 
 SEED = 16
 FILES = 100
@@ -98,3 +98,12 @@ def test_check_good_tells_kept_from_lost(tmp_path):
     blanked = vol.with_array(vol.array.copy())
     blanked.array[k] = blanked.array.min() - 1
     assert check_good(first, blanked)[0] == "lost"
+
+
+def test_crash_and_error_line_classification():
+    tb = ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    f()\n'
+          'NotImplementedError: Unknown Value Representation \'Di\'\n')
+    assert _crashed(1, tb) and _crashed(-11, "") and _crashed(0, tb)
+    assert not _crashed(2, "lightbox: a.dcm: not a DICOM file") and not _crashed(0, "") and not _crashed(None, "")
+    assert _error_line(tb) == "NotImplementedError: Unknown Value Representation 'Di'"
+    assert _error_line("lightbox: skipped x\nlightbox: a.dcm: bad\n") == "lightbox: a.dcm: bad"

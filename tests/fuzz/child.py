@@ -224,6 +224,7 @@ def run(folder: Path, record: dict, out_path: Path | None = None) -> dict:
             except Exception as exc:  # the good file itself: a corpus problem, say so
                 status, why = "lost", f"cannot check: {_last_line(exc)}"
             out["good"].append({"file": good["file"], "status": status, "why": why})
+    out["bad_named"] = {b["file"]: str(folder / b["file"]) in blob for b in record.get("bad", [])}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         why = refused_by_pydicom(path)
         if why is not None:

@@ -56,6 +56,8 @@ class Report:
     good: int = 0
     lost: int = 0
     misplaced: int = 0
+    planted: int = 0  # files damaged as issue 16 reports (folders *_issue)
+    planted_unnamed: int = 0
     refused: int = 0
     unnamed_info: int = 0
     unnamed_loader: int = 0
@@ -205,6 +207,13 @@ def _tally(report: Report, folder: Folder, fdir: Path, res: dict) -> None:
         if found["rss_growth"] > report.peak_growth:
             report.peak_growth, report.peak_folder = found["rss_growth"], folder.name
             report.peak_mutations = _mutations(folder)
+    if found is not None and folder.name.endswith("_issue"):
+        for b in folder.bad:
+            report.planted += 1
+            if not found.get("bad_named", {}).get(b["file"], False):
+                report.planted_unnamed += 1
+                fail(Failure("planted case not named by loader", folder.name, b["file"],
+                             f"{b['mutation']}: {b['detail']}", "loaded or skipped without a message naming it"))
     refused = found["refused"] if found is not None else []
     info = res["cli"]["info"]
     for r in refused:
@@ -282,8 +291,11 @@ def format_report(report: Report, command: str = "", max_failures: int = 60) -> 
             report.memory_ratio <= MEMORY_GOAL),
         f"  (peak growth {report.peak_growth / 2**20:.1f} MiB in {report.peak_folder or '-'}; largest real volume "
         f"{report.largest_volume / 2**20:.1f} MiB)",
-        row("good slices misplaced (not an issue goal)", f"{report.misplaced} / {report.good}", "0",
+        "  also checked (not among the fuzz goals):",
+        row("good slices misplaced (pixels away from their position)", f"{report.misplaced} / {report.good}", "0",
             report.misplaced == 0),
+        row("issue-16 cases not named by the loader", f"{report.planted_unnamed} / {report.planted}", "0",
+            report.planted_unnamed == 0),
     ]
     if report.failures:
         lines.append(f"failures ({len(report.failures)}){': reproduce with ' + command if command else ''}")
