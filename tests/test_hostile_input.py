@@ -178,6 +178,22 @@ def test_big_zero_file_is_rejected_fast(tmp_path, name):
         assert result.ignored == 1 and not result.problems
 
 
+@pytest.mark.parametrize("keep", ["preamble", "meta"])
+def test_dicom_start_followed_by_zeros_is_rejected_fast(tmp_path, keep):
+    truth, paths = ct_series(tmp_path / "ct", n=2)
+    data = paths[0].read_bytes()
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    wiped = tmp_path / "wiped.dcm"
+    wiped.write_bytes(data[:132] if keep == "preamble" else data[:meta_end])
+    with open(wiped, "r+b") as fh:
+        fh.truncate(3 << 30)
+    start = time.perf_counter()
+    result = scan(tmp_path)
+    assert time.perf_counter() - start < 2
+    assert "damaged DICOM file" in reasons(result)[str(wiped)]
+    assert len(result.series) == 1
+
+
 def test_meta_less_files_are_still_read():
     for name in ("ExplVR_BigEndNoMeta.dcm", "ExplVR_LitEndNoMeta.dcm"):
         result = scan(get_testdata_file(name))

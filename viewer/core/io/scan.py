@@ -96,6 +96,7 @@ def read_header(path: Path) -> pydicom.Dataset:
         if path.suffix.lower() in DICOM_SUFFIXES:
             raise BadFile("empty file (0 bytes)")
         raise NotDicom
+    _check_after_marker(path)
     try:
         return pydicom.dcmread(path, defer_size=DEFER_BYTES)
     except InvalidDicomError:
@@ -119,16 +120,35 @@ def read_header(path: Path) -> pydicom.Dataset:
     raise NotDicom
 
 
+def _check_after_marker(path: Path) -> None:
+    """A 'DICM' marker followed by zeros (a zero-filled or wiped file) would parse for minutes."""
+    with open(path, "rb") as fh:
+        head = fh.read(144)
+        if head[128:132] != b"DICM":
+            return
+        if not _plausible_element(head[132:140], path.stat().st_size, FIRST_GROUPS):
+            raise BadFile("damaged DICOM file: no DICOM element after the 'DICM' marker")
+        if head[132:138] == b"\x02\x00\x00\x00UL" and len(head) == 144:
+            (meta_length,) = struct.unpack("<I", head[140:144])
+            fh.seek(144 + meta_length)
+            first = fh.read(4)
+            if len(first) == 4 and first[:2] == b"\x00\x00":
+                raise BadFile("damaged DICOM file: no data set after the file meta information")
+
+
 def _plausible_start(path: Path) -> bool:
     """Does a file without preamble begin like a DICOM data set (a known group, a sane element)?"""
     with open(path, "rb") as fh:
         head = fh.read(8)
+    return _plausible_element(head, path.stat().st_size, FIRST_GROUPS)
+
+
+def _plausible_element(head: bytes, size: int, groups: set[int]) -> bool:
     if len(head) < 8:
         return False
-    size = path.stat().st_size
     for order in "<>":
         group, _elem = struct.unpack(order + "HH", head[:4])
-        if group not in FIRST_GROUPS:
+        if group not in groups:
             continue
         vr = head[4:6]
         if vr.isalpha() and vr.isupper():
