@@ -180,6 +180,32 @@ def test_the_same_exam_twice_is_one_exam(tmp_path):
     assert export_exam(tmp_path / "ds", views, {"exam": "normal"})["case"] == "CASE_0002"
 
 
+def test_two_exports_at_once_into_one_dataset_take_turns(tmp_path, study):
+    """The app and the CLI exporting into one dataset: the dataset's lock makes them take turns, and
+    the second reads what the first wrote (two cases, both listed, numbered apart)."""
+    import threading
+
+    from viewer.core.export.training import export_case
+
+    out, results, errors = tmp_path / "out", [], []
+    other = study["labels"].copy()
+    other[0, :4, :4] = 1
+
+    def run(labels):
+        try:
+            results.append(export_case(out, study["volume"], labels, {1: "liver"}, study["series"])["case"])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(lab,)) for lab in (study["labels"], other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and sorted(results) == ["CASE_0001", "CASE_0002"]
+    assert check_dataset(out) == ["CASE_0001", "CASE_0002"]
+
+
 # -- what a kill leaves, swept on the next open -----------------------------------------------------
 def test_stale_staging_and_partial_files_are_swept_on_open(tmp_path, study):
     out = tmp_path / "out"
