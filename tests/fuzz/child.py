@@ -135,8 +135,16 @@ def _expected(path: Path):
         arr = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     else:
         arr = np.stack([np.asarray(apply_modality_lut(a, ds), dtype=np.float64) for a in arr])
-    ipp = ds.get("ImagePositionPatient")
-    return arr, (np.array([float(v) for v in ipp]) if ipp is not None and frames == 1 else None)
+    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    step = float(ds.get("SpacingBetweenSlices", 0) or ds.get("SliceThickness", 0) or 0)
+    if ipp is None or (frames > 1 and (iop is None or step <= 0 or "PerFrameFunctionalGroupsSequence" in ds)):
+        return arr, [None] * frames
+    ipp = np.array([float(v) for v in ipp])
+    if frames == 1:
+        return arr, [ipp]
+    iop = np.array([float(v) for v in iop])
+    normal = np.cross(iop[:3], iop[3:])  # legacy multi-frame: frames one step apart along the normal
+    return arr, [ipp + f * step * normal for f in range(frames)]
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -145,9 +153,9 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def check_good(path: Path, vol) -> tuple[str, str]:
     """('kept' | 'misplaced' | 'lost', why) for one good file against its loaded volume."""
-    frames, pos = _expected(path)
+    frames, positions = _expected(path)
     where = []
-    for f, expected in enumerate(frames):
+    for f, (expected, pos) in enumerate(zip(frames, positions)):
         first = None
         if pos is not None or vol.shape[0] == 1:  # a one-slice volume (a projection) has one place
             k = 0 if vol.shape[0] == 1 else int(np.rint(vol.world_to_index(pos)[0]))
@@ -157,7 +165,10 @@ def check_good(path: Path, vol) -> tuple[str, str]:
                     where.append("kept")
                     continue
         hit = next((k for k in range(vol.shape[0]) if k != first and _same(vol.array[k], expected)), None)
-        where.append("lost" if hit is None else "misplaced")
+        if hit is None:
+            where.append("lost")
+        else:  # found; misplaced only when the file says where it belongs
+            where.append("kept" if first is None and pos is None else "misplaced")
     if "lost" in where:
         return "lost", f"pixels of frame {where.index('lost')} not in the loaded volume {vol.shape}"
     if "misplaced" in where:

@@ -2,8 +2,9 @@
 
 Sources are the demo studies (small scale), series built from pydicom's bundled test files
 (every codec the app reads: explicit/implicit/big-endian, RLE, JPEG-LS, JPEG 2000; each copy
-gets its own SOP UID, position and pixels, re-encoded in the source's transfer syntax), and
-one larger demo CT whose size is the memory yardstick ("largest real volume").
+gets its own SOP UID, position and pixels, re-encoded in the source's transfer syntax), legacy
+multi-frame files built from MR_small, and one larger demo CT whose size is the memory
+yardstick ("largest real volume").
 
 Every folder holds one source series; some of its files are replaced by a mutated copy and a
 few junk or damaged-duplicate files may be added. ``corpus.json`` records, per folder, the
@@ -45,8 +46,8 @@ PYDICOM_SOURCES = [
 
 
 # The order sources take turns in: every codec comes early, so a small corpus still covers them.
-TURNS = ["demo_ct", "mr_rle", "mr_jpegls", "mr_j2k", "demo_mg", "mr_bigendian", "mr_implicit", "ct_small",
-         "demo_mr", "mr_small"]
+TURNS = ["demo_ct", "mr_rle", "mr_multiframe", "mr_jpegls", "mr_j2k", "demo_mg", "mr_bigendian", "mr_implicit",
+         "ct_small", "demo_mr", "mr_small"]
 
 
 @dataclass
@@ -148,6 +149,33 @@ def _series_from_file(src: Path, out_dir: Path, name: str, copies: int) -> list[
     return paths
 
 
+def _multiframe_series(src: Path, out_dir: Path, name: str, files: int = 3, frames: int = 4) -> list[Path]:
+    """Legacy multi-frame files (NumberOfFrames, one position + SliceThickness step) of one series,
+    each file a block of slices further along the normal; frames rolled so none are alike."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    series_uid = generate_uid(entropy_srcs=["lightbox-fuzz", name, "series"])
+    paths = []
+    for k in range(files):
+        ds = pydicom.dcmread(src)
+        arr = ds.pixel_array
+        stack = np.stack([np.roll(arr, 3 * (k * frames + f) + 1, axis=-1) for f in range(frames)])
+        ds.PixelData = stack.astype(arr.dtype).tobytes()
+        ds.NumberOfFrames = frames
+        sop = generate_uid(entropy_srcs=["lightbox-fuzz", name, str(k)])
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+        ds.SeriesInstanceUID = series_uid
+        ds.InstanceNumber = k + 1
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        step = float(ds.get("SliceThickness", 1) or 1)
+        ds.SpacingBetweenSlices = f"{step:g}"
+        ipp = np.array([float(v) for v in ds.ImagePositionPatient]) + k * frames * step * np.cross(iop[:3], iop[3:])
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in ipp]
+        path = out_dir / f"MF{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=False)
+        paths.append(path)
+    return paths
+
+
 def build_sources(root: Path, seed: int = 0, demo_scale: float = 0.1,
                   big_ct_shape: tuple[int, int, int] | None = (24, 256, 256)) -> list[Source]:
     """Clean series under root/_sources; the big CT (if any) comes first."""
@@ -170,6 +198,9 @@ def build_sources(root: Path, seed: int = 0, demo_scale: float = 0.1,
             if src.is_file():
                 files = _series_from_file(src, base / name, name, copies)
                 sources.append(Source(name, files, _volume_bytes(files)))
+        if (PYDICOM_FILES / "MR_small.dcm").is_file():
+            files = _multiframe_series(PYDICOM_FILES / "MR_small.dcm", base / "mr_multiframe", "mr_multiframe")
+            sources.append(Source("mr_multiframe", files, _volume_bytes(files)))
     return sources
 
 

@@ -273,13 +273,13 @@ def run_corpus(corpus: Corpus, jobs: int = 2, cli_sample: int = 1, timeout: floa
 def format_report(report: Report, command: str = "", max_failures: int = 60) -> str:
     """The goals table, then every failure with its folder, file, mutation and first error line."""
     def row(name, value, goal, ok):
-        return f"  {name:<44} {value:>14}  {goal:>6}  {'ok' if ok else 'FAIL'}"
+        return f"  {name:<56} {value:>10}  {goal:>6}  {'ok' if ok else 'FAIL'}"
 
     cli = ", ".join(f"{op} {ok}/{n} clean" for op, (n, ok) in sorted(report.cli_runs.items()))
     lines = [
         f"fuzz: seed {report.seed}, {report.files} files in {report.folders} folders "
         f"({report.mutated} mutated, {report.good} good slices), {report.seconds:.0f} s; {cli}",
-        f"  {'metric':<44} {'value':>14}  {'goal':>6}",
+        f"  {'metric':<56} {'value':>10}  {'goal':>6}",
         row("crashes or tracebacks", report.crashes, "0", report.crashes == 0),
         row(f"hangs (> {TIMEOUT_S} s)", report.hangs, "0", report.hangs == 0),
         row("good slices lost", f"{report.lost} / {report.good}", "0", report.lost == 0),
