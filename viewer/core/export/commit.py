@@ -213,11 +213,9 @@ def recover(folder) -> None:
 
 def _needs_recovery(folder: Path) -> bool:
     try:
-        for path in _candidates(folder):
-            return True
+        return next(_candidates(folder), None) is not None
     except OSError:
         return False
-    return False
 
 
 def _candidates(folder: Path) -> Iterator[Path]:
@@ -342,7 +340,7 @@ def _fsync(path: Path) -> None:
 
 def _lock(folder: Path, blocking: bool) -> int | None:
     """An open descriptor holding the dataset's exclusive lock; None when another process holds it
-    (non-blocking) . -1 where there is no flock."""
+    (non-blocking); -1 where there is no flock."""
     if fcntl is None:
         return -1
     fd = os.open(folder, os.O_RDONLY)
