@@ -5,6 +5,7 @@ Each fixture is a small valid series corrupted in bytes or in one header value.
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -325,3 +326,26 @@ def test_jpeg_ls_values_above_bits_stored_do_not_wrap(tmp_path, signed):
     assert list(vol.array[1].flat[:2]) == ([lo, hi] if signed else [hi, hi])
     assert np.array_equal(vol.array[[0, 2]], truth.array[[0, 2]])
     assert any(str(paths[1]) in p and "outside the 12 bits stored" in p for p in vol.problems)
+
+
+def test_dicomdir_with_bad_references_names_them(tmp_path):
+    src = tmp_path / "dicomdirtests"
+    shutil.copytree(Path(get_testdata_file("DICOMDIR")).parent, src)
+    data = (src / "DICOMDIR").read_bytes()
+    old = b"77654033\\CR1\\6154"
+    assert data.count(old) == 1
+    data = data.replace(old, b"..\\..\\..\\..\\6154 ")  # same length: a reference out of the folder
+    (src / "DICOMDIR").write_bytes(data)
+    (src / "98892001" / "CT2N" / "6293").unlink()
+    result = scan(src / "DICOMDIR")
+    got = reasons(result)
+    assert "outside its folder" in got[str(src / "DICOMDIR")]
+    assert got[str((src / "98892001" / "CT2N" / "6293").resolve())] == "listed in DICOMDIR but missing on disk"
+    assert not any("truncated or damaged" in r for r in got.values())
+    assert len(result.series) >= 20
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(src / "DICOMDIR", alone / "DICOMDIR")
+    result = scan(alone / "DICOMDIR")  # every reference missing: each named, none "damaged"
+    assert len(result.problems) > 20
+    assert all("missing on disk" in p.reason or "outside its folder" in p.reason for p in result.problems)

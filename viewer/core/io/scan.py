@@ -67,20 +67,38 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 
 def dicomdir_files(path: Path) -> tuple[list[Path], list[FileProblem]]:
-    """Files referenced by a DICOMDIR, with problems for references that are missing."""
-    from pydicom.fileset import FileSet
+    """Files referenced by a DICOMDIR, with problems for references that are missing or bad.
 
+    The directory records are read directly (pydicom's FileSet drops missing files with only a
+    warning); a reference may not leave the DICOMDIR's folder.
+    """
     files, problems = [], []
+    base = path.parent.resolve()
     try:
-        fs = FileSet(pydicom.dcmread(path))
+        records = pydicom.dcmread(path).DirectoryRecordSequence
     except Exception as exc:  # a broken DICOMDIR is just another bad file
         return [], [FileProblem(str(path), f"unreadable DICOMDIR ({describe(exc)})")]
-    for inst in fs:
-        p = Path(inst.path)
-        if p.is_file():
-            files.append(p)
+    seen = set()
+    for n, rec in enumerate(records, 1):
+        try:
+            ref = rec.get("ReferencedFileID")
+            if ref is None or ref == "":
+                continue
+            parts = [str(ref)] if isinstance(ref, str) else [str(x) for x in ref]
+            target = base.joinpath(*parts).resolve()
+        except Exception as exc:
+            problems.append(FileProblem(str(path), f"DICOMDIR record {n} unreadable ({describe(exc)})"))
+            continue
+        if target in seen:
+            continue
+        seen.add(target)
+        if not target.is_relative_to(base):
+            problems.append(FileProblem(str(path), f"DICOMDIR record {n} points outside its folder "
+                                                   f"({'/'.join(parts)}): ignored"))
+        elif target.is_file():
+            files.append(target)
         else:
-            problems.append(FileProblem(str(p), "listed in DICOMDIR but missing on disk"))
+            problems.append(FileProblem(str(target), "listed in DICOMDIR but missing on disk"))
     return files, problems
 
 
