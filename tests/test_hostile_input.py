@@ -349,3 +349,17 @@ def test_dicomdir_with_bad_references_names_them(tmp_path):
     result = scan(alone / "DICOMDIR")  # every reference missing: each named, none "damaged"
     assert len(result.problems) > 20
     assert all("missing on disk" in p.reason or "outside its folder" in p.reason for p in result.problems)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_absurd_image_size_is_refused_before_allocating(tmp_path, compressed):
+    if compressed:
+        path = tmp_path / "rle.dcm"
+        shutil.copy(get_testdata_file("MR_small_RLE.dcm"), path)
+    else:
+        truth, paths = ct_series(tmp_path, n=2)
+        path = paths[1]
+    edit(path, Rows=60000, Columns=60000)  # 7 GB a slice, from a file of a few kB
+    result = scan(tmp_path)
+    assert "Columns x Rows" in reasons(result)[str(path)]
+    assert all(s.instances[0].rows < 1000 for s in result.series)

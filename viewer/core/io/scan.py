@@ -39,6 +39,9 @@ DEFER_BYTES = 4096  # larger values (pixel data, big private blobs) are not read
 ORIENTATION_TOL = 1e-3
 # First groups a meta-less DICOM file can plausibly start with (a forced read of anything else,
 # e.g. gigabytes of zeros, would parse for minutes).
+# Decoded size a compressed frame may claim: no codec expands a frame's bytes beyond this factor
+# in practice; small frames (up to FREE_FRAME_BYTES) are always allowed.
+MAX_EXPANSION, FREE_FRAME_BYTES = 1000, 64 << 20
 FIRST_GROUPS = {0x0002, 0x0004, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028}
 
 Progress = Callable[[int, int], None]
@@ -385,21 +388,28 @@ def _check_pixel_length(inst: Instance, raw) -> None:
     """Frame count against the bytes really there: refuse impossible headers, flag cut pixel data."""
     size = inst.path.stat().st_size
     tell = getattr(raw, "value_tell", None)
+    per_frame = -(-inst.rows * inst.columns * inst.samples_per_pixel * inst.bits_allocated // 8)
     if getattr(raw, "is_undefined_length", False) or inst.transfer_syntax not in NATIVE_SYNTAXES:
-        if inst.frames > 1 and tell is not None:
+        if tell is None:
+            return
+        if inst.frames > 1:
             found = _count_fragments(inst.path, int(tell), inst.frames)
             if found < inst.frames:
                 raise BadFile(f"NumberOfFrames = {inst.frames} but the compressed pixel data holds "
                               f"only {found} fragment(s)")
+        compressed = max(1, size - int(tell)) / inst.frames
+        if per_frame > max(MAX_EXPANSION * compressed, FREE_FRAME_BYTES):
+            raise BadFile(f"{inst.columns} x {inst.rows} pixels (Columns x Rows) cannot come from "
+                          f"{int(compressed)} bytes of compressed data per frame")
         return
-    per_frame = -(-inst.rows * inst.columns * inst.samples_per_pixel * inst.bits_allocated // 8)
     need = per_frame * inst.frames
     declared = inst.pixel_length
     if declared is None:
         return
-    if inst.frames > 1 and declared < need:
-        raise BadFile(f"NumberOfFrames = {inst.frames} needs {need} bytes of pixel data, "
-                      f"the file holds {declared}")
+    if declared < need:
+        what = f"NumberOfFrames = {inst.frames}" if inst.frames > 1 else \
+            f"{inst.columns} x {inst.rows} pixels (Columns x Rows)"
+        raise BadFile(f"{what} needs {need} bytes of pixel data, the file holds {declared}")
     have = min(declared, size - (inst.pixel_offset or 0))
     if have < need:
         inst.pixel_problem = f"pixel data truncated: {need} bytes expected, {max(0, have)} present"
