@@ -186,6 +186,8 @@ def test_exported_seg_of_untouched_ai_labels_is_conformant_and_stays_automatic(c
 
 
 def test_exported_mammography_seg_is_conformant(mg, tmp_path):
+    import highdicom as hd
+
     root, segs, _ = mg
     view = sorted(segs)[0]
     proc = run_cli("export", root / "src", "--labels", segs[view], "--series", view, "--out", tmp_path / "ds")
@@ -194,6 +196,13 @@ def test_exported_mammography_seg_is_conformant(mg, tmp_path):
     exported = sorted(tmp_path.glob("ds/*/segTr/*.seg.dcm"))
     assert len(exported) == 1
     assert_conformant(exported[0])
+    # The exam path keeps an untouched AI SEG the model's too (AUTOMATIC, algorithm named), as for a CT.
+    read, source = hd.seg.segread(exported[0]), hd.seg.segread(segs[view])
+    want = {d.SegmentLabel: d.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName
+            for d in source.SegmentSequence}
+    got = {d.SegmentLabel: (d.SegmentAlgorithmType, d.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName)
+           for d in read.SegmentSequence if "SegmentationAlgorithmIdentificationSequence" in d}
+    assert got == {label: ("AUTOMATIC", name) for label, name in want.items()}
 
 
 def test_deidentified_copies_are_conformant(demo, ct, tmp_path):

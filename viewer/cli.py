@@ -270,7 +270,7 @@ def _export_exam(args, study, classes: dict[str, str]) -> int:
     hung = {name: series for name, series in four_view(study).items() if series is not None}
     check_sources([(None, s) for s in hung.values()], args.allow_unverified_pixels, CLI_OPT_IN)
     views = {name: (load_series(series), series) for name, series in hung.items()}
-    labels = {}
+    labels, seg_models = {}, {}
     if args.labels is not None:
         wanted = [n for n, (_v, s) in views.items()
                   if args.series is None or args.series.upper() == n or args.series in (s.uid, s.key)]
@@ -278,16 +278,19 @@ def _export_exam(args, study, classes: dict[str, str]) -> int:
         for name in wanted:
             volume, series = views[name]
             try:
-                fits[name] = _read_labels(Path(args.labels), volume, series, args.names)
+                fits[name] = _read_labels(Path(args.labels), volume, series, args.names, provenance=True)
             except (LightboxError, ValueError) as exc:
                 why.append(f"{name}: {exc}")
         if len(fits) != 1:
             return _fail(f"{args.labels}: fits " + (f"several views ({', '.join(fits)}): name one with --series VIEW"
                                                      if fits else f"no view of the exam ({'; '.join(why)})"))
-        (name, (label_map, names)), = fits.items()
-        labels[name] = (label_map, names, None)
+        (name, (label_map, names, model, original)), = fits.items()
+        labels[name] = (label_map, names, original)
+        if model:  # the SEG's untouched AUTOMATIC segments stay the model's, as in cmd_export
+            seg_models[name] = model
     out = export_exam(args.out, views, classes, labels=labels, dataset_name=args.dataset,
-                      keep_mapping=args.keep_mapping, allow_unverified_pixels=args.allow_unverified_pixels)
+                      keep_mapping=args.keep_mapping, allow_unverified_pixels=args.allow_unverified_pixels,
+                      seg_models=seg_models)
     what = [f"{len(out['images'])} view image(s), {out['rows']} class row(s)"] if out["images"] else []
     what += [f"segmentation {v} as {o['case']}" for v, o in out["segmentations"].items()]
     print(f"lightbox: exported {out['case']} to {out['dataset']} ({'; '.join(what)})", file=sys.stderr)
