@@ -200,7 +200,7 @@ def _tally(report: Report, folder: Folder, fdir: Path, res: dict) -> None:
         for g in found["good"]:
             if g["status"] == "lost":
                 report.lost += 1
-                fail(Failure("good slice lost", folder.name, g["file"], "good slice", g["why"]))
+                fail(Failure("good slice lost", folder.name, g["file"], _mutations(folder), g["why"]))
             elif g["status"] == "misplaced":
                 report.misplaced += 1
                 fail(Failure("good slice misplaced", folder.name, g["file"], _mutations(folder), g["why"]))
