@@ -361,7 +361,7 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
             _to_modality(stored[f.index], f.rescale or inst.rescale, out[k])
 
     done, total, good = 0, len(instances), 0
-    failed: list[int] = []
+    failed: dict[int, str] = {}  # instance key -> why it could not be read
     with ThreadPoolExecutor(READ_THREADS) as pool:
         futures = {pool.submit(work, key): key for key in instances}
         for fut in as_completed(futures):
@@ -377,17 +377,24 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
             except BaseException as exc:  # one bad file (even a decoder panic) never loses the others
                 if isinstance(exc, FATAL):
                     raise
-                problems.append(f"{_reason(instances[key], exc)}; shown blank")
-                failed.extend(k for k, _ in slots_by_instance[key])
+                failed[key] = _reason(instances[key], exc)
             if progress is not None:
                 progress(done, total)
-    for k in sorted(failed):
-        alt = _fill_from_alternates(plan.alternates.get(k, []), out[k])
-        if alt is None:
-            blank.append(k)
-        else:
+    for key in sorted(failed, key=lambda key: slots_by_instance[key][0][0]):
+        used, blanked = [], 0
+        for k, _ in slots_by_instance[key]:
+            alt = _fill_from_alternates(plan.alternates.get(k, []), out[k])
+            if alt is None:
+                blank.append(k)
+                blanked += 1
+            elif str(alt.instance.path) not in used:
+                used.append(str(alt.instance.path))
+        if used:
             good += 1
-            problems.append(f"{alt.instance.path} at the same position used instead")
+            rest = f"; {blanked} other frame(s) shown blank" if blanked else ""
+            problems.append(f"{failed[key]}; {', '.join(used)} at the same position used instead{rest}")
+        else:
+            problems.append(f"{failed[key]}; shown blank")
     if good == 0:
         raise LoadError(next(iter(instances.values())).path,
                         "no image in this series could be read: " + problems[-1])
