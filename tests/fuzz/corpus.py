@@ -463,6 +463,23 @@ def _window_width_di(rng, data):
     return bytes(buf), "(0028,1051) WindowWidth VR DS -> 'Di'"
 
 
+def _jpegls_above_bits_stored(rng, data):
+    """The issue's JPEG-LS case: a lossless stream whose values exceed BitsStored (12 bits here)."""
+    from pydicom.uid import JPEGLSLossless
+
+    def change(ds):
+        if int(ds.get("BitsStored", 16)) >= int(ds.get("BitsAllocated", 16)) or ds.get("PixelRepresentation", 0):
+            return None
+        bits = int(ds.BitsStored)
+        arr = ds.pixel_array.astype(np.uint16)
+        arr[: max(1, arr.shape[0] // 4)] |= np.uint16(0xF000)
+        ds.BitsStored, ds.HighBit = 16, 15
+        ds.compress(JPEGLSLossless, arr, generate_instance_uid=False)
+        ds.BitsStored, ds.HighBit = bits, bits - 1
+        return f"JPEG-LS stream with values up to {int(arr.max())} under BitsStored = {bits}"
+    return _edit(data, change)
+
+
 def _absurd(key: str) -> Mutation:
     return lambda rng, data: _edit(data, lambda ds: (lambda d: f"{key}: {d}" if d else None)(ABSURD[key](ds)))
 
@@ -481,7 +498,8 @@ def _delete(keyword: str) -> Mutation:
 ISSUE_CASES = [
     ("demo_ct", [("wrong_vr", _window_width_di, "replace"), ("absurd_value", _absurd("ipp_20250"), "replace"),
                  ("absurd_value", _absurd("frames_1e6"), "replace"), ("absurd_value", _absurd("slope_nan"), "replace"),
-                 ("absurd_value", _absurd("iop_zero"), "replace")]),
+                 ("absurd_value", _absurd("iop_zero"), "replace"),
+                 ("flip_pixels", _jpegls_above_bits_stored, "replace")]),
     ("demo_ct", [("absurd_value", _absurd("ipp_1e300"), "replace"), ("absurd_value", _absurd("iop_parallel"), "replace"),
                  ("absurd_value", _absurd("thickness_neg"), "replace"), ("absurd_value", _absurd("rows_0"), "replace"),
                  ("damaged_duplicate", damaged_duplicate, "extra")]),
@@ -557,7 +575,7 @@ def build_corpus(root, n_files: int, seed: int = 0, demo_scale: float = 0.1,
     """Folders f0000_<source>, ... under root until they hold at least n_files files.
 
     The big CT (the memory yardstick) is used by the first folder only; the other sources take
-    turns. Each folder damages 1 to a third of its slices (at least one slice stays good); the
+    turns. Each folder damages 1 to half of its slices (at least one slice stays good); the
     first folder after the big CT also gets two huge zero-filled files (0: none). With
     ``issue_cases`` the folders after the big CT hold the defects issue 16 reports (ISSUE_CASES).
     """
@@ -583,7 +601,7 @@ def build_corpus(root, n_files: int, seed: int = 0, demo_scale: float = 0.1,
         folder = Folder(f"f{i:04d}_{source.name}" + ("_issue" if plan else ""), source.name)
         fdir = root / folder.name
         fdir.mkdir()
-        n_bad = int(rng.integers(1, max(1, len(source.files) // 3) + 1))
+        n_bad = int(rng.integers(1, max(1, len(source.files) // 2) + 1))
         _mutate_folder(rng, folder, fdir, source, n_bad, plan)
         if i == len(big) and huge_zero:
             _add_huge_zeros(folder, fdir, huge_zero)
