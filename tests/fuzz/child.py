@@ -76,7 +76,6 @@ def _peak(base: int, reset: bool) -> int:
 def _warm_up() -> None:
     """Import and exercise every decoder once so their libraries are not counted as growth."""
     import pydicom
-    from pydicom.data import get_testdata_file  # noqa: F401  (module import only)
 
     from viewer.core.io import load_series, scan
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import struct
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -363,49 +361,57 @@ def delete_type1(rng, data):
     return _edit(data, change)
 
 
-def _set(ds, keyword, vr, value):
+def _set(ds, keyword, vr, value) -> str:
+    """Set (or add) an element, whatever its validity; returns what was done, for the record."""
     if keyword in ds:
         ds[keyword].value = value
     else:
         ds.add_new(pydicom.datadict.tag_for_keyword(keyword), vr, value)
+    shown = "\\".join(value) if isinstance(value, list) else value
+    return f"{keyword} = {shown}"
 
 
-def _shift_ipp(ds, z):
+def _slope(ds, value) -> str:
+    _set(ds, "RescaleIntercept", "DS", str(ds.get("RescaleIntercept", "0")))
+    return _set(ds, "RescaleSlope", "DS", value)
+
+
+def _orientation(ds, value) -> str | None:
+    """Only for files that have a position: an orientation alone is not used."""
+    return _set(ds, "ImageOrientationPatient", "DS", value) if "ImagePositionPatient" in ds else None
+
+
+def _shift_ipp(ds, z) -> str | None:
     if "ImagePositionPatient" not in ds:
         return None
     x, y, _ = (str(v) for v in ds.ImagePositionPatient)
-    ds["ImagePositionPatient"].value = [x, y, z]
-    return f"ImagePositionPatient z = {z}"
+    return _set(ds, "ImagePositionPatient", "DS", [x, y, z])
 
 
+# name -> change(ds) returning what it did, or None when it does not apply.
 ABSURD = {
-    "frames_1e6": lambda ds: _set(ds, "NumberOfFrames", "IS", "1000000") or "NumberOfFrames = 1000000",
-    "rows_0": lambda ds: _set(ds, "Rows", "US", 0) or "Rows = 0",
-    "columns_0": lambda ds: _set(ds, "Columns", "US", 0) or "Columns = 0",
-    "rows_65535": lambda ds: _set(ds, "Rows", "US", 65535) or "Rows = 65535",
-    "thickness_neg": lambda ds: _set(ds, "SliceThickness", "DS", "-2.5") or "SliceThickness = -2.5",
-    "spacing_zero": lambda ds: _set(ds, "PixelSpacing", "DS", ["0", "0"]) or "PixelSpacing = 0\\0",
-    "slope_nan": lambda ds: (_set(ds, "RescaleSlope", "DS", "NaN"), _set(ds, "RescaleIntercept", "DS", "0"))
-    and "RescaleSlope = NaN",
-    "slope_inf": lambda ds: (_set(ds, "RescaleSlope", "DS", "inf"), _set(ds, "RescaleIntercept", "DS", "0"))
-    and "RescaleSlope = inf",
-    "iop_parallel": lambda ds: "ImagePositionPatient" in ds and (
-        _set(ds, "ImageOrientationPatient", "DS", ["1", "0", "0", "1", "0", "0"]) or "ImageOrientationPatient parallel"),
-    "iop_zero": lambda ds: "ImagePositionPatient" in ds and (
-        _set(ds, "ImageOrientationPatient", "DS", ["0"] * 6) or "ImageOrientationPatient all zero"),
+    "frames_1e6": lambda ds: _set(ds, "NumberOfFrames", "IS", "1000000"),
+    "rows_0": lambda ds: _set(ds, "Rows", "US", 0),
+    "columns_0": lambda ds: _set(ds, "Columns", "US", 0),
+    "rows_65535": lambda ds: _set(ds, "Rows", "US", 65535),
+    "thickness_neg": lambda ds: _set(ds, "SliceThickness", "DS", "-2.5"),
+    "spacing_zero": lambda ds: _set(ds, "PixelSpacing", "DS", ["0", "0"]),
+    "slope_nan": lambda ds: _slope(ds, "NaN"),
+    "slope_inf": lambda ds: _slope(ds, "inf"),
+    "iop_parallel": lambda ds: _orientation(ds, ["1", "0", "0", "1", "0", "0"]),
+    "iop_zero": lambda ds: _orientation(ds, ["0"] * 6),
     "ipp_20250": lambda ds: _shift_ipp(ds, "20250"),
     "ipp_1e300": lambda ds: _shift_ipp(ds, "1e300"),
-    "bits_allocated_7": lambda ds: _set(ds, "BitsAllocated", "US", 7) or "BitsAllocated = 7",
-    "bits_stored_40": lambda ds: _set(ds, "BitsStored", "US", 40) or "BitsStored = 40",
-    "samples_3": lambda ds: _set(ds, "SamplesPerPixel", "US", 3) or "SamplesPerPixel = 3 on a grey image",
-    "palette": lambda ds: _set(ds, "PhotometricInterpretation", "CS", "PALETTE COLOR") or "PALETTE COLOR, no LUT",
+    "bits_allocated_7": lambda ds: _set(ds, "BitsAllocated", "US", 7),
+    "bits_stored_40": lambda ds: _set(ds, "BitsStored", "US", 40),
+    "samples_3": lambda ds: _set(ds, "SamplesPerPixel", "US", 3),
+    "palette": lambda ds: _set(ds, "PhotometricInterpretation", "CS", "PALETTE COLOR"),
 }
 
 
 def absurd_value(rng, data):
     names = sorted(ABSURD)
-    name = names[int(rng.integers(len(names)))]
-    return _edit(data, lambda ds: (lambda d: f"{name}: {d}" if d else None)(ABSURD[name](ds)))
+    return _absurd(names[int(rng.integers(len(names)))])(rng, data)
 
 
 def zero_filled(rng, data):
@@ -481,7 +487,10 @@ def _jpegls_above_bits_stored(rng, data):
 
 
 def _absurd(key: str) -> Mutation:
-    return lambda rng, data: _edit(data, lambda ds: (lambda d: f"{key}: {d}" if d else None)(ABSURD[key](ds)))
+    def change(ds):
+        done = ABSURD[key](ds)
+        return f"{key}: {done}" if done else None
+    return lambda rng, data: _edit(data, change)
 
 
 def _delete(keyword: str) -> Mutation:
@@ -495,16 +504,19 @@ def _delete(keyword: str) -> Mutation:
 
 # The defects issue 16 reports, each planted once (after the big CT) so every run, however small,
 # has them: (source, [(mutation name, function, kind)]).
+def _absurd_case(key: str):
+    return ("absurd_value", _absurd(key), "replace")
+
+
 ISSUE_CASES = [
-    ("demo_ct", [("wrong_vr", _window_width_di, "replace"), ("absurd_value", _absurd("ipp_20250"), "replace"),
-                 ("absurd_value", _absurd("frames_1e6"), "replace"), ("absurd_value", _absurd("slope_nan"), "replace"),
-                 ("absurd_value", _absurd("iop_zero"), "replace"),
+    ("demo_ct", [("wrong_vr", _window_width_di, "replace"), _absurd_case("ipp_20250"), _absurd_case("frames_1e6"),
+                 _absurd_case("slope_nan"), _absurd_case("iop_zero"),
                  ("flip_pixels", _jpegls_above_bits_stored, "replace")]),
-    ("demo_ct", [("absurd_value", _absurd("ipp_1e300"), "replace"), ("absurd_value", _absurd("iop_parallel"), "replace"),
-                 ("absurd_value", _absurd("thickness_neg"), "replace"), ("absurd_value", _absurd("rows_0"), "replace"),
-                 ("damaged_duplicate", damaged_duplicate, "extra")]),
+    ("demo_ct", [_absurd_case("ipp_1e300"), _absurd_case("iop_parallel"), _absurd_case("thickness_neg"),
+                 _absurd_case("rows_0"), ("damaged_duplicate", damaged_duplicate, "extra")]),
     ("mr_rle", [("cut_stream", cut_stream, "replace")]),
-    ("ct_small", [("delete_type1", _delete("PixelRepresentation"), "replace"), ("zero_filled", zero_filled, "replace")]),
+    ("ct_small", [("delete_type1", _delete("PixelRepresentation"), "replace"),
+                  ("zero_filled", zero_filled, "replace")]),
 ]
 
 

@@ -68,6 +68,7 @@ class Report:
     peak_mutations: str = ""
     largest_volume: int = 1
     cli_runs: dict = field(default_factory=dict)
+    by_mutation: dict = field(default_factory=dict)
     seconds: float = 0.0
     failures: list[Failure] = field(default_factory=list)
 
@@ -181,6 +182,8 @@ def _tally(report: Report, folder: Folder, fdir: Path, res: dict) -> None:
     fail = report.failures.append
     report.folders += 1
     report.mutated += len(folder.bad)
+    for b in folder.bad:
+        report.by_mutation[b["mutation"]] = report.by_mutation.get(b["mutation"], 0) + 1
     report.good += len(folder.good)
     child = res["child"]
     found = res["found"]
@@ -279,6 +282,7 @@ def format_report(report: Report, command: str = "", max_failures: int = 60) -> 
     lines = [
         f"fuzz: seed {report.seed}, {report.files} files in {report.folders} folders "
         f"({report.mutated} mutated, {report.good} good slices), {report.seconds:.0f} s; {cli}",
+        "  mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(report.by_mutation.items())),
         f"  {'metric':<56} {'value':>10}  {'goal':>6}",
         row("crashes or tracebacks", report.crashes, "0", report.crashes == 0),
         row(f"hangs (> {TIMEOUT_S} s)", report.hangs, "0", report.hangs == 0),
