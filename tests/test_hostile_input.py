@@ -363,3 +363,13 @@ def test_absurd_image_size_is_refused_before_allocating(tmp_path, compressed):
     result = scan(tmp_path)
     assert "Columns x Rows" in reasons(result)[str(path)]
     assert all(s.instances[0].rows < 1000 for s in result.series)
+
+
+def test_length_checks_refuse_none_of_pydicoms_good_files():
+    """Packed 1-bit frames, YBR_FULL_422 (chroma halved), deflated and compressed files all pass."""
+    folder = Path(get_testdata_file("MR_small.dcm")).parent
+    result = scan(folder)
+    length = [p for p in result.problems if any(w in p.reason for w in ("needs", "NumberOfFrames", "truncated:",
+                                                                       "Columns x Rows", "fragment"))]
+    assert [Path(p.path).name for p in length] == ["MR_truncated.dcm"]
+    assert not any("DICOMDIR" in p.path for p in result.problems)

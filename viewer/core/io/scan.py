@@ -35,6 +35,7 @@ NON_IMAGE_SOP_CLASSES = {
 PROJECTION_MODALITIES = {"MG", "CR", "DX", "PX", "IO", "RG", "XA", "RF"}  # one image = one view
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # parametric maps: decoded by pydicom, kept as float
+DEFLATED = "1.2.840.10008.1.2.1.99"
 DEFER_BYTES = 4096  # larger values (pixel data, big private blobs) are not read during a scan
 ORIENTATION_TOL = 1e-3
 # First groups a meta-less DICOM file can plausibly start with (a forced read of anything else,
@@ -388,7 +389,11 @@ def _check_pixel_length(inst: Instance, raw) -> None:
     """Frame count against the bytes really there: refuse impossible headers, flag cut pixel data."""
     size = inst.path.stat().st_size
     tell = getattr(raw, "value_tell", None)
-    per_frame = -(-inst.rows * inst.columns * inst.samples_per_pixel * inst.bits_allocated // 8)
+    samples = 2 if inst.photometric == "YBR_FULL_422" else inst.samples_per_pixel  # chroma halved
+    bits_per_frame = inst.rows * inst.columns * samples * inst.bits_allocated
+    per_frame = -(-bits_per_frame // 8)
+    if inst.transfer_syntax == DEFLATED:
+        return  # offsets are in the inflated stream, not in the file
     if getattr(raw, "is_undefined_length", False) or inst.transfer_syntax not in NATIVE_SYNTAXES:
         if tell is None:
             return
@@ -402,7 +407,7 @@ def _check_pixel_length(inst: Instance, raw) -> None:
             raise BadFile(f"{inst.columns} x {inst.rows} pixels (Columns x Rows) cannot come from "
                           f"{int(compressed)} bytes of compressed data per frame")
         return
-    need = per_frame * inst.frames
+    need = -(-bits_per_frame * inst.frames // 8)  # 1-bit frames are packed end to end
     declared = inst.pixel_length
     if declared is None:
         return
