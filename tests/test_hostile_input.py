@@ -373,3 +373,21 @@ def test_length_checks_refuse_none_of_pydicoms_good_files():
                                                                        "Columns x Rows", "fragment"))]
     assert [Path(p.path).name for p in length] == ["MR_truncated.dcm"]
     assert not any("DICOMDIR" in p.path for p in result.problems)
+
+
+def test_compressed_file_cut_inside_its_pixels_is_named_by_scan_and_loader(tmp_path):
+    paths = rle_series(tmp_path, n=4)
+    paths[2].write_bytes(paths[2].read_bytes()[:-1000])  # pydicom then returns an empty data set
+    result = scan(tmp_path)
+    assert "pixel data cut short" in reasons(result)[str(paths[2])]
+    vol = load_series(result.series[0])
+    assert vol.shape[0] == 4  # its slot is kept blank between the good ones
+    assert any(str(paths[2]) in p and "cut short" in p for p in vol.problems)
+
+
+def test_one_missing_slice_of_three_is_a_gap_not_uneven_spacing(tmp_path):
+    truth, paths = ct_series(tmp_path, n=4)
+    paths[2].unlink()  # 0, 2.5, 7.5 mm: the median gap (3.75) is no real step
+    plan = plan_series(scan(tmp_path).series[0])
+    assert plan.shape[0] == 4 and plan.slots[2] is None
+    assert plan.spacing[0] == pytest.approx(2.5)

@@ -56,6 +56,10 @@ class NotDicom(Exception):
 class BadFile(Exception):
     """A file meant to be DICOM that cannot be used; the message is for the user."""
 
+    def __init__(self, message: str, series_uid: str | None = None):
+        super().__init__(message)
+        self.series_uid = series_uid  # when known, the series that loses this file names it too
+
 
 # -- file discovery -------------------------------------------------------------
 def iter_files(root: Path) -> Iterator[Path]:
@@ -600,6 +604,7 @@ def _entry(f: Path, ds) -> tuple[Instance, Header]:
         raise _Ignored
     incomplete = _incomplete_header(ds)
     if incomplete:
+        _raise_if_pixels_cut(f)
         raise BadFile(incomplete)
     hdr = read_facts(ds)
     inst = make_instance(f, ds, hdr.notes)
@@ -608,6 +613,19 @@ def _entry(f: Path, ds) -> tuple[Instance, Header]:
         raise BadFile(half_geometry)
     inst.notes = hdr.notes
     return inst, hdr
+
+
+def _raise_if_pixels_cut(f: Path) -> None:
+    """pydicom returns nothing at all for a file that ends inside encapsulated pixel data;
+    read the header alone to tell that apart from a damaged header, and name its series."""
+    try:
+        hdr = pydicom.dcmread(f, defer_size=DEFER_BYTES, stop_before_pixels=True)
+        uid = _series_uid_or_none(hdr)
+    except Exception:
+        return
+    if uid and _incomplete_header(hdr) is None:
+        raise BadFile("pixel data cut short or damaged: the file ends inside the compressed image data",
+                      series_uid=uid)
 
 
 def _series_uid_or_none(ds) -> str | None:
@@ -656,16 +674,16 @@ def scan(path, progress: Progress | None = None, should_stop: StopCheck | None =
             result.ignored += 1
             continue
         except BadFile as exc:
-            problem = FileProblem(str(f), str(exc))
+            problem, exc_uid = FileProblem(str(f), str(exc)), exc
         except Exception as exc:
-            problem = FileProblem(str(f), f"inconsistent DICOM header ({describe(exc)})")
+            problem, exc_uid = FileProblem(str(f), f"inconsistent DICOM header ({describe(exc)})"), None
         else:
             entries.append(entry)
             if entry[0].pixel_problem:
                 result.problems.append(FileProblem(str(f), entry[0].pixel_problem))
             continue
         result.problems.append(problem)
-        uid = _series_uid_or_none(ds)
+        uid = getattr(exc_uid, "series_uid", None) or _series_uid_or_none(ds)
         if uid:
             refused[uid].append(problem)
     result.patients = _group(entries, refused)
