@@ -145,25 +145,37 @@ def cmd_analyze(args) -> int:
     result = scan(path)
     for p in result.problems:
         report(f"skipped {p}")
-    analyses, skipped = analyze_scan(result, device, report)
+    tried: list[str] = []  # series a model takes that failed (unreadable, a model error), not "no model"
+    analyses, skipped = analyze_scan(result, device, report, failures=tried)  # one bad series: a line
     for line in skipped:
         report(f"not analysed: {line}")
     for analysis in analyses:
         for line in analysis.warnings:
             report(f"warning: {line}")
-    if not analyses:
+    if not analyses and not tried:  # nothing any model takes: no run to record, no folder left behind
         remove_empty_folders(created)
         why = skipped[0] if skipped else (str(result.problems[0]) if result.problems
                                           else f"{path}: no DICOM or image files found")
         return _fail(f"nothing to analyse: {why}")
     series_by_key = {s.key: s for s in result.series}
-    written = write_outputs(analyses, series_by_key, out,
-                            extra={"source": str(path.resolve()), "device": device,
-                                   "seconds": round(time.perf_counter() - t0, 3),
-                                   "not_analysed": skipped})
+    failed: list[dict] = []
+    try:  # results.json is written even when nothing was analysed: it says why
+        written = write_outputs(analyses, series_by_key, out, failed=failed,
+                                extra={"source": str(path.resolve()), "device": device,
+                                       "seconds": round(time.perf_counter() - t0, 3),
+                                       "not_analysed": skipped,
+                                       "skipped_files": [str(p) for p in result.problems]})
+    except (OSError, LightboxError) as exc:
+        return _fail(f"{out}: cannot write results.json ({describe(exc) if isinstance(exc, OSError) else exc})")
+    for f in failed:
+        report(f"not written: {f['series']}: {f['reason']}")
     report(f"wrote {written}")
     if args.json:
         print(written.read_text())
+    n_written = sum(len(a.series) for a in analyses) - len(failed)
+    if n_written <= 0:
+        why = f"{failed[0]['series']}: {failed[0]['reason']}" if failed else tried[0]
+        return _fail(f"nothing {'written' if failed else 'analysed'}: {why}")
     return 0
 
 

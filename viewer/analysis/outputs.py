@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
 from viewer.core.atomic import write_bytes
-from viewer.core.errors import LightboxError
+from viewer.core.errors import Cancelled, LightboxError, describe
 from viewer.core.export.dataset import inside
 from viewer.core.export.dataset import safe_name as _safe_name
 from viewer.core.model_id import split_model_id
@@ -100,13 +102,33 @@ def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path
                            series_description=f"Lightbox AI {ov.name}"[:64])
 
 
+STAGING_PREFIX = ".lightbox-staging-"  # a series' outputs while they are written; hidden, removed on failure
+
+
 def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series], out_dir,
-                  extra: dict | None = None) -> Path:
-    """Everything for a list of analyses under ``out_dir``; returns the path of results.json."""
+                  extra: dict | None = None, failed: list[dict] | None = None) -> Path:
+    """Everything for a list of analyses under ``out_dir``; returns the path of results.json.
+
+    Each series' files are written into a hidden staging folder beside their final one and renamed
+    into place only when all are written, so a series' folder is whole or absent; one series that
+    cannot be written (a writer error, a full disk) is removed again, named under ``"failed"`` in
+    results.json ({"series", "reason"}; ``failed`` collects the same entries for the caller) and
+    the others are still written. results.json is written last, atomically, whatever failed.
+
+    Re-running into the same folder *replaces*: a series' folder from an earlier run is swapped for
+    the new one whole, and folders an earlier run's results.json listed that this run does not
+    write again are removed, so the folder holds exactly what the new results.json describes
+    (files Lightbox did not write are never touched). Staging folders a killed run left behind
+    are removed first.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out)
+    previous = _folders_listed(out / "results.json")
+    failures = failed if failed is not None else []
     summary = {"results": [], **(extra or {})}
     used: set[str] = set()
+    written_folders: set[str] = set()
     for res in results:
         entry = res.summary()
         for key, sr in res.series.items():
@@ -115,7 +137,87 @@ def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series
             while folder_name in used:
                 folder_name, n = f"{base}_{n}", n + 1
             used.add(folder_name)
-            files = write_series_outputs(sr, series_by_key.get(sr.series_key), inside(out, folder_name))
+            try:
+                files = _write_staged(sr, series_by_key.get(sr.series_key), out, folder_name)
+            except Cancelled:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one series' failure is reported, the others kept
+                label = f"{res.kind} {sr.title}" if res.kind == "mammo-exam" else sr.title
+                failures.append({"series": label, "series_uid": sr.series_uid, "folder": folder_name,
+                                 "reason": _reason(exc)})
+                entry["series"][key]["files"] = {}
+                continue
+            written_folders.add(folder_name)
             entry["series"][key]["files"] = {k: f"{folder_name}/{v}" for k, v in files.items()}
         summary["results"].append(entry)
-    return write_json_atomic(summary, inside(out, "results.json"))
+    summary.setdefault("not_analysed", [])
+    summary["failed"] = [{"series": f["series"], "reason": f["reason"]} for f in failures]
+    path = write_json_atomic(summary, inside(out, "results.json"))
+    for name in sorted(previous - written_folders):  # an earlier run's folder this run did not replace
+        shutil.rmtree(out / name, ignore_errors=True)
+    return path
+
+
+def remove_stale_staging(out: Path) -> None:
+    """Remove staging folders a killed run left in ``out`` (never following a link)."""
+    try:
+        entries = list(out.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _write_staged(sr: SeriesResult, series: Series | None, out: Path, folder_name: str) -> dict[str, str]:
+    """write_series_outputs into a hidden folder, then rename it to ``out/folder_name`` (replacing an
+    earlier run's folder of that name); on any failure the staging folder is removed."""
+    inside(out, folder_name)  # refuses a name that would land outside ``out``
+    final = out / folder_name
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise OutputFolderError(f"{final}: exists and is not a folder Lightbox wrote")
+    staging = out / f"{STAGING_PREFIX}{folder_name}-{secrets.token_hex(4)}"
+    os.mkdir(staging)  # the umask's mode, as a plain mkdir of the final folder would have
+    try:
+        files = write_series_outputs(sr, series, staging)
+        old = None
+        if final.exists():
+            old = out / f"{STAGING_PREFIX}old-{folder_name}-{secrets.token_hex(4)}"
+            os.rename(final, old)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if old is not None:
+                os.rename(old, final)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return files
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _folders_listed(results_json: Path) -> set[str]:
+    """Folder names an earlier run's results.json lists files in (plain names inside the folder only)."""
+    try:
+        data = json.loads(results_json.read_text(encoding="utf-8"))
+        entries = [files for res in data.get("results", []) for sr in res.get("series", {}).values()
+                   for files in (sr.get("files") or {}).values()]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+    names = set()
+    for rel in entries:
+        name = str(rel).split("/", 1)[0]
+        if name and safe_name(name) == name and not name.startswith(".") and (results_json.parent / name).is_dir() \
+                and not (results_json.parent / name).is_symlink():
+            names.add(name)
+    return names
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, LightboxError) and str(exc).strip():
+        return str(exc).strip().splitlines()[0]
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename or 'output'}: {exc.strerror}" if exc.filename else exc.strerror
+    return describe(exc)
