@@ -391,3 +391,21 @@ def test_one_missing_slice_of_three_is_a_gap_not_uneven_spacing(tmp_path):
     plan = plan_series(scan(tmp_path).series[0])
     assert plan.shape[0] == 4 and plan.slots[2] is None
     assert plan.spacing[0] == pytest.approx(2.5)
+
+
+def test_files_refused_without_a_readable_series_are_named_by_the_loader_of_their_folder(tmp_path):
+    truth, paths = ct_series(tmp_path / "a", n=4)
+    other, _ = ct_series(tmp_path / "b", n=2)
+    data = paths[1].read_bytes()
+    (tmp_path / "a" / "CUT1.dcm").write_bytes(data[:100])  # before the 'DICM' marker
+    (tmp_path / "a" / "CUT2.dcm").write_bytes(data[:300])  # inside the header, before the series UID
+    uid_at = data.find(b"\x20\x00\x0e\x00UI")
+    (tmp_path / "a" / "CUT3.dcm").write_bytes(data[:uid_at + 20])  # inside the series UID itself
+    result = scan(tmp_path)
+    got = reasons(result)
+    for name in ("CUT1.dcm", "CUT2.dcm", "CUT3.dcm"):
+        assert str(tmp_path / "a" / name) in got
+    a, b = sorted(result.series, key=lambda s: len(s.instances), reverse=True)
+    text = "\n".join(load_series(a).problems)
+    assert all(str(tmp_path / "a" / n) in text for n in ("CUT1.dcm", "CUT2.dcm", "CUT3.dcm"))
+    assert not any("CUT" in p for p in load_series(b).problems)

@@ -545,7 +545,8 @@ def _series(uid: str, info: SourceInfo, members, part: str) -> Series:
 
 
 def _group(entries: list[tuple[Instance, Header]], refused: dict[str, list[FileProblem]]) -> list[Patient]:
-    """Patients -> studies -> series; files refused by the scan are named in their series' problems."""
+    """Patients -> studies -> series; files refused by the scan are named in their series' problems
+    (by series UID, or by folder when the UID could not be read), so the loader names them too."""
     by_series: dict[str, list] = defaultdict(list)
     for inst, hdr in entries:
         uid = hdr.info.series_uid or f"no-series-uid:{inst.path.parent}"
@@ -566,7 +567,11 @@ def _group(entries: list[tuple[Instance, Header]], refused: dict[str, list[FileP
             patient.studies.append(study)
         parts = _split_series(uid, info, members)
         for se in parts:
-            se.problems.extend(str(pr) for pr in refused.get(uid, []))
+            # files refused from this series, and files in its folders whose series is unknown
+            folders = sorted({f"dir:{i.path.parent}" for i in se.instances})
+            for pr in [pr for key in [uid, *folders] for pr in refused.get(key, [])]:
+                if str(pr) not in se.problems:
+                    se.problems.append(str(pr))
         study.series.extend(parts)
     for p in patients.values():
         p.studies.sort(key=lambda s: (s.date, s.description))
@@ -646,7 +651,7 @@ def scan(path, progress: Progress | None = None, should_stop: StopCheck | None =
     else:
         files = list(iter_files(root))
     entries: list[tuple[Instance, Header]] = []
-    refused: dict[str, list[FileProblem]] = defaultdict(list)
+    refused: dict[str, list[FileProblem]] = defaultdict(list)  # series UID or "dir:<folder>" -> problems
     image_files: list[Path] = []
     for n, f in enumerate(files, 1):
         if should_stop is not None and should_stop():
@@ -663,9 +668,11 @@ def scan(path, progress: Progress | None = None, should_stop: StopCheck | None =
             continue
         except BadFile as exc:
             result.problems.append(FileProblem(str(f), str(exc)))
+            refused[f"dir:{f.parent}"].append(result.problems[-1])
             continue
         except Exception as exc:  # the boundary: any reader failure becomes a message
             result.problems.append(FileProblem(str(f), f"unreadable DICOM header ({describe(exc)})"))
+            refused[f"dir:{f.parent}"].append(result.problems[-1])
             continue
         # pydicom parses values lazily: everything grouping needs is read here, inside the guard.
         try:
@@ -684,8 +691,11 @@ def scan(path, progress: Progress | None = None, should_stop: StopCheck | None =
             continue
         result.problems.append(problem)
         uid = getattr(exc_uid, "series_uid", None) or _series_uid_or_none(ds)
-        if uid:
-            refused[uid].append(problem)
+        refused[uid or f"dir:{f.parent}"].append(problem)
+    known = {hdr.info.series_uid for _, hdr in entries}
+    for key in [k for k in refused if not k.startswith("dir:") and k not in known]:
+        for pr in refused.pop(key):  # a UID no kept file has (e.g. cut short): name it by folder
+            refused[f"dir:{Path(pr.path).parent}"].append(pr)
     result.patients = _group(entries, refused)
     file_patients, file_problems = _file_series(image_files)
     result.patients.extend(file_patients)
