@@ -27,11 +27,6 @@ from viewer.core.volume import Volume
 SMALL = dict(shape=(48, 96, 96), spacing=(6.25, 3.73, 3.73))
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 def corrupt_pixels(folder: Path) -> None:
     """Every file of a series claims RLE and holds one bogus fragment: the scan lists the series,
     loading its pixels fails."""
@@ -65,7 +60,7 @@ def hidden(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name.startswith("."))
 
 
-def test_an_unreadable_series_is_listed_and_the_others_are_analysed_and_written(src, tmp_path, monkeypatch):
+def test_an_unreadable_series_is_listed_and_the_others_are_analysed_and_written(src, tmp_path):
     out = tmp_path / "out"
     stale = out / f"{outputs.STAGING_PREFIX}CT_Axial_6.25mm-dead"  # as a killed run leaves it
     stale.mkdir(parents=True)
