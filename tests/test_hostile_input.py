@@ -409,3 +409,11 @@ def test_files_refused_without_a_readable_series_are_named_by_the_loader_of_thei
     text = "\n".join(load_series(a).problems)
     assert all(str(tmp_path / "a" / n) in text for n in ("CUT1.dcm", "CUT2.dcm", "CUT3.dcm"))
     assert not any("CUT" in p for p in load_series(b).problems)
+
+
+def test_one_short_gap_stays_non_uniform_not_striped_with_blanks(tmp_path):
+    truth, paths = ct_series(tmp_path, n=5)
+    edit(paths[4], ImagePositionPatient=[-30.0, -20.0, 15.5 + 3 * 2.5 + 1.25])  # gaps 2.5, 2.5, 2.5, 1.25
+    plan = plan_series(scan(tmp_path).series[0])
+    assert plan.shape[0] == 5 and None not in plan.slots
+    assert any("non-uniform" in p for p in plan.problems)

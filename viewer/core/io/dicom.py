@@ -170,8 +170,8 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
         uneven = np.abs(gaps - step) > max(0.01 * step, DUPLICATE_TOL_MM)
         if uneven.any():
             ratio = gaps / step
-            if not (np.abs(ratio - np.rint(ratio)) < 0.05).all() and gaps.min() > 0:
-                step = float(gaps.min())  # few slices: the median may be no real step (0.8, 1.6 -> 1.2)
+            if np.abs(gaps - step).min() > 0.01 * step and gaps.min() > 0:
+                step = float(gaps.min())  # the median of few gaps may be no real gap (0.8, 1.6 -> 1.2)
                 ratio = gaps / step
             whole = np.abs(ratio - np.rint(ratio)) < 0.05
             missing_f = float(np.sum(np.rint(ratio) - 1))
