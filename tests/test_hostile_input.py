@@ -90,7 +90,7 @@ def test_absurd_number_of_frames_is_refused_quickly(tmp_path):
     edit(paths[1], NumberOfFrames=1_000_000)
     start = time.perf_counter()
     result = scan(tmp_path)
-    assert time.perf_counter() - start < 5  # it used to take 38 s and 590 MB
+    assert time.perf_counter() - start < 10  # it used to take 38 s and 590 MB
     assert "NumberOfFrames" in reasons(result)[str(paths[1])]
     assert all(len(s.frames) < 10 for s in result.series)
 
@@ -171,7 +171,7 @@ def test_big_zero_file_is_rejected_fast(tmp_path, name):
         fh.truncate(3 << 30)  # sparse: 3 GB of zeros without using the disk
     start = time.perf_counter()
     result = scan(tmp_path)
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 10  # it took minutes; well under a second now
     assert len(result.series) == 1
     if name.endswith(".dcm"):
         assert "not a DICOM file" in reasons(result)[str(tmp_path / name)]
@@ -190,7 +190,7 @@ def test_dicom_start_followed_by_zeros_is_rejected_fast(tmp_path, keep):
         fh.truncate(3 << 30)
     start = time.perf_counter()
     result = scan(tmp_path)
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 10  # it took minutes; well under a second now
     assert "damaged DICOM file" in reasons(result)[str(wiped)]
     assert len(result.series) == 1
 
