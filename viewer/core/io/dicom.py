@@ -3,10 +3,13 @@
 ``plan_series`` decides, from headers alone, where every frame goes: slices are
 sorted by projecting ImagePositionPatient on the slice normal, duplicates
 dropped, gaps of whole slices kept as blank slices so world coordinates stay
-right, and anything odd (gaps, uneven spacing, gantry tilt) reported in words.
+right, positions far outside the others excluded as corrupt, and anything odd
+(gaps, uneven spacing, gantry tilt) reported in words.
 ``load_series`` then fills a preallocated array, reading uncompressed pixel data
 straight from its byte offset and handing everything else to pydicom (whose
-pylibjpeg plugins decode JPEG, JPEG-LS, JPEG 2000 and RLE).
+pylibjpeg plugins decode JPEG, JPEG-LS, JPEG 2000 and RLE). A slice that fails,
+even with a decoder panic, is blanked and named (or replaced by another image at
+its position); it never costs the rest of the series.
 """
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 Only headers are read (pixel data is deferred, its byte offset remembered), so
 a big folder is browsable long before any volume is decoded. Bad files become
-FileProblems naming the file; they never stop the scan.
+FileProblems naming the file; they never stop the scan. pydicom parses values
+lazily, so every value a later step needs is read inside the file's own guard;
+lengths (frames, rows x columns) are checked against the bytes really present,
+and non-DICOM files are turned away before any forced read.
 """
 from __future__ import annotations
 
