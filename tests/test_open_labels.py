@@ -14,6 +14,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -232,6 +233,12 @@ def rt_utils_rtstruct(folder, labels, volume, out, rois):
     """An RTSTRUCT written by rt-utils (in a child process: its OpenCV never meets Qt here)."""
     if importlib.util.find_spec("rt_utils") is None:  # found, not imported: OpenCV stays out of this process
         pytest.skip("rt-utils is not installed (pip install --no-deps rt-utils opencv-python-headless)")
+    images = out.parent / f"{out.stem}_images"  # the image files only (rt-utils reads every .dcm there)
+    images.mkdir()
+    for p in Path(folder).glob("*.dcm"):
+        if str(pydicom.dcmread(p, stop_before_pixels=True).Modality) != "SEG":
+            shutil.copy(p, images / p.name)
+    folder = images
     np.save(out.with_suffix(".npy"), labels)
     spec = {"z0": float(volume.origin[2]), "dz": float(volume.spacing[0]), "rois": rois}
     done = subprocess.run([sys.executable, "-c", RT_UTILS_WRITER, str(folder), str(out),
@@ -301,3 +308,147 @@ def test_not_a_label_file_is_named(tmp_path, ct):
     some_ct_file = plan_series(series).slots[0].instance.path
     with pytest.raises(LoadError, match="not a label file"):
         read_label_file(some_ct_file, volume, series)
+
+
+# -- in the app ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def phantom_with_seg(tmp_path_factory):
+    """A phantom CT with a SEG written by highdicom beside it ('Liver' and 'Lesion' from the phantom)."""
+    from viewer.core.synthetic import write_ct_study
+
+    out = tmp_path_factory.mktemp("study")
+    ph = write_ct_study(out / "ct", shape=(16, 96, 96), spacing=(5.0, 3.5, 3.5), seed=1, file_order="shuffled")
+    series, volume = load(out / "ct")
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[ph.masks["liver"] > 0] = 1
+    labels[ph.masks["lesions"] > 0] = 2
+    assert np.array_equal(volume.array, ph.volume.array)  # the phantom's own grid: its masks are ours
+    highdicom_seg(series, labels, "BINARY", out / "ct" / "seg_other_tool.dcm")
+    return out / "ct", labels
+
+
+def open_window(qtbot, tmp_path, monkeypatch):
+    from viewer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    w = MainWindow()
+    w.resize(1300, 850)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def close_quietly(w) -> None:
+    w.shutdown()
+    w.close()
+    w.deleteLater()
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    pytest.importorskip("pytestqt")
+    w = open_window(qtbot, tmp_path, monkeypatch)
+    yield w
+    close_quietly(w)
+
+
+def test_seg_beside_the_series_is_offered_opened_edited_and_saved_with_its_codes(
+        qtbot, window, phantom_with_seg, tmp_path):
+    from qt_helpers import open_and_wait
+
+    folder, labels = phantom_with_seg
+    w = window
+    open_and_wait(qtbot, w, folder)
+    panel = w.editor.panel
+    assert not panel.found_box.isHidden() and panel.found_combo.currentText() == "seg_other_tool.dcm"
+    assert "1 segmentation file(s) beside it" in w.message.text()
+    with qtbot.waitSignal(w.editor.labels_opened, timeout=30000) as opened:
+        panel.open_found_button.click()
+    lm = opened.args[0]
+    view = w.slice_view
+    got = w.editor.session.lookup(view, create=False)
+    assert got is not None and got[0] is lm
+    np.testing.assert_array_equal(lm.array, labels)
+    assert [lb.name for lb in lm.labels.values()] == ["Liver", "Tumor"]
+    for value, lb in lm.labels.items():
+        assert np.abs(np.subtract(lb.color, COLORS[value])).max() <= 1
+    assert not lm.dirty and view.layer("edit:labels").labelmap is lm
+
+    # every tool edits it: brush (label 2 on an empty spot), erase, fill, undo
+    k = 6
+    view.set_slice(k)
+    w.set_tool("brush")
+    lm.set_active(2)
+    view.tool.click(*view.pixel_center(10, 10))
+    assert lm.array[k, 10, 10] == 2 and lm.dirty
+    w.set_tool("erase")
+    liver_voxel = tuple(int(i) for i in np.argwhere(labels[k] == 1)[len(np.argwhere(labels[k] == 1)) // 2])
+    view.tool.click(*view.pixel_center(*liver_voxel))
+    assert lm.array[k][liver_voxel] == 0
+    w.editor.undo()
+    assert lm.array[k][liver_voxel] == 1
+    w.set_tool("fill")
+    w.editor.panel.tolerance.setValue(30)
+    before = int((lm.array == 2).sum())
+    view.tool.click(*view.pixel_center(2, 2))  # air outside the body, label 2
+    assert int((lm.array == 2).sum()) > before
+
+    # saved as DICOM SEG: names and the file's codes kept; the untouched Liver keeps its algorithm
+    path = w.editor.save(tmp_path / "edited.dcm")
+    seg = hd.seg.segread(path)
+    by_name = {seg.get_segment_description(i).SegmentLabel: seg.get_segment_description(i)
+               for i in range(1, seg.number_of_segments + 1)}
+    assert set(by_name) == {"Liver", "Tumor"}
+    liver = by_name["Liver"]
+    assert liver.SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.SCT.Liver.value
+    assert liver.SegmentedPropertyCategoryCodeSequence[0].CodeValue == codes.SCT.Organ.value
+    tumor = by_name["Tumor"]
+    assert tumor.SegmentedPropertyTypeCodeSequence[0].CodeValue == codes.SCT.Neoplasm.value
+    assert liver.SegmentAlgorithmType == "MANUAL" and tumor.SegmentAlgorithmType == "MANUAL"
+    back = read_label_file(path, view.volume, w.shown_series)
+    np.testing.assert_array_equal(back.array, lm.array)
+
+
+def test_file_open_labels_reads_an_rtstruct_and_refuses_another_series(
+        qtbot, window, phantom_with_seg, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+    from qt_helpers import open_and_wait
+
+    folder, labels = phantom_with_seg
+    w = window
+    open_and_wait(qtbot, w, folder)
+    assert w.editor.open_labels_action in w.file_menu.actions()
+    rt = rt_utils_rtstruct(folder, labels, w.slice_view.volume, tmp_path / "rt.dcm",
+                           [[1, "Liver RT", [10, 20, 250]]])
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(rt), ""))
+    with qtbot.waitSignal(w.editor.labels_opened, timeout=30000) as opened:
+        w.editor.open_labels_action.trigger()
+    lm = opened.args[0]
+    np.testing.assert_array_equal(lm.array, (labels == 1).astype(np.uint8))
+    assert [(lb.name, lb.color) for lb in lm.labels.values()] == [("Liver RT", (10, 20, 250))]
+
+    write_series(ramp_volume(shape=(4, 12, 12), origin=(0, 0, 900.0)), tmp_path / "elsewhere")
+    other_series, _ = load(tmp_path / "elsewhere")
+    foreign = highdicom_seg(other_series, np.ones((4, 12, 12), np.uint8), "BINARY", tmp_path / "foreign.dcm")
+    with qtbot.waitSignal(w.task_failed, timeout=30000) as failed:
+        w.editor.open_labels(foreign)
+    assert "was made on series" in failed.args[0] and "open that series first" in failed.args[0]
+    assert w.editor.session.lookup(w.slice_view, create=False)[0] is lm  # the open map is kept
+
+
+def test_screenshot_of_an_opened_seg_over_its_ct(qtbot, window, phantom_with_seg):
+    from qt_helpers import open_and_wait
+
+    folder, _ = phantom_with_seg
+    w = window
+    open_and_wait(qtbot, w, folder)
+    with qtbot.waitSignal(w.editor.labels_opened, timeout=30000):
+        w.editor.panel.open_found_button.click()
+    w.editor.dock.show()
+    w.editor.dock.raise_()
+    w.slice_view.set_slice(6)
+    qtbot.wait(200)
+    out = Path(os.environ.get("LIGHTBOX_SCREENSHOT", "/tmp/open_labels.png"))
+    assert w.grab().save(str(out))
+    layer = w.slice_view.layer("edit:labels")
+    assert layer is not None and (layer.image[..., 3] > 0).any()

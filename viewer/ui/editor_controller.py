@@ -15,6 +15,7 @@ the next launch.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QColorDialog, QDockWidget, QFileDialog, QMessageBox
 
 from ..core import recovery
+from ..core.errors import LightboxError
 from ..core.editing import (
     plan_fill_between_slices,
     plan_flood_fill,
@@ -93,6 +95,9 @@ class EditorSession(QObject):
         self.volumes: dict[str, object] = {}
         self.sources: dict[str, str] = {}  # map key -> folder/file the study was opened from
         self.origins: dict[str, tuple[object, str]] = {}  # map key -> (AI label array it started from, model)
+        # map key -> (voxels as opened, {value: Segment}) of a label file another tool made: saving
+        # keeps its segments' codes and algorithm (export.dicom_seg.edited_segments)
+        self.opened: dict[str, tuple[np.ndarray, dict]] = {}
         self.radius_mm = 3.0
         self.sphere = False
         self.threshold = (-100.0, 300.0)
@@ -152,6 +157,9 @@ class EditorSession(QObject):
 
     def adopt(self, lm: LabelMap, volume, source: str | None = None) -> None:
         key = map_key(volume)
+        old = self._unsubscribe.pop(key, None)
+        if old is not None and self.maps.get(key) is not lm:
+            old()  # the replaced map no longer redraws the views
         self.volumes[key] = volume  # before the map: the autosaver's thread looks both up
         self.sources[key] = source or str(self.window.source or "")
         self.maps[key] = lm
@@ -255,6 +263,7 @@ class EditorController(QObject):
         self.offered: list[recovery.RecoverySnapshotInfo] = []
         self.pending_restore: recovery.RecoverySnapshotInfo | None = None
         self.recovery_box: QMessageBox | None = None
+        self._pending_labels: Path | None = None  # a label file waiting for its series to be shown
 
         self.tool_actions: dict[str, QAction] = {}
         for i, name in enumerate(EDIT_TOOLS):
@@ -286,6 +295,11 @@ class EditorController(QObject):
             act.setShortcut(QKeySequence(str(digit)))
             act.triggered.connect(lambda _c=False, d=digit: self.choose_label(d))
             self.label_keys.append(act)
+        self.open_labels_action = QAction("Open &labels…", window)
+        self.open_labels_action.setToolTip("Open a segmentation made by another tool (DICOM SEG, RTSTRUCT, "
+                                           "NIfTI/NRRD label map) over the shown image, to edit it")
+        self.open_labels_action.triggered.connect(lambda: self.open_labels_dialog())
+        self.found_labels: dict[str, list[Path]] = {}  # series key -> label files found beside it
         self.save_action = QAction("Save segmentation…", window)
         self.save_action.triggered.connect(lambda: self.save_dialog())
         self.load_action = QAction("Load segmentation…", window)
@@ -305,6 +319,7 @@ class EditorController(QObject):
         p.redo_button.clicked.connect(self.redo)
         p.save_button.clicked.connect(lambda: self.save_dialog())
         p.load_button.clicked.connect(lambda: self.load_dialog())
+        p.open_found_clicked.connect(lambda path: self.open_labels(path))
         p.add_clicked.connect(self.add_label)
         p.delete_clicked.connect(self.delete_label)
         p.label_chosen.connect(self.choose_label)
@@ -346,6 +361,7 @@ class EditorController(QObject):
 
     _autosave_error = Signal(str)
     exported = Signal(object)  # export_case's result
+    labels_opened = Signal(object)  # the LabelMap made from an opened label file
 
     # -- tools and options ----------------------------------------------------------------------------
     def tool_changed(self, name: str) -> None:
@@ -522,7 +538,8 @@ class EditorController(QObject):
             # the model's untouched labels: AUTOMATIC; edited: SEMIAUTOMATIC; drawn by hand: MANUAL
             original, model = self.session.origins.get(map_key(vol), (None, ""))
             segs = edited_segments(lm.array, {v: lb.name for v, lb in lm.labels.items()},
-                                   {v: lb.color for v, lb in lm.labels.items()}, original, model)
+                                   {v: lb.color for v, lb in lm.labels.items()}, original, model,
+                                   opened=self.session.opened.get(map_key(vol)))
             labels, segs = compact_segments(lm.array, segs)  # SEG segment numbers run 1..N
             write_dicom_seg(labels, vol, series, segs, path, series_description="Lightbox edited segmentation")
         else:
@@ -541,29 +558,124 @@ class EditorController(QObject):
                      if s.uid == volume.info.series_uid), None)
 
     def load(self, path, view=None) -> LabelMap:
+        """Open a label file over ``view``'s image now (on this thread); see ``open_labels``."""
+        from ..core.io.label_files import read_label_file
+
         view = view or self.session.active_view()
         if view is None or view.volume is None:
             raise ValueError("open the image the segmentation belongs to first")
-        vol = view.volume
+        return self.adopt_labels(read_label_file(path, view.volume, self._view_series(view)), view)
+
+    # -- label files made by other tools -----------------------------------------------------------
+    def open_labels(self, path, view=None) -> bool:
+        """File ▸ Open labels…: read a SEG / RTSTRUCT / NIfTI-NRRD label file on the window's worker and
+        make it the edited map of the image it belongs to. The view is the one showing a series the file
+        references, else ``view`` or the active one; when it references a series of the open study that
+        is not shown, that series is opened first. False (and a message saying why) when nothing starts."""
+        from ..core.io.label_files import file_kind, read_label_file, referenced_series
+
         path = Path(path)
-        if path.suffix.lower() == ".dcm":
-            from ..core.export.dicom_seg import read_dicom_seg
+        refs: list[str] = []
+        if file_kind(path) in ("seg", "rtstruct"):
+            import pydicom
 
-            series = self.window.viewport_series(view) or self._series_of(vol)
-            array, segments = read_dicom_seg(path, vol, series)
-            labels = [Label(s.number, s.label, tuple(s.color)) for s in segments]
-        else:
-            from ..core.export.nifti import read_label_map
+            try:
+                refs = referenced_series(pydicom.dcmread(path, stop_before_pixels=True, force=True))
+            except Exception:  # noqa: BLE001 - the reader below names the problem
+                refs = []
+        target = next((v for v in self.window.shown_views()
+                       if v.volume is not None and getattr(self._view_series(v), "uid", None) in refs), None)
+        if target is None and refs and self.window.scan_result is not None:
+            series = next((s for s in self.window.scan_result.series if s.uid in refs and s.kind == "dicom"), None)
+            if series is not None:
+                self._pending_labels = path
+                self.window.show_message(f"{path.name} belongs to {series.label()}: opening that series first")
+                self.window.load_series(series)
+                return True
+        view = target or view or self.session.active_view()
+        if view is None or view.volume is None:
+            self.window.show_message(f"Cannot open {path.name}: open the image it belongs to first", "error")
+            return False
+        key = map_key(view.volume)
+        if self.session.refuse_if_busy(key, "opening labels"):
+            return False
+        current = self.session.maps.get(key)
+        if current is not None and current.dirty and QMessageBox.question(
+                self.window, "Open labels", f"The segmentation of this image has unsaved edits. Replace it with "
+                f"{path.name}?") != QMessageBox.StandardButton.Yes:
+            return False
+        vol = view.volume
+        series = self._view_series(view)
 
-            array = read_label_map(path, vol)
-            labels = None
-        lm = LabelMap(vol, array, labels) if labels else LabelMap.from_label_array(array, vol)
+        def job(progress, stop):
+            progress(0, 1)
+            return read_label_file(path, vol, series)
+
+        self.window._start(f"Opening labels {path.name}", job, lambda opened: self._labels_read(opened, view, vol))
+        return True
+
+    def _view_series(self, view):
+        return self.window.viewport_series(view) or self._series_of(view.volume)
+
+    def _labels_read(self, opened, view, vol) -> None:
+        if view.volume is not vol:  # another image was opened meanwhile
+            self.window.show_message(f"{opened.path.name}: the image changed while it was read; open it again",
+                                     "warning")
+            return
+        self.adopt_labels(opened, view)
+
+    def adopt_labels(self, opened, view) -> LabelMap:
+        """The opened file's map as the edited map of ``view``'s image, with the file's segment names
+        and colours (codes and algorithm kept for saving); replaces a map already there."""
+        vol = view.volume
+        labels, used = [], set()
+        for seg in opened.segments:
+            name = (seg.label or f"Segment {seg.number}").strip() or f"Segment {seg.number}"
+            base, k = name, 2
+            while name.lower() in used:  # the label table needs unique names; a SEG may repeat them
+                name, k = f"{base} ({k})", k + 1
+            used.add(name.lower())
+            labels.append(Label(int(seg.number), name, tuple(seg.color), algorithm=str(seg.algorithm_type).upper(),
+                                algorithm_name=seg.algorithm_name))
+        lm = LabelMap(vol, opened.array, labels)
+        for v in (int(x) for x in np.unique(lm.array) if x and int(x) not in lm.labels):
+            lm.add_label(f"Segment {v}", value=v)  # a value the file did not describe
         if not lm.labels:
             lm.add_label("Segment 1")
+        lm.set_active(min(lm.labels))
         lm.mark_saved()
-        self.session.adopt(lm, vol)
-        self.window.show_message(f"Segmentation loaded from {path}")
+        key = map_key(vol)
+        named = {seg.number: seg for seg in opened.segments}
+        for lb in labels:  # the names as shown (made unique) are the ones that keep the file's codes
+            if lb.value in named:
+                named[lb.value] = replace(named[lb.value], label=lb.name)
+        self.session.origins.pop(key, None)
+        self.session.opened[key] = (lm.array.copy(), named)
+        self.session.adopt(lm, vol, source=str(opened.path))
+        self.window.set_segmentation_visible(True)
+        names = ", ".join(lb.name for lb in labels[:6]) + (" …" if len(labels) > 6 else "")
+        text = f"Opened {len(labels)} segment(s) from {opened.path.name} ({opened.kind}): {names}"
+        self.window.show_message(text + ("\n" + "\n".join(opened.notes) if opened.notes else ""),
+                                 "warning" if opened.notes else "info")
+        self.refresh_panel()
+        self.labels_opened.emit(lm)
         return lm
+
+    def offer_label_files(self, series, paths) -> None:
+        """Label files found beside ``series`` (same scan, referencing it): listed in the panel."""
+        self.found_labels[series.key] = list(paths)
+        self.panel.set_found(list(paths))
+
+    def open_labels_dialog(self) -> None:
+        view = self.session.active_view()
+        if view is None or view.volume is None:
+            self.window.show_message("Open labels: open the image the segmentation belongs to first", "warning")
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self.window, "Open labels", self.window._last_dir,
+            "Label files (*.dcm *.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)")
+        if path:
+            self.open_labels(path)
 
     def save_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window._last_dir,
@@ -580,7 +692,7 @@ class EditorController(QObject):
         if path:
             try:
                 self.load(path)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, LightboxError) as exc:
                 self.window.show_message(f"Cannot load {path}: {exc}", "error")
 
     # -- export for retraining ------------------------------------------------------------------------
@@ -751,6 +863,14 @@ class EditorController(QObject):
         self.session.show_layers()
         if self.pending_restore is not None:
             self._try_restore()
+        series = self.window.shown_series
+        self.panel.set_found(self.found_labels.get(series.key, []) if series is not None else [])
+        pending, self._pending_labels = self._pending_labels, None
+        if pending is not None:  # its series was opened for it: read it now (a worker could be superseded)
+            try:
+                self.load(pending)
+            except (OSError, ValueError, LightboxError) as exc:
+                self.window.show_message(f"Cannot open {pending.name}: {exc}", "error")
         self.refresh_panel()
 
     def _try_restore(self) -> bool:

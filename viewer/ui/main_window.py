@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self._last_dir = str(Path.home())
         self.source: Path | None = None
         self.scan_result: ScanResult | None = None
+        self._beside: dict[str, list[Path]] = {}  # series key -> SEG/RTSTRUCT files of the scan referencing it
         self._cell_series: dict[SliceView, Series] = {}  # what each grid viewport shows
         self._pending_fill: list[tuple[Series, SliceView]] = []  # series queued for empty viewports
         self.shown_mammo: Study | None = None  # the study on the 4-view hanging, when it is shown
@@ -197,8 +198,11 @@ class MainWindow(QMainWindow):
             self.segment_toolbar.addAction(act)
             edit_menu.addAction(act)
         edit_menu.addSeparator()
+        # File ▸ Open labels…: segmentations other tools made (SEG, RTSTRUCT, NIfTI/NRRD), to edit
+        self.file_menu.insertAction(self.recent_menu.menuAction(), self.editor.open_labels_action)
         for act in (self.editor.undo_action, self.editor.redo_action, self.editor.save_action,
-                    self.editor.load_action, self.editor.export_action, self.editor.dock.toggleViewAction()):
+                    self.editor.open_labels_action, self.editor.load_action, self.editor.export_action,
+                    self.editor.dock.toggleViewAction()):
             edit_menu.addAction(act)
         self.addToolBar(self.segment_toolbar)
         self.tabifyDockWidget(self.analysis.dock, self.editor.dock)  # one column on the right, two tabs
@@ -207,7 +211,7 @@ class MainWindow(QMainWindow):
 
     # -- menus ------------------------------------------------------------------------
     def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
+        file_menu = self.file_menu = self.menuBar().addMenu("&File")
         self.open_folder_action = QAction("Open &Folder…", self)
         self.open_folder_action.setShortcut(QKeySequence("Ctrl+O"))
         self.open_folder_action.triggered.connect(self.choose_folder)
@@ -539,6 +543,7 @@ class MainWindow(QMainWindow):
         path, result = payload
         self.source = path
         self.scan_result = result
+        self._beside = {}
         self.browser.set_result(result)
         images = self.browser.image_series()
         studies = len(result.studies)
@@ -673,11 +678,28 @@ class MainWindow(QMainWindow):
                               + ("\n" + "\n".join(volume.problems[1:]) if len(volume.problems) > 1 else ""),
                               "warning")
         else:
-            self.show_message(text)
+            found = self.label_files_beside(series)
+            self.show_message(text + (f" — {len(found)} segmentation file(s) beside it: open one from the Segment "
+                                      "editor or File ▸ Open labels…" if found else ""))
+        self.editor.offer_label_files(series, self.label_files_beside(series))
         self._rebuild_presets()
         self._apply_overlay_visibility()
         self.image_shown.emit()
         self._load_next_pending()
+
+    def label_files_beside(self, series: Series) -> list[Path]:
+        """SEG / RTSTRUCT files of the open scan that reference ``series`` (headers read once per scan)."""
+        if series.key not in self._beside:
+            found: list[Path] = []
+            if self.scan_result is not None and series.kind == "dicom":
+                from ..core.io.label_files import label_files_for
+
+                try:
+                    found = label_files_for(series, self.scan_result.series)
+                except Exception:  # noqa: BLE001 - an offer, never a reason to fail showing the image
+                    found = []
+            self._beside[series.key] = found
+        return self._beside[series.key]
 
     def _set_title(self, *parts: str) -> None:
         """What is shown; Qt adds the application's display name ("Lightbox") on X11 and Windows."""

@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
@@ -54,6 +55,7 @@ class SegmentPanel(QWidget):
     add_clicked = Signal()
     delete_clicked = Signal(int)
     label_opacity_changed = Signal(int, float)  # value, 0..1
+    open_found_clicked = Signal(str)  # a label file found beside the shown series, to open
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -86,6 +88,19 @@ class SegmentPanel(QWidget):
         row.addWidget(self.delete_button)
         row.addWidget(QLabel("Opacity"))
         row.addWidget(self.label_opacity, 1)
+
+        # segmentations other tools left beside the shown series (SEG / RTSTRUCT referencing it)
+        self.found_box = QGroupBox("Segmentations found beside this series")
+        self.found_combo = QComboBox()
+        self.found_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.open_found_button = QPushButton("Open for editing")
+        self.open_found_button.setToolTip("Open the chosen segmentation over the shown image (its names and "
+                                          "colours kept); it replaces the segmentation being edited")
+        self.open_found_button.clicked.connect(self._open_found)
+        found = QHBoxLayout(self.found_box)
+        found.addWidget(self.found_combo, 1)
+        found.addWidget(self.open_found_button)
+        self.found_box.hide()
 
         # tools: filled in by the controller with the window's tool actions
         self.tools_box = QGroupBox("Tools")
@@ -151,6 +166,7 @@ class SegmentPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
+        layout.addWidget(self.found_box)
         layout.addWidget(self.table, 1)
         layout.addLayout(row)
         layout.addWidget(self.tools_box)
@@ -204,6 +220,19 @@ class SegmentPanel(QWidget):
                     self.label_opacity.setValue(round(lb.opacity * 100))
         finally:
             self._filling = False
+
+    def set_found(self, paths) -> None:
+        """List label files found beside the shown series (hidden when there are none)."""
+        self.found_combo.clear()
+        for p in paths:
+            self.found_combo.addItem(p.name, str(p))
+            self.found_combo.setItemData(self.found_combo.count() - 1, str(p), Qt.ItemDataRole.ToolTipRole)
+        self.found_box.setVisible(bool(paths))
+
+    def _open_found(self) -> None:
+        path = self.found_combo.currentData()
+        if path:
+            self.open_found_clicked.emit(str(path))
 
     def stats_texts(self) -> dict[str, dict[str, str]]:
         """{label name: {"voxels": ..., "size": ..., "mean": ...}} as shown."""

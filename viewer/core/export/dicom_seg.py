@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -122,17 +122,38 @@ class Segment:
 
 
 def edited_segments(labels: np.ndarray, names: Mapping[int, str], colors: Mapping[int, tuple[int, int, int]],
-                    original: np.ndarray | None = None, model: str = "") -> list[Segment]:
+                    original: np.ndarray | None = None, model: str = "",
+                    opened: tuple[np.ndarray, Mapping[int, Segment]] | None = None) -> list[Segment]:
     """Segments whose SegmentAlgorithmType says how each label was made, per PS3.3 C.8.20.4:
     AUTOMATIC when the voxels are exactly the model's (``original``, same values), SEMIAUTOMATIC
     when the model's label was edited, MANUAL when the model never produced that label (or there
-    was no model). ``model`` ("name version") identifies the algorithm."""
+    was no model). ``model`` ("name version") identifies the algorithm.
+
+    ``opened`` = (voxels as opened, {value: Segment}) of a label file made by another tool: a label
+    still carrying the file's name keeps the file's codes, and its algorithm when its voxels are
+    untouched; edited, a MANUAL segment stays MANUAL and any other becomes SEMIAUTOMATIC."""
     name, version = split_model_id(model)
+    first, described = opened if opened is not None else (None, {})
     out = []
     for value, label in names.items():
         if not value:
             continue
         mine = labels == value
+        source = described.get(value)
+        if source is not None and source.label.strip().lower() == str(label).strip().lower():
+            same = first is not None and first.shape == labels.shape and np.array_equal(mine, first == value)
+            kind = str(source.algorithm_type).upper()
+            seg = replace(source, number=int(value), label=str(label), color=tuple(colors[value]))
+            if kind != "MANUAL" and not seg.algorithm_name:
+                seg.algorithm_name = "unnamed algorithm"
+            if not same:
+                if kind == "MANUAL":
+                    seg.algorithm_name, seg.algorithm_version = "Lightbox segment editor", ""
+                else:
+                    seg.algorithm_type = "SEMIAUTOMATIC"
+                    seg.algorithm_name = f"{source.algorithm_name or 'algorithm'} + Lightbox segment editor"
+            out.append(seg)
+            continue
         theirs = original == value if original is not None and original.shape == labels.shape else None
         if theirs is None or not theirs.any():
             kind, algorithm, algorithm_version = "MANUAL", "Lightbox segment editor", ""
@@ -158,8 +179,6 @@ def _software_version() -> str:
 def compact_segments(labels: np.ndarray, segments) -> tuple[np.ndarray, list[Segment]]:
     """Label values in use (any numbers, e.g. 1, 3, 7) -> SEG segment numbers 1..N, and the
     segments renumbered to match; segments whose value is absent are dropped."""
-    from dataclasses import replace
-
     labels = np.asarray(labels)
     by_value = {int(s.number): s for s in segments}
     counts = np.bincount(labels.ravel(), minlength=max(by_value, default=0) + 1)
@@ -402,8 +421,9 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
 
     Frames find their slice through the referenced source SOP Instance UID and
     frame number; only frames without usable references fall back to their
-    plane position. Overlapping segments (allowed in BINARY SEG) cannot live in
-    one label map: the higher segment number wins and a SegReadWarning says so.
+    plane position. Overlapping segments (allowed in BINARY and FRACTIONAL SEG)
+    cannot live in one label map: frames are written in segment-number order, so
+    the later (higher-numbered) segment wins and a SegReadWarning counts the voxels.
     FRACTIONAL segments count where the value is at least half the maximum.
     """
     path = Path(path)
