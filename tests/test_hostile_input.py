@@ -417,3 +417,42 @@ def test_one_short_gap_stays_non_uniform_not_striped_with_blanks(tmp_path):
     plan = plan_series(scan(tmp_path).series[0])
     assert plan.shape[0] == 5 and None not in plan.slots
     assert any("non-uniform" in p for p in plan.problems)
+
+
+def cut_frame(path, keep):
+    ds = pydicom.dcmread(path)
+    frame = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+    cut = frame[:keep(len(frame))]
+    ds.PixelData = pydicom.encaps.encapsulate([cut + b"\0" * (len(cut) % 2)])  # validly re-encapsulated
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("codec", ["jpeg-ls", "rle"])
+def test_cut_compressed_stream_is_named_by_scan_and_loader(tmp_path, codec):
+    if codec == "rle":
+        paths = rle_series(tmp_path, n=4)
+        cut_frame(paths[1], lambda n: 500)  # inside the first segment: the table points past the end
+    else:
+        truth, paths = ct_series(tmp_path, n=4)
+        for p in paths:
+            ds = pydicom.dcmread(p)
+            ds.compress(pydicom.uid.JPEGLSLossless)
+            ds.save_as(p)
+        cut_frame(paths[1], lambda n: n // 2)
+    result = scan(tmp_path)
+    assert "cut short or damaged" in reasons(result)[str(paths[1])]
+    vol = load_series(result.series[0])
+    assert vol.shape[0] == 4
+    assert any(str(paths[1]) in p for p in vol.problems)
+    if codec == "jpeg-ls":
+        assert np.array_equal(vol.array[[0, 2, 3]], truth.array[[0, 2, 3]])
+
+
+@pytest.mark.parametrize("values", [dict(BitsStored=65535), dict(BitsAllocated=12), dict(BitsStored=0)])
+def test_impossible_bit_depths_are_refused(tmp_path, values):
+    truth, paths = ct_series(tmp_path, n=4)
+    edit(paths[2], **values)
+    result = scan(tmp_path)
+    assert "not a valid pixel size" in reasons(result)[str(paths[2])]
+    vol = load_series(result.series[0])
+    assert np.array_equal(vol.array[[0, 1, 3]], truth.array[[0, 1, 3]])

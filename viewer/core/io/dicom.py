@@ -401,6 +401,9 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
             problems.append(f"{failed[key]}; {', '.join(used)} at the same position used instead{rest}")
         else:
             problems.append(f"{failed[key]}; shown blank")
+    for key, inst in instances.items():
+        if inst.pixel_problem and key not in failed:  # flagged by the scan, yet it decoded
+            problems.append(f"{inst.path}: {inst.pixel_problem}; decoded anyway, check this image")
     if good == 0:
         raise LoadError(next(iter(instances.values())).path,
                         "no image in this series could be read: " + problems[-1])

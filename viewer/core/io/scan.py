@@ -39,6 +39,10 @@ PROJECTION_MODALITIES = {"MG", "CR", "DX", "PX", "IO", "RG", "XA", "RF"}  # one 
 PIXEL_DATA = 0x7FE00010
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # parametric maps: decoded by pydicom, kept as float
 DEFLATED = "1.2.840.10008.1.2.1.99"
+RLE = "1.2.840.10008.1.2.5"
+JPEG_FAMILY = {"1.2.840.10008.1.2.4." + n for n in ("50", "51", "57", "70", "80", "81", "90", "91",
+                                                      "201", "202", "203")}  # streams end with FF D9
+MAX_EXTRA_FRAGMENTS = 1 << 16  # fragments walked beyond one per frame
 DEFER_BYTES = 4096  # larger values (pixel data, big private blobs) are not read during a scan
 ORIENTATION_TOL = 1e-3
 # First groups a meta-less DICOM file can plausibly start with (a forced read of anything else,
@@ -243,6 +247,11 @@ def _floats(ds, keyword, n):
     return arr if arr.size == n and np.all(np.isfinite(arr)) else None
 
 
+def _int_or(value, default: int) -> int:
+    """An integer element, the default when absent or empty (0 stays 0: it is checked, not hidden)."""
+    return default if value is None or value == "" else int(value)
+
+
 def _first(value, cast=float):
     if value is None or value == "":
         return None
@@ -362,7 +371,7 @@ def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
         frames=max(1, _first(_get(ds, "NumberOfFrames"), int) or 1),
         samples_per_pixel=int(_get(ds, "SamplesPerPixel", 1) or 1),
         bits_allocated=int(_get(ds, "BitsAllocated", 16) or 16),
-        bits_stored=int(_get(ds, "BitsStored", _get(ds, "BitsAllocated", 16)) or 16),
+        bits_stored=_int_or(_get(ds, "BitsStored"), _int_or(_get(ds, "BitsAllocated"), 16)),
         pixel_representation=int(_get(ds, "PixelRepresentation", 0) or 0),
         photometric=str(_get(ds, "PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip(),
         transfer_syntax=_transfer_syntax(ds),
@@ -380,6 +389,9 @@ def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
         if length is not None and tell is not None:
             inst.pixel_offset, inst.pixel_length = int(tell), int(length)
     if inst.has_pixels:
+        if inst.bits_allocated not in (1, 8, 16, 32, 64) or not 1 <= inst.bits_stored <= inst.bits_allocated:
+            raise BadFile(f"BitsAllocated = {inst.bits_allocated}, BitsStored = {inst.bits_stored}: "
+                          "not a valid pixel size")
         if inst.rows <= 0 or inst.columns <= 0:
             raise BadFile(f"image of {inst.columns} x {inst.rows} pixels (Columns x Rows): nothing to show")
         if "PixelRepresentation" not in ds and not inst.float_pixels:
@@ -404,15 +416,16 @@ def _check_pixel_length(inst: Instance, raw) -> None:
     if getattr(raw, "is_undefined_length", False) or inst.transfer_syntax not in NATIVE_SYNTAXES:
         if tell is None:
             return
-        if inst.frames > 1:
-            found = _count_fragments(inst.path, int(tell), inst.frames)
-            if found < inst.frames:
-                raise BadFile(f"NumberOfFrames = {inst.frames} but the compressed pixel data holds "
-                              f"only {found} fragment(s)")
+        items = _items(inst.path, int(tell), inst.frames + MAX_EXTRA_FRAGMENTS)
+        found = max(0, len(items) - 1)  # the first item is the basic offset table
+        if inst.frames > 1 and found < inst.frames:
+            raise BadFile(f"NumberOfFrames = {inst.frames} but the compressed pixel data holds "
+                          f"only {found} fragment(s)")
         compressed = max(1, size - int(tell)) / inst.frames
         if per_frame > max(MAX_EXPANSION * compressed, FREE_FRAME_BYTES):
             raise BadFile(f"{inst.columns} x {inst.rows} pixels (Columns x Rows) cannot come from "
                           f"{int(compressed)} bytes of compressed data per frame")
+        inst.pixel_problem = _stream_problem(inst, items) or ""
         return
     need = -(-bits_per_frame * inst.frames // 8)  # 1-bit frames are packed end to end
     declared = inst.pixel_length
@@ -427,21 +440,70 @@ def _check_pixel_length(inst: Instance, raw) -> None:
         inst.pixel_problem = f"pixel data truncated: {need} bytes expected, {max(0, have)} present"
 
 
-def _count_fragments(path: Path, offset: int, limit: int) -> int:
-    """Fragments of encapsulated pixel data after the offset table, counting stops past limit."""
-    items = 0
+def _items(path: Path, offset: int, limit: int) -> list[tuple[int, int]]:
+    """(value offset, length) of the items of encapsulated pixel data; the first is the offset table."""
+    items = []
     with open(path, "rb") as fh:
         fh.seek(offset)
-        while items <= limit:
+        while len(items) <= limit:
             head = fh.read(8)
             if len(head) < 8:
                 break
             group, elem, length = struct.unpack("<HHI", head)
             if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
                 break
-            items += 1
+            items.append((fh.tell(), length))
             fh.seek(length, 1)
-    return max(0, items - 1)  # the first item is the basic offset table
+    return items
+
+
+def _frame_fragments(inst: Instance, items, fh) -> list[list[tuple[int, int]]]:
+    """Fragments of each frame: one each, all for one frame, else by the basic offset table."""
+    frags = items[1:]
+    if not frags:
+        return []
+    if len(frags) == inst.frames:
+        return [[f] for f in frags]
+    if inst.frames == 1:
+        return [frags]
+    bot_at, bot_len = items[0]
+    if bot_len < 4 * inst.frames:
+        return []  # no offset table: frame boundaries unknown without decoding
+    fh.seek(bot_at)
+    starts = struct.unpack(f"<{inst.frames}I", fh.read(4 * inst.frames))
+    first_tag = frags[0][0] - 8
+    index = {off - 8 - first_tag: i for i, (off, _) in enumerate(frags)}
+    if any(s not in index for s in starts):
+        return []
+    bounds = [index[s] for s in starts] + [len(frags)]
+    return [frags[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _stream_problem(inst: Instance, items) -> str | None:
+    """Cheap signs of a cut or damaged compressed frame, without decoding it: a JPEG-family frame
+    must end with its end-of-image marker, an RLE frame's segment table must fit its data."""
+    ts = inst.transfer_syntax
+    if ts != RLE and ts not in JPEG_FAMILY:
+        return None
+    with open(inst.path, "rb") as fh:
+        for n, frags in enumerate(_frame_fragments(inst, items, fh), 1):
+            if ts == RLE:
+                fh.seek(frags[0][0])
+                head = fh.read(64)
+                total = sum(length for _, length in frags)
+                count = struct.unpack("<I", head[:4])[0] if len(head) == 64 else -1
+                offsets = list(struct.unpack("<15I", head[4:]))[:count] if count > 0 else []
+                expected = inst.samples_per_pixel * -(-inst.bits_allocated // 8)
+                if (count != expected or not offsets or offsets[0] != 64 or offsets[-1] >= total
+                        or any(b <= a for a, b in zip(offsets, offsets[1:]))):
+                    return f"RLE frame {n}: segment table does not fit the data (image data cut short or damaged)"
+            else:
+                at, length = frags[-1]
+                fh.seek(at + max(0, length - 8))
+                if not fh.read(min(8, length)).rstrip(b"\0\xff").endswith(b"\xff\xd9"):  # after padding
+                    return (f"compressed frame {n} does not end with an end-of-image marker "
+                            "(image data cut short or damaged)")
+    return None
 
 
 def _add_frames(inst: Instance, ds) -> None:
