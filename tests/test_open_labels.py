@@ -360,7 +360,7 @@ def test_seg_beside_the_series_is_offered_opened_edited_and_saved_with_its_codes
     w = window
     open_and_wait(qtbot, w, folder)
     panel = w.editor.panel
-    assert not panel.found_box.isHidden() and panel.found_combo.currentText() == "seg_other_tool.dcm"
+    assert panel.found_box.isVisible() and panel.found_combo.currentText() == "seg_other_tool.dcm"
     assert "1 segmentation file(s) beside it" in w.message.text()
     with qtbot.waitSignal(w.editor.labels_opened, timeout=30000) as opened:
         panel.open_found_button.click()
@@ -444,7 +444,6 @@ def test_screenshot_of_an_opened_seg_over_its_ct(qtbot, window, phantom_with_seg
     open_and_wait(qtbot, w, folder)
     with qtbot.waitSignal(w.editor.labels_opened, timeout=30000):
         w.editor.panel.open_found_button.click()
-    w.editor.dock.show()
     w.editor.dock.raise_()
     w.slice_view.set_slice(6)
     qtbot.wait(200)

@@ -665,6 +665,8 @@ class EditorController(QObject):
         """Label files found beside ``series`` (same scan, referencing it): listed in the panel."""
         self.found_labels[series.key] = list(paths)
         self.panel.set_found(list(paths))
+        if paths and self.dock.isHidden():
+            self.dock.show()  # where the offer is: a tab in the right column, the image stays as it was
 
     def open_labels_dialog(self) -> None:
         view = self.session.active_view()
