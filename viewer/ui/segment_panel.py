@@ -66,6 +66,7 @@ class SegmentPanel(QWidget):
         self.table = QTableWidget(0, len(HEADERS), self)
         self.table.setHorizontalHeaderLabels(HEADERS)
         self.table.verticalHeader().hide()
+        self.table.setMinimumHeight(120)  # a few labels stay visible when the panel above them grows
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         header = self.table.horizontalHeader()
