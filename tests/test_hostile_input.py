@@ -427,11 +427,12 @@ def cut_frame(path, keep):
     ds.save_as(path)
 
 
-@pytest.mark.parametrize("codec", ["jpeg-ls", "rle"])
+@pytest.mark.parametrize("codec", ["jpeg-ls", "rle", "rle-last-segment"])
 def test_cut_compressed_stream_is_named_by_scan_and_loader(tmp_path, codec):
-    if codec == "rle":
+    if codec.startswith("rle"):
         paths = rle_series(tmp_path, n=4)
-        cut_frame(paths[1], lambda n: 500)  # inside the first segment: the table points past the end
+        # inside the first segment (the table points past the end), or inside the last one
+        cut_frame(paths[1], (lambda n: 500) if codec == "rle" else (lambda n: n - 600))
     else:
         truth, paths = ct_series(tmp_path, n=4)
         for p in paths:

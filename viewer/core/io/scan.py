@@ -43,6 +43,7 @@ RLE = "1.2.840.10008.1.2.5"
 JPEG_FAMILY = {"1.2.840.10008.1.2.4." + n for n in ("50", "51", "57", "70", "80", "81", "90", "91",
                                                       "201", "202", "203")}  # streams end with FF D9
 MAX_EXTRA_FRAGMENTS = 1 << 16  # fragments walked beyond one per frame
+RLE_WALK_BYTES = 32 << 10  # last RLE segments up to this size have their run headers counted
 DEFER_BYTES = 4096  # larger values (pixel data, big private blobs) are not read during a scan
 ORIENTATION_TOL = 1e-3
 # First groups a meta-less DICOM file can plausibly start with (a forced read of anything else,
@@ -479,6 +480,26 @@ def _frame_fragments(inst: Instance, items, fh) -> list[list[tuple[int, int]]]:
     return [frags[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+def _rle_segment_length(data: bytes, want: int) -> int | None:
+    """Bytes an RLE segment expands to, from its run headers alone (no pixels are made).
+
+    A cut stream falls short of Rows x Columns; only the last segment of a frame can be cut
+    while the segment table still fits, so only that one is walked."""
+    i = out = 0
+    n = len(data)
+    while i < n and out < want:
+        c = data[i]
+        if c < 128:
+            out += c + 1
+            i += c + 2
+        elif c > 128:
+            out += 257 - c
+            i += 2
+        else:
+            i += 1
+    return out if i <= n else out - (i - n)  # a literal run cut in its middle counts what is there
+
+
 def _stream_problem(inst: Instance, items) -> str | None:
     """Cheap signs of a cut or damaged compressed frame, without decoding it: a JPEG-family frame
     must end with its end-of-image marker, an RLE frame's segment table must fit its data."""
@@ -497,6 +518,12 @@ def _stream_problem(inst: Instance, items) -> str | None:
                 if (count != expected or not offsets or offsets[0] != 64 or offsets[-1] >= total
                         or any(b <= a for a, b in zip(offsets, offsets[1:]))):
                     return f"RLE frame {n}: segment table does not fit the data (image data cut short or damaged)"
+                if len(frags) == 1 and total - offsets[-1] <= RLE_WALK_BYTES:
+                    fh.seek(frags[0][0] + offsets[-1])
+                    got = _rle_segment_length(fh.read(total - offsets[-1]), inst.rows * inst.columns)
+                    if got is not None and got < inst.rows * inst.columns:
+                        return (f"RLE frame {n}: last segment holds {got} of {inst.rows * inst.columns} "
+                                "pixels (image data cut short or damaged)")
             else:
                 at, length = frags[-1]
                 fh.seek(at + max(0, length - 8))
