@@ -267,7 +267,7 @@ def test_damaged_duplicate_does_not_win(tmp_path):
     vol = load_series(series)
     assert np.array_equal(vol.array, truth.array)
     text = "\n".join(vol.problems)
-    assert str(damaged) in text and f"{paths[1]} at the same position used instead" in text
+    assert f"{damaged}: pixel data truncated" in text and "position is used" in text
 
 
 # -- 4. one outlier position, and allocations bounded by what the files hold ----------------
@@ -457,3 +457,55 @@ def test_impossible_bit_depths_are_refused(tmp_path, values):
     assert "not a valid pixel size" in reasons(result)[str(paths[2])]
     vol = load_series(result.series[0])
     assert np.array_equal(vol.array[[0, 1, 3]], truth.array[[0, 1, 3]])
+
+
+@pytest.mark.parametrize("keyword", ["BitsAllocated", "BitsStored", "PhotometricInterpretation", "SamplesPerPixel"])
+def test_missing_image_pixel_attribute_is_refused(tmp_path, keyword):
+    truth, paths = ct_series(tmp_path, n=4)
+    edit(paths[2], **{keyword: None})
+    result = scan(tmp_path)
+    assert keyword in reasons(result)[str(paths[2])]
+    assert any(str(paths[2]) in p for p in load_series(result.series[0]).problems)
+
+
+def test_image_without_pixel_data_is_named_by_scan_and_loader(tmp_path):
+    truth, paths = ct_series(tmp_path, n=4)
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[:data.find(b"\xe0\x7f\x10\x00")])  # cut just before (7FE0,0010)
+    result = scan(tmp_path)
+    assert "no pixel data" in reasons(result)[str(paths[2])]
+    vol = load_series(result.series[0])
+    assert vol.shape[0] == 4 and any(str(paths[2]) in p for p in vol.problems)
+
+
+def test_damaged_duplicate_that_still_decodes_does_not_win(tmp_path):
+    truth, paths = ct_series(tmp_path, n=4)
+    for p in paths:
+        ds = pydicom.dcmread(p)
+        ds.compress(pydicom.uid.JPEGLSLossless)
+        ds.save_as(p)
+    damaged = tmp_path / ("0dup_" + paths[1].name)  # sorts first
+    shutil.copy(paths[1], damaged)
+    edit(damaged, SOPInstanceUID=pydicom.uid.generate_uid())
+    cut_frame(damaged, lambda n: n - 40)
+    (series,) = scan(tmp_path).series
+    vol = load_series(series)
+    assert np.array_equal(vol.array, truth.array)
+
+
+def test_duplicate_that_fails_only_when_decoded_falls_back_to_the_other(tmp_path):
+    paths = rle_series(tmp_path, n=3)
+    damaged = tmp_path / "0dup_RLE1.dcm"  # sorts first, so it takes the slot
+    ds = pydicom.dcmread(paths[1])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    frame = bytearray(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
+    for offset, value in PANIC_BYTES.items():
+        frame[offset] = value
+    ds.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
+    ds.save_as(damaged)
+    result = scan(tmp_path)
+    assert not result.problems  # nothing to see in its headers or lengths
+    vol = load_series(result.series[0])
+    good = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm")).pixel_array
+    assert all(np.array_equal(vol.array[k], good) for k in range(3))
+    assert any(str(damaged) in p and f"{paths[1]} at the same position used instead" in p for p in vol.problems)

@@ -157,12 +157,20 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
     for i in order:
         if kept_d and abs(dist[i] - kept_d[-1]) < DUPLICATE_TOL_MM:
             dupes += 1
-            spares.setdefault(id(kept[-1]), []).append(frames[i])
+            if kept[-1].instance.pixel_problem and not frames[i].instance.pixel_problem:
+                # the scan found this one's pixels damaged: the sound image takes the slot
+                spare = spares.pop(id(kept[-1]), [])
+                spares[id(frames[i])] = [kept[-1], *spare]
+                kept[-1] = frames[i]
+            else:
+                spares.setdefault(id(kept[-1]), []).append(frames[i])
             continue
         kept.append(frames[i])
         kept_d.append(float(dist[i]))
     if dupes:
         problems.append(f"{dupes} image(s) at a position already taken: the first that decodes is kept")
+        problems.extend(f"{f.instance.path}: {f.instance.pixel_problem}; another image at its position is used"
+                        for spare in spares.values() for f in spare if f.instance.pixel_problem)
     slots: list[Frame | None] = list(kept)
     d = np.array(kept_d)
     if len(kept) == 1:

@@ -37,6 +37,10 @@ NON_IMAGE_SOP_CLASSES = {
 }
 PROJECTION_MODALITIES = {"MG", "CR", "DX", "PX", "IO", "RG", "XA", "RF"}  # one image = one view
 PIXEL_DATA = 0x7FE00010
+# Type 1 attributes of the Image Pixel module: pydicom refuses pixels without them, and so do we
+PIXEL_MODULE = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PhotometricInterpretation",
+                "PixelRepresentation")
+PIXEL_MODULE_FLOAT = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation")
 FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # parametric maps: decoded by pydicom, kept as float
 DEFLATED = "1.2.840.10008.1.2.1.99"
 RLE = "1.2.840.10008.1.2.5"
@@ -390,15 +394,21 @@ def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
         if length is not None and tell is not None:
             inst.pixel_offset, inst.pixel_length = int(tell), int(length)
     if inst.has_pixels:
+        required = PIXEL_MODULE_FLOAT if inst.float_pixels else PIXEL_MODULE
+        missing = [kw for kw in required if kw not in ds]
+        if missing:
+            raise BadFile(f"{', '.join(missing)} missing: the pixels cannot be read without "
+                          f"{'it' if len(missing) == 1 else 'them'}")
         if inst.bits_allocated not in (1, 8, 16, 32, 64) or not 1 <= inst.bits_stored <= inst.bits_allocated:
             raise BadFile(f"BitsAllocated = {inst.bits_allocated}, BitsStored = {inst.bits_stored}: "
                           "not a valid pixel size")
         if inst.rows <= 0 or inst.columns <= 0:
             raise BadFile(f"image of {inst.columns} x {inst.rows} pixels (Columns x Rows): nothing to show")
-        if "PixelRepresentation" not in ds and not inst.float_pixels:
-            raise BadFile("PixelRepresentation (0028,0103) missing: signed or unsigned pixels cannot be told apart")
         if raw is not None:
             _check_pixel_length(inst, raw)
+    elif "Image Storage" in getattr(pydicom.uid.UID(inst.sop_class), "name", ""):
+        # kept (its slot stays, the loader names it); the scan names it now
+        inst.pixel_problem = "no pixel data (7FE0,0010): the file ends early or its header is damaged"
     _add_frames(inst, ds)
     for fr in inst.frame_list:
         _check_orientation(fr.orientation)
