@@ -41,7 +41,9 @@ PIXEL_DATA = 0x7FE00010
 PIXEL_MODULE = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PhotometricInterpretation",
                 "PixelRepresentation")
 PIXEL_MODULE_FLOAT = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation")
-FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)  # parametric maps: decoded by pydicom, kept as float
+FLOAT_PIXEL_DATA = (0x7FE00008, 0x7FE00009)
+PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+               "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "XYB"}  # parametric maps: decoded by pydicom, kept as float
 DEFLATED = "1.2.840.10008.1.2.1.99"
 RLE = "1.2.840.10008.1.2.5"
 JPEG_FAMILY = {"1.2.840.10008.1.2.4." + n for n in ("50", "51", "57", "70", "80", "81", "90", "91",
@@ -399,6 +401,10 @@ def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
         if missing:
             raise BadFile(f"{', '.join(missing)} missing: the pixels cannot be read without "
                           f"{'it' if len(missing) == 1 else 'them'}")
+        if inst.photometric not in PHOTOMETRIC:
+            raise BadFile(f"PhotometricInterpretation '{inst.photometric}' is not a DICOM colour model")
+        if inst.samples_per_pixel > 1 and "PlanarConfiguration" not in ds:
+            raise BadFile(f"PlanarConfiguration missing for {inst.samples_per_pixel} samples per pixel")
         if inst.bits_allocated not in (1, 8, 16, 32, 64) or not 1 <= inst.bits_stored <= inst.bits_allocated:
             raise BadFile(f"BitsAllocated = {inst.bits_allocated}, BitsStored = {inst.bits_stored}: "
                           "not a valid pixel size")
@@ -406,13 +412,19 @@ def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
             raise BadFile(f"image of {inst.columns} x {inst.rows} pixels (Columns x Rows): nothing to show")
         if raw is not None:
             _check_pixel_length(inst, raw)
-    elif "Image Storage" in getattr(pydicom.uid.UID(inst.sop_class), "name", ""):
+    elif _is_image_class(ds, inst) or ("Rows" in ds and "Columns" in ds):
         # kept (its slot stays, the loader names it); the scan names it now
         inst.pixel_problem = "no pixel data (7FE0,0010): the file ends early or its header is damaged"
     _add_frames(inst, ds)
     for fr in inst.frame_list:
         _check_orientation(fr.orientation)
     return inst
+
+
+def _is_image_class(ds, inst: Instance) -> bool:
+    meta_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+    return any("Image Storage" in getattr(pydicom.uid.UID(str(uid or "")), "name", "")
+               for uid in (inst.sop_class, meta_class))
 
 
 def _check_pixel_length(inst: Instance, raw) -> None:
@@ -436,6 +448,12 @@ def _check_pixel_length(inst: Instance, raw) -> None:
         if per_frame > max(MAX_EXPANSION * compressed, FREE_FRAME_BYTES):
             raise BadFile(f"{inst.columns} x {inst.rows} pixels (Columns x Rows) cannot come from "
                           f"{int(compressed)} bytes of compressed data per frame")
+        if len(items) > 1 and inst.transfer_syntax in JPEG_FAMILY:
+            size_found = _codestream_size(inst.path, *items[1])
+            if size_found is not None and size_found != (inst.columns, inst.rows, inst.samples_per_pixel):
+                raise BadFile("header says {} x {} pixels (Columns x Rows), {} sample(s); the compressed image is "
+                              "{} x {}, {} component(s)".format(inst.columns, inst.rows, inst.samples_per_pixel,
+                                                                *size_found))
         inst.pixel_problem = _stream_problem(inst, items) or ""
         return
     need = -(-bits_per_frame * inst.frames // 8)  # 1-bit frames are packed end to end
@@ -488,6 +506,31 @@ def _frame_fragments(inst: Instance, items, fh) -> list[list[tuple[int, int]]]:
         return []
     bounds = [index[s] for s in starts] + [len(frags)]
     return [frags[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _codestream_size(path: Path, offset: int, length: int) -> tuple[int, int, int] | None:
+    """(columns, rows, components) from a JPEG / JPEG-LS frame header or a JPEG 2000 SIZ marker."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        buf = fh.read(min(length, 1 << 16))
+    if buf[:4] == b"\xff\x4f\xff\x51" and len(buf) >= 42:  # J2K: SOC, then SIZ
+        x, y, x0, y0 = struct.unpack(">4I", buf[8:24])
+        return x - x0, y - y0, struct.unpack(">H", buf[40:42])[0]
+    if buf[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 10 <= len(buf):
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
+            y, x = struct.unpack(">HH", buf[pos + 5:pos + 9])
+            return (x, y, buf[pos + 9]) if y else None  # y = 0: height comes later (DNL)
+        pos += 2 + struct.unpack(">H", buf[pos + 2:pos + 4])[0]
+    return None
 
 
 def _rle_segment_length(data: bytes, want: int) -> int | None:
