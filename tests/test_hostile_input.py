@@ -4,6 +4,7 @@ Each fixture is a small valid series corrupted in bytes or in one header value.
 """
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -496,7 +497,9 @@ def test_damaged_duplicate_that_still_decodes_does_not_win(tmp_path):
     assert np.array_equal(vol.array, truth.array)
 
 
-def test_duplicate_that_fails_only_when_decoded_falls_back_to_the_other(tmp_path):
+def test_duplicate_that_fails_only_when_decoded_falls_back_to_the_other(tmp_path, monkeypatch):
+    scan_module = sys.modules["viewer.core.io.scan"]  # the package exports a function of that name
+    monkeypatch.setattr(scan_module, "RLE_WALK_BYTES", 0)  # as for big frames: no run headers counted
     paths = rle_series(tmp_path, n=3)
     damaged = tmp_path / "0dup_RLE1.dcm"  # sorts first, so it takes the slot
     ds = pydicom.dcmread(paths[1])
@@ -538,3 +541,14 @@ def test_compressed_image_size_must_match_the_header(tmp_path):
     result = scan(tmp_path)
     assert "the compressed image is 16 x 16" in reasons(result)[str(paths[1])]
     assert any(str(paths[1]) in p for p in load_series(result.series[0]).problems)
+
+
+def test_damaged_rle_runs_in_a_small_frame_are_named_at_scan(tmp_path):
+    paths = rle_series(tmp_path, n=3)
+    ds = pydicom.dcmread(paths[1])
+    frame = bytearray(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
+    for offset, value in PANIC_BYTES.items():
+        frame[offset] = value
+    ds.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
+    ds.save_as(paths[1])
+    assert "RLE frame 1: segment" in reasons(scan(tmp_path))[str(paths[1])]

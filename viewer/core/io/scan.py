@@ -533,7 +533,7 @@ def _codestream_size(path: Path, offset: int, length: int) -> tuple[int, int, in
     return None
 
 
-def _rle_segment_length(data: bytes, want: int) -> int | None:
+def _rle_segment_length(data: bytes, want: int) -> int:
     """Bytes an RLE segment expands to, from its run headers alone (no pixels are made).
 
     A cut stream falls short of Rows x Columns; only the last segment of a frame can be cut
@@ -571,10 +571,19 @@ def _stream_problem(inst: Instance, items) -> str | None:
                 if (count != expected or not offsets or offsets[0] != 64 or offsets[-1] >= total
                         or any(b <= a for a, b in zip(offsets, offsets[1:]))):
                     return f"RLE frame {n}: segment table does not fit the data (image data cut short or damaged)"
-                if len(frags) == 1 and total - offsets[-1] <= RLE_WALK_BYTES:
+                if len(frags) == 1 and total <= RLE_WALK_BYTES:  # small frames: every segment
+                    fh.seek(frags[0][0])
+                    data = fh.read(total)
+                    want = inst.rows * inst.columns
+                    for k, (a, b) in enumerate(zip(offsets, offsets[1:] + [total]), 1):
+                        got = _rle_segment_length(data[a:b], want + 2)
+                        if not want <= got <= want + 1:  # one byte of padding may follow
+                            return (f"RLE frame {n}: segment {k} holds {got} of {want} pixels "
+                                    "(image data cut short or damaged)")
+                elif len(frags) == 1 and total - offsets[-1] <= RLE_WALK_BYTES:  # a cut ends in the last
                     fh.seek(frags[0][0] + offsets[-1])
                     got = _rle_segment_length(fh.read(total - offsets[-1]), inst.rows * inst.columns)
-                    if got is not None and got < inst.rows * inst.columns:
+                    if got < inst.rows * inst.columns:
                         return (f"RLE frame {n}: last segment holds {got} of {inst.rows * inst.columns} "
                                 "pixels (image data cut short or damaged)")
             else:
