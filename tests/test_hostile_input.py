@@ -552,3 +552,31 @@ def test_damaged_rle_runs_in_a_small_frame_are_named_at_scan(tmp_path):
     ds.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
     ds.save_as(paths[1])
     assert "RLE frame 1: segment" in reasons(scan(tmp_path))[str(paths[1])]
+
+
+@pytest.mark.parametrize("z", ["20250", "1e300"])
+def test_impossible_position_is_excluded_even_in_a_small_series(tmp_path, z):
+    truth, paths = ct_series(tmp_path, n=4)
+    stray = tmp_path / "STRAY.dcm"
+    shutil.copy(paths[1], stray)
+    edit(stray, SOPInstanceUID=pydicom.uid.generate_uid(), ImagePositionPatient=[-30.0, -20.0, z])
+    plan = plan_series(scan(tmp_path).series[0])
+    assert plan.shape[0] == 4 and any(str(stray) in p for p in plan.problems)
+    assert np.array_equal(load_series(scan(tmp_path).series[0]).array, truth.array)
+
+
+def test_rle_data_smaller_than_the_header_says_is_refused(tmp_path):
+    paths = rle_series(tmp_path, n=2)
+    edit(paths[1], Rows=65535)
+    assert "RLE data holds 4096 a frame" in reasons(scan(tmp_path))[str(paths[1])]
+
+
+def test_damaged_transfer_syntax_or_samples_are_refused(tmp_path):
+    truth, paths = ct_series(tmp_path, n=4)
+    data = paths[1].read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.1\0") == 1
+    paths[1].write_bytes(data.replace(b"1.2.840.10008.1.2.1\0", b"1.2.840.10008.1.2.\0\0"))  # one byte lost
+    flip_vr(paths[2], b"\x28\x00\x02\x00", b"US", b"AT")  # SamplesPerPixel now reads as ''
+    got = reasons(scan(tmp_path))
+    assert "Transfer Syntax" in got[str(paths[1])]
+    assert "SamplesPerPixel" in got[str(paths[2])]

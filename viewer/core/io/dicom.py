@@ -32,6 +32,7 @@ BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DUPLICATE_TOL_MM = 0.01
 OUTLIER_GAP_STEPS = 20  # a gap this many slice steps wide (and >= OUTLIER_MIN_MM) may cut off outliers
 OUTLIER_MIN_MM = 50.0
+MAX_BODY_MM = 2000.0  # slices of one series further apart than this cannot all be real
 OUTLIER_MAX_FRAMES, OUTLIER_MAX_SHARE = 2, 0.05  # at most this many (or this share) are outliers
 MAX_BLANK_PER_IMAGE = 2  # blank gap slots allowed per real image; beyond it the spacing is non-uniform
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -128,7 +129,11 @@ def _drop_outliers(frames: list[Frame], dist: np.ndarray, problems: list[str]):
         return frames, dist
     main = max(clusters, key=len)
     others = len(frames) - len(main)
-    if others > max(OUTLIER_MAX_FRAMES, OUTLIER_MAX_SHARE * len(frames)) or len(main) < 5 * others:
+    few = others <= max(OUTLIER_MAX_FRAMES, OUTLIER_MAX_SHARE * len(frames))
+    # a gap longer than any body cannot be real, whatever the counts: the minority is corrupt
+    impossible = others < len(main) and all(
+        np.ptp(dist[np.concatenate([main, c])]) > MAX_BODY_MM for c in clusters if c is not main)
+    if not impossible and (not few or len(main) < 5 * others):
         return frames, dist
     keep = np.sort(main)
     lo, hi = float(dist[keep].min()), float(dist[keep].max())

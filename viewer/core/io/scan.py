@@ -254,6 +254,12 @@ def _floats(ds, keyword, n):
     return arr if arr.size == n and np.all(np.isfinite(arr)) else None
 
 
+def _empty(value) -> bool:
+    """Absent or without a value (a wrong VR can turn a number into an empty list)."""
+    return value is None or (isinstance(value, (str, bytes, list, tuple, pydicom.multival.MultiValue))
+                             and len(value) == 0)
+
+
 def _int_or(value, default: int) -> int:
     """An integer element, the default when absent or empty (0 stays 0: it is checked, not hidden)."""
     return default if value is None or value == "" else int(value)
@@ -329,6 +335,18 @@ def read_facts(ds) -> Header:
                   time=_first(_get(ds, "TemporalPositionIdentifier"), int), notes=notes)
 
 
+def _transfer_syntax_problem(ds, inst: Instance) -> str | None:
+    """pydicom decodes pixels only under a Transfer Syntax UID it knows, named in the file meta."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        return None if getattr(ds, "preamble", None) is None else \
+            "Transfer Syntax UID (0002,0010) missing from the file meta: the pixels cannot be decoded"
+    uid = pydicom.uid.UID(inst.transfer_syntax)
+    if not uid.is_transfer_syntax:
+        return f"unknown Transfer Syntax UID '{inst.transfer_syntax}' (0002,0010): the pixels cannot be decoded"
+    return None
+
+
 def _transfer_syntax(ds) -> str:
     """From the file meta, or for meta-less files from how pydicom had to read them."""
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
@@ -397,10 +415,15 @@ def make_instance(path: Path, ds, notes: list[str] | None = None) -> Instance:
             inst.pixel_offset, inst.pixel_length = int(tell), int(length)
     if inst.has_pixels:
         required = PIXEL_MODULE_FLOAT if inst.float_pixels else PIXEL_MODULE
-        missing = [kw for kw in required if kw not in ds]
+        missing = [kw for kw in required if _empty(_get(ds, kw))]
         if missing:
             raise BadFile(f"{', '.join(missing)} missing: the pixels cannot be read without "
                           f"{'it' if len(missing) == 1 else 'them'}")
+        if inst.samples_per_pixel not in (1, 3, 4):
+            raise BadFile(f"SamplesPerPixel = {inst.samples_per_pixel}: must be 1 or 3")
+        ts_problem = _transfer_syntax_problem(ds, inst)
+        if ts_problem:
+            raise BadFile(ts_problem)
         if inst.photometric not in PHOTOMETRIC:
             raise BadFile(f"PhotometricInterpretation '{inst.photometric}' is not a DICOM colour model")
         if inst.samples_per_pixel > 1 and "PlanarConfiguration" not in ds:
@@ -575,10 +598,14 @@ def _stream_problem(inst: Instance, items) -> str | None:
                     fh.seek(frags[0][0])
                     data = fh.read(total)
                     want = inst.rows * inst.columns
-                    for k, (a, b) in enumerate(zip(offsets, offsets[1:] + [total]), 1):
-                        got = _rle_segment_length(data[a:b], want + 2)
-                        if not want <= got <= want + 1:  # one byte of padding may follow
-                            return (f"RLE frame {n}: segment {k} holds {got} of {want} pixels "
+                    got = [_rle_segment_length(data[a:b], want + 2)
+                           for a, b in zip(offsets, offsets[1:] + [total])]
+                    if len(got) > 1 and len(set(got)) == 1 and not want <= got[0] <= want + 1:
+                        raise BadFile(f"{inst.columns} x {inst.rows} pixels (Columns x Rows) in the header, "
+                                      f"but the RLE data holds {got[0]} a frame")
+                    for k, g in enumerate(got, 1):
+                        if not want <= g <= want + 1:  # one byte of padding may follow
+                            return (f"RLE frame {n}: segment {k} holds {g} of {want} pixels "
                                     "(image data cut short or damaged)")
                 elif len(frags) == 1 and total - offsets[-1] <= RLE_WALK_BYTES:  # a cut ends in the last
                     fh.seek(frags[0][0] + offsets[-1])
