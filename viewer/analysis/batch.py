@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from viewer.core.errors import Cancelled, LightboxError, describe
 from viewer.core.io import load_series
-from viewer.core.mammo import four_view, is_mammo_study
+from viewer.core.mammo_exams import Exam, group_exams
 from viewer.core.study import ScanResult, Series
 
 from .results import AnalysisResult
@@ -28,7 +28,8 @@ def reason(exc: Exception) -> str:
 
 def analyze_scan(result: ScanResult, device: str = "auto", report: Report | None = None,
                  should_stop=None, failures: list[str] | None = None) -> tuple[list[AnalysisResult], list[str]]:
-    """(analyses, skipped) for every 4-view mammography exam and every CT volume in a scan.
+    """(analyses, skipped) for every mammography exam (1-4 hung views and extra views, grouped by
+    mammo_exams, priors included) and every CT volume in a scan.
 
     ``skipped`` says in one line per series or exam ('<label>: <reason>') why it was not analysed
     (no model for the modality, a 2D CT image, unreadable pixels, an error in a model); nothing
@@ -55,29 +56,57 @@ def analyze_scan(result: ScanResult, device: str = "auto", report: Report | None
             if found is not None:
                 analyses.append(found)
 
+    exams = group_exams(result)
+    handled: set[str] = {ev.series.key for exam in exams for ev in exam.members}
+    for exam in exams:
+        attempt(f"mammography exam {exam.id}",
+                lambda exam=exam: _analyze_exam(exam, len(exams) > 1, device, say, should_stop, skipped))
     for study in result.studies:
-        handled: set[str] = set()
-        exam_label = f"mammography exam {study.description or study.uid}"
-
-        def exam(study=study, label=exam_label) -> AnalysisResult | None:
-            if not is_mammo_study(study):
-                return None
-            chosen = {name: s for name, s in four_view(study).items() if s is not None}
-            handled.update(s.key for s in chosen.values())
-            views = {}
-            for name, series in chosen.items():
-                say(f"loading {name} ({series.label()})")
-                views[name] = (series, load_series(series, should_stop=should_stop))
-            return analyze_mammo_exam(views, study.uid, device,
-                                      progress=lambda f, what: say(f"{label}: {what} ({f:.0%})"),
-                                      should_stop=should_stop)
-
-        attempt(exam_label, exam)
         for series in study.series:
             if series.key in handled or series.kind not in ("dicom", "file"):
                 continue
             attempt(_label(series), lambda series=series: _analyze_one(series, device, say, should_stop))
     return analyses, skipped
+
+
+def _exam_views(exam: Exam, skipped: list[str]) -> dict[str, Series]:
+    """Name -> series of what the exam's analysis takes: the hung views and the extra views whose
+    breast and view are known (ML, XCCL, spot, ...); a line in ``skipped`` for each one left out."""
+    chosen: dict[str, Series] = dict((slot, ev.series) for slot, ev in exam.hung.items())
+    left_out = []
+    for ev in exam.extra:
+        usable = (ev.view.model_name and not ev.view.not_a_view and not ev.view.for_processing
+                  and ev.view.hanging is None)
+        if not usable:
+            left_out.append(f"mammography exam {exam.id}: {_label(ev.series)} not analysed: {ev.why}")
+            continue
+        name, n = ev.view.label, 2
+        while name in chosen:
+            name, n = f"{ev.view.label} {n}", n + 1
+        chosen[name] = ev.series
+    if chosen:  # else the exam's own line says why, once
+        skipped += left_out
+    return chosen
+
+
+def _analyze_exam(exam: Exam, prefix: bool, device: str, say: Report, should_stop,
+                  skipped: list[str]) -> AnalysisResult:
+    label = f"mammography exam {exam.id}"
+    chosen = _exam_views(exam, skipped)
+    if not chosen:
+        raise NoModel("no view with a known breast and view (" + "; ".join(ev.why for ev in exam.extra) + ")")
+    views = {}
+    for name, series in chosen.items():
+        say(f"loading {label} {name} ({_label(series)})")
+        views[name] = (series, load_series(series, should_stop=should_stop))
+    study_uid = exam.studies[0] if len(exam.studies) == 1 else ""
+    found = analyze_mammo_exam(views, study_uid, device,
+                               progress=lambda f, what: say(f"{label}: {what} ({f:.0%})"),
+                               should_stop=should_stop, exam=exam.summary())
+    if prefix:  # several exams in one run: their output folders say whose view they are
+        for sr in found.series.values():
+            sr.title = f"{exam.id} {sr.title}"
+    return found
 
 
 def _analyze_one(series: Series, device: str, say: Report, should_stop) -> AnalysisResult:
@@ -102,5 +131,5 @@ def _not_analysable(series: Series) -> str | None:
     if modality == "CT" and not series.is_projection:
         return None
     if modality == "MG":
-        return "mammogram outside a 4-view exam: analysed only as part of an exam (RCC/LCC/RMLO/LMLO)"
+        return "mammogram not grouped into an exam (not a DICOM image)"
     return f"no model for {modality or 'unknown modality'} images"

@@ -41,6 +41,7 @@ class SeriesResult:
     volume: Volume
     overlays: list[Overlay] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)  # e.g. {"malignancy": 0.83} or {"liver mL": 1520}
+    notes: dict = field(default_factory=dict)  # e.g. {"spacing_estimated": {...}}: facts the scores rest on
 
     def overlay(self, name: str) -> Overlay | None:
         return next((o for o in self.overlays if o.name == name), None)
@@ -49,7 +50,8 @@ class SeriesResult:
         return {"series_uid": self.series_uid, "title": self.title,
                 "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
                 "overlays": [{"name": o.name, "kind": o.kind, "model": o.model,
-                              **({"classes": o.classes} if o.classes else {})} for o in self.overlays]}
+                              **({"classes": o.classes} if o.classes else {})} for o in self.overlays],
+                **dict(self.notes)}
 
 
 @dataclass
@@ -65,6 +67,7 @@ class AnalysisResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     verified: dict[str, bool] = field(default_factory=dict)  # role -> weights are ones shipped with Lightbox
+    exam: dict = field(default_factory=dict)  # mammography: the exam grouping and breasts without a score
 
     def summary(self) -> dict:
         """JSON-ready: scores per view/series and per breast, models and versions (no arrays)."""
@@ -76,4 +79,6 @@ class AnalysisResult:
             out["exam_scores"] = {k: round(float(v), 6) for k, v in self.exam_scores.items()}
         if self.warnings:
             out["warnings"] = list(self.warnings)
+        if self.exam:
+            out["exam"] = dict(self.exam)
         return out

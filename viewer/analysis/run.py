@@ -190,22 +190,30 @@ def ct_model():
 
 
 def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str = "", device: str = "auto",
-                       progress: Progress | None = None, should_stop: StopCheck | None = None) -> AnalysisResult:
-    """views: {"RCC": (series, volume (1, rows, cols)), ...} (missing views left out).
+                       progress: Progress | None = None, should_stop: StopCheck | None = None,
+                       exam: dict | None = None) -> AnalysisResult:
+    """views: {"RCC": (series, volume (1, rows, cols)), ...}: 1 to 4 hung views and any extra views
+    (keyed by their own name, e.g. "LXCCL" or "LCC spot"; the models see them as the CC or MLO
+    they resemble). ``exam`` (the grouping's summary) is kept in the result.
 
     Per view: class heatmaps from the patch classifier (run fully convolutionally), the
     malignancy probability of the whole-image classifier and its Grad-CAM, and the
     lesion segmentation when a 2D segmentation model is installed; per breast: the exam
-    score from its CC and MLO.
+    score from its hung CC and MLO. A breast without a hung view gets no score, and the result
+    says why. A view without PixelSpacing is analysed at an estimated spacing, named in the result.
     """
     from inference.classify import analyze_view, exam_scores
     from inference.device import run_with_cpu_fallback
     from inference.preprocess.mammo import chest_wall_from_orientation
 
-    from ..core.mammo import bright_is_dense
+    from ..core.mammo import FOUR_VIEWS, bright_is_dense, estimate_spacing
 
     if not views:
         raise ValueError("no mammography views to analyse")
+    model_names = {name: _model_view(name, series) for name, (series, _v) in views.items()}
+    unknown = [n for n, m in model_names.items() if m is None]
+    if unknown:
+        raise ValueError(f"mammogram {', '.join(unknown)}: breast or view unknown, cannot be analysed")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     notes: list[str] = []
@@ -234,13 +242,22 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             progress(done / steps, f"{name}: heatmap and classification")
         image = bright_is_dense(volume, series)[0]  # MONOCHROME1 inverted: the models assume MONOCHROME2
         spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
-        chest_wall = chest_wall_from_orientation(volume.info.patient_orientation)
+        estimate = estimate_spacing(series, volume.shape)
+        if estimate is not None:  # never the loader's 1 mm: every model input would be wrong
+            spacing = (estimate.mm, estimate.mm)
+            result.warnings.append(f"{name}: {estimate.note}")
+        chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
+        model_name = model_names[name]
         va = run_with_cpu_fallback(
-            lambda d, n=name, im=image, sp=spacing, cw=chest_wall: analyze_view(
+            lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: analyze_view(
                 n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True),
             dev, result.warnings.append)
         done += 1
         sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
+        if estimate is not None:
+            sr.notes["spacing_estimated"] = estimate.summary()
+        if model_name != name:
+            sr.notes["analysed_as"] = model_name
         for cls in findings:
             sr.overlays.append(Overlay(cls, "probability", va.heatmap_on_source(cls)[np.newaxis],
                                        model_id(patch_card)))
@@ -252,7 +269,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             if progress:
                 progress(done / steps, f"{name}: lesion segmentation")
             labels, prob = run_with_cpu_fallback(
-                lambda d, n=name, im=image, sp=spacing, cw=chest_wall: _engine_call(
+                lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
                     segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
                     cancel=_stop_guard(should_stop), chest_wall=cw),
                 dev, result.warnings.append)
@@ -263,12 +280,36 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             px_mm2 = spacing[0] * spacing[1]
             sr.scores["lesion area mm2"] = float((labels > 0).sum() * px_mm2)
         result.series[name] = sr
-    result.exam_scores = exam_scores({n: s.scores["malignancy"] for n, s in result.series.items()},
-                                     exam_card.extra.get("exam_combine", "mean"))
+    hung = {n: s.scores["malignancy"] for n, s in result.series.items() if n in FOUR_VIEWS}
+    result.exam_scores = exam_scores(hung, exam_card.extra.get("exam_combine", "mean"))
+    result.exam = dict(exam or {})
+    no_score = {side: f"no {word} breast view (CC or MLO) in this exam: no score"
+                for side, word in (("R", "right"), ("L", "left")) if side not in result.exam_scores}
+    if no_score:
+        result.exam["no_score"] = no_score
+        result.warnings += [f"{side} breast: {why}" for side, why in no_score.items()]
     result.seconds = time.perf_counter() - t0
     if progress:
         progress(1.0, "done")
     return result
+
+
+def _model_view(name: str, series: Series) -> str | None:
+    """The standard view ('LCC', 'RMLO') the models see a view as: its own name when it is one,
+    else what its tags and text say it resembles (an LXCCL is seen as an LCC)."""
+    from viewer.core.mammo import FOUR_VIEWS
+    from viewer.core.mammo_views import identify_series
+
+    if name in FOUR_VIEWS:
+        return name
+    return identify_series(series).model_name
+
+
+def _orientation_letters(orientation):
+    """PatientOrientation only when it holds direction letters (CBIS-DDSM writes 'CC'/'MLO' there)."""
+    if orientation and all(set(str(p).upper()) <= set("APLRHF") for p in orientation):
+        return orientation
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -7,10 +7,12 @@ RCC = (P, L), LCC = (A, R), RMLO = (P, F), LMLO = (A, F).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from .mammo_views import identify, identify_series
 from .study import Series, Study
 from .volume import SourceInfo
 
@@ -23,16 +25,62 @@ _OPPOSITE = {"A": "P", "P": "A", "L": "R", "R": "L", "H": "F", "F": "H", "S": "I
 
 
 def view_name(info: SourceInfo) -> str | None:
-    """'RCC', 'LMLO', ... from ImageLaterality/Laterality and ViewPosition; None if not a 4-view image."""
+    """'RCC', 'LMLO', ... from ImageLaterality/Laterality and ViewPosition, else from what else the file
+    carries (view code, PatientOrientation, IDs and descriptions: mammo_views.identify); None if not
+    a 4-view image."""
     lat = (info.laterality or "").upper()[:1]
     view = _VIEW_ALIASES.get((info.view_position or "").upper().replace(" ", ""))
-    if lat not in ("R", "L") or view is None:
+    if lat in ("R", "L") and view is not None:
+        return lat + view
+    if (info.view_position or "").strip():  # a ViewPosition that is not a screening view (ML, LM, ...)
         return None
-    return lat + view
+    return identify(info).hanging
+
+
+# Film and detector sizes (mm, short x long side) a mammogram without PixelSpacing is assumed to fill.
+FILM_SIZES = ((180.0, 240.0), (240.0, 300.0))
+DDSM_SPACING_MM = 0.05  # DDSM films were digitised at 42-50 um (DBA 42, HOWTEK 43.5, LUMISYS 50)
+
+
+@dataclass(frozen=True)
+class SpacingEstimate:
+    """A pixel spacing the file does not carry, and how it was estimated."""
+
+    mm: float
+    how: str
+
+    @property
+    def note(self) -> str:
+        return f"spacing estimated: {self.mm:.3g} mm ({self.how})"
+
+    def summary(self) -> dict:
+        return {"mm": round(self.mm, 6), "how": self.how, "note": self.note}
+
+
+def estimate_spacing(series: Series | None, shape) -> SpacingEstimate | None:
+    """None when the file has a pixel spacing; else the spacing its dataset or film size implies.
+
+    CBIS-DDSM (TCIA) drops the DDSM digitiser resolution: its films were scanned at 42-50 um, so
+    50 um. Otherwise the image is taken to fill a standard film/detector: 18x24 cm for a 4:3
+    matrix, 24x30 cm for 5:4 or anything else, long side on long side. Never 1 mm.
+    """
+    inst = series.instances[0] if series is not None and series.instances else None
+    if inst is not None and inst.pixel_spacing is not None and all(v > 0 for v in inst.pixel_spacing):
+        return None
+    info = series.info if series is not None else SourceInfo()
+    if re.match(r"^(Calc|Mass)-(Training|Test)_P_\d+", info.patient_id or "", re.I):
+        return SpacingEstimate(DDSM_SPACING_MM, "CBIS-DDSM: DDSM films digitised at 42-50 um")
+    rows, cols = int(shape[-2]), int(shape[-1])
+    short, long = sorted((rows, cols))
+    aspect = short / max(long, 1)
+    film = FILM_SIZES[0] if abs(aspect - 0.75) < abs(aspect - 0.8) else FILM_SIZES[1]
+    mm = min(film[1] / long, film[0] / short)
+    return SpacingEstimate(mm, f"film {film[0] / 10:g}x{film[1] / 10:g} cm over {rows}x{cols} pixels")
 
 
 def four_view(study: Study) -> dict[str, Series | None]:
-    """Pick one image per standard view; the highest series number wins if a view was repeated."""
+    """Pick one image per standard view: For Presentation before For Processing, then the highest
+    series number if a view was repeated."""
     chosen: dict[str, Series | None] = {v: None for v in FOUR_VIEWS}
     for series in study.series:
         if series.kind != "dicom" or series.modality != "MG":
@@ -41,10 +89,15 @@ def four_view(study: Study) -> dict[str, Series | None]:
         if name is None:
             continue
         current = chosen[name]
-        number = series.info.series_number or 0
-        if current is None or number >= (current.info.series_number or 0):
+        if current is None or _rank(series) >= _rank(current):
             chosen[name] = series
     return chosen
+
+
+def _rank(series: Series) -> tuple:
+    """For Presentation before For Processing, then the highest series number."""
+    vid = identify_series(series)
+    return (not vid.for_processing and not vid.modifiers and not vid.not_a_view, series.info.series_number or 0)
 
 
 def is_mammo_study(study: Study) -> bool:

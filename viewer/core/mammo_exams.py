@@ -1,0 +1,160 @@
+"""Mammograms grouped into exams the way a reader hangs them, with the reason for each grouping.
+
+Datasets split one exam in different ways: CBIS-DDSM (TCIA) makes every view its own patient and
+study (PatientID 'Calc-Training_P_00042_LEFT_MLO': the patient is the stem 'P_00042', and its study
+dates are conversion dates, not exam dates); other archives give one patient ID per view with a
+common stem ('PAT7_LCC'), or several studies on one date for one exam; INbreast leaves the patient
+only in the file name ('<file>_<patient>_MG_R_CC_ANON.dcm'). Within a patient, each date is one
+exam: the newest complete exam is the current one, older ones are priors. Within an exam the four
+slots take standard screening views (For Presentation before For Processing, then the highest
+series number); extra views (ML, XCCL, spot, magnification), duplicates and derived images are
+kept beside the exam, each with why it was not hung.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .mammo_views import ViewId, identify_series
+from .study import ScanResult, Series
+
+SLOTS = ("RCC", "LCC", "RMLO", "LMLO")
+_CBIS = re.compile(r"^(Calc|Mass)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$", re.I)
+_INBREAST = re.compile(r"^\d+_([0-9a-f]+)_MG_[LR]_(CC|MLO?)_ANON", re.I)
+_VIEW_PART = re.compile(r"[ _\-.]*(?<![A-Z0-9])(LEFT|RIGHT|L|R)[ _\-.]*(XCCL|XCCM|MLO|CC|ML|LM)(?![A-Z])", re.I)
+
+
+@dataclass
+class ExamView:
+    series: Series
+    view: ViewId
+    why: str = ""  # for a view not hung: why (extra view, duplicate, for processing, ...)
+
+
+@dataclass
+class Exam:
+    """One mammography exam: the hung views, the ones kept beside them, and why they belong together."""
+
+    id: str
+    patient: str
+    date: str = ""
+    reason: str = ""
+    role: str = "current"  # 'current' or 'prior'
+    hung: dict[str, ExamView] = field(default_factory=dict)  # slot -> view
+    extra: list[ExamView] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    priors: list[str] = field(default_factory=list)  # ids of older exams of this patient
+
+    @property
+    def complete(self) -> bool:
+        return all(s in self.hung for s in SLOTS)
+
+    @property
+    def members(self) -> list[ExamView]:
+        return list(self.hung.values()) + self.extra
+
+    def summary(self) -> dict:
+        """JSON-ready: slots -> series key, with where each view was read from."""
+        return {
+            "id": self.id, "patient": self.patient, "date": self.date, "role": self.role,
+            "reason": self.reason, "complete": self.complete, "studies": list(self.studies),
+            "views": {s: (self.hung[s].series.key if s in self.hung else None) for s in SLOTS},
+            "view_sources": {s: ev.view.why() for s, ev in self.hung.items()},
+            "extra": [{"series": ev.series.key, "view": ev.view.label, "why": ev.why} for ev in self.extra],
+            "priors": list(self.priors),
+        }
+
+
+def _patient_key(series: Series, vid: ViewId) -> tuple[str, str, bool]:
+    """(patient stem, why, dates are exam dates)."""
+    pid = (series.info.patient_id or "").strip()
+    m = _CBIS.match(pid)
+    if m:
+        return m.group(3).upper(), (f"CBIS-DDSM naming: one patient ID per view, common stem {m.group(3).upper()} "
+                                    "(study dates are conversion dates)"), False
+    stripped = _VIEW_PART.sub("", pid).strip(" _-.") if pid else ""
+    if pid and stripped and stripped != pid:
+        return stripped, f"one patient ID per view with the common stem {stripped}", True
+    if pid:
+        return pid, f"patient ID {pid}", True
+    path = series.instances[0].path if series.instances else series.path
+    m = _INBREAST.match(Path(path).name) if path else None
+    if m:
+        return m.group(1), f"no patient ID: file names share the patient part {m.group(1)} (INbreast naming)", True
+    name = (series.info.patient_name or "").strip()
+    if name:
+        return name, f"no patient ID: patient name {name}", True
+    return series.info.study_uid or series.key, "no patient ID or name: one study", True
+
+
+def _rank(ev: ExamView) -> tuple:
+    return (not ev.view.for_processing, ev.series.info.series_number or 0)
+
+
+def _hang(exam: Exam, views: list[ExamView]) -> None:
+    by_slot: dict[str, list[ExamView]] = {}
+    for ev in views:
+        slot = ev.view.hanging
+        if slot is None:
+            if ev.view.not_a_view:
+                ev.why = f"{ev.view.not_a_view}: not a view"
+            elif not ev.view.laterality or not ev.view.view:
+                ev.why = "breast or view unknown (" + (ev.view.why() or "no tag or text names it") + ")"
+            else:
+                ev.why = f"extra view {ev.view.label}"
+            exam.extra.append(ev)
+        else:
+            by_slot.setdefault(slot, []).append(ev)
+    for slot in SLOTS:
+        found = sorted(by_slot.get(slot, []), key=_rank, reverse=True)
+        if not found:
+            continue
+        exam.hung[slot] = found[0]
+        for ev in found[1:]:
+            ev.why = ("for processing: the for-presentation image is hung" if ev.view.for_processing
+                      and not found[0].view.for_processing else f"{slot} again: series "
+                      f"{found[0].series.info.series_number or found[0].series.key} is hung")
+            exam.extra.append(ev)
+
+
+def group_exams(result: ScanResult) -> list[Exam]:
+    """Every mammography exam in a scan, current exams first, each with its priors."""
+    patients: dict[str, dict] = {}
+    for series in result.series:
+        if series.kind != "dicom" or (series.modality or "").upper() != "MG":
+            continue
+        vid = identify_series(series)
+        stem, why, dated = _patient_key(series, vid)
+        p = patients.setdefault(stem, {"whys": [], "dated": dated, "dates": {}})
+        p["whys"].append(why)
+        date = (series.info.study_date or "") if dated else ""
+        p["dates"].setdefault(date, []).append(ExamView(series, vid))
+    exams: list[Exam] = []
+    for stem, p in patients.items():
+        whys = list(dict.fromkeys(p["whys"]))
+        stems = [w for w in whys if not w.startswith("patient ID ")]  # a stem explains the plain ID too
+        p["why"] = "; ".join(stems or whys)
+        dated: list[Exam] = []
+        for date, views in sorted(p["dates"].items(), key=lambda kv: kv[0], reverse=True):
+            studies = list(dict.fromkeys(ev.series.info.study_uid for ev in views))
+            reason = p["why"]
+            if len(studies) > 1:
+                reason += f"; {len(studies)} studies" + (f" on {date}" if date else "") + " form one exam"
+            exam = Exam(f"{stem}" + (f"_{date}" if date and len(p["dates"]) > 1 else ""), stem, date, reason,
+                        studies=studies)
+            _hang(exam, views)
+            dated.append(exam)
+        current = next((e for e in dated if e.complete), dated[0])
+        for e in dated:
+            if e is not current:
+                e.role = "prior"
+                e.reason += f"; prior of {current.date or current.id}"
+                current.priors.append(e.id)
+        exams.append(current)
+        exams += [e for e in dated if e is not current]
+    return exams
+
+
+def exams_summary(result: ScanResult) -> list[dict]:
+    return [e.summary() for e in group_exams(result)]
