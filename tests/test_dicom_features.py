@@ -227,7 +227,7 @@ def test_localizer_with_three_orientations_is_split(tmp_path):
         write_series(v, tmp_path / name, **CT12)
     result = scan(tmp_path)
     assert len(result.series) == 3
-    assert sorted(s.part for s in result.series) == ["orientation 1/3", "orientation 2/3", "orientation 3/3"]
+    assert sorted(s.part for s in result.series) == ["axial", "coronal", "sagittal"]
     planes = sorted(tuple(np.round(load_series(s).direction[:, 0], 3)) for s in result.series)
     assert len(set(planes)) == 3
 

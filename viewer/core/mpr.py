@@ -154,3 +154,24 @@ def world_to_pixel(volume, geometry: PlaneGeometry, world_lps) -> tuple[int, flo
 def slice_for_world(volume, geometry: PlaneGeometry, world_lps) -> int:
     """Nearest slice containing the point, clamped (keeps crosshairs in range)."""
     return world_to_pixel(volume, geometry, world_lps)[0]
+
+
+def nearest_image_slice(volume, k: int) -> int:
+    """The axis-0 slice nearest ``k`` that holds an image, not a blank gap slot.
+
+    A sparse series (4 images over 200 mm) is mostly blank slots kept so positions stay
+    true; opening on one of them shows a black slice, so views start on a real image.
+    """
+    n = volume.shape[0]
+    blank = set(getattr(volume, "blank_slices", ()) or ())
+    k = int(np.clip(k, 0, n - 1))
+    if k not in blank or len(blank) >= n:
+        return k
+    real = np.array([i for i in range(n) if i not in blank])
+    return int(real[np.argmin(np.abs(real - k))])
+
+
+def initial_slice(volume, geometry: PlaneGeometry) -> int:
+    """The slice a view opens on: the middle one, moved to the nearest image along axis 0."""
+    k = geometry.n_slices // 2
+    return nearest_image_slice(volume, k) if geometry.axis == 0 else k

@@ -46,6 +46,8 @@ class Volume:
     direction: np.ndarray = field(default_factory=lambda: np.eye(3)[:, ::-1].copy())
     info: SourceInfo = field(default_factory=SourceInfo)
     problems: list[str] = field(default_factory=list)
+    blank_slices: tuple[int, ...] = ()  # axis-0 slices with no image (gaps kept blank): never the first shown
+    oriented: bool = False  # direction read from the source's orientation tag, even for a single image
 
     def __post_init__(self) -> None:
         if self.array.ndim == 2:

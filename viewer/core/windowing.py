@@ -121,6 +121,51 @@ def dense_window(array, sample: int = 4 * DEFAULT_SAMPLE) -> tuple[float, float]
     return _window_between(a, b)
 
 
+HISTOGRAM_WINDOW_MODALITIES = ("CR", "DX")  # radiographs: header windows from the modality, often absurd
+MIN_INSIDE_SHARE = 0.05  # a header window that holds fewer of the image's pixels covers nothing
+MIN_SPAN_SHARE = 0.1  # nor one so wide that the image's 1st..99th percentile fills a tenth of it
+
+
+def foreground_window(array, sample: int = DEFAULT_SAMPLE) -> tuple[float, float]:
+    """1st..99th percentile of the non-background pixels: the collimator's or the air's
+    single value (the image's minimum or maximum) is left out so it cannot pull the window."""
+    vals = _subsample(array, sample)
+    if vals.size == 0:
+        return 0.5, 1.0
+    inner = vals[(vals > vals.min()) & (vals < vals.max())]
+    if inner.size < 16:
+        inner = vals
+    lo, hi = np.percentile(inner, AUTO_PERCENTILES)
+    return _window_between(lo, hi)
+
+
+def checked_header_window(window, array, sample: int = DEFAULT_SAMPLE):
+    """(window, note): a radiograph's header window, or a histogram window when the header's is absurd.
+
+    Absurd: it holds almost none of the pixels (e.g. 30000/15000 on 12-bit data), or it is so
+    wide that the image would show flat grey. A sensible header window is returned unchanged
+    with no note.
+    """
+    c, w = float(window[0]), float(window[1])
+    vals = _subsample(array, sample)
+    if vals.size == 0:
+        return window, None
+    lo, hi = np.percentile(vals, AUTO_PERCENTILES)
+    inside = float(np.mean((vals >= c - w / 2) & (vals <= c + w / 2))) if np.isfinite(c + w) else 0.0
+    too_wide = np.isfinite(w) and (hi - lo) < MIN_SPAN_SHARE * w
+    if np.isfinite(c) and np.isfinite(w) and w >= 1.0 and inside >= MIN_INSIDE_SHARE and not too_wide:
+        return window, None
+    new = foreground_window(array, sample)
+    why = ("holds almost none of the pixels" if inside < MIN_INSIDE_SHARE else
+           f"is {w / max(hi - lo, 1e-9):.0f}x wider than the image's values")
+    return new, (f"header window {_fmt(c)}/{_fmt(w)} {why} (image {_fmt(lo)}..{_fmt(hi)}): "
+                 f"shown with {_fmt(new[0])}/{_fmt(new[1])} from the histogram (1st-99th percentile)")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
 def presets_for(volume) -> list[Preset]:
     """The presets offered for this volume; computed ones are evaluated now."""
     modality = (volume.info.modality or "").upper()

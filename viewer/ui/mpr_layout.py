@@ -18,7 +18,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from ..core.mpr import PLANES, pixel_to_world, world_to_pixel
+from ..core.mpr import PLANES, nearest_image_slice, pixel_to_world, world_to_pixel
 from ..core.volume import Volume
 from .slice_view import SliceView, _fmt, _format_name
 
@@ -99,6 +99,7 @@ class MprLayout(QWidget):
         finally:
             self._syncing = False
         centre = (np.asarray(volume.shape) - 1) // 2
+        centre[0] = nearest_image_slice(volume, centre[0])  # a sparse series opens on an image
         self.set_crosshair_world(volume.index_to_world(centre))
 
     def clear(self) -> None:

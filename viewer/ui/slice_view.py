@@ -29,8 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.geometry import axis_letter
-from ..core.mpr import (PlaneGeometry, extract_slice, native_geometry, normal_world_axis, pixel_to_world,
-                        plane_geometry)
+from ..core.mpr import (PlaneGeometry, extract_slice, initial_slice, native_geometry, normal_world_axis,
+                        pixel_to_world, plane_geometry)
 from ..core.volume import Volume
 from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
 from .legend import ColorLegend
@@ -311,7 +311,7 @@ class SliceView(QWidget):
         previous, self._volume = self._volume, volume
         self.flips = (bool(flips[0]), bool(flips[1])) if flips is not None else (False, False)
         g = self.geometry_ = native_geometry(volume) if self.plane is None else plane_geometry(volume, self.plane)
-        self._k = g.n_slices // 2
+        self._k = initial_slice(volume, g)  # the middle, or the nearest image in a sparse series
         self._default_window = window if window is not None else default_window(volume)
         self._window = self._default_window
         arr = volume.array
@@ -672,7 +672,7 @@ class SliceView(QWidget):
             for lab in (self._tl, self._tr, self._bl, self._br):
                 lab.setText("")
 
-        show_edges = v.shape[0] > 1 or info.patient_orientation is not None
+        show_edges = v.shape[0] > 1 or info.patient_orientation is not None or v.oriented
         if show_edges:
             text = dict(g.edge_letters)
             if self.flips[0]:

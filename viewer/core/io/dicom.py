@@ -4,7 +4,10 @@
 sorted by projecting ImagePositionPatient on the slice normal, duplicates
 dropped, gaps of whole slices kept as blank slices so world coordinates stay
 right, positions far outside the others excluded as corrupt, and anything odd
-(gaps, uneven spacing, gantry tilt) reported in words.
+(gaps, uneven spacing) reported in words. A gantry-tilted (sheared) stack is
+planned on a regular grid along the slice normal, and ``load_series`` shifts
+each slice in-plane by its own offset (linear interpolation, as dcm2niix and
+Slicer correct tilt), so every voxel's world position is true.
 ``load_series`` then fills a preallocated array, reading uncompressed pixel data
 straight from its byte offset and handing everything else to pydicom (whose
 pylibjpeg plugins decode JPEG, JPEG-LS, JPEG 2000 and RLE). A slice that fails,
@@ -24,6 +27,7 @@ from ..errors import Cancelled, LoadError, describe
 from ..geometry import direction_from_iop, slice_normal
 from ..study import Frame, Instance, Series
 from ..volume import Volume
+from ..windowing import HISTOGRAM_WINDOW_MODALITIES, checked_header_window
 from . import itk
 
 FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)  # never swallowed by per-slice guards
@@ -52,6 +56,15 @@ class SlicePlan:
     slots: list[Frame | None]
     problems: list[str] = field(default_factory=list)
     alternates: dict[int, list[Frame]] = field(default_factory=dict)  # slot -> other frames at its position
+    # gantry tilt: per slot, the (row, col) index offset at which slot k's own pixels are read on the
+    # regular grid (None: not sheared); the read buffer is (slots, rows, cols) = ``read_shape``
+    shear: np.ndarray | None = None
+    read_shape: tuple[int, int, int] | None = None
+    oriented: bool = False  # the direction comes from ImageOrientationPatient (orientation letters are true)
+
+    @property
+    def blank_slots(self) -> tuple[int, ...]:
+        return tuple(k for k, f in enumerate(self.slots) if f is None)
 
 
 def _letters_vector(text: str) -> np.ndarray | None:
@@ -208,18 +221,68 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
                                 f"shown with the mean spacing {_mm(step)}, positions approximate")
         if not (np.isfinite(step) and step > 0):
             step = 1.0
-        span = kept[-1].position - kept[0].position
-        if np.linalg.norm(span) > 0:
-            cos = abs(float(np.dot(span, normal))) / float(np.linalg.norm(span))
-            tilt = float(np.degrees(np.arccos(min(1.0, cos))))
-            if tilt > 0.1:
-                problems.append(f"gantry tilt or sheared stack ({tilt:.1f} degrees): slices shown "
-                                "unsheared, off-plane positions approximate")
     direction = direction_from_iop(orientation, normal)
     shape = (len(slots), first.rows, first.columns)
     alternates = {k: spares[id(f)] for k, f in enumerate(slots) if f is not None and id(f) in spares}
-    return SlicePlan(shape, np.array([step, row_sp, col_sp]), kept[0].position.copy(), direction, slots,
-                     problems, alternates)
+    plan = SlicePlan(shape, np.array([step, row_sp, col_sp]), kept[0].position.copy(), direction, slots,
+                     problems, alternates, oriented=True)
+    if len(kept) > 1:
+        _plan_shear(plan, kept)
+    return plan
+
+
+def _plan_shear(plan: SlicePlan, kept: list[Frame]) -> None:
+    """Gantry tilt: slices stepped along a vector off the slice normal are put on a regular grid.
+
+    Each slice keeps its plane; its in-plane offset from the first slice (in pixels) becomes a
+    shift applied at load time. The grid grows to hold every shifted slice, its origin moving by
+    whole pixels so the first slice is not interpolated.
+    """
+    p0 = plan.origin
+    normal, col_cos, row_cos = plan.direction[:, 0], plan.direction[:, 1], plan.direction[:, 2]
+    span = kept[-1].position - p0
+    if np.linalg.norm(span) == 0:
+        return
+    cos = abs(float(np.dot(span, normal))) / float(np.linalg.norm(span))
+    tilt = float(np.degrees(np.arccos(min(1.0, cos))))
+    offsets = np.zeros((len(plan.slots), 2))
+    for k, f in enumerate(plan.slots):
+        if f is not None:
+            delta = f.position - p0
+            delta = delta - np.dot(delta, normal) * normal
+            offsets[k] = (np.dot(delta, col_cos) / plan.spacing[1], np.dot(delta, row_cos) / plan.spacing[2])
+    if tilt <= 0.1 or np.abs(offsets).max() < 0.05:  # rounding in the positions, not a tilt
+        return
+    low = np.floor(offsets.min(axis=0) + 1e-6)
+    high = np.ceil(offsets.max(axis=0) - 1e-6)
+    grow = (high - low).astype(int)
+    plan.read_shape = plan.shape
+    plan.shape = (plan.shape[0], plan.shape[1] + int(grow[0]), plan.shape[2] + int(grow[1]))
+    plan.origin = p0 + low[0] * plan.spacing[1] * col_cos + low[1] * plan.spacing[2] * row_cos
+    plan.shear = offsets - low  # slot k's pixel (i, j) lands on grid (i + shear[k, 0], j + shear[k, 1])
+    plan.problems.append(f"gantry tilt {tilt:.1f} degrees: resampled to a regular grid "
+                         f"({plan.read_shape[1]}x{plan.read_shape[2]} -> {plan.shape[1]}x{plan.shape[2]} pixels, "
+                         "linear interpolation), positions true")
+
+
+def _unshear(raw: np.ndarray, plan: SlicePlan, fill, out_dtype) -> np.ndarray:
+    """Shift each slice of ``raw`` in-plane onto the plan's regular grid (linear, ``fill`` outside)."""
+    from scipy.ndimage import affine_transform
+
+    out = np.empty(plan.shape, dtype=out_dtype)
+    integral = np.issubdtype(out_dtype, np.integer)
+    for k in range(plan.shape[0]):
+        if plan.slots[k] is None:
+            out[k] = fill
+            continue
+        dy, dx = plan.shear[k]
+        moved = affine_transform(raw[k].astype(np.float32), np.eye(2), offset=(-dy, -dx),
+                                 output_shape=plan.shape[1:], order=1, mode="constant", cval=float(fill))
+        if integral:
+            info = np.iinfo(out_dtype)
+            np.clip(np.rint(moved), info.min, info.max, out=moved)
+        out[k] = moved
+    return out
 
 
 # -- pixels ------------------------------------------------------------------
@@ -362,7 +425,7 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
         raise LoadError(series.instances[0].path if series.instances else series.uid, reason)
     plan = plan_series(series)
     dtype = output_dtype(plan)
-    out = np.empty(plan.shape, dtype=dtype)
+    out = np.empty(plan.read_shape or plan.shape, dtype=dtype)
     slots_by_instance: dict[int, list[tuple[int, Frame]]] = {}
     instances: dict[int, Instance] = {}
     for k, f in enumerate(plan.slots):
@@ -420,14 +483,24 @@ def load_series(series: Series, progress=None, should_stop=None) -> Volume:
     if good == 0:
         raise LoadError(next(iter(instances.values())).path,
                         "no image in this series could be read: " + problems[-1])
-    if blank:
+    fill = None
+    if blank or plan.shear is not None:
         fill = _fill_value(series.modality, out, sorted(set(range(len(plan.slots))) - set(blank)))
         for k in blank:
             out[k] = fill
+    if plan.shear is not None:
+        plan.slots = [None if k in blank else f for k, f in enumerate(plan.slots)]
+        out = _unshear(out, plan, fill, dtype)
     info = replace(series.info, files=tuple(str(i.path) for i in instances.values()))
     if any(i.samples_per_pixel == 3 or i.photometric.startswith("PALETTE") for i in instances.values()):
         problems.append("colour image shown as greyscale luminance")
-    return Volume(out, plan.spacing, plan.origin, plan.direction, info, problems)
+    if series.modality.upper() in HISTOGRAM_WINDOW_MODALITIES and info.window is not None:
+        window, note = checked_header_window(info.window, out)
+        if note:
+            info = replace(info, window=window)
+            problems.append(note)
+    return Volume(out, plan.spacing, plan.origin, plan.direction, info, problems,
+                  blank_slices=tuple(sorted(set(blank))), oriented=plan.oriented)
 
 
 def _reason(inst: Instance, exc: BaseException) -> str:

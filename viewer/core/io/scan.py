@@ -696,10 +696,14 @@ def _split_series(uid: str, info: SourceInfo, members: list[tuple[Instance, Head
     out = []
     varying = [k for k in groups[0]["sig"] if len({str(g["sig"][k]) for g in groups}) > 1]
     ori_varies = len({None if g["ori"] is None else tuple(np.round(g["ori"], 3)) for g in groups}) > 1
+    planes = [_plane_of(g["ori"]) for g in groups]
     for i, g in enumerate(groups, 1):
         bits = []
         if ori_varies:
-            bits.append(f"orientation {i}/{len(groups)}")
+            # localizer parts by plane; a plane that repeats (two obliques) is numbered
+            same = [k for k, p in enumerate(planes) if p == planes[i - 1]]
+            plane = planes[i - 1] or "no orientation"
+            bits.append(plane if len(same) == 1 else f"{plane} {same.index(i - 1) + 1}/{len(same)}")
         if "size" in varying:
             bits.append("{}x{}".format(*g["sig"]["size"][1::-1]))
         if "echo" in varying:
@@ -710,6 +714,18 @@ def _split_series(uid: str, info: SourceInfo, members: list[tuple[Instance, Head
             bits.append(f"image {i}/{len(groups)}")
         out.append(_series(uid, info, g["members"], ", ".join(bits) or f"part {i}/{len(groups)}"))
     return out
+
+
+def _plane_of(ori) -> str | None:
+    """'axial', 'coronal', 'sagittal' or 'oblique' from ImageOrientationPatient (None without one)."""
+    from ..geometry import direction_from_iop, plane_name
+
+    if ori is None:
+        return None
+    try:
+        return plane_name(direction_from_iop(ori))
+    except ValueError:
+        return "oblique"
 
 
 def _series(uid: str, info: SourceInfo, members, part: str) -> Series:
