@@ -451,3 +451,44 @@ def test_screenshot_of_an_opened_seg_over_its_ct(qtbot, window, phantom_with_seg
     assert w.grab().save(str(out))
     layer = w.slice_view.layer("edit:labels")
     assert layer is not None and (layer.image[..., 3] > 0).any()
+
+
+# -- lightbox info --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["BINARY", "LABELMAP"])
+def test_info_lists_a_seg_as_a_segmentation_under_the_series_it_references(ct, tmp_path, kind):
+    """A SEG from another tool is a "segmentation" (never an image, even as a label map), with its
+    references and segment names; the CT it references lists it."""
+    from viewer.cli import main
+
+    series, volume, folder = ct
+    highdicom_seg(series, drawn(volume.shape), kind, folder / "seg.dcm")
+    summary = _info_json(main, folder)
+    (study,) = [st for p in summary["patients"] for st in p["studies"]]
+    by_kind = {s["kind"]: s for s in study["series"]}
+    assert set(by_kind) == {"dicom", "segmentation"}
+    seg = by_kind["segmentation"]
+    assert seg["references"] == [series.uid] and seg["segments"] == ["Liver", "Tumor"]
+    assert not any("not an image" in p for p in seg["problems"])
+    assert by_kind["dicom"]["segmentations"] == [
+        {"uid": seg["uid"], "description": seg["description"], "segments": ["Liver", "Tumor"]}]
+
+
+def test_info_lists_an_rtstruct_as_a_segmentation(tmp_path):
+    from viewer.cli import main
+
+    shutil.copy(get_testdata_file("rtstruct.dcm"), tmp_path / "rtstruct.dcm")
+    summary = _info_json(main, tmp_path)
+    (rt,) = [s for p in summary["patients"] for st in p["studies"] for s in st["series"]]
+    assert rt["kind"] == "segmentation"
+    assert rt["references"] == ["1.2.826.0.1.3680043.8.498.2010020400001.2.1.1"]
+    assert rt["segments"] == ["patient", "Isocenter 1", "Isocenter 2"]
+
+
+def _info_json(main, folder) -> dict:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["info", str(folder), "--json"]) == 0
+    return json.loads(buf.getvalue())

@@ -62,8 +62,13 @@ def _format_series(s: dict) -> list[str]:
         org = ", ".join(f"{v:.1f}" for v in s["origin"])
         lines.append(f"      {dims} voxels, spacing {sp} mm, {s['orientation']} ({s['orientation_code']}), "
                      f"origin ({org}) mm, {s['files']} file(s)")
+    elif s["kind"] == "segmentation":
+        refs = ", ".join(s["references"]) or "no series named"
+        lines.append(f"      segmentation of {refs}: {', '.join(s['segments']) or 'no segments'}")
     elif s["kind"] == "non-image":
         lines.append(f"      non-image object, {s['files']} file(s)")
+    for g in s.get("segmentations", []):
+        lines.append(f"      segmentation \"{g['description']}\": {', '.join(g['segments'])}")
     lines += [f"      ! {p}" for p in s["problems"]]
     return lines
 

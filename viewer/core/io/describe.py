@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 
 from ..errors import describe as describe_exc
 from ..geometry import orientation_code, plane_name
@@ -26,6 +27,7 @@ def series_summary(series: Series) -> dict:
     if series.info.view_position or series.info.laterality:
         out["view"] = {"laterality": series.info.laterality, "view_position": series.info.view_position}
     if series.kind == "non-image":
+        out.update(_segmentation(series))
         return out
     try:
         if series.kind == "file":
@@ -49,6 +51,36 @@ def series_summary(series: Series) -> dict:
     return out
 
 
+def _segmentation(series: Series) -> dict:
+    """kind "segmentation" with the series it references and its segment names, for a SEG or
+    RTSTRUCT (one header read); {} for any other non-image object or an unreadable header."""
+    from .label_files import RTSTRUCT_SOP_CLASS, SEG_SOP_CLASSES, segmentation_summary
+
+    first = series.instances[0] if series.instances else None
+    if first is None or first.sop_class not in SEG_SOP_CLASSES | {RTSTRUCT_SOP_CLASS}:
+        return {}
+    try:
+        ds = pydicom.dcmread(first.path, stop_before_pixels=True, force=True)  # the scan vouched for it
+        summary = segmentation_summary(ds)
+    except Exception as exc:  # report, never crash a listing
+        return {"problems": list(series.problems) + [f"{first.path}: segmentation header unreadable "
+                                                      f"({describe_exc(exc)})"]}
+    summary["problems"] = [p for p in series.problems if "not an image to display" not in p]
+    return summary
+
+
+def _attach_segmentations(summaries: list[dict]) -> None:
+    """Each image series lists the segmentations (SEG/RTSTRUCT) of the same study that reference it."""
+    segs = [s for s in summaries if s.get("kind") == "segmentation"]
+    for s in summaries:
+        if s.get("kind") == "segmentation":
+            continue
+        mine = [{"uid": g["uid"], "description": g["description"], "segments": g["segments"]}
+                for g in segs if s["uid"] in g.get("references", [])]
+        if mine:
+            s["segmentations"] = mine
+
+
 def study_summary(study: Study) -> dict:
     out = {
         "uid": study.uid,
@@ -57,6 +89,7 @@ def study_summary(study: Study) -> dict:
         "accession": study.accession,
         "series": [series_summary(se) for se in study.series],
     }
+    _attach_segmentations(out["series"])
     if is_mammo_study(study):
         out["mammo_views"] = {v: (s.key if s else None) for v, s in four_view(study).items()}
     return out

@@ -32,6 +32,7 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "segmentation",
+    "1.2.840.10008.5.1.4.1.1.66.7": "label map segmentation",
     "1.2.840.10008.5.1.4.1.1.481.3": "RT structure set",
     "1.2.840.10008.5.1.4.1.1.11.1": "presentation state",
 }
