@@ -219,7 +219,7 @@ def test_cbis_ddsm_views_are_grouped_by_their_id_stem(tmp_path, capsys):
     assert "view from PatientOrientation" in full["view_sources"]["LMLO"]
     one = exams["P_00001"]
     assert one["views"]["RCC"] is None and one["views"]["RMLO"] is None and one["views"]["LCC"]
-    assert [e["why"] for e in one["extra"]] == ["roi mask images: not a view"]
+    assert [e["why"] for e in one["extra"]] == ["ROI mask images: not a view"]
     capsys.readouterr()
     assert main(["info", str(src)]) == 0
     text = capsys.readouterr().out
@@ -251,22 +251,23 @@ def test_priors_processing_and_extra_views(tmp_path, capsys):
     src = archive(tmp_path / "arch")
     result = scan(src)
     exams = {e.id: e for e in group_exams(result)}
-    current, prior = exams["PAT7_20210301"], exams["PAT7_20190301"]
+    current, prior = exams["exam 1"], exams["exam 1 prior 1"]
+    assert (current.date, prior.date) == ("20210301", "20190301")
     assert current.role == "current" and prior.role == "prior" and current.priors == [prior.id]
-    assert "common stem PAT7" in current.reason
+    assert "common stem PAT7" in current.reason and "PAT7" not in current.basis
     assert current.complete and not current.hung["RCC"].view.for_processing
     why = {ev.view.label: ev.why for ev in current.extra}
     assert why["RCC for processing"] == "for processing: the for-presentation image is hung"
     assert why["LXCCL"] == "extra view LXCCL" and why["LCC spot magnification"].startswith("extra view")
     summary = exams_of(info_json(src, capsys))
-    assert summary["PAT7_20210301"]["priors"] == ["PAT7_20190301"]
+    assert summary["exam 1"]["priors"] == ["exam 1 prior 1"] and summary["exam 1"]["patient"] == "PAT7"
 
 
 def test_newest_complete_exam_is_current(tmp_path):
     src = archive(tmp_path / "arch")
     (src / "20210301" / "LMLO.dcm").unlink()  # the newest exam is incomplete: the 2019 one is hung
     exams = group_exams(scan(src))
-    assert exams[0].id == "PAT7_20190301" and exams[0].role == "current"
+    assert exams[0].date == "20190301" and exams[0].role == "current" and exams[1].role == "prior"
 
 
 # ---------------------------------------------------------------------------------- analysis
@@ -311,8 +312,9 @@ def test_extra_views_and_priors_each_analysed(tmp_path, capsys):
     code, results, err = analyze(archive(tmp_path / "arch"), tmp_path / "out", capsys)
     assert code == 0, err
     by_id = {r["exam"]["id"]: r for r in results["results"]}
-    assert set(by_id) == {"PAT7_20210301", "PAT7_20190301"}
-    current = by_id["PAT7_20210301"]
+    assert set(by_id) == {"exam 1", "exam 1 prior 1"}
+    assert "PAT7" not in err and "PAT7" not in json.dumps(results)  # a clinical patient ID stays in `info`
+    current = by_id["exam 1"]
     assert {"RCC", "LCC", "RMLO", "LMLO", "LXCCL"} <= set(current["series"])
     assert current["series"]["LXCCL"]["analysed_as"] == "LCC"
     assert any("for processing" in line for line in results["not_analysed"])
@@ -335,3 +337,39 @@ def test_each_convention_analysed_end_to_end(make, tmp_path, capsys):
     assert len(results["results"]) == len(exams)
     estimated = [sr for r in results["results"] for sr in r["series"].values() if "spacing_estimated" in sr]
     assert bool(estimated) == (make is cmmd)
+
+
+# ---------------------------------------------------------------------------------- UI
+def test_browser_shows_the_exam_grouping_and_why(tmp_path, qtbot):
+    from viewer.ui.series_browser import SeriesBrowser
+
+    browser = SeriesBrowser()
+    qtbot.addWidget(browser)
+    browser.set_result(scan(cbis_ddsm(tmp_path / "cbis")))
+    rows = browser.exam_texts()
+    assert "P_00042 (current): RCC LCC RMLO LMLO" in rows
+    assert any(r.startswith("kept: LMLO: ROI mask images: not a view") for r in rows), rows
+    exam = browser.exams_item.child(0)
+    assert "CBIS-DDSM" in exam.toolTip(0)
+    view = exam.child(0)
+    assert "view from PatientID text" in view.toolTip(0) or "view from PatientOrientation" in view.toolTip(0)
+    assert browser._series_of(view) is not None  # selecting a hung view opens it
+
+
+def test_analyze_takes_a_single_mammogram_shown_alone(tmp_path):
+    from viewer.ui.analysis_controller import AnalysisController
+
+    src = tmp_path / "one"
+    write(src / "a.dcm", pixels("L", "CC"), PatientID="Q3", SeriesDescription="L XCCL", ViewPosition="XCCL",
+          ImageLaterality="L")
+    write(src / "b.dcm", pixels("L", "CC"), PatientID="Q4")
+    by_pid = {s.info.patient_id: s for s in scan(src).series}
+    kind, _uid, views = AnalysisController._single_mammogram(by_pid["Q3"], _Vol(by_pid["Q3"]))
+    assert kind == "mammo" and list(views) == ["LXCCL"]
+    kind, why = AnalysisController._single_mammogram(by_pid["Q4"], _Vol(by_pid["Q4"]))
+    assert kind is None and "breast or view unknown" in why
+
+
+class _Vol:
+    def __init__(self, series):
+        self.info = series.info

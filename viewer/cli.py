@@ -54,7 +54,10 @@ def _format_series(s: dict) -> list[str]:
     if s.get("part"):
         head += f" [{s['part']}]"
     if s.get("view"):
-        head += f" view {s['view']['laterality']}{s['view']['view_position']}"
+        v = s["view"]
+        head += f" view {v.get('name') or (v['laterality'] + v['view_position'])}"
+        if v.get("source"):
+            head += f" ({v['source']})"
     lines = [head]
     if "dimensions" in s:
         dims = "x".join(str(v) for v in s["dimensions"])
@@ -73,8 +76,26 @@ def _format_series(s: dict) -> list[str]:
     return lines
 
 
+def _format_exam(exam: dict) -> list[str]:
+    """One mammography exam: what is hung, why these images are one exam, what is kept beside it."""
+    hung = " ".join(v for v, key in exam["views"].items() if key)
+    missing = [v for v, key in exam["views"].items() if not key]
+    who = " ".join(x for x in (exam.get("patient", ""), exam.get("date", "")) if x)
+    head = (f"Mammography exam {exam['id']}" + (f" [{who}]" if who else "") +
+            f" ({exam['role']}): {hung or 'no view hung'}" +
+            (f" (missing: {' '.join(missing)})" if missing else " (complete)"))
+    lines = [head, f"  grouped by {exam['reason']}"]
+    lines += [f"  {v}: {why}" for v, why in exam.get("view_sources", {}).items() if why]
+    lines += [f"  kept: {e['view']}: {e['why']}" for e in exam.get("extra", [])]
+    if exam.get("priors"):
+        lines.append(f"  priors: {' '.join(exam['priors'])}")
+    return lines
+
+
 def format_info(summary: dict) -> str:
     lines = []
+    for exam in summary.get("mammo_exams", []):
+        lines += _format_exam(exam)
     for p in summary["patients"]:
         lines.append(f"Patient {p['name'] or '(no name)'} [{p['id'] or 'no ID'}]")
         for st in p["studies"]:
@@ -225,14 +246,15 @@ def _read_labels(labels_path: Path, volume, series, names_arg: str | None, prove
 
 
 def _mammo_exam(result):
-    """The scan's one 4-view mammography study when every image in it is MG; None otherwise."""
-    from .core.mammo import is_mammo_study
+    """The scan's one current mammography exam (mammo_exams: views grouped across studies and IDs the
+    way datasets split them; priors left aside) when every image in it is MG; None otherwise."""
+    from .core.mammo_exams import group_exams
 
-    studies = [st for st in result.studies if is_mammo_study(st)]
+    exams = [e for e in group_exams(result) if e.role == "current" and e.hung]
     images = [s for s in result.series if s.kind in ("dicom", "file")]
-    if len(studies) != 1 or any(s.modality != "MG" for s in images):
+    if len(exams) != 1 or any(s.modality != "MG" for s in images):
         return None
-    return studies[0]
+    return exams[0]
 
 
 def cmd_export(args) -> int:
@@ -272,19 +294,17 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _export_exam(args, study, classes: dict[str, str]) -> int:
+def _export_exam(args, exam, classes: dict[str, str]) -> int:
     """A 4-view mammography exam: the classes with every hung view's image (imagesCls), and with
     --labels the corrected map of the view it belongs to (--series VIEW or UID when several fit)."""
     from .core.errors import LightboxError
     from .core.export.pixel_safety import CLI_OPT_IN, check_sources
     from .core.export.training import export_exam
     from .core.io import load_series
-    from .core.mammo import four_view
-
     if not classes and args.labels is None:
         return _fail("nothing to export: give --class VIEW=LABEL (e.g. LCC=suspicious, exam=suspicious) "
                      "or --labels")
-    hung = {name: series for name, series in four_view(study).items() if series is not None}
+    hung = {name: ev.series for name, ev in exam.hung.items()}
     check_sources([(None, s) for s in hung.values()], args.allow_unverified_pixels, CLI_OPT_IN)
     views = {name: (load_series(series), series) for name, series in hung.items()}
     labels, seg_models = {}, {}

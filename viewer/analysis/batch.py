@@ -102,7 +102,7 @@ def _analyze_exam(exam: Exam, prefix: bool, device: str, say: Report, should_sto
     study_uid = exam.studies[0] if len(exam.studies) == 1 else ""
     found = analyze_mammo_exam(views, study_uid, device,
                                progress=lambda f, what: say(f"{label}: {what} ({f:.0%})"),
-                               should_stop=should_stop, exam=exam.summary())
+                               should_stop=should_stop, exam=exam.summary(identifying=False))
     if prefix:  # several exams in one run: their output folders say whose view they are
         for sr in found.series.values():
             sr.title = f"{exam.id} {sr.title}"

@@ -34,12 +34,18 @@ class ExamView:
 
 @dataclass
 class Exam:
-    """One mammography exam: the hung views, the ones kept beside them, and why they belong together."""
+    """One mammography exam: the hung views, the ones kept beside them, and why they belong together.
+
+    ``id`` never holds a clinical patient ID (analysis output and its terminal lines carry it): it is
+    'exam N', or a public dataset's own case number (CBIS-DDSM 'P_00042', an INbreast patient hash).
+    ``patient`` and ``reason`` name the patient and are shown only by `lightbox info`.
+    """
 
     id: str
     patient: str
     date: str = ""
-    reason: str = ""
+    reason: str = ""  # the grouping, naming the patient key (info only)
+    basis: str = ""  # the same rule without identifiers
     role: str = "current"  # 'current' or 'prior'
     hung: dict[str, ExamView] = field(default_factory=dict)  # slot -> view
     extra: list[ExamView] = field(default_factory=list)
@@ -54,38 +60,42 @@ class Exam:
     def members(self) -> list[ExamView]:
         return list(self.hung.values()) + self.extra
 
-    def summary(self) -> dict:
-        """JSON-ready: slots -> series key, with where each view was read from."""
-        return {
-            "id": self.id, "patient": self.patient, "date": self.date, "role": self.role,
-            "reason": self.reason, "complete": self.complete, "studies": list(self.studies),
+    def summary(self, identifying: bool = True) -> dict:
+        """JSON-ready: slots -> series key, with where each view was read from. ``identifying=False``
+        (results.json) leaves out the patient key and the date."""
+        out = {
+            "id": self.id, "role": self.role, "reason": self.reason if identifying else self.basis,
+            "complete": self.complete, "studies": list(self.studies),
             "views": {s: (self.hung[s].series.key if s in self.hung else None) for s in SLOTS},
             "view_sources": {s: ev.view.why() for s, ev in self.hung.items()},
             "extra": [{"series": ev.series.key, "view": ev.view.label, "why": ev.why} for ev in self.extra],
             "priors": list(self.priors),
         }
+        if identifying:
+            out.update(patient=self.patient, date=self.date)
+        return out
 
 
-def _patient_key(series: Series, vid: ViewId) -> tuple[str, str, bool]:
-    """(patient stem, why, dates are exam dates)."""
+def _patient_key(series: Series, vid: ViewId) -> tuple[str, str, bool, bool]:
+    """(patient key, the rule that found it, dates are exam dates, the key is a public dataset case number)."""
     pid = (series.info.patient_id or "").strip()
     m = _CBIS.match(pid)
     if m:
-        return m.group(3).upper(), (f"CBIS-DDSM naming: one patient ID per view, common stem {m.group(3).upper()} "
-                                    "(study dates are conversion dates)"), False
+        return (m.group(3).upper(), "CBIS-DDSM naming: one patient ID per view with a common stem "
+                "(study dates are conversion dates)", False, True)
     stripped = _VIEW_PART.sub("", pid).strip(" _-.") if pid else ""
     if pid and stripped and stripped != pid:
-        return stripped, f"one patient ID per view with the common stem {stripped}", True
+        return stripped, "one patient ID per view with a common stem", True, False
     if pid:
-        return pid, f"patient ID {pid}", True
+        return pid, "patient ID", True, False
     path = series.instances[0].path if series.instances else series.path
     m = _INBREAST.match(Path(path).name) if path else None
     if m:
-        return m.group(1), f"no patient ID: file names share the patient part {m.group(1)} (INbreast naming)", True
+        return m.group(1), "no patient ID: file names share the patient part (INbreast naming)", True, True
     name = (series.info.patient_name or "").strip()
     if name:
-        return name, f"no patient ID: patient name {name}", True
-    return series.info.study_uid or series.key, "no patient ID or name: one study", True
+        return name, "no patient ID: patient name", True, False
+    return series.info.study_uid or series.key, "no patient ID or name: one study", True, False
 
 
 def _rank(ev: ExamView) -> tuple:
@@ -125,36 +135,37 @@ def group_exams(result: ScanResult) -> list[Exam]:
         if series.kind != "dicom" or (series.modality or "").upper() != "MG":
             continue
         vid = identify_series(series)
-        stem, why, dated = _patient_key(series, vid)
-        p = patients.setdefault(stem, {"whys": [], "dated": dated, "dates": {}})
-        p["whys"].append(why)
+        stem, basis, dated, public = _patient_key(series, vid)
+        p = patients.setdefault(stem, {"bases": [], "dated": dated, "public": public, "dates": {}})
+        p["bases"].append(basis)
         date = (series.info.study_date or "") if dated else ""
         p["dates"].setdefault(date, []).append(ExamView(series, vid))
     exams: list[Exam] = []
-    for stem, p in patients.items():
-        whys = list(dict.fromkeys(p["whys"]))
-        stems = [w for w in whys if not w.startswith("patient ID ")]  # a stem explains the plain ID too
-        p["why"] = "; ".join(stems or whys)
+    for number, (stem, p) in enumerate(patients.items(), start=1):
+        bases = list(dict.fromkeys(p["bases"]))
+        basis = "; ".join([b for b in bases if b != "patient ID"] or bases)  # a stem explains the plain ID too
+        base_id = stem if p["public"] else f"exam {number}"
         dated: list[Exam] = []
         for date, views in sorted(p["dates"].items(), key=lambda kv: kv[0], reverse=True):
             studies = list(dict.fromkeys(ev.series.info.study_uid for ev in views))
-            reason = p["why"]
-            if len(studies) > 1:
-                reason += f"; {len(studies)} studies" + (f" on {date}" if date else "") + " form one exam"
-            exam = Exam(f"{stem}" + (f"_{date}" if date and len(p["dates"]) > 1 else ""), stem, date, reason,
+            more = f"; {len(studies)} studies" + (" on one date" if date else "") + " form one exam" \
+                if len(studies) > 1 else ""
+            key = stem if "one study" not in basis else ""
+            exam = Exam(base_id, stem, date, f"{basis}{' ' + key if key else ''}{more}", basis + more,
                         studies=studies)
             _hang(exam, views)
             dated.append(exam)
         current = next((e for e in dated if e.complete), dated[0])
-        for e in dated:
-            if e is not current:
-                e.role = "prior"
-                e.reason += f"; prior of {current.date or current.id}"
-                current.priors.append(e.id)
-        exams.append(current)
-        exams += [e for e in dated if e is not current]
+        older = [e for e in dated if e is not current]
+        for k, e in enumerate(older, start=1):
+            e.id, e.role = f"{base_id} prior {k}", "prior"
+            e.reason += f"; prior of {current.date or current.id}"
+            e.basis += f"; prior of {current.id}"
+            current.priors.append(e.id)
+        exams += [current, *older]
     return exams
 
 
 def exams_summary(result: ScanResult) -> list[dict]:
+    """For `lightbox info --json` (identifying: it lists patients anyway)."""
     return [e.summary() for e in group_exams(result)]

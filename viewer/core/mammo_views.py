@@ -176,7 +176,7 @@ def identify(info: SourceInfo, path: Path | str | None = None) -> ViewId:
     image_type = [str(v).upper() for v in getattr(info, "image_type", ()) or ()]
     vid.for_processing = "PROCESSING" in intent or "FOR PROCESSING" in " ".join(image_type)
     m = _NOT_A_VIEW.search(info.series_description or "")
-    vid.not_a_view = m.group(0).lower() if m else ""
+    vid.not_a_view = (info.series_description or "").strip() if m else ""
     return vid
 
 

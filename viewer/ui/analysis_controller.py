@@ -141,6 +141,8 @@ class AnalysisController(QObject):
         if series is None or volume is None:
             return None, "nothing to analyse: open a CT series or a mammography exam"
         modality = (volume.info.modality or "").upper()
+        if modality == "MG":  # a single mammogram shown on its own: a one-view exam
+            return self._single_mammogram(series, volume)
         if modality != "CT":
             return None, f"no model for {modality or 'this'} images (the demo models analyse CT and 4-view MG)"
         if min(volume.shape) < 2:
@@ -148,8 +150,23 @@ class AnalysisController(QObject):
         return "ct", series, volume
 
     @staticmethod
+    def _single_mammogram(series, volume):
+        """('mammo', study_uid, {name: (series, volume)}) for one shown mammogram, named by its hanging
+        slot or, for an extra view (XCCL, spot, ...), its own label; (None, why) when its breast or
+        view is unknown."""
+        from ..core.mammo_views import identify_series
+
+        vid = identify_series(series)
+        if vid.model_name is None:
+            why = vid.not_a_view or f"breast or view unknown ({vid.why() or 'no tag or text names it'})"
+            return None, f"this mammogram cannot be analysed: {why}"
+        return "mammo", volume.info.study_uid, {vid.hanging or vid.label: (series, volume)}
+
+    @staticmethod
     def cache_key(target) -> str:
-        return f"study:{target[1]}" if target[0] == "mammo" else f"series:{target[1].key}"
+        if target[0] == "mammo":  # one shown mammogram and its whole exam are different analyses
+            return f"study:{target[1]}:" + ",".join(sorted(s.key for s, _v in target[2].values()))
+        return f"series:{target[1].key}"
 
     # -- running -------------------------------------------------------------------------------------
     def analyze(self) -> None:
@@ -212,7 +229,8 @@ class AnalysisController(QObject):
         self.refresh_overlays()
         scores = (", ".join(f"{s} {p:.2f}" for s, p in result.exam_scores.items()) if result.exam_scores
                   else "; ".join(f"{k} {v:.0f}" for sr in result.series.values() for k, v in sr.scores.items()))
-        extra = f" ({'; '.join(notes)})" if notes else ""
+        estimated = [w for w in result.warnings if "spacing estimated" in w]  # never silently 1 mm
+        extra = f" ({'; '.join((notes or []) + estimated)})" if notes or estimated else ""
         self.window.show_message(f"Analysis {'(cached) ' if cached else ''}done: {scores}{extra}",
                                  "warning" if notes else "info")
         self.analysis_finished.emit(result)

@@ -14,12 +14,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.mammo_exams import group_exams
+from ..core.mammo_views import identify_series
 from ..core.study import ScanResult, Series
 from .mime import SERIES_MIME, series_mime
 
 KEY_ROLE = Qt.ItemDataRole.UserRole
 COL_NAME, COL_MODALITY, COL_IMAGES = range(3)
 PROBLEMS_TEXT = "Problems"
+EXAMS_TEXT = "Mammography exams"
 THUMBNAIL_SIZE = 48
 
 
@@ -67,6 +70,7 @@ class SeriesBrowser(QTreeWidget):
         self._series: dict[str, Series] = {}
         self._items: dict[str, QTreeWidgetItem] = {}
         self.problems_item: QTreeWidgetItem | None = None
+        self.exams_item: QTreeWidgetItem | None = None
         self.currentItemChanged.connect(self._on_current_changed)
         self.itemActivated.connect(self._on_activated)
 
@@ -79,6 +83,7 @@ class SeriesBrowser(QTreeWidget):
             self._series.clear()
             self._items.clear()
             self.problems_item = None
+            self.exams_item = None
             for patient in result.patients:
                 who = patient.name.replace("^", " ").strip() or "(no name)"
                 p_item = QTreeWidgetItem([f"{who}  [{patient.id or 'no ID'}]", "", ""])
@@ -96,6 +101,7 @@ class SeriesBrowser(QTreeWidget):
                 p_item.setExpanded(True)
                 for i in range(p_item.childCount()):
                     p_item.child(i).setExpanded(True)
+            self._add_exams(result)
             if result.problems:
                 self.problems_item = QTreeWidgetItem([f"{PROBLEMS_TEXT} ({len(result.problems)} files)", "", ""])
                 self.problems_item.setFlags(Qt.ItemFlag.ItemIsEnabled)
@@ -110,11 +116,59 @@ class SeriesBrowser(QTreeWidget):
         finally:
             self.blockSignals(False)
 
+    def _add_exams(self, result: ScanResult) -> None:
+        """'Mammography exams': how the mammograms were grouped into exams and why, each hung view
+        (selecting it opens that series) and the images kept beside the exam with why."""
+        try:
+            exams = group_exams(result)
+        except Exception:  # noqa: BLE001 - the grouping is a help; the tree above is what matters
+            return
+        if not exams:
+            return
+        self.exams_item = top = QTreeWidgetItem([EXAMS_TEXT, "MG", str(len(exams))])
+        top.setFlags(Qt.ItemFlag.ItemIsEnabled)
+        self.addTopLevelItem(top)
+        for exam in exams:
+            hung = " ".join(exam.hung) or "no view hung"
+            who = " ".join(x for x in (exam.patient, _date(exam.date)) if x)
+            e_item = QTreeWidgetItem([f"{exam.id} ({exam.role}): {hung}", "", str(len(exam.members))])
+            e_item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+            e_item.setToolTip(COL_NAME, f"{who}\ngrouped by {exam.reason}")
+            top.addChild(e_item)
+            for slot, ev in exam.hung.items():
+                e_item.addChild(self._exam_row(f"{slot}: {ev.series.label()}", ev.series, ev.view.why()))
+            for ev in exam.extra:
+                e_item.addChild(self._exam_row(f"kept: {ev.view.label}: {ev.why}", ev.series, ev.view.why()))
+            e_item.setExpanded(True)
+        top.setExpanded(True)
+
+    def _exam_row(self, text: str, series: Series, why: str) -> QTreeWidgetItem:
+        item = QTreeWidgetItem([text, series.info.modality or "?", str(image_count(series))])
+        item.setData(COL_NAME, KEY_ROLE, series.key)
+        item.setToolTip(COL_NAME, "\n".join(x for x in (series.label(), why) if x))
+        return item
+
+    def exam_texts(self) -> list[str]:
+        """Each exam row's text, then its views' rows (for tests and the status line)."""
+        top = getattr(self, "exams_item", None)
+        if top is None:
+            return []
+        out = []
+        for i in range(top.childCount()):
+            e = top.child(i)
+            out.append(e.text(COL_NAME))
+            out += [e.child(j).text(COL_NAME) for j in range(e.childCount())]
+        return out
+
     def _series_item(self, series: Series) -> QTreeWidgetItem:
         number = f"{series.info.series_number}: " if series.info.series_number is not None else ""
         desc = series.info.series_description or "(no description)"
         extra = []
         view = f"{series.info.laterality}{series.info.view_position}".strip()
+        why_view = ""
+        if (series.info.modality or "").upper() == "MG" and series.kind == "dicom":
+            vid = identify_series(series)  # the view from whatever the file carries, not only its tags
+            view, why_view = (vid.label if vid.laterality or vid.view else view), vid.why()
         if view and view not in desc.upper().replace(" ", ""):  # 'R CC' already says RCC
             extra.append(view)
         if series.part:
@@ -122,7 +176,8 @@ class SeriesBrowser(QTreeWidget):
         text = " ".join([f"{number}{desc}", *extra])
         item = QTreeWidgetItem([text, series.info.modality or "?", str(image_count(series))])
         item.setData(COL_NAME, KEY_ROLE, series.key)
-        tip = [series.label(), f"UID {series.uid}"] + [f"⚠ {p}" for p in series.problems]
+        tip = [series.label(), f"UID {series.uid}"] + ([why_view] if why_view else []) + \
+            [f"⚠ {p}" for p in series.problems]
         item.setToolTip(COL_NAME, "\n".join(tip))
         if series.kind == "non-image":
             item.setFlags(Qt.ItemFlag.ItemIsEnabled)  # listed, not selectable
