@@ -116,6 +116,18 @@ def test_small_position_noise_is_not_a_tilt(tmp_path):
     assert not any("tilt" in p for p in vol.problems)
 
 
+def test_shear_beyond_any_gantry_tilt_is_not_resampled(tmp_path):
+    truth = ramp_volume(shape=(4, 16, 16))
+    info = replace(truth.info, series_uid=generate_uid(), study_uid=generate_uid(),
+                   frame_of_reference_uid=generate_uid())
+    for k in range(4):
+        pos = truth.origin + np.array([k * 30.0, 0.0, k * truth.spacing[0]])  # 85 degrees off the normal
+        write_series(replace(truth, array=truth.array[k:k + 1], origin=pos, info=info), tmp_path / f"s{k}", **CT12)
+    vol = load_series(only(tmp_path))
+    assert vol.shape == truth.shape and np.array_equal(vol.array, truth.array)
+    assert any("too far for a gantry tilt" in p for p in vol.problems), vol.problems
+
+
 # -- sparse series ----------------------------------------------------------------------------
 def _sparse(tmp_path, modality="CT"):
     truth = ramp_volume(shape=(10, 20, 24), modality=modality)

@@ -39,6 +39,7 @@ OUTLIER_MIN_MM = 50.0
 MAX_BODY_MM = 2000.0  # slices of one series further apart than this cannot all be real
 OUTLIER_MAX_FRAMES, OUTLIER_MAX_SHARE = 2, 0.05  # at most this many (or this share) are outliers
 MAX_BLANK_PER_IMAGE = 2  # blank gap slots allowed per real image; beyond it the spacing is non-uniform
+MAX_TILT_DEG = 45.0  # gantries tilt up to ~30 degrees; a larger shear is not resampled
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 _LETTERS = {"L": (1, 0, 0), "R": (-1, 0, 0), "P": (0, 1, 0), "A": (0, -1, 0),
@@ -256,6 +257,11 @@ def _plan_shear(plan: SlicePlan, kept: list[Frame]) -> None:
     low = np.floor(offsets.min(axis=0) + 1e-6)
     high = np.ceil(offsets.max(axis=0) - 1e-6)
     grow = (high - low).astype(int)
+    if tilt > MAX_TILT_DEG or (grow > np.array(plan.shape[1:])).any():
+        # no gantry tilts this far: a stack sheared by more than its own size is left as it is
+        plan.problems.append(f"slices stepped {tilt:.1f} degrees off their normal (too far for a gantry tilt): "
+                             "shown unsheared, off-plane positions approximate")
+        return
     plan.read_shape = plan.shape
     plan.shape = (plan.shape[0], plan.shape[1] + int(grow[0]), plan.shape[2] + int(grow[1]))
     plan.origin = p0 + low[0] * plan.spacing[1] * col_cos + low[1] * plan.spacing[2] * row_cos
@@ -266,18 +272,33 @@ def _plan_shear(plan: SlicePlan, kept: list[Frame]) -> None:
 
 
 def _unshear(raw: np.ndarray, plan: SlicePlan, fill, out_dtype) -> np.ndarray:
-    """Shift each slice of ``raw`` in-plane onto the plan's regular grid (linear, ``fill`` outside)."""
-    from scipy.ndimage import affine_transform
+    """Shift each slice of ``raw`` in-plane onto the plan's regular grid (bilinear, ``fill`` outside).
 
+    A pure translation needs no general resampler: each slice is placed at its whole-pixel
+    offset in a canvas of ``fill`` and the fractional part blends the canvas with itself moved
+    by one pixel (exactly linear interpolation), a few numpy passes per slice.
+    """
     out = np.empty(plan.shape, dtype=out_dtype)
+    h, w = plan.shape[1:]
+    r, c = raw.shape[1:]
+    canvas = np.empty((h + 1, w + 1), dtype=np.float32)
     integral = np.issubdtype(out_dtype, np.integer)
     for k in range(plan.shape[0]):
         if plan.slots[k] is None:
             out[k] = fill
             continue
         dy, dx = plan.shear[k]
-        moved = affine_transform(raw[k].astype(np.float32), np.eye(2), offset=(-dy, -dx),
-                                 output_shape=plan.shape[1:], order=1, mode="constant", cval=float(fill))
+        iy, ix = int(np.floor(dy + 1e-9)), int(np.floor(dx + 1e-9))
+        fy, fx = max(0.0, dy - iy), max(0.0, dx - ix)
+        canvas.fill(fill)
+        canvas[1 + iy:1 + iy + r, 1 + ix:1 + ix + c] = raw[k]
+        moved = ((1 - fy) * (1 - fx)) * canvas[1:, 1:]
+        if fy:
+            moved += (fy * (1 - fx)) * canvas[:-1, 1:]
+        if fx:
+            moved += ((1 - fy) * fx) * canvas[1:, :-1]
+        if fy and fx:
+            moved += (fy * fx) * canvas[:-1, :-1]
         if integral:
             info = np.iinfo(out_dtype)
             np.clip(np.rint(moved), info.min, info.max, out=moved)
