@@ -373,3 +373,13 @@ def test_analyze_takes_a_single_mammogram_shown_alone(tmp_path):
 class _Vol:
     def __init__(self, series):
         self.info = series.info
+
+
+def test_the_model_input_refuses_a_missing_spacing():
+    from inference.preprocess.mammo import prepare
+
+    image = pixels("L", "CC").astype(np.float32)
+    with pytest.raises(ValueError, match="pixel spacing"):
+        prepare(image, None, "L", "CC")
+    with pytest.raises(ValueError, match="positive"):
+        prepare(image, (0.0, 0.1), "L", "CC")

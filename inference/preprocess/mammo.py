@@ -157,7 +157,11 @@ def prepare(image: np.ndarray, spacing, laterality: str | None = None, view: str
         img = img[0]
     if img.ndim != 2:
         raise ValueError(f"a mammogram is one 2D image, got shape {np.shape(image)}")
+    if spacing is None:  # the caller estimates a missing spacing and says so; never a silent 1 mm
+        raise ValueError("a mammogram needs its pixel spacing (from the file or an estimate), got None")
     spacing = (float(spacing[-2]), float(spacing[-1]))
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise ValueError(f"pixel spacing must be positive millimetres, got {spacing}")
     rshape = resampled_shape(img.shape, spacing, target_spacing)
     small = resample(img, rshape)
     mask = breast_mask(small)
