@@ -383,3 +383,16 @@ def test_the_model_input_refuses_a_missing_spacing():
         prepare(image, None, "L", "CC")
     with pytest.raises(ValueError, match="positive"):
         prepare(image, (0.0, 0.1), "L", "CC")
+
+
+def test_export_takes_the_grouped_exam(tmp_path, capsys):
+    """A CBIS-DDSM patient's four views (four 'patients' and studies) export as one exam."""
+    src = cbis_ddsm(tmp_path / "cbis")
+    for f in src.glob("Mass-Training_*/*/*/*.dcm"):  # leave one patient: the export takes one exam
+        f.unlink()
+    capsys.readouterr()
+    code = main(["export", str(src), "--out", str(tmp_path / "ds"), "--class", "LCC=suspicious",
+                 "--class", "exam=suspicious", "--allow-unverified-pixels"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "4 view image(s)" in err
