@@ -143,6 +143,21 @@ def test_sparse_series_knows_its_blank_slices_and_fills_air(tmp_path):
     assert (vol.array[[4, 5, 6]] == -1024).all()
 
 
+def test_sparse_series_with_one_close_pair_is_not_given_a_negative_gap(tmp_path):
+    """Gaps 1.25, 98.75, 100 mm: the median step once made the short gap "-1 missing slices"
+    and put the second image 98.75 mm from the first."""
+    truth = ramp_volume(shape=(4, 16, 16))
+    info = replace(truth.info, series_uid=generate_uid(), study_uid=generate_uid(),
+                   frame_of_reference_uid=generate_uid())
+    for k, z in enumerate([0.0, 1.25, 100.0, 200.0]):
+        one = replace(truth, array=truth.array[k:k + 1], origin=(0.0, 0.0, z), info=info)
+        write_series(one, tmp_path / f"s{k}", **CT12)
+    vol = load_series(only(tmp_path))
+    assert not any("-1 missing" in p for p in vol.problems), vol.problems
+    assert any("non-uniform slice spacing" in p for p in vol.problems), vol.problems
+    assert np.array_equal(vol.array, truth.array)
+
+
 def test_sparse_series_opens_on_an_image_in_every_view(qtbot, tmp_path):
     from viewer.ui.mpr_layout import MprLayout
     from viewer.ui.slice_view import SliceView

@@ -203,7 +203,8 @@ def _plan_stack(frames: list[Frame], row_sp: float, col_sp: float, first: Instan
             if np.abs(gaps - step).min() > 0.01 * step and gaps.min() > 0:
                 step = float(gaps.min())  # the median of few gaps may be no real gap (0.8, 1.6 -> 1.2)
                 ratio = gaps / step
-            whole = np.abs(ratio - np.rint(ratio)) < 0.05
+            # a gap far shorter than the step (1.25 among 100s) rounds to 0 steps: not a whole multiple
+            whole = (np.abs(ratio - np.rint(ratio)) < 0.05) & (np.rint(ratio) >= 1)
             missing_f = float(np.sum(np.rint(ratio) - 1))
             if whole.all() and missing_f <= MAX_BLANK_PER_IMAGE * len(kept):
                 slots = [kept[0]]
