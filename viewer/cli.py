@@ -81,7 +81,8 @@ def _format_exam(exam: dict) -> list[str]:
     hung = " ".join(v for v, key in exam["views"].items() if key)
     missing = [v for v, key in exam["views"].items() if not key]
     who = " ".join(x for x in (exam.get("patient", ""), exam.get("date", "")) if x)
-    head = (f"Mammography exam {exam['id']}" + (f" [{who}]" if who else "") +
+    name = exam["id"] if exam["id"].startswith("exam ") else f"exam {exam['id']}"
+    head = (f"Mammography {name}" + (f" [{who}]" if who else "") +
             f" ({exam['role']}): {hung or 'no view hung'}" +
             (f" (missing: {' '.join(missing)})" if missing else " (complete)"))
     lines = [head, f"  grouped by {exam['reason']}"]
@@ -100,7 +101,7 @@ def format_info(summary: dict) -> str:
         lines.append(f"Patient {p['name'] or '(no name)'} [{p['id'] or 'no ID'}]")
         for st in p["studies"]:
             lines.append(f"  Study {st['date'] or '(no date)'} \"{st['description']}\" {st['uid']}")
-            if "mammo_views" in st:
+            if "mammo_views" in st and "mammo_exams" not in summary:  # the exams above supersede it
                 views = st["mammo_views"]
                 missing = [v for v, uid in views.items() if uid is None]
                 lines.append("    4-view exam: " + " ".join(v for v in views if views[v]) +

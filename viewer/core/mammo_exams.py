@@ -81,20 +81,20 @@ def _patient_key(series: Series, vid: ViewId) -> tuple[str, str, bool, bool]:
     pid = (series.info.patient_id or "").strip()
     m = _CBIS.match(pid)
     if m:
-        return (m.group(3).upper(), "CBIS-DDSM naming: one patient ID per view with a common stem "
+        return (m.group(3).upper(), "CBIS-DDSM naming: one patient ID per view with the common stem {} "
                 "(study dates are conversion dates)", False, True)
     stripped = _VIEW_PART.sub("", pid).strip(" _-.") if pid else ""
     if pid and stripped and stripped != pid:
-        return stripped, "one patient ID per view with a common stem", True, False
+        return stripped, "one patient ID per view with the common stem {}", True, False
     if pid:
-        return pid, "patient ID", True, False
+        return pid, "patient ID {}", True, False
     path = series.instances[0].path if series.instances else series.path
     m = _INBREAST.match(Path(path).name) if path else None
     if m:
-        return m.group(1), "no patient ID: file names share the patient part (INbreast naming)", True, True
+        return m.group(1), "no patient ID: file names share the patient part {} (INbreast naming)", True, True
     name = (series.info.patient_name or "").strip()
     if name:
-        return name, "no patient ID: patient name", True, False
+        return name, "no patient ID: patient name {}", True, False
     return series.info.study_uid or series.key, "no patient ID or name: one study", True, False
 
 
@@ -143,16 +143,16 @@ def group_exams(result: ScanResult) -> list[Exam]:
     exams: list[Exam] = []
     for number, (stem, p) in enumerate(patients.items(), start=1):
         bases = list(dict.fromkeys(p["bases"]))
-        basis = "; ".join([b for b in bases if b != "patient ID"] or bases)  # a stem explains the plain ID too
+        basis = "; ".join([b for b in bases if b != "patient ID {}"] or bases)  # a stem explains the plain ID too
         base_id = stem if p["public"] else f"exam {number}"
         dated: list[Exam] = []
         for date, views in sorted(p["dates"].items(), key=lambda kv: kv[0], reverse=True):
             studies = list(dict.fromkeys(ev.series.info.study_uid for ev in views))
             more = f"; {len(studies)} studies" + (" on one date" if date else "") + " form one exam" \
                 if len(studies) > 1 else ""
-            key = stem if "one study" not in basis else ""
-            exam = Exam(base_id, stem, date, f"{basis}{' ' + key if key else ''}{more}", basis + more,
-                        studies=studies)
+            reason = basis.replace("{}", stem) + more
+            public = basis.replace("{}", stem if p["public"] else "").replace("  ", " ").replace(" (", " (") + more
+            exam = Exam(base_id, stem, date, reason, public.replace(" ;", ";").strip(), studies=studies)
             _hang(exam, views)
             dated.append(exam)
         current = next((e for e in dated if e.complete), dated[0])
