@@ -54,7 +54,7 @@ def pixels(lat: str, view: str, size=SIZE, bits=12, seed=0, mono1=False) -> np.n
 
 
 def write(path: Path, image: np.ndarray, *, sop_class=MG_PRESENTATION, rle=False, bits=None,
-          photometric="MONOCHROME2", **tags) -> Path:
+          photometric="MONOCHROME2", compress=None, **tags) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -74,8 +74,8 @@ def write(path: Path, image: np.ndarray, *, sop_class=MG_PRESENTATION, rle=False
     ds.BitsAllocated = 8 if image.dtype == np.uint8 else 16
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
     ds.PixelData = image.tobytes()
-    if rle:
-        ds.compress(RLELossless, image)
+    if rle or compress:
+        ds.compress(compress or RLELossless, image)
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -396,3 +396,22 @@ def test_export_takes_the_grouped_exam(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0, err
     assert "4 view image(s)" in err
+
+
+def test_film_and_digital_encodings_are_analysed(tmp_path, capsys):
+    """8-16 bit, MONOCHROME1/2, JPEG 2000 and JPEG-LS views of one exam hang and analyse."""
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+    src = tmp_path / "enc"
+    study = generate_uid()
+    common = dict(StudyInstanceUID=study, PatientID="ENC1", StudyDate="20200101", PixelSpacing=[0.1, 0.1])
+    write(src / "rcc.dcm", pixels("R", "CC", bits=16, mono1=True), photometric="MONOCHROME1",
+          compress=JPEG2000Lossless, ImageLaterality="R", ViewPosition="CC", **common)
+    write(src / "rmlo.dcm", pixels("R", "MLO", bits=8), compress=JPEGLSLossless, ImageLaterality="R",
+          ViewPosition="MLO", **common)
+    write(src / "lcc.dcm", pixels("L", "CC", bits=12), bits=12, compress=RLELossless, ImageLaterality="L",
+          ViewPosition="CC", **common)
+    code, results, err = analyze(src, tmp_path / "out", capsys)
+    assert code == 0, err
+    (res,) = results["results"]
+    assert set(res["series"]) == {"RCC", "RMLO", "LCC"} and set(res["exam_scores"]) == {"R", "L"}
