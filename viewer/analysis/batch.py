@@ -59,7 +59,7 @@ def analyze_scan(result: ScanResult, device: str = "auto", report: Report | None
     exams = group_exams(result)
     handled: set[str] = {ev.series.key for exam in exams for ev in exam.members}
     for exam in exams:
-        attempt(f"mammography exam {exam.id}",
+        attempt(f"mammography {exam.label}",
                 lambda exam=exam: _analyze_exam(exam, len(exams) > 1, device, say, should_stop, skipped))
     for study in result.studies:
         for series in study.series:
@@ -78,7 +78,7 @@ def _exam_views(exam: Exam, skipped: list[str]) -> dict[str, Series]:
         usable = (ev.view.model_name and not ev.view.not_a_view and not ev.view.for_processing
                   and ev.view.hanging is None)
         if not usable:
-            left_out.append(f"mammography exam {exam.id}: {_label(ev.series)} not analysed: {ev.why}")
+            left_out.append(f"mammography {exam.label}: {_label(ev.series)} not analysed: {ev.why}")
             continue
         name, n = ev.view.label, 2
         while name in chosen:
@@ -91,7 +91,7 @@ def _exam_views(exam: Exam, skipped: list[str]) -> dict[str, Series]:
 
 def _analyze_exam(exam: Exam, prefix: bool, device: str, say: Report, should_stop,
                   skipped: list[str]) -> AnalysisResult:
-    label = f"mammography exam {exam.id}"
+    label = f"mammography {exam.label}"
     chosen = _exam_views(exam, skipped)
     if not chosen:
         raise NoModel("no view with a known breast and view (" + "; ".join(ev.why for ev in exam.extra) + ")")

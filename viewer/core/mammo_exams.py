@@ -53,6 +53,11 @@ class Exam:
     priors: list[str] = field(default_factory=list)  # ids of older exams of this patient
 
     @property
+    def label(self) -> str:
+        """'exam 1', 'exam 1 prior 1', 'exam P_00042'."""
+        return self.id if self.id.startswith("exam ") else f"exam {self.id}"
+
+    @property
     def complete(self) -> bool:
         return all(s in self.hung for s in SLOTS)
 
