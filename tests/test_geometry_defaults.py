@@ -10,6 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 from dataclasses import replace
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -60,7 +61,10 @@ def _write_tilted(root, kind: str):
                       frame_of_reference_uid=generate_uid(), patient_id="TILT", patient_name="TILT")
     for k in range(n):
         one = Volume(arr[k:k + 1], (STEP, PIX, PIX), positions[k], direction, info)
-        write_series(one, root / f"s{k:03d}", **CT12)
+        for f in write_series(one, root / f"s{k:03d}", **CT12):  # a UID of its own per slice, as scanners write
+            ds = pydicom.dcmread(f)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(f)])
+            ds.save_as(f)
     truth = [positions[k] + j * PIX * row_cos + i * PIX * col_cos for k, i, j in _blobs()]
     return truth, arr
 
@@ -273,3 +277,26 @@ def test_checked_header_window_leaves_ct_windows_alone():
 
     arr = np.linspace(-1000, 1000, 4096).reshape(1, 64, 64)
     assert checked_header_window((40.0, 400.0), arr) == ((40.0, 400.0), None)
+
+
+@pytest.mark.parametrize("kind", ["sheared", "tilted_iop"])
+def test_dicom_seg_of_a_tilted_series_is_written_on_the_resampled_grid_and_reads_back(tmp_path, kind):
+    """The labels of a tilt-resampled volume lie on the regular grid, not on the source pixels: the
+    SEG carries each frame's own position, references the sources, and reads back voxel for voxel."""
+    import highdicom as hd
+
+    from viewer.core.export.dicom_seg import Segment, write_dicom_seg
+    from viewer.core.io.label_files import read_label_file
+
+    _write_tilted(tmp_path / "src", kind)
+    series = only(tmp_path / "src")
+    vol = load_series(series)
+    labels = np.zeros(vol.shape, np.uint8)
+    for k in range(vol.shape[0]):
+        labels[k][vol.array[k] > 0] = 1  # the blob wherever the resampling put it
+    labels[2, 5:9, 5:9] = 2
+    path = write_dicom_seg(labels, vol, series, [Segment(1, "blob"), Segment(2, "box")], tmp_path / "tilt.seg.dcm")
+    seg = hd.seg.segread(path)
+    assert {s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence} == {series.uid}
+    back = read_label_file(path, vol, series)
+    np.testing.assert_array_equal(back.array, labels)

@@ -346,6 +346,9 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
         except (ValueError, TypeError) as exc:
             raise ValueError(f"segment {s.number} {s.label!r} cannot be described in DICOM: {describe(exc)}") from exc
     sources, array = _sources(labels, volume, series)
+    grid = _resampled_grid(volume, series)
+    if grid:
+        array = labels  # the SEG's frames are the regular grid's slices, placed by their own positions
     if series_number is None:
         series_number = 1000 + int(series.info.series_number or 0)
     try:
@@ -355,7 +358,7 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer=manufacturer,
             manufacturer_model_name="Lightbox", software_versions=software_version or _software_version(),
             device_serial_number=str(device_serial), content_description=series_description[:64],
-            content_creator_name=content_creator, omit_empty_frames=True)
+            content_creator_name=content_creator, omit_empty_frames=True, **grid)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ValueError(f"cannot build a DICOM SEG for series {series.label()}: {describe(exc)}") from exc
     seg.SeriesDescription = series_description[:64]
@@ -364,6 +367,26 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
     with replacing(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return path
+
+
+def _resampled_grid(volume: Volume, series: Series) -> dict:
+    """highdicom's explicit geometry for a series the loader resampled (gantry tilt): the labels lie
+    on the regular grid, not on the source images' pixels, so every frame carries its own position
+    (the sources stay referenced at series level). {} when the grid is the sources' own."""
+    import highdicom as hd
+
+    if _plan(volume, series).shear is None:
+        return {}
+    patient = hd.CoordinateSystemNames.PATIENT
+    row_dir, col_dir = volume.direction[:, 2], volume.direction[:, 1]  # along a row, down the rows
+    positions = [hd.PlanePositionSequence(patient, volume.origin + k * volume.spacing[0] * volume.direction[:, 0])
+                 for k in range(volume.shape[0])]
+    return {
+        "plane_positions": positions,
+        "plane_orientation": hd.PlaneOrientationSequence(patient, [*row_dir, *col_dir]),
+        "pixel_measures": hd.PixelMeasuresSequence(pixel_spacing=[float(volume.spacing[1]), float(volume.spacing[2])],
+                                                   slice_thickness=float(volume.spacing[0])),
+    }
 
 
 def _has_plane_orientation(ds) -> bool:
