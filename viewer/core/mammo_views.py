@@ -113,7 +113,8 @@ def _code_view(info: SourceInfo) -> str:
 def _orientation_view(info: SourceInfo) -> str:
     """CBIS-DDSM writes 'CC'/'MLO' into PatientOrientation; real direction letters tell CC (a
     left-right column axis) from MLO (a head-feet column axis)."""
-    po = info.patient_orientation
+    text = str(getattr(info, "orientation_text", "") or "")
+    po = info.patient_orientation or (tuple(text.split("\\")) if text else None)
     if not po:
         return ""
     joined = "".join(po).upper().replace(" ", "")
