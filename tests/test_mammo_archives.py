@@ -185,6 +185,12 @@ def test_view_from_text(text, expected):
     assert vid.sources["view"] == "PatientID text"
 
 
+def test_ids_that_merely_contain_view_letters_name_no_view():
+    for pid in ("CC12345", "ML7", "PATIENT_RCC2", "BILATERAL"):
+        vid = identify(SourceInfo(patient_id=pid))
+        assert vid.view == "" and vid.laterality == "", pid
+
+
 def test_tags_win_over_text_and_each_source_is_named():
     vid = identify(SourceInfo(laterality="R", view_position="MLO", patient_id="X_LEFT_CC"))
     assert vid.hanging == "RMLO" and vid.why() == "laterality from ImageLaterality/Laterality, view from ViewPosition"
@@ -354,6 +360,8 @@ def test_browser_shows_the_exam_grouping_and_why(tmp_path, qtbot):
     view = exam.child(0)
     assert "view from PatientID text" in view.toolTip(0) or "view from PatientOrientation" in view.toolTip(0)
     assert browser._series_of(view) is not None  # selecting a hung view opens it
+    series = browser._series_of(view)
+    assert "spacing estimated: 0.05 mm" in browser.item_for(series).toolTip(0)
 
 
 def test_analyze_takes_a_single_mammogram_shown_alone(tmp_path):

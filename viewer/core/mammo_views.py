@@ -43,11 +43,11 @@ MODEL_VIEW = {"CC": "CC", "XCCL": "CC", "XCCM": "CC", "XCC": "CC", "FB": "CC", "
               "MLO": "MLO", "ML": "MLO", "LM": "MLO", "LMO": "MLO", "SIO": "MLO", "ISO": "MLO", "AT": "MLO"}
 _VIEWS = "XCCL|XCCM|MLO|CC|ML|LM|LMO|FB|SIO"
 _LAT = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
-_PAIR = re.compile(rf"(?<![A-Z0-9])(LEFT|RIGHT|L|R)[ _\-.]*({_VIEWS})(?![A-Z])")
-_PAIR_REV = re.compile(rf"(?<![A-Z0-9])({_VIEWS})[ _\-.]*(LEFT|RIGHT|L|R)(?![A-Z])")
+_PAIR = re.compile(rf"(?<![A-Z0-9])(LEFT|RIGHT|L|R)[ _\-.]*({_VIEWS})(?![A-Z0-9])")
+_PAIR_REV = re.compile(rf"(?<![A-Z0-9])({_VIEWS})[ _\-.]*(LEFT|RIGHT|L|R)(?![A-Z0-9])")
 _INBREAST = re.compile(r"_MG_([LR])_(CC|ML|MLO)_ANON", re.I)  # INbreast: ML in the name is the MLO
 _LAT_WORD = re.compile(r"(?<![A-Z])(LEFT|RIGHT)(?![A-Z])")
-_VIEW_WORD = re.compile(rf"(?<![A-Z0-9])({_VIEWS})(?![A-Z])")
+_VIEW_WORD = re.compile(rf"(?<![A-Z0-9])({_VIEWS})(?![A-Z0-9])")  # 'CC12345' is an ID, not a view
 _SPOT = re.compile(r"(?<![A-Z])(SPOT|MAG|MAGNIFICATION|MAGNIFIED)(?![A-Z])")
 # CBIS-DDSM: crops and ROI masks share the full image's identity but are not views to read
 _NOT_A_VIEW = re.compile(r"ROI MASK|CROPPED|MASK IMAGES", re.I)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.mammo import estimate_spacing
 from ..core.mammo_exams import group_exams
 from ..core.mammo_views import identify_series
 from ..core.study import ScanResult, Series
@@ -169,6 +170,10 @@ class SeriesBrowser(QTreeWidget):
         if (series.info.modality or "").upper() == "MG" and series.kind == "dicom":
             vid = identify_series(series)  # the view from whatever the file carries, not only its tags
             view, why_view = (vid.label if vid.laterality or vid.view else view), vid.why()
+            first = series.instances[0] if series.instances else None
+            estimate = estimate_spacing(series, (first.rows, first.columns)) if first is not None else None
+            if estimate is not None:  # what Analyze will use instead of the loader's 1 mm
+                why_view = "; ".join(x for x in (why_view, f"{estimate.note} for analysis") if x)
         if view and view not in desc.upper().replace(" ", ""):  # 'R CC' already says RCC
             extra.append(view)
         if series.part:
