@@ -492,3 +492,22 @@ def _info_json(main, folder) -> dict:
     with contextlib.redirect_stdout(buf):
         assert main(["info", str(folder), "--json"]) == 0
     return json.loads(buf.getvalue())
+
+
+# -- export keeps another tool's codes ------------------------------------------------------------
+def test_cli_export_of_another_tools_seg_keeps_its_names_codes_and_series(ct, tmp_path):
+    """`lightbox export STUDY --labels THEIR.seg.dcm`: the exported (de-identified) SEG keeps the
+    file's segment names and codes, and the SEG's own series is the one exported."""
+    from viewer.cli import main
+
+    series, volume, folder = ct
+    write_series(ramp_volume(shape=(9, 16, 14), origin=(0, 0, 300.0), seed=3), folder / "bigger")  # more slices
+    seg_path = highdicom_seg(series, drawn(volume.shape), "BINARY", tmp_path / "theirs.seg.dcm")
+    assert main(["export", str(folder), "--labels", str(seg_path), "--out", str(tmp_path / "ds")]) == 0
+    (exported,) = sorted((tmp_path / "ds").glob("*/segTr/*.seg.dcm"))
+    read = hd.seg.segread(exported)
+    got = {d.SegmentLabel: (d.SegmentedPropertyCategoryCodeSequence[0].CodeValue,
+                            d.SegmentedPropertyTypeCodeSequence[0].CodeValue) for d in read.SegmentSequence}
+    assert got == {"Liver": (LIVER[0].value, LIVER[1].value), "Tumor": (TUMOR[0].value, TUMOR[1].value)}
+    (label,) = sorted((tmp_path / "ds").glob("*/labelsTr/*.nii.gz"))
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(label))).shape == volume.shape

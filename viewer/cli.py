@@ -218,17 +218,22 @@ def _parse_classes(items: list[str] | None) -> tuple[dict[str, str], str | None]
 
 
 def _read_labels(labels_path: Path, volume, series, names_arg: str | None, provenance: bool = False):
-    """(label map on ``volume``'s grid, {value: name}) from a DICOM SEG or a NIfTI (names from --names).
+    """(label map on ``volume``'s grid, {value: name}) from a DICOM SEG, an RTSTRUCT or a NIfTI/NRRD
+    (names from --names).
 
-    With ``provenance``, also (model "name version" or "", the model's own map or None): a SEG's
-    AUTOMATIC segments of one algorithm are that model's untouched output, so an export keeps them
-    AUTOMATIC with their algorithm instead of calling them MANUAL. A NIfTI says nothing of that.
+    With ``provenance``, also (model "name version" or "", the model's own map or None, opened): a
+    SEG's AUTOMATIC segments of one algorithm are that model's untouched output, so an export keeps
+    them AUTOMATIC with their algorithm instead of calling them MANUAL; ``opened`` = (voxels as read,
+    {value: Segment}) lets the exported SEG keep the file's segment codes. A NIfTI says nothing of that.
     """
-    model, original = "", None
+    model, original, opened = "", None, None
     if labels_path.suffix.lower() == ".dcm":
-        from .core.export.dicom_seg import read_dicom_seg
+        from .core.io.label_files import read_label_file
 
-        labels, segments = read_dicom_seg(labels_path, volume, series)
+        read = read_label_file(labels_path, volume, series)
+        labels, segments = read.array, read.segments
+        for note in read.notes:
+            print(f"lightbox: {labels_path.name}: {note}", file=sys.stderr)
         auto = [s for s in segments if str(s.algorithm_type).upper() == "AUTOMATIC" and s.algorithm_name]
         if auto:
             first = (auto[0].algorithm_name, auto[0].algorithm_version)
@@ -236,6 +241,7 @@ def _read_labels(labels_path: Path, volume, series, names_arg: str | None, prove
             mine = [s.number for s in auto if (s.algorithm_name, s.algorithm_version) == first]
             original = np.where(np.isin(labels, mine), labels, 0).astype(labels.dtype, copy=False)
         names = {s.number: s.label for s in segments}
+        opened = (labels.copy(), {s.number: s for s in segments})
     else:
         from .core.export.nifti import read_label_map
 
@@ -243,8 +249,21 @@ def _read_labels(labels_path: Path, volume, series, names_arg: str | None, prove
         given = [n.strip() for n in (names_arg or "").split(",") if n.strip()]
         names = {v: (given[v - 1] if v - 1 < len(given) else f"label {v}")
                  for v in sorted({int(x) for x in np.unique(labels)} - {0})}
-    return (labels, names, model, original) if provenance else (labels, names)
+    return (labels, names, model, original, opened) if provenance else (labels, names)
 
+
+def _referenced_series(labels_path: Path) -> list[str]:
+    """Series UIDs a DICOM SEG / RTSTRUCT names (header only); [] for anything else."""
+    if labels_path.suffix.lower() != ".dcm":
+        return []
+    import pydicom
+
+    from .core.io.label_files import referenced_series
+
+    try:
+        return referenced_series(pydicom.dcmread(labels_path, stop_before_pixels=True, force=True))
+    except Exception:  # noqa: BLE001 - reading the labels later names the problem
+        return []
 
 def _mammo_exam(result):
     """The scan's one current mammography exam (mammo_exams: views grouped across studies and IDs the
@@ -282,12 +301,14 @@ def cmd_export(args) -> int:
                   and (args.series is None or args.series in (s.uid, s.key))]
     if not candidates:
         return _fail(f"{path}: no image series" + (f" with UID {args.series}" if args.series else ""))
-    series = max(candidates, key=lambda s: len(s.frames))
+    referenced = [s for s in candidates if s.uid in _referenced_series(Path(args.labels))]
+    series = max(referenced or candidates, key=lambda s: len(s.frames))  # a SEG's own series first
     check_sources([(None, series)], args.allow_unverified_pixels, CLI_OPT_IN)  # before loading pixels
     volume = load_series(series)
-    labels, names, model, original = _read_labels(Path(args.labels), volume, series, args.names, provenance=True)
+    labels, names, model, original, opened = _read_labels(Path(args.labels), volume, series, args.names,
+                                                          provenance=True)
     out = export_case(args.out, volume, labels, names, series, dataset_name=args.dataset, model=model,
-                      original_labels=original,
+                      original_labels=original, opened=opened,
                       keep_mapping=args.keep_mapping, classes=classes,
                       allow_unverified_pixels=args.allow_unverified_pixels)
     print(f"lightbox: exported {out['case']} to {out['dataset']}" + (f" (SEG {out['seg'].name})" if out["seg"] else ""),
@@ -322,7 +343,7 @@ def _export_exam(args, exam, classes: dict[str, str]) -> int:
         if len(fits) != 1:
             return _fail(f"{args.labels}: fits " + (f"several views ({', '.join(fits)}): name one with --series VIEW"
                                                      if fits else f"no view of the exam ({'; '.join(why)})"))
-        (name, (label_map, names, model, original)), = fits.items()
+        (name, (label_map, names, model, original, _opened)), = fits.items()
         labels[name] = (label_map, names, original)
         if model:  # the SEG's untouched AUTOMATIC segments stay the model's, as in cmd_export
             seg_models[name] = model

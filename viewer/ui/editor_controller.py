@@ -793,12 +793,14 @@ class EditorController(QObject):
             labels, names, original, model = edited
             vol = view.volume
             series = self.window.viewport_series(view) or self._series_of(vol)
+            opened = self.session.opened.get(map_key(vol))  # another tool's file: keep its codes
 
             def job(progress, stop):
                 progress(0, 1)
                 out = export_case(request.root, vol, labels, names, series, dataset_name=request.dataset,
                                   model=model, original_labels=original, keep_mapping=request.keep_mapping,
-                                  classes=request.classes, allow_unverified_pixels=request.allow_unverified_pixels)
+                                  classes=request.classes, allow_unverified_pixels=request.allow_unverified_pixels,
+                                  opened=opened)
                 progress(1, 1)
                 return Committed(out)  # written: a late Cancel must not say otherwise
 

@@ -46,6 +46,7 @@ from .dataset import (
     inside,
     safe_name,
 )
+from .dicom_seg import Segment
 from .pixel_safety import check_sources
 
 # {view: (label map on the view's grid, {value: name}, the model's map before the user's edits or None)}
@@ -72,20 +73,23 @@ def training_image(volume: Volume, series: Series | None) -> Volume:
 def export_case(out_root, volume: Volume, labels: np.ndarray, names: Mapping[int, str], series: Series | None,
                 *, dataset_name: str = DEFAULT_NAME, model: str = "", original_labels: np.ndarray | None = None,
                 keep_mapping: bool = False, secret: bytes | None = None,
-                classes: Mapping[str, str] | None = None, allow_unverified_pixels: bool = False) -> dict:
+                classes: Mapping[str, str] | None = None, allow_unverified_pixels: bool = False,
+                opened: tuple[np.ndarray, Mapping[int, Segment]] | None = None) -> dict:
     """Append one case; returns {"case", "dataset", "image", "label", "seg" (or None), "mapping" (or None)}.
 
     ``classes``: the user's confirmed or corrected class per view or for the exam
     ({"LCC": "malignant", "exam": "malignant"}), written to classification.csv/.json for the classifiers.
     ``allow_unverified_pixels``: the user checked that images where burned-in text is common (US, SC,
     ...) carry none (``pixel_safety``); an image marked BurnedInAnnotation=YES is refused regardless.
+    ``opened``: (voxels as opened, {value: Segment}) when the labels came from another tool's SEG or
+    RTSTRUCT, so the exported SEG keeps that file's segment codes and algorithms (``edited_segments``).
     """
     check_sources([(volume, series)], allow_unverified_pixels)  # before anything is written
     deid = _deidentifier(keep_mapping, secret)
     writer = DatasetWriter(out_root, dataset_name, uid_mapper=deid.uid, create=False)
     with writer.transaction():
         out = _add_segmentation(writer, deid, volume, labels, names, series, model, original_labels,
-                                replace_same=True)
+                                replace_same=True, opened=opened)
         case = out["case"]
         if classes:
             writer.add_classifications(case, [ClassifiedView(view, label) for view, label in classes.items()])
@@ -207,7 +211,7 @@ def _stage_mapping(writer: DatasetWriter, deid, case: str) -> Path | None:
 def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.ndarray, names: Mapping[int, str],
                       series: Series | None, model: str, original_labels: np.ndarray | None,
                       case_id: str | None = None, extra: Mapping | None = None, replace_same: bool = False,
-                      keys: Mapping[str, str] | None = None) -> dict:
+                      keys: Mapping[str, str] | None = None, opened=None) -> dict:
     """One (image, label map) pair, its provenance and, for a DICOM image with a mask, its
     de-identified SEG, staged in the writer's open commit; returns {"case", "dataset", "image",
     "label", "seg"}."""
@@ -218,11 +222,12 @@ def _add_segmentation(writer: DatasetWriter, deid, volume: Volume, labels: np.nd
            "label": writer.label_path(case), "seg": None}
     if series is not None and series.kind == "dicom" and np.any(labels):
         out["seg"] = _stage_deidentified_seg(writer, case, volume, np.asarray(labels), names, series, deid,
-                                             original_labels, model)
+                                             original_labels, model, opened)
     return out
 
 
-def _stage_deidentified_seg(writer, case, volume, labels, names, series, deid, original, model: str) -> Path:
+def _stage_deidentified_seg(writer, case, volume, labels, names, series, deid, original, model: str,
+                            opened=None) -> Path:
     """The case's de-identified SEG, staged in the writer's open commit. The plain SEG (it still
     names the patient) exists only in the staging folder, and only until it is de-identified."""
     from ..colors import label_color
@@ -231,7 +236,9 @@ def _stage_deidentified_seg(writer, case, volume, labels, names, series, deid, o
 
     final = inside(inside(writer.folder, "segTr"), f"{case}.seg.dcm")
     tx = writer.transaction_open()
-    segs = edited_segments(labels, names, {v: label_color(v) for v in names}, original, model)
+    colors = {v: (opened[1][v].color if opened and v in opened[1] and opened[1][v].color else label_color(v))
+              for v in names}
+    segs = edited_segments(labels, names, colors, original, model, opened=opened)
     compact, segs = compact_segments(labels, segs)
     plain, staged = tx.new_path(".dcm"), tx.new_path(".dcm")
     try:
