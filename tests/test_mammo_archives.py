@@ -230,6 +230,9 @@ def test_cbis_ddsm_views_are_grouped_by_their_id_stem(tmp_path, capsys):
     assert main(["info", str(src)]) == 0
     text = capsys.readouterr().out
     assert "Mammography exam P_00042" in text and "CBIS-DDSM" in text and "LCC LMLO" in text
+    assert "view LMLO (laterality from ImageLaterality/Laterality, view from PatientOrientation)" in text
+    assert " view L\n" not in text  # the view, not only the laterality (issue 11)
+    assert all(s.info.patient_orientation is None for s in scan(src).series)  # 'CC' is not two letters
 
 
 def test_inbreast_file_names_group_patients(tmp_path, capsys):

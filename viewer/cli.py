@@ -95,13 +95,14 @@ def _format_exam(exam: dict) -> list[str]:
 
 def format_info(summary: dict) -> str:
     lines = []
+    split = {uid for exam in summary.get("mammo_exams", []) if len(exam["studies"]) > 1 for uid in exam["studies"]}
     for exam in summary.get("mammo_exams", []):
         lines += _format_exam(exam)
     for p in summary["patients"]:
         lines.append(f"Patient {p['name'] or '(no name)'} [{p['id'] or 'no ID'}]")
         for st in p["studies"]:
             lines.append(f"  Study {st['date'] or '(no date)'} \"{st['description']}\" {st['uid']}")
-            if "mammo_views" in st and "mammo_exams" not in summary:  # the exams above supersede it
+            if "mammo_views" in st and st["uid"] not in split:  # an exam split over studies is listed above
                 views = st["mammo_views"]
                 missing = [v for v, uid in views.items() if uid is None]
                 lines.append("    4-view exam: " + " ".join(v for v in views if views[v]) +

@@ -21,6 +21,7 @@ from .study import ScanResult, Series
 
 SLOTS = ("RCC", "LCC", "RMLO", "LMLO")
 _CBIS = re.compile(r"^(Calc|Mass)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$", re.I)
+_CMMD = re.compile(r"^D[12]-\d{4}$")  # TCIA CMMD case numbers: D1-0001 (benign/malignant), D2-0001 (with molecular subtype)
 _INBREAST = re.compile(r"^\d+_([0-9a-f]+)_MG_[LR]_(CC|MLO?)_ANON", re.I)
 _VIEW_PART = re.compile(r"[ _\-.]*(?<![A-Z0-9])(LEFT|RIGHT|L|R)[ _\-.]*(XCCL|XCCM|MLO|CC|ML|LM)(?![A-Z])", re.I)
 
@@ -37,7 +38,8 @@ class Exam:
     """One mammography exam: the hung views, the ones kept beside them, and why they belong together.
 
     ``id`` never holds a clinical patient ID (analysis output and its terminal lines carry it): it is
-    'exam N', or a public dataset's own case number (CBIS-DDSM 'P_00042', an INbreast patient hash).
+    'exam N', or a public dataset's own case number (CBIS-DDSM 'P_00042', CMMD 'D1-0001', an INbreast
+    patient hash).
     ``patient`` and ``reason`` name the patient and are shown only by `lightbox info`.
     """
 
@@ -88,6 +90,8 @@ def _patient_key(series: Series, vid: ViewId) -> tuple[str, str, bool, bool]:
     if m:
         return (m.group(3).upper(), "CBIS-DDSM naming: one patient ID per view with the common stem {} "
                 "(study dates are conversion dates)", False, True)
+    if _CMMD.match(pid):
+        return pid, "CMMD naming: patient {} (one study per patient)", True, True
     stripped = _VIEW_PART.sub("", pid).strip(" _-.") if pid else ""
     if pid and stripped and stripped != pid:
         return stripped, "one patient ID per view with the common stem {}", True, False

@@ -35,6 +35,13 @@ class SourceInfo:
     view_position: str = ""  # mammography: CC, MLO, ...
     laterality: str = ""  # mammography: R or L
     patient_orientation: tuple[str, str] | None = None  # row, column direction letters
+    # mammography, beyond ViewPosition (mammo_views.identify reads them when the file has them):
+    orientation_text: str = ""  # PatientOrientation as written, e.g. CBIS-DDSM's 'MLO'
+    view_code: str = ""  # ViewCodeSequence CodeValue (SNOMED, DICOM CID 4014)
+    view_meaning: str = ""  # ViewCodeSequence CodeMeaning
+    view_modifiers: tuple[str, ...] = ()  # ViewModifierCodeSequence CodeValues (spot, magnification, ...)
+    presentation_intent: str = ""  # PresentationIntentType: FOR PRESENTATION / FOR PROCESSING
+    image_type: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
 
 

@@ -7,9 +7,22 @@ import pydicom
 from ..errors import describe as describe_exc
 from ..geometry import orientation_code, plane_name
 from ..mammo import four_view, is_mammo_study
+from ..mammo_exams import exams_summary
+from ..mammo_views import identify_series
 from ..study import ScanResult, Series, Study
 from . import itk
 from .dicom import plan_series
+
+
+def _view(series: Series) -> dict:
+    """{'view': laterality, view position, name and where they were read} for a mammogram, found from
+    whatever its file carries (tags, view code, PatientOrientation, IDs, file name)."""
+    view = {"laterality": series.info.laterality, "view_position": series.info.view_position}
+    if series.kind == "dicom" and series.info.modality.upper() == "MG":
+        vid = identify_series(series)
+        view.update(laterality=vid.laterality or view["laterality"], view_position=vid.view or view["view_position"],
+                    name=vid.label, source=vid.why())
+    return {"view": view} if view["laterality"] or view["view_position"] else {}
 
 
 def series_summary(series: Series) -> dict:
@@ -24,8 +37,8 @@ def series_summary(series: Series) -> dict:
         "files": len(series.instances) if series.kind != "file" else 1,
         "problems": list(series.problems),
     }
-    if series.info.view_position or series.info.laterality:
-        out["view"] = {"laterality": series.info.laterality, "view_position": series.info.view_position}
+    if series.info.view_position or series.info.laterality or series.info.modality.upper() == "MG":
+        out.update(_view(series))
     if series.kind == "non-image":
         out.update(_segmentation(series))
         return out
@@ -96,7 +109,7 @@ def study_summary(study: Study) -> dict:
 
 
 def scan_summary(result: ScanResult) -> dict:
-    return {
+    out = {
         "patients": [
             {
                 "id": p.id,
@@ -108,3 +121,7 @@ def scan_summary(result: ScanResult) -> dict:
         "problems": [{"path": pr.path, "reason": pr.reason} for pr in result.problems],
         "ignored_files": result.ignored,
     }
+    exams = exams_summary(result)  # mammograms grouped into exams across studies and IDs, with why
+    if exams:
+        out["mammo_exams"] = exams
+    return out

@@ -294,7 +294,8 @@ def source_info(ds, notes: list[str] | None = None) -> SourceInfo:
         return _optional(ds, keyword, notes, default)
 
     orient = opt("PatientOrientation", None)
-    orient_t = tuple(str(x) for x in orient) if orient is not None and len(orient) == 2 else None
+    orient_t = tuple(str(x) for x in orient) if orient is not None and not isinstance(orient, str) \
+        and len(orient) == 2 else None  # one value such as 'CC' (CBIS-DDSM) is not two direction letters
     center, width = _first(opt("WindowCenter", None)), _first(opt("WindowWidth", None))
     if center is not None and not math.isfinite(center) or width is not None and not math.isfinite(width):
         center = width = None
@@ -314,7 +315,33 @@ def source_info(ds, notes: list[str] | None = None) -> SourceInfo:
         view_position=str(opt("ViewPosition") or "").strip().upper(),
         laterality=str(opt("ImageLaterality") or opt("Laterality") or "").strip().upper(),
         patient_orientation=orient_t,
+        **_mammo_facts(ds, opt, orient),
     )
+
+
+def _mammo_facts(ds, opt, orient) -> dict:
+    """View code, modifiers, presentation intent and the PatientOrientation text (mammo_views.identify);
+    a value that does not parse is left out, never refuses the file."""
+    if str(_get(ds, "Modality", "") or "").upper() not in ("MG", "DX", "CR", "OT", ""):
+        return {}
+    out = {"orientation_text": "\\".join(str(x) for x in orient) if orient is not None and not isinstance(orient, str)
+           else str(orient or "")}
+    try:
+        views = opt("ViewCodeSequence", None) or []
+        item = views[0] if len(views) else None
+        if item is not None:
+            out["view_code"] = str(item.get("CodeValue", "") or "")
+            out["view_meaning"] = str(item.get("CodeMeaning", "") or "")
+        mods = list((item.get("ViewModifierCodeSequence", None) or []) if item is not None else [])
+        mods += list(opt("ViewModifierCodeSequence", None) or [])
+        out["view_modifiers"] = tuple(str(m.get("CodeValue", "") or "") for m in mods)
+        out["presentation_intent"] = str(opt("PresentationIntentType") or "").strip().upper()
+        image_type = opt("ImageType", None)
+        out["image_type"] = tuple(str(v) for v in image_type) if image_type is not None and \
+            not isinstance(image_type, str) else ((str(image_type),) if image_type else ())
+    except Exception:  # noqa: BLE001 - descriptive only
+        pass
+    return out
 
 
 @dataclass
