@@ -426,3 +426,16 @@ def test_film_and_digital_encodings_are_analysed(tmp_path, capsys):
     assert code == 0, err
     (res,) = results["results"]
     assert set(res["series"]) == {"RCC", "RMLO", "LCC"} and set(res["exam_scores"]) == {"R", "L"}
+
+
+def test_view_modifier_codes_and_presentation_intent_from_the_header(tmp_path):
+    src = tmp_path / "mods"
+    view = code("399162004", "cranio-caudal")
+    view.ViewModifierCodeSequence = [code("399163009", "magnification")]
+    write(src / "mag.dcm", pixels("L", "CC"), PatientID="M1", ImageLaterality="L", ViewCodeSequence=[view])
+    write(src / "raw.dcm", pixels("R", "MLO"), PatientID="M1", ImageLaterality="R", ViewPosition="MLO",
+          PresentationIntentType="FOR PROCESSING")
+    (exam,) = group_exams(scan(src))
+    why = {ev.view.label: ev.why for ev in exam.extra}
+    assert why == {"LCC magnification": "extra view LCC magnification"}
+    assert exam.hung["RMLO"].view.for_processing  # the only RMLO: hung, and said to be For Processing
