@@ -90,12 +90,16 @@ def code(value: str, meaning: str) -> Dataset:
 def cbis_ddsm(root: Path) -> Path:
     """P_00042: four views from Calc-Training; P_00001: the left breast only, from Mass-Training, with
     its ROI mask. Conversion dates differ per view."""
-    views = [("Calc-Training", "P_00042", "LEFT", "CC", "20170829"), ("Calc-Training", "P_00042", "LEFT", "MLO", "20170830"),
-             ("Calc-Training", "P_00042", "RIGHT", "CC", "20170829"), ("Calc-Training", "P_00042", "RIGHT", "MLO", "20160720"),
-             ("Mass-Training", "P_00001", "LEFT", "CC", "20160720"), ("Mass-Training", "P_00001", "LEFT", "MLO", "20160720")]
+    views = [("Calc-Training", "P_00042", "LEFT", "CC", "20170829"),
+             ("Calc-Training", "P_00042", "LEFT", "MLO", "20170830"),
+             ("Calc-Training", "P_00042", "RIGHT", "CC", "20170829"),
+             ("Calc-Training", "P_00042", "RIGHT", "MLO", "20160720"),
+             ("Mass-Training", "P_00001", "LEFT", "CC", "20160720"),
+             ("Mass-Training", "P_00001", "LEFT", "MLO", "20160720")]
     for i, (part, stem, side, view, date) in enumerate(views):
         pid = f"{part}_{stem}_{side}_{view}"
-        folder = root / pid / f"{date[4:6]}-{date[6:]}-{date[:4]}-DDSM-NA-{9600 + i}" / f"1.000000-full mammogram images-{600 + i}"
+        study = f"{date[4:6]}-{date[6:]}-{date[:4]}-DDSM-NA-{9600 + i}"
+        folder = root / pid / study / f"1.000000-full mammogram images-{600 + i}"
         write(folder / "1-1.dcm", pixels(side[0], view, bits=16, seed=i), sop_class=SECONDARY_CAPTURE, rle=True,
               PatientID=pid, PatientName=pid, StudyDate=date, StudyID="DDSM", Laterality=side[0],
               PatientOrientation=view, SeriesDescription="full mammogram images", BodyPartExamined="BREAST",

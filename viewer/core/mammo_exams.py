@@ -21,7 +21,7 @@ from .study import ScanResult, Series
 
 SLOTS = ("RCC", "LCC", "RMLO", "LMLO")
 _CBIS = re.compile(r"^(Calc|Mass)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$", re.I)
-_CMMD = re.compile(r"^D[12]-\d{4}$")  # TCIA CMMD case numbers: D1-0001 (benign/malignant), D2-0001 (with molecular subtype)
+_CMMD = re.compile(r"^D[12]-\d{4}$")  # TCIA CMMD case numbers: D1-0001, D2-0001 (with molecular subtype)
 _INBREAST = re.compile(r"^\d+_([0-9a-f]+)_MG_[LR]_(CC|MLO?)_ANON", re.I)
 _VIEW_PART = re.compile(r"[ _\-.]*(?<![A-Z0-9])(LEFT|RIGHT|L|R)[ _\-.]*(XCCL|XCCM|MLO|CC|ML|LM)(?![A-Z])", re.I)
 
