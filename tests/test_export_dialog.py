@@ -127,7 +127,7 @@ def test_mammography_exam_classes_from_the_dialog(qtbot, window, mg_dir, tmp_pat
     with qtbot.waitSignal(w.analysis.analysis_finished, timeout=120000):
         w.analysis.action.trigger()
     qtbot.waitUntil(lambda: not w.busy, timeout=10000)
-    result = w.analysis.cache[f"study:{w.shown_mammo.uid}"]
+    result = w.analysis.cache[w.analysis.cache_key(w.analysis.target())]
     root = tmp_path / "datasets"
     ct_case = tmp_path / "ct-image"
     write_ct_study(ct_case, shape=(6, 16, 16), spacing=(5.0, 4.0, 4.0), seed=1)

@@ -728,8 +728,9 @@ class EditorController(QObject):
 
     def _ai_exam(self):
         """The cached analysis of the exam on screen, or None (Analyze not run)."""
-        study = self.window.shown_mammo
-        return self.window.analysis.cache.get(f"study:{study.uid}") if study is not None else None
+        analysis = self.window.analysis
+        target = analysis.target() if self.window.shown_mammo is not None else (None,)
+        return analysis.cache.get(analysis.cache_key(target)) if target[0] == "mammo" else None
 
     def export_subject(self) -> ExportSubject:
         """What can be exported from the screen, with the AI's classes as suggestions."""
