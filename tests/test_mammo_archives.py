@@ -443,3 +443,23 @@ def test_view_modifier_codes_and_presentation_intent_from_the_header(tmp_path):
     why = {ev.view.label: ev.why for ev in exam.extra}
     assert why == {"LCC magnification": "extra view LCC magnification"}
     assert exam.hung["RMLO"].view.for_processing  # the only RMLO: hung, and said to be For Processing
+
+
+def test_segs_of_a_cbis_ddsm_exam_pass_dciodvfy(tmp_path, capsys):
+    """CBIS-DDSM writes the view into PatientOrientation ('CC'); the SEG must not copy that invalid
+    value (Type 2C: empty when the source has no valid orientation)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        if os.environ.get("LIGHTBOX_REQUIRE_XVFB") == "1":
+            pytest.fail("dciodvfy (dicom3tools) is required here")
+        pytest.skip("dciodvfy (dicom3tools) not installed")
+    code, _results, err = analyze(cbis_ddsm(tmp_path / "cbis"), tmp_path / "out", capsys)
+    assert code == 0, err
+    segs = sorted((tmp_path / "out").glob("*/*.seg.dcm"))
+    assert segs
+    for seg in segs:
+        proc = subprocess.run(["dciodvfy", str(seg)], capture_output=True, text=True)
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, (seg, errors)

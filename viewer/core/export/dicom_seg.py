@@ -363,10 +363,20 @@ def write_dicom_seg(labels, volume: Volume, series: Series, segments, path, *,
         raise ValueError(f"cannot build a DICOM SEG for series {series.label()}: {describe(exc)}") from exc
     seg.SeriesDescription = series_description[:64]
     if not _has_plane_orientation(seg):  # a projection source: General Image needs it (Type 2C)
-        seg.PatientOrientation = sources[0].get("PatientOrientation", "") or ""
+        seg.PatientOrientation = _patient_orientation(sources[0].get("PatientOrientation"))
     with replacing(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
     return path
+
+
+def _patient_orientation(value) -> list[str] | str:
+    """The source's PatientOrientation when it is two direction strings (A/P/L/R/H/F letters);
+    otherwise empty (Type 2): public datasets write the view there ('CC', 'MLO'), which is not valid."""
+    parts = [str(v).strip().upper() for v in (value or [])] if not isinstance(value, str) else \
+        [p.strip().upper() for p in value.split("\\")]
+    if len(parts) == 2 and all(p and set(p) <= set("APLRHF") for p in parts):
+        return parts
+    return ""
 
 
 def _resampled_grid(volume: Volume, series: Series) -> dict:
