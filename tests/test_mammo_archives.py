@@ -463,3 +463,37 @@ def test_segs_of_a_cbis_ddsm_exam_pass_dciodvfy(tmp_path, capsys):
         proc = subprocess.run(["dciodvfy", str(seg)], capture_output=True, text=True)
         errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
         assert not errors, (seg, errors)
+
+
+def test_clicking_a_grouped_exam_hangs_its_views_together(tmp_path, qtbot, monkeypatch):
+    """A CBIS-DDSM exam (one study and patient ID per view) hangs in the 4-view layout from its row
+    under 'Mammography exams', each view in its own cell."""
+    from PySide6.QtCore import Qt
+
+    from tests.qt_helpers import open_and_wait
+    from viewer.ui.main_window import MainWindow
+
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    w = MainWindow()
+    w.resize(1200, 800)
+    w.show()
+    qtbot.waitExposed(w)
+    try:
+        open_and_wait(qtbot, w, cbis_ddsm(tmp_path / "cbis"))
+        top = w.browser.exams_item
+        row = next(top.child(i) for i in range(top.childCount())
+                   if top.child(i).text(0).startswith("P_00042"))
+        with qtbot.waitSignal(w.image_shown, timeout=30000):
+            rect = w.browser.visualItemRect(row)
+            qtbot.mouseClick(w.browser.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+        qtbot.waitUntil(lambda: not w.busy, timeout=30000)
+        assert w.views.currentWidget() is w.mammo_layout
+        for slot in ("RCC", "LCC", "RMLO", "LMLO"):
+            series = w.mammo_layout.series.get(slot)
+            assert series is not None and f"_{'RIGHT' if slot[0] == 'R' else 'LEFT'}_{slot[1:]}" in \
+                series.info.patient_id, (slot, series and series.info.patient_id)
+            assert w.mammo_layout.cells[slot].volume is not None
+    finally:
+        w.shutdown()
+        w.close()
+        w.deleteLater()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .mammo_views import ViewId, identify_series
-from .study import ScanResult, Series
+from .study import ScanResult, Series, Study
 
 SLOTS = ("RCC", "LCC", "RMLO", "LMLO")
 _CBIS = re.compile(r"^(Calc|Mass)-(Training|Test)_(P_\d+)_(LEFT|RIGHT)_(CC|MLO)(_\d+)?$", re.I)
@@ -58,6 +58,12 @@ class Exam:
     def label(self) -> str:
         """'exam 1', 'exam 1 prior 1', 'exam P_00042'."""
         return self.id if self.id.startswith("exam ") else f"exam {self.id}"
+
+    def as_study(self) -> Study:
+        """The hung views as one Study, so an exam spread over several studies or patient IDs
+        (CBIS-DDSM: one study per view) hangs together in the 4-view layout."""
+        return Study(uid=f"exam:{self.id}:{','.join(ev.series.key for ev in self.hung.values())}",
+                     date=self.date, description=self.label, series=[ev.series for ev in self.hung.values()])
 
     @property
     def complete(self) -> bool:

@@ -37,7 +37,7 @@ from .editor_controller import EditorController
 from .mammo_layout import MammoLayout, load_four_view
 from .mpr_layout import MprLayout
 from .overlays import LabelLayer, ProbabilityLayer
-from .series_browser import KEY_ROLE, SeriesBrowser
+from .series_browser import EXAM_ROLE, KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
 from .viewport_grid import MODES as GRID_MODES
 from .viewport_grid import ViewportGrid
@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
 
         self.browser = SeriesBrowser(self)
         self.browser.series_selected.connect(self.load_series)
+        self.browser.exam_selected.connect(self.load_mammo)
         self.browser.currentItemChanged.connect(lambda item, _prev: self._study_item_chosen(item))
         self.browser.itemClicked.connect(lambda item, _col: self._study_item_chosen(item))
         self.browser_dock = QDockWidget("Series", self)
@@ -594,8 +595,8 @@ class MainWindow(QMainWindow):
 
     def _study_item_chosen(self, item) -> None:
         """A study row of the tree was chosen: a mammography study opens on the 4-view hanging."""
-        if item is None or item.data(0, KEY_ROLE) or item.childCount() == 0:
-            return  # a series row (handled by series_selected) or nothing
+        if item is None or item.data(0, KEY_ROLE) or item.childCount() == 0 or item.data(0, EXAM_ROLE) is not None:
+            return  # a series row (handled by series_selected), a grouped exam (exam_selected) or nothing
         key = item.child(0).data(0, KEY_ROLE)
         study = next((st for st in (self.scan_result.studies if self.scan_result else [])
                       if any(s.key == key for s in st.series)), None) if key else None

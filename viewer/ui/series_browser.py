@@ -21,6 +21,7 @@ from ..core.study import ScanResult, Series
 from .mime import SERIES_MIME, series_mime
 
 KEY_ROLE = Qt.ItemDataRole.UserRole
+EXAM_ROLE = Qt.ItemDataRole.UserRole + 7  # an exam row: index of its Exam
 COL_NAME, COL_MODALITY, COL_IMAGES = range(3)
 PROBLEMS_TEXT = "Problems"
 EXAMS_TEXT = "Mammography exams"
@@ -53,6 +54,7 @@ class SeriesBrowser(QTreeWidget):
     onto a viewport (see mime.py) and show a thumbnail once ``set_thumbnail`` gives one."""
 
     series_selected = Signal(object)  # Series
+    exam_selected = Signal(object)  # Study: a grouped mammography exam's hung views, to hang together
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -74,6 +76,8 @@ class SeriesBrowser(QTreeWidget):
         self.exams_item: QTreeWidgetItem | None = None
         self.currentItemChanged.connect(self._on_current_changed)
         self.itemActivated.connect(self._on_activated)
+        self.itemClicked.connect(lambda item, _col: self._exam_chosen(item))
+        self._exams: list = []  # the grouped exams; an exam row holds its index under EXAM_ROLE
 
     # -- filling ------------------------------------------------------------------
     def set_result(self, result: ScanResult) -> None:
@@ -85,6 +89,7 @@ class SeriesBrowser(QTreeWidget):
             self._items.clear()
             self.problems_item = None
             self.exams_item = None
+            self._exams = []
             for patient in result.patients:
                 who = patient.name.replace("^", " ").strip() or "(no name)"
                 p_item = QTreeWidgetItem([f"{who}  [{patient.id or 'no ID'}]", "", ""])
@@ -134,8 +139,11 @@ class SeriesBrowser(QTreeWidget):
             who = " ".join(x for x in (exam.patient, _date(exam.date)) if x)
             e_item = QTreeWidgetItem([f"{exam.id} ({exam.role}): {hung}", "", str(len(exam.members))])
             e_item.setFlags(Qt.ItemFlag.ItemIsEnabled)
-            e_item.setToolTip(COL_NAME, f"{who}\ngrouped by {exam.reason}")
+            e_item.setToolTip(COL_NAME, f"{who}\ngrouped by {exam.reason}\nclick to hang the exam's views together")
             top.addChild(e_item)
+            if exam.hung:
+                e_item.setData(COL_NAME, EXAM_ROLE, len(self._exams))
+                self._exams.append(exam)
             for slot, ev in exam.hung.items():
                 e_item.addChild(self._exam_row(f"{slot}: {ev.series.label()}", ev.series, ev.view.why()))
             for ev in exam.extra:
@@ -271,3 +279,10 @@ class SeriesBrowser(QTreeWidget):
         series = self._series_of(item)
         if series is not None:
             self.series_selected.emit(series)
+        else:
+            self._exam_chosen(item)
+
+    def _exam_chosen(self, item) -> None:
+        index = item.data(COL_NAME, EXAM_ROLE) if item is not None else None
+        if index is not None and 0 <= int(index) < len(self._exams):
+            self.exam_selected.emit(self._exams[int(index)].as_study())
