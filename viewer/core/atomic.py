@@ -30,6 +30,21 @@ def flush_to_disk(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def sync_quietly(path: Path) -> None:
+    """fsync a file or a folder (so a rename in it survives a power cut), as far as the platform
+    allows: folders cannot be opened or fsynced everywhere, and that is not an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def replacing(final, mode: int = SHARED_MODE) -> Iterator[Path]:
     """``with replacing(path) as tmp: write(tmp)``: ``path`` is replaced only when the block succeeds;

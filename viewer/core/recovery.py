@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import sync_quietly
 from .errors import LoadError
 
 log = logging.getLogger(__name__)
@@ -333,18 +334,8 @@ def _decode(header: dict, payload: bytes, path) -> np.ndarray:
 
 # -- writing ---------------------------------------------------------------------------
 def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    if os.name == "posix":
+        sync_quietly(folder)
 
 
 def _write_file(fh, data: bytes) -> None:

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
+from ..atomic import sync_quietly
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
@@ -326,16 +328,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # directories cannot be fsynced on every platform
-    finally:
-        os.close(fd)
+    sync_quietly(path)
 
 
 def _lock(folder: Path, blocking: bool) -> int | None:
