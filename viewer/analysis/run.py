@@ -53,19 +53,25 @@ def skip_note(card, exc: Exception) -> str:
     return f"model {card.name} {card.version} skipped: {exc}"
 
 
-def pick_card(task: str, modality: str, skipped: list[str] | None = None):
-    """The first of :func:`candidates` whose weights verify (a corrupt or tampered model is skipped
-    and named in ``skipped``, so an older one, finally the shipped one, is used); None when none."""
+def _verified(task: str, modality: str, skipped: list[str] | None, broken: list | None = None):
+    """:func:`candidates` whose weights verify, in order; each corrupt or tampered one is named in
+    ``skipped`` (and each unreadable card in ``broken``) on the way."""
     from inference.registry import ModelError, check_model
 
-    for card in candidates(task, modality):
+    for card in candidates(task, modality, broken):
         try:
             check_model(card)
-            return card
         except ModelError as exc:
             if skipped is not None:
                 skipped.append(skip_note(card, exc))
-    return None
+            continue
+        yield card
+
+
+def pick_card(task: str, modality: str, skipped: list[str] | None = None):
+    """The first of :func:`candidates` whose weights verify (a corrupt or tampered model is skipped
+    and named in ``skipped``, so an older one, finally the shipped one, is used); None when none."""
+    return next(_verified(task, modality, skipped), None)
 
 
 def load(card, device: str):
@@ -81,13 +87,12 @@ def load(card, device: str):
 def load_role(task: str, modality: str, device: str, notes: list[str]):
     """(module, card) of the first candidate that verifies and loads; each one skipped on the way (and
     each broken card) is named once in ``notes``. None when no model does the task."""
-    from inference.registry import ModelError, check_model
+    from inference.registry import ModelError
 
     problems: list[str] = []
     found = None
-    for card in candidates(task, modality, problems):
+    for card in _verified(task, modality, problems, problems):
         try:
-            check_model(card)
             found = load(card, device)
             break
         except ModelError as exc:
