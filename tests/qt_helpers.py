@@ -15,3 +15,21 @@ def open_and_wait(qtbot, w, path):
     with qtbot.waitSignal(w.image_shown, timeout=30000):
         w.open_path(path)
     qtbot.waitUntil(lambda: not w.busy, timeout=30000)
+
+
+def editor_window(qtbot, size=(1300, 850)):
+    """A main window, shown but not registered with qtbot: pytest-qt would close it before our
+    teardown, and a window with unsaved edits asks before closing (a modal question)."""
+    from viewer.ui.main_window import MainWindow
+
+    w = MainWindow()
+    w.resize(*size)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def close_quietly(w) -> None:
+    w.shutdown()  # after shutdown, closing does not ask
+    w.close()
+    w.deleteLater()

@@ -15,12 +15,11 @@ pytest.importorskip("pytestqt")
 
 import SimpleITK as sitk
 from PySide6.QtCore import Qt
-from qt_helpers import open_and_wait
+from qt_helpers import close_quietly, editor_window, open_and_wait
 
 from viewer.core.export.dataset import DatasetWriter
 from viewer.core.synthetic import write_ct_study, write_mammo_exam
 from viewer.ui.export_dialog import ExportDialog
-from viewer.ui.main_window import MainWindow
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +40,9 @@ def mg_dir(tmp_path_factory):
 def window(qtbot, tmp_path, monkeypatch):
     """Shown but not registered with qtbot: a window with unsaved edits asks before closing."""
     monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
-    w = MainWindow()
-    w.resize(1300, 850)
-    w.show()
-    qtbot.waitExposed(w)
+    w = editor_window(qtbot)
     yield w
-    w.shutdown()
-    w.close()
-    w.deleteLater()
+    close_quietly(w)
 
 
 def paint(w, row, col, radius_mm=6.0):

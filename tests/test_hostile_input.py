@@ -238,14 +238,19 @@ def rle_series(folder, n=4):
     return paths
 
 
-def test_rle_decoder_panic_blanks_only_that_slice(tmp_path):
-    paths = rle_series(tmp_path)
-    ds = pydicom.dcmread(paths[1])
+def plant_panic_bytes(path) -> None:
+    """Overwrite run bytes of the file's RLE frame with PANIC_BYTES (pylibjpeg-rle then panics)."""
+    ds = pydicom.dcmread(path)
     frame = bytearray(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
     for offset, value in PANIC_BYTES.items():
         frame[offset] = value
     ds.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
-    ds.save_as(paths[1])
+    ds.save_as(path)
+
+
+def test_rle_decoder_panic_blanks_only_that_slice(tmp_path):
+    paths = rle_series(tmp_path)
+    plant_panic_bytes(paths[1])
     good = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm")).pixel_array
     (series,) = scan(tmp_path).series
     vol = load_series(series)
@@ -545,12 +550,7 @@ def test_compressed_image_size_must_match_the_header(tmp_path):
 
 def test_damaged_rle_runs_in_a_small_frame_are_named_at_scan(tmp_path):
     paths = rle_series(tmp_path, n=3)
-    ds = pydicom.dcmread(paths[1])
-    frame = bytearray(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
-    for offset, value in PANIC_BYTES.items():
-        frame[offset] = value
-    ds.PixelData = pydicom.encaps.encapsulate([bytes(frame)])
-    ds.save_as(paths[1])
+    plant_panic_bytes(paths[1])
     assert "RLE frame 1: segment" in reasons(scan(tmp_path))[str(paths[1])]
 
 

@@ -470,14 +470,10 @@ def test_clicking_a_grouped_exam_hangs_its_views_together(tmp_path, qtbot, monke
     under 'Mammography exams', each view in its own cell."""
     from PySide6.QtCore import Qt
 
-    from tests.qt_helpers import open_and_wait
-    from viewer.ui.main_window import MainWindow
+    from tests.qt_helpers import close_quietly, editor_window, open_and_wait
 
     monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
-    w = MainWindow()
-    w.resize(1200, 800)
-    w.show()
-    qtbot.waitExposed(w)
+    w = editor_window(qtbot, (1200, 800))
     try:
         open_and_wait(qtbot, w, cbis_ddsm(tmp_path / "cbis"))
         top = w.browser.exams_item
@@ -494,6 +490,4 @@ def test_clicking_a_grouped_exam_hangs_its_views_together(tmp_path, qtbot, monke
                 series.info.patient_id, (slot, series and series.info.patient_id)
             assert w.mammo_layout.cells[slot].volume is not None
     finally:
-        w.shutdown()
-        w.close()
-        w.deleteLater()
+        close_quietly(w)

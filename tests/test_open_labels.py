@@ -327,27 +327,13 @@ def phantom_with_seg(tmp_path_factory):
     return out / "ct", labels
 
 
-def open_window(qtbot, tmp_path, monkeypatch):
-    from viewer.ui.main_window import MainWindow
-
-    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
-    w = MainWindow()
-    w.resize(1300, 850)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
-
-
-def close_quietly(w) -> None:
-    w.shutdown()
-    w.close()
-    w.deleteLater()
-
-
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
     pytest.importorskip("pytestqt")
-    w = open_window(qtbot, tmp_path, monkeypatch)
+    from qt_helpers import close_quietly, editor_window
+
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    w = editor_window(qtbot)
     yield w
     close_quietly(w)
 

@@ -22,13 +22,12 @@ from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
-from qt_helpers import open_and_wait
+from qt_helpers import close_quietly, editor_window, open_and_wait
 
 from viewer.core.editing import Stroke
 from viewer.core.labels import LabelMap
 from viewer.core.synthetic import write_ct_study, write_mammo_exam
 from viewer.ui.editor_controller import EDIT_LAYER
-from viewer.ui.main_window import MainWindow
 
 REPO = Path(__file__).resolve().parents[1]
 _clock = [50_000]
@@ -46,22 +45,6 @@ def mg_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("mg")
     write_mammo_exam(out, (256, 200), seed=2)
     return out
-
-
-def editor_window(qtbot, size=(1300, 850)) -> MainWindow:
-    """Shown but not registered with qtbot: pytest-qt would close it before our teardown, and a window
-    with unsaved edits asks before closing (a modal question)."""
-    w = MainWindow()
-    w.resize(*size)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
-
-
-def close_quietly(w: MainWindow) -> None:
-    w.shutdown()  # after shutdown, closing does not ask
-    w.close()
-    w.deleteLater()
 
 
 @pytest.fixture
