@@ -65,6 +65,9 @@ class ModelCard:
     weights: str = ""  # file name beside the card
     sha256: str = ""
     disclaimer: str = DEFAULT_DISCLAIMER
+    source: str = ""  # where the model comes from (a URL, a paper, "Lightbox demo")
+    licence: str = ""  # the weights' licence as their author gives it
+    domain: dict = field(default_factory=dict)  # description of the training inputs (inference.domain)
     extra: dict = field(default_factory=dict)  # anything task-specific the runner needs
     path: Path | None = field(default=None, compare=False)  # folder holding the card; not serialized
 
@@ -88,6 +91,13 @@ class ModelCard:
             kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
         kwargs["version"] = str(kwargs["version"])
         return cls(**kwargs, path=Path(path) if path is not None else None)
+
+    @property
+    def imported(self) -> bool:
+        """Made with another tool (nnU-Net, MONAI bundle, ONNX, TorchScript): run by inference.formats."""
+        from inference.formats import is_imported
+
+        return is_imported(self)
 
     @property
     def weights_path(self) -> Path:
@@ -162,6 +172,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def card_json(card: ModelCard) -> str:
+    try:
+        return json.dumps(card.to_dict(), indent=2, allow_nan=False)
+    except ValueError as exc:  # NaN/inf would make a card other JSON readers reject
+        raise ModelError(f"model {card.name!r}: card values must be finite numbers ({exc})") from exc
+
+
+def save_card(card: ModelCard, json_path=None) -> Path:
+    """Rewrite a card (e.g. after its domain description or activation changed); weights untouched."""
+    json_path = Path(json_path) if json_path is not None else Path(card.path) / f"{Path(card.weights).stem}.json"
+    _atomic_write(json_path, (card_json(card) + "\n").encode())
+    return json_path
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -181,10 +205,7 @@ def save_model(module: nn.Module, card: ModelCard, folder, stem: str | None = No
     card.weights = f"{stem}.safetensors"
     card.sha256 = sha256_bytes(data)
     card.path = folder
-    try:  # serialise first: a card that cannot be written must not leave orphan weights
-        text = json.dumps(card.to_dict(), indent=2, allow_nan=False)
-    except ValueError as exc:  # NaN/inf would make a card other JSON readers reject
-        raise ModelError(f"model {card.name!r}: card values must be finite numbers ({exc})") from exc
+    text = card_json(card)  # serialise first: a card that cannot be written must not leave orphan weights
     _atomic_write(folder / card.weights, data)
     json_path = folder / f"{stem}.json"
     _atomic_write(json_path, (text + "\n").encode())
@@ -224,6 +245,10 @@ def _check_digest(card: ModelCard, path: Path, digest: str) -> None:
 
 def _weights_file(card: ModelCard) -> Path:
     path = card.weights_path
+    if card.imported:
+        if not card.sha256:
+            raise ChecksumError(f"{path}: the model card gives no sha256, so the model cannot be verified")
+        return path
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ModelError(f"{path}: unsupported weights format {path.suffix!r} "
                          f"(use {' or '.join(WEIGHT_SUFFIXES)})")
@@ -294,6 +319,15 @@ def is_verified(card: ModelCard) -> bool:
 def weights_digest(path: Path) -> str:
     """sha256 of a file, remembered while its size and modification time stay the same (listing
     and choosing models must not re-read every weights file each time)."""
+    if path.is_dir():  # an imported model's folder: keyed on every file's size and time
+        from inference.formats.base import tree_digest, tree_files
+
+        stats = tuple((rel.as_posix(), (path / rel).stat().st_size, (path / rel).stat().st_mtime_ns)
+                      for rel in tree_files(path))
+        key = (str(path.resolve()), stats)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = tree_digest(path)
+        return _DIGESTS[key]
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _DIGESTS:
@@ -314,6 +348,8 @@ def check_model(card: ModelCard) -> str:
         digest = weights_digest(path)
     except OSError as exc:
         raise ModelError(f"{path}: cannot read weights: {exc}") from exc
+    except ValueError as exc:  # a link or a strange file inside an imported model's folder
+        raise ModelError(f"{path}: {exc}") from exc
     _check_digest(card, path, digest)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -335,6 +371,10 @@ def load_model(card_or_path, device="cpu") -> tuple[nn.Module, ModelCard]:
 
     card = card_or_path if isinstance(card_or_path, ModelCard) else load_card(card_or_path)
     dev = pick_device(device)
+    if card.imported:  # a runner (inference.formats.base.Runner), not an nn.Module
+        from inference import formats
+
+        return formats.load(card, dev), card
     data = read_verified_weights(card)
     path = card.weights_path
     if path.suffix == ".pt":
@@ -401,7 +441,7 @@ def available_models(task: str | None = None, modality: str | None = None,
         for json_path in sorted(folder.glob("*.json")):
             try:
                 card = load_card(json_path)
-                if not card.weights_path.is_file():
+                if not card.weights_path.exists():
                     raise ModelError(f"{json_path}: weights file {card.weights!r} is missing")
             except ModelError as exc:
                 msg = str(exc) if str(json_path) in str(exc) else f"{json_path}: {exc}"

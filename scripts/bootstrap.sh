@@ -23,5 +23,12 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
         "$VPY" -m pip install --quiet "torch==2.13.0"
     fi
 fi
-"$VPY" -m pip install --quiet -e ".[test]"
+# The test extras (nnunetv2 and friends) must not replace that torch: pin the one installed.
+TORCH_PIN="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"
+"$VPY" -m pip install --quiet -c <(echo "torch==$TORCH_PIN") -e ".[test]"
+# nnunetv2 pulls torchvision (through timm), which Lightbox never uses; PyPI's build does not load
+# beside a CPU-only torch ("operator torchvision::nms does not exist") and breaks whatever imports it.
+if ! "$VPY" -c "import torchvision" >/dev/null 2>&1; then
+    "$VPY" -m pip uninstall --quiet -y torchvision timm >/dev/null 2>&1 || true
+fi
 touch "$STAMP"

@@ -42,6 +42,13 @@ class SeriesResult:
     overlays: list[Overlay] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)  # e.g. {"malignancy": 0.83} or {"liver mL": 1520}
     notes: dict = field(default_factory=dict)  # e.g. {"spacing_estimated": {...}}: facts the scores rest on
+    # the domain check of the model(s) that analysed it: {"in_domain": bool | None, "score": float | None,
+    # "threshold": float | None, "model": "name version", "reason": str}; in_domain False = results not meaningful
+    domain: dict = field(default_factory=dict)
+
+    @property
+    def out_of_domain(self) -> bool:
+        return self.domain.get("in_domain") is False
 
     def overlay(self, name: str) -> Overlay | None:
         return next((o for o in self.overlays if o.name == name), None)
@@ -51,6 +58,7 @@ class SeriesResult:
                 "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
                 "overlays": [{"name": o.name, "kind": o.kind, "model": o.model,
                               **({"classes": o.classes} if o.classes else {})} for o in self.overlays],
+                **({"domain": dict(self.domain)} if self.domain else {}),
                 **dict(self.notes)}
 
 
