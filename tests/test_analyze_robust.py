@@ -138,11 +138,11 @@ def test_analyze_scan_turns_any_error_of_one_series_into_a_line(src, monkeypatch
             raise MemoryError("out of memory")
         return Volume(np.zeros((2, 4, 4), np.float32))
 
-    def fake_ct(series, volume, device, progress=None, should_stop=None):
+    def fake_ct(series, volume, device, progress=None, should_stop=None, models=None):
         return AnalysisResult("ct", "1.2", {series.key: SeriesResult(series.key, series.uid, series.label(), volume)})
 
     monkeypatch.setattr(batch, "load_series", fake_load)
-    monkeypatch.setattr(batch, "analyze_ct", fake_ct)
+    monkeypatch.setattr(batch, "analyze_volume", fake_ct)
     analyses, skipped = batch.analyze_scan(result, "cpu")
     assert len(calls) == 3 and len(analyses) == 2
     assert skipped == ["CT Axial 7.5mm: MemoryError: out of memory"]

@@ -1,4 +1,4 @@
-"""`lightbox` command line: view, demo, info, analyze, export, train.
+"""`lightbox` command line: view, demo, info, analyze, export, train, models.
 
 Exit codes: 0 success, 2 bad input (one-line reason on stderr). Qt is imported
 only by `view`, so the headless commands work without a display.
@@ -169,12 +169,21 @@ def cmd_analyze(args) -> int:
     def report(msg: str) -> None:
         print(f"lightbox: {msg}", file=sys.stderr, flush=True)
 
+    from inference.registry import ModelError
+
+    from .analysis.run import resolve_models
+
+    try:  # a model asked for by name must exist and verify before minutes of loading
+        chosen = resolve_models(args.model)
+    except (ModelError, ValueError) as exc:
+        remove_empty_folders(created)
+        return _fail(str(exc))
     t0 = time.perf_counter()
     result = scan(path)
     for p in result.problems:
         report(f"skipped {p}")
     tried: list[str] = []  # series a model takes that failed (unreadable, a model error), not "no model"
-    analyses, skipped = analyze_scan(result, device, report, failures=tried)  # one bad series: a line
+    analyses, skipped = analyze_scan(result, device, report, failures=tried, models=chosen)  # one bad series: a line
     for line in skipped:
         report(f"not analysed: {line}")
     for analysis in analyses:
@@ -396,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the results (created if needed)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--json", action="store_true", help="also print results.json to stdout")
+    p.add_argument("--model", action="append", metavar="NAME[:VERSION]",
+                   help="use this model for its task and modality instead of the automatic choice (repeatable; "
+                        "`lightbox models list` names them)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("export", help="append a corrected segmentation (nnU-Net v2 raw layout + MONAI datalist + "
@@ -431,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="model folder (default: the user's model folder)")
     p.set_defaults(func=cmd_train)
+
+    from .cli_models import add_parser as add_models_parser
+
+    add_models_parser(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from viewer.core.mammo_exams import Exam, group_exams
 from viewer.core.study import ScanResult, Series
 
 from .results import AnalysisResult
-from .run import NoModel, analyze_ct, analyze_mammo_exam
+from .run import VOLUME_MODALITIES, NoModel, analyze_mammo_exam, analyze_volume
 
 Report = Callable[[str], None]
 
@@ -27,9 +27,11 @@ def reason(exc: Exception) -> str:
 
 
 def analyze_scan(result: ScanResult, device: str = "auto", report: Report | None = None,
-                 should_stop=None, failures: list[str] | None = None) -> tuple[list[AnalysisResult], list[str]]:
+                 should_stop=None, failures: list[str] | None = None,
+                 models: list | None = None) -> tuple[list[AnalysisResult], list[str]]:
     """(analyses, skipped) for every mammography exam (1-4 hung views and extra views, grouped by
-    mammo_exams, priors included) and every CT volume in a scan.
+    mammo_exams, priors included) and every CT or MR volume in a scan; ``models`` (cards --model
+    chose) replace the automatic choice for their task and modality.
 
     ``skipped`` says in one line per series or exam ('<label>: <reason>') why it was not analysed
     (no model for the modality, a 2D CT image, unreadable pixels, an error in a model); nothing
@@ -60,12 +62,12 @@ def analyze_scan(result: ScanResult, device: str = "auto", report: Report | None
     handled: set[str] = {ev.series.key for exam in exams for ev in exam.members}
     for exam in exams:
         attempt(f"mammography {exam.label}",
-                lambda exam=exam: _analyze_exam(exam, len(exams) > 1, device, say, should_stop, skipped))
+                lambda exam=exam: _analyze_exam(exam, len(exams) > 1, device, say, should_stop, skipped, models))
     for study in result.studies:
         for series in study.series:
             if series.key in handled or series.kind not in ("dicom", "file"):
                 continue
-            attempt(_label(series), lambda series=series: _analyze_one(series, device, say, should_stop))
+            attempt(_label(series), lambda series=series: _analyze_one(series, device, say, should_stop, models))
     return analyses, skipped
 
 
@@ -90,7 +92,7 @@ def _exam_views(exam: Exam, skipped: list[str]) -> dict[str, Series]:
 
 
 def _analyze_exam(exam: Exam, prefix: bool, device: str, say: Report, should_stop,
-                  skipped: list[str]) -> AnalysisResult:
+                  skipped: list[str], models: list | None = None) -> AnalysisResult:
     label = f"mammography {exam.label}"
     chosen = _exam_views(exam, skipped)
     if not chosen:
@@ -102,21 +104,21 @@ def _analyze_exam(exam: Exam, prefix: bool, device: str, say: Report, should_sto
     study_uid = exam.studies[0] if len(exam.studies) == 1 else ""
     found = analyze_mammo_exam(views, study_uid, device,
                                progress=lambda f, what: say(f"{label}: {what} ({f:.0%})"),
-                               should_stop=should_stop, exam=exam.summary(identifying=False))
+                               should_stop=should_stop, exam=exam.summary(identifying=False), models=models)
     if prefix:  # several exams in one run: their output folders say whose view they are
         for sr in found.series.values():
             sr.title = f"{exam.id} {sr.title}"
     return found
 
 
-def _analyze_one(series: Series, device: str, say: Report, should_stop) -> AnalysisResult:
+def _analyze_one(series: Series, device: str, say: Report, should_stop, models: list | None = None) -> AnalysisResult:
     why = _not_analysable(series)
     if why:
         raise NoModel(why)
     say(f"loading {series.label()}")
     volume = load_series(series, should_stop=should_stop)
-    return analyze_ct(series, volume, device, progress=lambda f, what: say(f"{series.label()}: {what} ({f:.0%})"),
-                      should_stop=should_stop)
+    return analyze_volume(series, volume, device, progress=lambda f, what: say(f"{series.label()}: {what} ({f:.0%})"),
+                          should_stop=should_stop, models=models)
 
 
 def _label(series: Series) -> str:
@@ -128,7 +130,7 @@ def _label(series: Series) -> str:
 
 def _not_analysable(series: Series) -> str | None:
     modality = (series.modality or "").upper()
-    if modality == "CT" and not series.is_projection:
+    if modality in VOLUME_MODALITIES and not series.is_projection:
         return None
     if modality == "MG":
         return "mammogram not grouped into an exam (not a DICOM image)"

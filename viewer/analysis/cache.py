@@ -82,7 +82,7 @@ def planned_cards(kind: str) -> dict:
 
     if kind == "mammo-exam":
         return {role: c for role, c in run.mammo_models().items() if c is not None}
-    return {"segmentation": run.ct_model()}
+    return {"segmentation": run.volume_model(kind.upper())}
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -114,7 +114,8 @@ class AnalysisCache:
                                  "array": ref, "dtype": arrays[ref].dtype.str, "shape": list(o.array.shape)})
             series.append({"name": name, "series_key": sr.series_key, "series_uid": sr.series_uid,
                            "title": sr.title, "shape": list(sr.volume.shape),
-                           "scores": {k: float(v) for k, v in sr.scores.items()}, "overlays": overlays})
+                           "scores": {k: float(v) for k, v in sr.scores.items()}, "overlays": overlays,
+                           "domain": dict(sr.domain), "notes": dict(sr.notes)})
         npz, meta = self.paths(key)
         with replacing(npz) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -122,6 +123,7 @@ class AnalysisCache:
                  "exam_scores": {k: float(v) for k, v in result.exam_scores.items()},
                  "models": dict(result.models), "device": result.device, "seconds": float(result.seconds),
                  "warnings": list(result.warnings), "verified": dict(result.verified), "series": series,
+                 "model_cards": dict(result.model_cards),
                  "npz_bytes": npz.stat().st_size, "saved": time.time()}
         write_bytes(meta, json.dumps(facts, indent=1).encode())
         self.evict()
@@ -161,14 +163,16 @@ class AnalysisCache:
                                 models={str(k): str(v) for k, v in facts["models"].items()},
                                 device=str(facts["device"]), seconds=float(facts["seconds"]),
                                 warnings=[str(w) for w in facts["warnings"]],
-                                verified={str(k): bool(v) for k, v in facts.get("verified", {}).items()})
+                                verified={str(k): bool(v) for k, v in facts.get("verified", {}).items()},
+                                model_cards=dict(facts.get("model_cards") or {}))
         with np.load(npz, allow_pickle=False) as data:
             for s in facts["series"]:
                 volume = volumes[s["name"]]
                 if tuple(s["shape"]) != volume.shape:
                     raise ValueError(f"{s['name']}: stored for shape {tuple(s['shape'])}, loaded {volume.shape}")
                 sr = SeriesResult(str(s["series_key"]), str(s["series_uid"]), str(s["title"]), volume,
-                                  scores={str(k): float(v) for k, v in s["scores"].items()})
+                                  scores={str(k): float(v) for k, v in s["scores"].items()},
+                                  notes=dict(s.get("notes") or {}), domain=dict(s.get("domain") or {}))
                 for o in s["overlays"]:
                     array = data[o["array"]]
                     if array.shape != volume.shape or array.dtype.str != o["dtype"]:

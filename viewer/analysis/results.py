@@ -76,6 +76,8 @@ class AnalysisResult:
     warnings: list[str] = field(default_factory=list)
     verified: dict[str, bool] = field(default_factory=dict)  # role -> weights are ones shipped with Lightbox
     exam: dict = field(default_factory=dict)  # mammography: the exam grouping and breasts without a score
+    # role -> {"name", "version", "sha256", "format", "task", "modality"}: the exact model behind each output
+    model_cards: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         """JSON-ready: scores per view/series and per breast, models and versions (no arrays)."""
@@ -83,6 +85,8 @@ class AnalysisResult:
                "seconds": round(self.seconds, 3), "models": dict(self.models),
                "models_verified": {role: bool(self.verified.get(role, False)) for role in self.models},
                "series": {k: s.summary() for k, s in self.series.items()}, "disclaimer": DISCLAIMER}
+        if self.model_cards:
+            out["model_cards"] = {role: dict(facts) for role, facts in self.model_cards.items()}
         if self.exam_scores:
             out["exam_scores"] = {k: round(float(v), 6) for k, v in self.exam_scores.items()}
         if self.warnings:

@@ -84,11 +84,44 @@ def load(card, device: str):
     return _MODELS[key]
 
 
-def load_role(task: str, modality: str, device: str, notes: list[str]):
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """'NAME' or 'NAME:VERSION' (as --model takes it) -> (name, version or None)."""
+    name, sep, version = str(spec).strip().rpartition(":") if ":" in str(spec) else (str(spec).strip(), "", "")
+    name, version = name.strip(), version.strip()
+    if not name or (sep and not version):
+        raise ValueError(f"--model {spec!r}: expected NAME or NAME:VERSION")
+    return name, (version or None)
+
+
+def resolve_models(specs: list[str] | None) -> list:
+    """The cards --model names, each verified (weights match the card); ModelError naming the first
+    spec that matches no installed model or whose weights fail."""
+    from inference.registry import check_model, find_model
+
+    cards = []
+    for spec in specs or []:
+        name, version = parse_model_spec(spec)
+        card = find_model(name, version)
+        check_model(card)
+        cards.append(card)
+    return cards
+
+
+def _explicit(task: str, modality: str, chosen: list | None):
+    return next((c for c in chosen or [] if c.task == task and c.modality.upper() == (modality or "").upper()), None)
+
+
+def load_role(task: str, modality: str, device: str, notes: list[str], chosen: list | None = None):
     """(module, card) of the first candidate that verifies and loads; each one skipped on the way (and
-    each broken card) is named once in ``notes``. None when no model does the task."""
+    each broken card) is named once in ``notes``. None when no model does the task.
+
+    A card in ``chosen`` (--model) for this task and modality is used as it is: when it fails, the
+    analysis fails (the user asked for that model), it never falls back silently."""
     from inference.registry import ModelError
 
+    picked = _explicit(task, modality, chosen)
+    if picked is not None:
+        return load(picked, device)
     problems: list[str] = []
     found = None
     for card in _verified(task, modality, problems, problems):
@@ -114,6 +147,13 @@ def trust_notes(roles: dict[str, object]) -> tuple[dict[str, bool], list[str]]:
 
 def model_id(card) -> str:
     return f"{card.name} {card.version}"
+
+
+def card_facts(card) -> dict:
+    """What results.json keeps of a model: enough to find the exact weights again."""
+    return {"name": card.name, "version": str(card.version), "sha256": card.sha256,
+            "format": card.architecture if card.imported else "lightbox", "task": card.task,
+            "modality": card.modality}
 
 
 def resolve_device(preference: str = "auto") -> str:
@@ -170,7 +210,6 @@ def _engine_call(fn, *args, **kwargs):
 MAMMO_ROLES = (("patch", "patch-classifier"), ("exam", "exam-classifier"), ("segmentation", "segmentation-2d"))
 NO_MAMMO = ("no mammography classifier installed (need a 'patch-classifier' and an 'exam-classifier' card for MG "
             "in resources/models or the user model folder)")
-NO_CT = "no CT segmentation model installed (need a 'segmentation-3d' card for CT)"
 
 
 def _no_model(why: str, notes: list[str]) -> NoModel:
@@ -186,17 +225,9 @@ def mammo_models():
     return cards
 
 
-def ct_model():
-    skipped: list[str] = []
-    card = pick_card("segmentation-3d", "CT", skipped)
-    if card is None:
-        raise _no_model(NO_CT, skipped)
-    return card
-
-
 def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str = "", device: str = "auto",
                        progress: Progress | None = None, should_stop: StopCheck | None = None,
-                       exam: dict | None = None) -> AnalysisResult:
+                       exam: dict | None = None, models: list | None = None) -> AnalysisResult:
     """views: {"RCC": (series, volume (1, rows, cols)), ...}: 1 to 4 hung views and any extra views
     (keyed by their own name, e.g. "LXCCL" or "LCC spot"; the models see them as the CC or MLO
     they resemble). ``exam`` (the grouping's summary) is kept in the result.
@@ -222,7 +253,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     t0 = time.perf_counter()
     dev = resolve_device(device)
     notes: list[str] = []
-    loaded = {role: load_role(task, "MG", dev, notes) for role, task in MAMMO_ROLES}
+    loaded = {role: load_role(task, "MG", dev, notes, models) for role, task in MAMMO_ROLES}
     if loaded["patch"] is None or loaded["exam"] is None:
         raise _no_model(NO_MAMMO, notes)
     patch_model, patch_card = loaded["patch"]
@@ -232,7 +263,8 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     used = {role: pair[1] for role, pair in loaded.items() if pair is not None}
     verified, unverified = trust_notes(used)
     result = AnalysisResult("mammo-exam", study_uid, {}, models={role: model_id(c) for role, c in used.items()},
-                            device=dev, warnings=notes + unverified, verified=verified)
+                            device=dev, warnings=notes + unverified, verified=verified,
+                            model_cards={role: card_facts(c) for role, c in used.items()})
     if seg is None:
         result.warnings.append("no 2D segmentation model for MG installed: no lesion masks")
     findings = [c for c in patch_card.classes if c.lower() not in NOT_FINDINGS]
@@ -273,11 +305,14 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             _check(should_stop)
             if progress:
                 progress(done / steps, f"{name}: lesion segmentation")
-            labels, prob = run_with_cpu_fallback(
-                lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
-                    segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
-                    cancel=_stop_guard(should_stop), chest_wall=cw),
-                dev, result.warnings.append)
+            if seg_card.imported:  # a 2D model from another tool: it sees the view as stored
+                labels, prob = _imported_2d(seg_model, image, spacing, should_stop)
+            else:
+                labels, prob = run_with_cpu_fallback(
+                    lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
+                        segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
+                        cancel=_stop_guard(should_stop), chest_wall=cw),
+                    dev, result.warnings.append)
             done += 1
             sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
                                        list(seg_card.classes)))
@@ -299,6 +334,21 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     return result
 
 
+def _imported_2d(runner, image: np.ndarray, spacing_yx, should_stop) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probability of any foreground class) of an imported 2D segmentation model on one view."""
+    from inference.formats import VolumeImage
+
+    pred = _engine_call(runner.predict, VolumeImage(image[np.newaxis].astype(np.float32, copy=False),
+                                                    (1.0, float(spacing_yx[0]), float(spacing_yx[1])), modality="MG"),
+                        None, _stop_guard(should_stop))
+    labels = np.asarray(pred.labels)[0]
+    if pred.probabilities is not None:
+        prob = 1.0 - np.asarray(pred.probabilities[0], dtype=np.float32)[0]
+    else:
+        prob = (labels > 0).astype(np.float32)
+    return labels, np.clip(prob, 0.0, 1.0)
+
+
 def _model_view(name: str, series: Series) -> str | None:
     """The standard view ('LCC', 'RMLO') the models see a view as: its own name when it is one,
     else what its tags and text say it resembles (an LXCCL is seen as an LCC)."""
@@ -318,54 +368,104 @@ def _orientation_letters(orientation):
 
 
 # --------------------------------------------------------------------------
-# CT: 3D segmentation
+# volumes (CT, MR): 3D segmentation
 # --------------------------------------------------------------------------
-def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: Progress | None = None,
-               should_stop: StopCheck | None = None) -> AnalysisResult:
-    """Organ and lesion segmentation of a CT volume; volumes in mL per class, and the lesion
-    probability as a heatmap."""
+VOLUME_MODALITIES = ("CT", "MR")
+
+
+def no_volume_model(modality: str) -> str:
+    return (f"no model for {modality or 'unknown modality'} images (no 'segmentation-3d' model for "
+            f"{modality or 'this modality'} installed: import one with AI > Import model... or `lightbox models import`)")
+
+
+def volume_model(modality: str, models: list | None = None):
+    """The card Analyze would use for a volume of this modality (the --model choice first)."""
+    chosen = _explicit("segmentation-3d", modality, models)
+    if chosen is not None:
+        return chosen
+    skipped: list[str] = []
+    card = pick_card("segmentation-3d", modality, skipped)
+    if card is None:
+        raise _no_model(no_volume_model(modality), skipped)
+    return card
+
+
+def ct_model():
+    return volume_model("CT")
+
+
+def volume_image(volume: Volume):
+    """The engine's view of a Volume (inference never imports viewer)."""
+    from inference.formats import VolumeImage
+
+    return VolumeImage(volume.array, tuple(float(v) for v in volume.spacing), tuple(float(v) for v in volume.origin),
+                       np.asarray(volume.direction, float), (volume.info.modality or "").upper())
+
+
+def analyze_volume(series: Series, volume: Volume, device: str = "auto", progress: Progress | None = None,
+                   should_stop: StopCheck | None = None, model=None, models: list | None = None) -> AnalysisResult:
+    """Segmentation of a CT or MR volume by the model Analyze picks for its modality (or ``model``, a card,
+    or the matching one of ``models``, as --model chose): a Lightbox model or one imported from nnU-Net,
+    MONAI, ONNX or TorchScript. Volumes in mL per class, and a lesion/tumour probability as a heatmap."""
     from inference.device import run_with_cpu_fallback
     from inference.segment import segment_volume
 
+    modality = (volume.info.modality or series.modality or "").upper()
     if min(volume.shape) < 2:
-        raise ValueError(f"{series.label()}: a CT segmentation needs a 3D volume, got shape {volume.shape}")
+        raise ValueError(f"{series.label()}: a 3D segmentation needs a volume, got shape {volume.shape}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     warnings: list[str] = []
-    found = load_role("segmentation-3d", "CT", dev, warnings)
+    chosen = [model] if model is not None else models
+    found = load_role("segmentation-3d", modality, dev, warnings, chosen)
     if found is None:
-        raise _no_model(NO_CT, warnings)
-    model, card = found
+        raise _no_model(no_volume_model(modality), warnings)
+    net, card = found
     verified, unverified = trust_notes({"segmentation": card})
     warnings += unverified
     _check(should_stop)
 
     def engine_progress(f: float) -> None:
         if progress:
-            progress(0.95 * float(f), "CT segmentation")
+            progress(0.95 * float(f), f"{modality} segmentation ({model_id(card)})")
 
-    labels, probs = run_with_cpu_fallback(
-        lambda d: _engine_call(segment_volume, model, card, volume.array, tuple(volume.spacing), d,
-                               engine_progress, _stop_guard(should_stop), probabilities="lazy"),
-        dev, warnings.append)
     classes = list(card.classes)
+    if card.imported:
+        pred = _engine_call(net.predict, volume_image(volume), engine_progress, _stop_guard(should_stop))
+        labels, probs = pred.labels, pred
+        classes = list(pred.classes) or classes
+        warnings += pred.notes
+    else:
+        labels, probs = run_with_cpu_fallback(
+            lambda d: _engine_call(segment_volume, net, card, volume.array, tuple(volume.spacing), d,
+                                   engine_progress, _stop_guard(should_stop), probabilities="lazy"),
+            dev, warnings.append)
     sr = SeriesResult(series.key, series.uid, series.label(), volume)
     sr.overlays.append(Overlay("segmentation", "labels", labels, model_id(card), classes))
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=len(classes))
     for i, name in enumerate(classes):
         if i == 0:
             continue
         sr.scores[f"{name} mL"] = float(counts[i] * voxel_ml)
-    lesion = next((c for c in classes if "lesion" in c.lower()), None)
-    if lesion is not None and probs is not None:
+    lesion = next((c for c in classes if any(w in c.lower() for w in ("lesion", "tumor", "tumour"))), None)
+    has_probs = probs is not None and (not card.imported or probs.probabilities is not None)
+    if lesion is not None and has_probs:
         _check(should_stop)
         sr.overlays.append(Overlay(f"{lesion} probability", "probability", probs.channel(lesion), model_id(card)))
-    result = AnalysisResult("ct", volume.info.study_uid, {series.key: sr}, models={"segmentation": model_id(card)},
-                            device=dev, seconds=time.perf_counter() - t0, warnings=warnings, verified=verified)
+    result = AnalysisResult(modality.lower() or "volume", volume.info.study_uid, {series.key: sr},
+                            models={"segmentation": model_id(card)}, device=dev,
+                            seconds=time.perf_counter() - t0, warnings=warnings, verified=verified,
+                            model_cards={"segmentation": card_facts(card)})
     if progress:
         progress(1.0, "done")
     return result
+
+
+def analyze_ct(series: Series, volume: Volume, device: str = "auto", progress: Progress | None = None,
+               should_stop: StopCheck | None = None, models: list | None = None) -> AnalysisResult:
+    """Organ and lesion segmentation of a CT volume (:func:`analyze_volume`)."""
+    return analyze_volume(series, volume, device, progress, should_stop, models=models)
 
 
 # --------------------------------------------------------------------------
@@ -383,10 +483,10 @@ def mammo_views(volumes: dict[str, tuple[Series, Volume] | None]) -> dict[str, t
 
 
 def can_analyze(modality: str) -> bool:
-    """Whether some installed model handles this modality (MG exams, CT volumes)."""
+    """Whether some installed model handles this modality (MG exams, CT and MR volumes)."""
     modality = (modality or "").upper()
     if modality == "MG":
         return pick_card("patch-classifier", "MG") is not None and pick_card("exam-classifier", "MG") is not None
-    if modality == "CT":
-        return pick_card("segmentation-3d", "CT") is not None
+    if modality in VOLUME_MODALITIES:
+        return pick_card("segmentation-3d", modality) is not None
     return False
