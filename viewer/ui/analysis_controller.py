@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QDockWidget
 
 from ..analysis.cache import AnalysisCache, card_id, entry_key, planned_cards
 from ..analysis.results import AnalysisResult, SeriesResult
-from .analysis_panel import NO_HEATMAP, AnalysisPanel
+from .analysis_panel import NO_HEATMAP, OUT_OF_DOMAIN, AnalysisPanel, domain_detail
 from .overlays import LabelLayer, ProbabilityLayer
 
 if TYPE_CHECKING:
@@ -60,6 +60,11 @@ class AnalysisController(QObject):
                                      "exported dataset; writes a new version")
         self.train_action.triggered.connect(self.show_train)
         self.train_dialog = None
+        self.import_action = QAction("Import model…", window)
+        self.import_action.setToolTip("Bring in a model made with another tool: an nnU-Net v2 folder, a MONAI "
+                                      "bundle, an ONNX, TorchScript or torch.export file")
+        self.import_action.triggered.connect(self.show_import)
+        self.import_dialog = None
         self.clear_cache_action = QAction("Clear cached results", window)
         self.clear_cache_action.setToolTip("Delete the AI results kept on disk (Analyze runs the models again)")
         self.clear_cache_action.triggered.connect(self.clear_disk_cache)
@@ -97,6 +102,32 @@ class AnalysisController(QObject):
         self.train_dialog.show()
         return self.train_dialog
 
+    def show_import(self):
+        from .import_model_dialog import ImportModelDialog
+
+        if self.import_dialog is None:
+            self.import_dialog = ImportModelDialog(self.window)
+            self.import_dialog.imported.connect(self._imported)
+        self.import_dialog.show()
+        self.import_dialog.raise_()
+        return self.import_dialog
+
+    def _imported(self, card) -> None:
+        """A new model may change what Analyze runs: forget this session's results, relist the models."""
+        self.cache.clear()
+        if self.models_dialog is not None:
+            self.models_dialog.reload()
+        if self.train_dialog is not None:
+            self.train_dialog.reload_models()
+        self.window.show_message(self.import_dialog.message if self.import_dialog is not None
+                                 else f"Imported {card.name} {card.version}")
+
+    def shutdown(self) -> None:
+        """Wait for the dialogs' workers (no thread may outlive the window)."""
+        for dialog in (self.train_dialog, self.import_dialog):
+            if dialog is not None:
+                dialog.shutdown()
+
     def _trained(self, card) -> None:
         if card is not None:
             self.cache.clear()  # results of the old version no longer describe what Analyze would do
@@ -130,7 +161,8 @@ class AnalysisController(QObject):
 
     # -- what can be analysed ----------------------------------------------------------------------
     def target(self):
-        """('mammo', study_uid, {view: (series, volume)}) or ('ct', series, volume); else (None, reason)."""
+        """('mammo', study_uid, {view: (series, volume)}) or ('volume', series, volume) for a CT or MR volume
+        some installed model segments; else (None, reason)."""
         w = self.window
         if w.views.currentWidget() is w.mammo_layout and w.shown_mammo is not None:
             views = {name: (w.mammo_layout.series[name], cell.volume)
@@ -143,11 +175,15 @@ class AnalysisController(QObject):
         modality = (volume.info.modality or "").upper()
         if modality == "MG":  # a single mammogram shown on its own: a one-view exam
             return self._single_mammogram(series, volume)
-        if modality != "CT":
-            return None, f"no model for {modality or 'this'} images (the demo models analyse CT and 4-view MG)"
+        from ..analysis import run
+
+        if not run.can_analyze(modality):
+            how = (f"AI ▸ Import model… brings in one for {modality}" if modality in run.VOLUME_MODALITIES
+                   else "Analyze handles CT and MR volumes and mammograms")
+            return None, f"no model for {modality or 'these'} images ({how})"
         if min(volume.shape) < 2:
-            return None, "the CT model needs a 3D series"
-        return "ct", series, volume
+            return None, f"the {modality} model needs a 3D series"
+        return "volume", series, volume
 
     @staticmethod
     def _single_mammogram(series, volume):
@@ -176,15 +212,16 @@ class AnalysisController(QObject):
             return
         key = self.cache_key(target)
         if key in self.cache:
-            self._show(self.cache[key], cached=True)
+            self.show_result(self.cache[key], cached=True)
             return
         from ..analysis import run
 
-        kind = "mammo-exam" if target[0] == "mammo" else "ct"
         if target[0] == "mammo":
+            kind = "mammo-exam"
             sources = {name: (series.uid, volume) for name, (series, volume) in target[2].items()}
             study_uid = target[1]
         else:
+            kind = (target[2].info.modality or "").lower()  # what analyze_volume calls its result
             sources = {target[1].key: (target[1].uid, target[2])}
             study_uid = target[2].info.study_uid
 
@@ -202,7 +239,8 @@ class AnalysisController(QObject):
             if target[0] == "mammo":
                 result = run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
             else:
-                result = run.analyze_ct(target[1], target[2], "auto", report, should_stop)
+                result = run.analyze_volume(target[1], target[2], device="auto", progress=report,
+                                            should_stop=should_stop, model=None)
             if result.models == {role: run.model_id(c) for role, c in planned.items()}:  # what the key says
                 try:
                     store.save(disk_key, result)
@@ -216,9 +254,10 @@ class AnalysisController(QObject):
     def _finished(self, payload) -> None:
         key, result, cached, notes = payload
         self.cache[key] = result
-        self._show(result, cached=cached, notes=notes)
+        self.show_result(result, cached=cached, notes=notes)
 
-    def _show(self, result: AnalysisResult, cached: bool, notes: list[str] | None = None) -> None:
+    def show_result(self, result: AnalysisResult, cached: bool = False, notes: list[str] | None = None) -> None:
+        """List ``result`` in the panel and put its maps on every view of the analysed image."""
         self.current = result
         self.dock.show()
         self.panel.show_result(result, cached)
@@ -231,8 +270,10 @@ class AnalysisController(QObject):
                   else "; ".join(f"{k} {v:.0f}" for sr in result.series.values() for k, v in sr.scores.items()))
         estimated = [w for w in result.warnings if "spacing estimated" in w]  # never silently 1 mm
         extra = f" ({'; '.join((notes or []) + estimated)})" if notes or estimated else ""
-        self.window.show_message(f"Analysis {'(cached) ' if cached else ''}done: {scores}{extra}",
-                                 "warning" if notes else "info")
+        out = [sr.title for sr in result.series.values() if sr.out_of_domain]
+        warning = f" — {', '.join(out)}: {OUT_OF_DOMAIN}" if out else ""
+        self.window.show_message(f"Analysis {'(cached) ' if cached else ''}done{warning}: {scores}{extra}",
+                                 "warning" if notes or out else "info")
         self.analysis_finished.emit(result)
 
     @staticmethod
@@ -276,6 +317,8 @@ class AnalysisController(QObject):
             found = self.match(view)
             if found is not None:
                 self._ensure_layers(view, found[1])
+            else:
+                view.legend.set_warning("")
         self.window.apply_layer_visibility()
 
     def _ensure_layers(self, view: SliceView, sr: SeriesResult) -> None:
@@ -291,6 +334,11 @@ class AnalysisController(QObject):
                                    threshold=p.heatmap_threshold)
             new.title = heat.name
             view.add_layer(HEAT_LAYER, new)
+        # the colour bar says when the map comes from a model shown images unlike its training data
+        if heat is not None and sr.out_of_domain:
+            view.legend.set_warning("out of domain", f"{OUT_OF_DOMAIN}\n{domain_detail(sr)}")
+        else:
+            view.legend.set_warning("")
         labels = next((o for o in sr.overlays if o.kind == "labels"), None)
         layer = view.layer(LABEL_LAYER)
         edited = view.layer(EDIT_LAYER_NAME) is not None  # the segment editor's map replaces the AI's

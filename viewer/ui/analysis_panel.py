@@ -7,6 +7,7 @@ opacity and outline).
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,10 +21,47 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..analysis.results import DISCLAIMER, AnalysisResult
+from ..analysis.results import DISCLAIMER, AnalysisResult, SeriesResult
 
 COLORMAPS = ("inferno", "jet", "hot", "viridis")
 NO_HEATMAP = "(none)"
+OUT_OF_DOMAIN = "unlike this model's training data — results not meaningful"
+DOMAIN_WORDS = {"out": "out of domain", "in": "in domain", "unknown": "domain unknown"}
+DOMAIN_COLOURS = {"out": "#c62828", "in": "#2e7d32", "unknown": "#888888"}
+
+
+def domain_state(sr: SeriesResult) -> str:
+    """'out', 'in' or 'unknown' (no check ran, or it could not decide)."""
+    if sr.out_of_domain:
+        return "out"
+    return "in" if sr.domain.get("in_domain") is True else "unknown"
+
+
+def domain_detail(sr: SeriesResult) -> str:
+    """Why the check said what it said, in one line: score against threshold, the model, its reason."""
+    d = sr.domain
+    parts = []
+    score, threshold = d.get("score"), d.get("threshold")
+    if score is not None and threshold is not None:
+        relation = "above" if float(score) > float(threshold) else "within"
+        parts.append(f"domain score {float(score):.3g} {relation} threshold {float(threshold):.3g}")
+    elif score is not None:
+        parts.append(f"domain score {float(score):.3g}")
+    if d.get("model"):
+        parts.append(f"model {d['model']}")
+    if d.get("reason"):
+        parts.append(str(d["reason"]))
+    if not parts:
+        parts.append("no domain check for this result")
+    return f"{sr.title}: " + "; ".join(parts)
+
+
+TITLE_ROLE = Qt.ItemDataRole.UserRole  # a result row's title without the domain words
+DOMAIN_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _title(item: QTreeWidgetItem) -> str:
+    return item.data(0, TITLE_ROLE) or item.text(0)
 
 
 def _fmt_score(name: str, value: float) -> str:
@@ -49,6 +87,11 @@ class AnalysisPanel(QWidget):
         super().__init__(parent)
         self.title = QLabel("No analysis yet. Press Analyze (A) on a CT series or a mammography exam.")
         self.title.setWordWrap(True)
+        self.domain_warning = QLabel("")  # shown only when a result is out of its model's domain
+        self.domain_warning.setWordWrap(True)
+        self.domain_warning.setStyleSheet("background: #c62828; color: white; font-weight: bold; "
+                                          "padding: 6px; border-radius: 3px;")
+        self.domain_warning.hide()
         self.scores = QTreeWidget(self)
         self.scores.setHeaderLabels(["Result", "Score"])
         self.scores.setRootIsDecorated(True)
@@ -87,6 +130,7 @@ class AnalysisPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
+        layout.addWidget(self.domain_warning)
         layout.addWidget(self.scores, 1)
         layout.addWidget(heat_box)
         layout.addWidget(seg_box)
@@ -137,11 +181,14 @@ class AnalysisPanel(QWidget):
 
     def show_result(self, result: AnalysisResult | None, cached: bool = False) -> None:
         self.scores.clear()
+        self._show_domain(result)
         if result is None:
             self.title.setText("No analysis yet. Press Analyze (A) on a CT series or a mammography exam.")
             self.models.setText("")
             return
-        what = "4-view mammography exam" if result.kind == "mammo-exam" else "CT segmentation"
+        what = ("4-view mammography exam" if result.kind == "mammo-exam"
+                else f"{result.kind.upper()} segmentation" if result.kind in ("ct", "mr")
+                else f"{result.kind} analysis")
         when = "from the cache" if cached else f"in {result.seconds:.1f} s on {result.device}"
         self.title.setText(f"{what}, {when}")
         if result.exam_scores:
@@ -152,14 +199,43 @@ class AnalysisPanel(QWidget):
             self.scores.addTopLevelItem(exam)
             exam.setExpanded(True)
         for sr in result.series.values():
-            item = QTreeWidgetItem([sr.title, ""])
+            state = domain_state(sr)  # said on the image's own row, across both columns
+            item = QTreeWidgetItem([f"{sr.title}  ·  {'⚠ ' if state == 'out' else ''}{DOMAIN_WORDS[state]}"])
+            item.setData(0, TITLE_ROLE, sr.title)
+            item.setData(0, DOMAIN_ROLE, DOMAIN_WORDS[state])
+            item.setToolTip(0, domain_detail(sr))
+            if state != "in":
+                item.setForeground(0, QColor(DOMAIN_COLOURS[state]))
+            if state == "out":
+                font = item.font(0)
+                font.setBold(True)
+                item.setFont(0, font)
             for name, value in sr.scores.items():
                 item.addChild(QTreeWidgetItem([name, _fmt_score(name, value)]))
             self.scores.addTopLevelItem(item)
+            item.setFirstColumnSpanned(True)
             item.setExpanded(True)
         self.models.setText("Models: " + "; ".join(f"{role}: {m}" for role, m in result.models.items()))
         if result.warnings:
             self.models.setText(self.models.text() + "\n" + "\n".join(result.warnings))
+
+    def _show_domain(self, result: AnalysisResult | None) -> None:
+        """The red line over the scores when any analysed image is out of its model's domain."""
+        out = [sr for sr in result.series.values() if sr.out_of_domain] if result is not None else []
+        if not out:
+            self.domain_warning.hide()
+            self.domain_warning.setText("")
+            self.domain_warning.setToolTip("")
+            return
+        which = "" if len(out) == len(result.series) else ", ".join(sr.title for sr in out) + ": "
+        self.domain_warning.setText(f"⚠ {which}{OUT_OF_DOMAIN}")
+        self.domain_warning.setToolTip("\n".join(domain_detail(sr) for sr in out))
+        self.domain_warning.show()
+
+    def domain_texts(self) -> dict[str, str]:
+        """{"RCC": "out of domain", ...}: the domain word listed on each analysed image's row."""
+        tops = [self.scores.topLevelItem(i) for i in range(self.scores.topLevelItemCount())]
+        return {_title(top): top.data(0, DOMAIN_ROLE) for top in tops if top.data(0, DOMAIN_ROLE)}
 
     def score_texts(self) -> dict[str, str]:
         """{"RCC/malignancy": "0.812", ...} of what is listed (for tests and copy/paste)."""
@@ -168,7 +244,7 @@ class AnalysisPanel(QWidget):
             top = self.scores.topLevelItem(i)
             for j in range(top.childCount()):
                 child = top.child(j)
-                out[f"{top.text(0)}/{child.text(0)}"] = child.text(1)
+                out[f"{_title(top)}/{child.text(0)}"] = child.text(1)
         return out
 
     # -- internals -------------------------------------------------------------------------------

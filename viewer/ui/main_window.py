@@ -183,6 +183,7 @@ class MainWindow(QMainWindow):
         ai_menu.addAction(self.analysis.action)
         ai_menu.addAction(self.analysis.dock.toggleViewAction())
         ai_menu.addAction(self.analysis.models_action)
+        ai_menu.addAction(self.analysis.import_action)
         ai_menu.addAction(self.analysis.train_action)
         ai_menu.addAction(self.analysis.clear_cache_action)
         self.ai_toolbar = QToolBar("AI", self)
@@ -1045,8 +1046,7 @@ class MainWindow(QMainWindow):
         self.runner.shutdown()
         self.thumbnail_runner.shutdown()
         self.editor.shutdown()
-        if self.analysis.train_dialog is not None:
-            self.analysis.train_dialog.shutdown()
+        self.analysis.shutdown()  # its dialogs' workers (training, model import)
 
     def closeEvent(self, ev):
         if not self._closing and not self.editor.confirm_close():
