@@ -209,3 +209,124 @@ class GridProbabilities:
     def __array__(self, dtype=None, copy=None):
         out = resample(self.coarse, self.grid_shape, chunk=self.chunk, antialias=False).numpy()
         return out if dtype is None else out.astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# normalisations a user describes for an imported model (ONNX, TorchScript, torch.export)
+# --------------------------------------------------------------------------
+NORMALIZATION_KINDS = ("hu_windows", "hu_window", "zscore", "minmax", "linear", "none")
+_STATS_SAMPLE = 1 << 24  # voxels; statistics of bigger volumes come from an even subsample
+
+
+def normalization_kind(normalization: dict | None) -> str:
+    """The card's kind; a card without one is the demo models' "hu_windows"."""
+    kind = str((normalization or {}).get("kind") or "hu_windows")
+    if kind not in NORMALIZATION_KINDS:
+        raise ValueError(f"unknown normalization kind {kind!r} (known: {', '.join(NORMALIZATION_KINDS)})")
+    return kind
+
+
+def normalization_channels(normalization: dict | None) -> int:
+    """Network input channels one image channel becomes (one per window for "hu_windows")."""
+    return len(hu_windows(normalization)) if normalization_kind(normalization) == "hu_windows" else 1
+
+
+def _pair(normalization: dict, key: str, default=None) -> tuple[float, float] | None:
+    value = normalization.get(key, default)
+    if value is None:
+        return None
+    lo, hi = (float(v) for v in value)
+    if not lo < hi:
+        raise ValueError(f"normalization {key} must be [low, high] with low < high, got {list(value)}")
+    return lo, hi
+
+
+def normalization_stats(volume, normalization: dict | None) -> dict:
+    """Intensity statistics the normalisation needs from the image itself, on the source grid.
+
+    "zscore" without a fixed mean/std: mean and std over all voxels, or over the nonzero ones
+    ({"nonzero": true}, as nnU-Net does for MR), after the optional clip; "minmax" without fixed
+    bounds: min and max, or the given percentiles. Empty for every other kind. Computed before
+    resampling so the statistics are the image's, not those of its interpolated copy.
+    """
+    n = normalization or {}
+    kind = normalization_kind(n)
+    need = (kind == "zscore" and ("mean" not in n or "std" not in n)) or \
+           (kind == "minmax" and ("min" not in n or "max" not in n))
+    if not need:
+        return {}
+    v = np.asarray(volume).ravel()
+    if v.size > _STATS_SAMPLE:
+        v = v[::int(np.ceil(v.size / _STATS_SAMPLE))]
+    v = v.astype(np.float64)
+    if kind == "zscore":
+        if n.get("nonzero"):
+            v = v[v != 0]
+        clip = _pair(n, "clip")
+        if clip is not None:
+            v = np.clip(v, *clip)
+        if v.size == 0:
+            return {"mean": 0.0, "std": 1.0}
+        return {"mean": float(v.mean()), "std": float(v.std())}
+    if v.size == 0:
+        return {"min": 0.0, "max": 1.0}
+    pct = _pair(n, "percentiles")
+    if pct is not None:
+        lo, hi = np.percentile(v, pct)
+        return {"min": float(lo), "max": float(hi)}
+    return {"min": float(v.min()), "max": float(v.max())}
+
+
+def normalize(values, normalization: dict | None = None, stats: dict | None = None) -> torch.Tensor:
+    """One image channel (Z, Y, X) -> (C, Z, Y, X) network input by the card's normalisation.
+
+    "hu_windows": as normalize_hu. "hu_window" {window: [lo, hi], range: [0, 1] or [-1, 1]}:
+    clipped to the window, mapped linearly to the range. "zscore" {mean, std (else from
+    ``stats``), clip, nonzero}: (v - mean) / std, zeros kept at 0 when nonzero. "minmax" {min, max
+    (else from ``stats``), range, clip}: [min, max] mapped to the range (default [0, 1]),
+    clipped to it only with clip: true. "linear" {offset, scale}: (v - offset) / scale, the mammo
+    demo models' form. "none": unchanged.
+    """
+    n = normalization or {}
+    kind = normalization_kind(n)
+    if kind == "hu_windows":
+        return normalize_hu(values, n)
+    v = _as_tensor(values).to(torch.float32)
+    stats = {**(stats or {}), **{k: n[k] for k in ("mean", "std", "min", "max") if k in n}}
+    if kind == "hu_window":
+        lo, hi = _pair(n, "window")
+        a, b = _pair(n, "range", (0.0, 1.0))
+        out = (v.clamp(lo, hi) - lo) * ((b - a) / (hi - lo)) + a
+    elif kind == "zscore":
+        if "mean" not in stats or "std" not in stats:
+            raise ValueError("zscore normalization needs mean and std (in the card or from normalization_stats)")
+        clip = _pair(n, "clip")
+        x = v.clamp(*clip) if clip is not None else v
+        out = (x - float(stats["mean"])) / max(float(stats["std"]), 1e-8)
+        if n.get("nonzero"):
+            out = torch.where(v == 0, torch.zeros((), dtype=out.dtype), out)
+    elif kind == "minmax":
+        if "min" not in stats or "max" not in stats:
+            raise ValueError("minmax normalization needs min and max (in the card or from normalization_stats)")
+        lo, hi = float(stats["min"]), float(stats["max"])
+        a, b = _pair(n, "range", (0.0, 1.0))
+        out = (v - lo) * ((b - a) / max(hi - lo, 1e-8)) + a
+        if n.get("clip"):
+            out = out.clamp(a, b)
+    elif kind == "linear":
+        out = (v - float(n.get("offset", 0.0))) / float(n.get("scale", 1.0))
+    else:
+        out = v
+    return out[None]
+
+
+def padding_value(normalization: dict | None = None) -> float:
+    """What the network should see outside the image after normalisation: the low end of a
+    window or range (air, background), 0 where the normalisation centres the data."""
+    n = normalization or {}
+    kind = normalization_kind(n)
+    if kind == "hu_windows":
+        return air_value(n)
+    if kind in ("hu_window", "minmax"):
+        return _pair(n, "range", (0.0, 1.0))[0]
+    return 0.0
