@@ -48,9 +48,10 @@ def synthetic_case(shape, spacing_zyx, modality: str, rng: np.random.Generator):
     """(image, label) in sitk array order: a bright ellipsoid blob in a body; MR has a zero background."""
     z, y, x = np.indices(shape, dtype=np.float32)
     centre = [s / 2 + rng.uniform(-2, 2) for s in shape]
-    radius = [max(3.0, s / 5) for s in shape]
+    radius = [max(3.0, s / 6) for s in shape]
     blob = sum(((a - c) / r) ** 2 for a, c, r in zip((z, y, x), centre, radius)) <= 1.0
-    body = sum(((a - s / 2) / (0.45 * s)) ** 2 for a, s in zip((y, x), shape[1:])) <= 1.0
+    size = 0.45 if modality == "CT" else 0.3  # MR: a head in air, so nnU-Net normalises inside the nonzero mask
+    body = sum(((a - s / 2) / (size * s)) ** 2 for a, s in zip((y, x), shape[1:])) <= 1.0
     noise = rng.normal(0, 1, shape).astype(np.float32)
     if modality == "CT":
         img = np.where(body, 40.0 + 15 * noise, -1000.0 + 5 * noise)
