@@ -76,7 +76,7 @@ def _shrink(plans: dict, configuration: str, patch_size, features=(4, 8, 16)) ->
     cfg = plans["configurations"][configuration]
     dim = len(patch_size)
     kw = cfg["architecture"]["arch_kwargs"]
-    strides = [[1] * dim] + [[2] * dim] * (len(features) - 1)
+    strides = [[1] * dim] + [[2] * dim] * (len(features) - 1)  # the patch must divide by 2 ** (stages - 1)
     kw.update(n_stages=len(features), features_per_stage=list(features), kernel_sizes=[[3] * dim] * len(features),
               strides=strides)
     conv_key = "n_conv_per_stage" if "n_conv_per_stage" in kw else "n_blocks_per_stage"
@@ -89,8 +89,11 @@ def _shrink(plans: dict, configuration: str, patch_size, features=(4, 8, 16)) ->
 
 
 def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, folds=(0, 1),
-                       patch_size=(16, 16, 16), seed: int = 0, labels: dict | None = None) -> Path:
-    """Build a trained-model folder under ``root`` with nnunetv2; returns it (Trainer__Plans__3d_fullres)."""
+                       patch_size=(16, 16, 16), features=(4, 8, 16), seed: int = 0,
+                       labels: dict | None = None) -> Path:
+    """Build a trained-model folder under ``root`` with nnunetv2; returns it (Trainer__Plans__3d_fullres).
+
+    ``features`` per stage and ``patch_size`` set the network's size (the benchmark uses a bigger one)."""
     import torch
 
     root = Path(root)
@@ -127,7 +130,7 @@ def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, fol
         pre = root / "preprocessed" / name
         plans_path = pre / "nnUNetPlans.json"
         plans = json.loads(plans_path.read_text())
-        _shrink(plans, "3d_fullres", patch_size)
+        _shrink(plans, "3d_fullres", patch_size, features)
         plans_path.write_text(json.dumps(plans, indent=2))
 
         # preprocess every case the way nnUNetv2_preprocess does, without its process pool
