@@ -131,7 +131,7 @@ def suggestions(facts: dict, task: str | None) -> dict:
     inp = {"spacing_mm": None, "patch_size": patch, "output": output, "overlap": 0.25}
     if len(in_shape) > 1 and isinstance(in_shape[1], int):
         inp["channels"] = in_shape[1]
-    return {"classes": classes, "input": inp, "normalization": {"kind": "none"}}
+    return {"classes": classes, "input": inp}  # no normalisation: the file cannot hint at it
 
 
 def described_plan(fmt: str, path: Path, facts: dict, notes: list[str], runs_code: list[str] | None = None

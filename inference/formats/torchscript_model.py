@@ -74,7 +74,7 @@ def plan_torchscript(path: Path) -> ImportPlan:
     facts = {"format": "torchscript", "input_shape": [], "output_shape": []}
     plan = described_plan("torchscript", path, facts, notes)
     plan.card["extra"]["suggested"] = {"input": {"spacing_mm": None, "patch_size": None, "output": "logits",
-                                                 "overlap": 0.25}, "normalization": {"kind": "none"}}
+                                                 "overlap": 0.25}}
     return plan
 
 
