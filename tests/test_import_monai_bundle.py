@@ -74,6 +74,8 @@ def monai_run(bundle: Path, nifti: Path, out: Path, config: Path | None = None) 
         datalist=[str(nifti)], output_dir=str(out))
     (saved,) = sorted(out.glob("*.nii.gz"))
     arr = np.asarray(nib.load(str(saved)).dataobj, dtype=np.float32)  # x, y, z[, C]
+    if arr.ndim == 2:  # a 2D image: z of one
+        arr = arr[:, :, None]
     arr = arr.reshape(arr.shape[:3] + (-1,))
     return np.ascontiguousarray(np.transpose(arr, (3, 2, 1, 0)))
 
@@ -172,6 +174,31 @@ def test_prediction_equals_monai_bundle_run(bundles, models_dir, input_nifti, tm
     assert ref_probs.shape == pred.probabilities.shape
     assert float(np.abs(pred.probabilities - ref_probs).max()) < 1e-4
     assert np.array_equal(pred.labels, np.argmax(pred.probabilities, axis=0))
+    # the bundle's SaveImaged (into <bundle_root>/eval) did not run: nothing written, digest intact
+    assert not (card.weights_path / "eval").exists()
+    assert registry.check_model(card) == registry.UNVERIFIED
+
+
+def test_2d_bundle_on_a_mammogram(tmp_path, models_dir):
+    """A 2D bundle gets one (1, rows, cols) image, as Analyze gives a mammogram view."""
+    import SimpleITK as sitk
+
+    bundle = make_bundle(tmp_path, name="tiny_mammo_lesion", spatial_dims=2)
+    plan = formats.inspect(bundle)
+    assert (plan.card["task"], plan.card["modality"]) == ("segmentation-2d", "MG")
+    assert plan.card["input"]["spacing_mm"] == [0.3, 0.3] and plan.card["input"]["patch_size"] == [16, 16]
+    runner, _ = registry.load_model(formats.install(plan, confirmed=True))
+    rng = np.random.default_rng(5)
+    view = VolumeImage(rng.uniform(0, 4095, (1, 30, 22)).astype(np.float32), (1.0, 0.2, 0.25),
+                       direction=np.column_stack([[0, 0, 1], [0, 1, 0], [1, 0, 0]]).astype(float), modality="MG")
+    pred = runner.predict(view)
+    assert pred.labels.shape == (1, 30, 22) and pred.probabilities.shape == (2, 1, 30, 22)
+    assert set(np.unique(pred.labels)) == {0, 1}
+
+    nifti = tmp_path / "view.nii.gz"
+    sitk.WriteImage(view.to_sitk()[:, :, 0], str(nifti))
+    ref = monai_run(bundle, nifti, tmp_path / "out")  # (1, 1, rows, cols): z of a 2D NIfTI is 1
+    assert np.array_equal(pred.labels, ref[0].astype(pred.labels.dtype))
 
 
 def test_output_without_inverting_postprocessing_is_resampled_back(bundles, tmp_path):

@@ -96,15 +96,16 @@ INFERENCE = {
 }
 
 
-def tiny_network(seed: int = 0) -> torch.nn.Module:
+def tiny_network(seed: int = 0, network_def: dict | None = None) -> torch.nn.Module:
     """NETWORK_DEF built by MONAI's config parser, with random weights and non-trivial norm statistics."""
     from monai.bundle import ConfigParser
 
     torch.manual_seed(seed)
-    net = ConfigParser({"network_def": copy.deepcopy(NETWORK_DEF)}).get_parsed_content("network_def")
+    network_def = copy.deepcopy(network_def or NETWORK_DEF)
+    net = ConfigParser({"network_def": network_def}).get_parsed_content("network_def")
     with torch.no_grad():  # random running stats: eval-mode BatchNorm then does more than the identity
         for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm3d):
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
         net.eval()
@@ -114,7 +115,7 @@ def tiny_network(seed: int = 0) -> torch.nn.Module:
         last.weight *= 20
         last.bias *= 20
         gen = torch.Generator().manual_seed(seed)
-        logits = net(torch.rand((1, 1, *ROI_SIZE), generator=gen))[0]
+        logits = net(torch.rand((1, 1) + (16,) * network_def["spatial_dims"], generator=gen))[0]
         shift = float(torch.median(logits[1] - logits[0])) / 2
         last.bias[1] -= shift
         last.bias[0] += shift
@@ -122,7 +123,7 @@ def tiny_network(seed: int = 0) -> torch.nn.Module:
 
 
 def make_bundle(parent, name: str = "tiny_spleen_ct_segmentation", torchscript: bool = False,
-                seed: int = 0) -> Path:
+                seed: int = 0, spatial_dims: int = 3) -> Path:
     """``parent/name``: configs/metadata.json, configs/inference.json, models/model.pt, docs/, LICENSE.
 
     ``torchscript``: the weights as ``models/model.ts`` only (ckpt_export), loaded by the config
@@ -131,12 +132,15 @@ def make_bundle(parent, name: str = "tiny_spleen_ct_segmentation", torchscript: 
     from monai.bundle import ckpt_export, init_bundle
 
     bundle = Path(parent) / name
-    inference = copy.deepcopy(INFERENCE)
+    inference, metadata = copy.deepcopy(INFERENCE), copy.deepcopy(METADATA)
+    if spatial_dims == 2:  # a 2D mammography lesion model of the same layout
+        _two_d(inference, metadata)
     if torchscript:
         inference["network"] = "$torch.jit.load(@bundle_root + '/models/model.ts', map_location=@device)"
         inference.pop("checkpoint")
         inference["initialize"] = ["$monai.utils.set_determinism(seed=123)", "$@network.eval()"]
-    init_bundle(bundle, network=tiny_network(seed), metadata_str=METADATA, inference_str=inference)
+    init_bundle(bundle, network=tiny_network(seed, inference["network_def"]), metadata_str=metadata,
+                inference_str=inference)
     (bundle / "LICENSE").write_text("Apache License 2.0 (test bundle)\n")
     # something the import must leave behind: an earlier run's outputs
     (bundle / "eval").mkdir()
@@ -148,6 +152,21 @@ def make_bundle(parent, name: str = "tiny_spleen_ct_segmentation", torchscript: 
                     config_file=str(configs / "inference.json"), bundle_root=str(bundle))
         (bundle / "models" / "model.pt").unlink()
     return bundle
+
+
+def _two_d(inference: dict, metadata: dict) -> None:
+    inference["network_def"]["spatial_dims"] = 2
+    inference["inferer"]["roi_size"] = ROI_SIZE[:2]
+    for t in inference["preprocessing"]["transforms"]:
+        if t["_target_"] == "Orientationd":
+            t["axcodes"] = "RA"
+        if t["_target_"] == "Spacingd":
+            t["pixdim"] = [0.3, 0.3]
+        if t["_target_"] == "ScaleIntensityRanged":
+            t.update(a_min=0, a_max=4095)
+    fmt = metadata["network_data_format"]
+    fmt["inputs"]["image"].update(modality="MG", format="magnitude", spatial_shape=ROI_SIZE[:2])
+    fmt["outputs"]["pred"].update(spatial_shape=ROI_SIZE[:2], channel_def={"0": "background", "1": "lesion"})
 
 
 def zip_bundle(bundle: Path, zip_path, extra_members: dict[str, bytes] | None = None) -> Path:
