@@ -38,7 +38,7 @@ from .workers import Committed, TaskRunner
 
 FORMAT_NAMES = {"nnunet-v2": "nnU-Net v2 trained model folder", "monai-bundle": "MONAI bundle",
                 "onnx": "ONNX model", "torchscript": "TorchScript model", "torch-export": "torch.export program"}
-TASKS = ("segmentation-3d", "segmentation-2d", "patch-classifier", "exam-classifier")
+TASKS = ("segmentation-3d", "segmentation-2d", "image-classifier", "patch-classifier", "exam-classifier")
 MODALITIES = ("CT", "MR", "MG")
 MODEL_FILES = "Model files (*.onnx *.pt *.pth *.ts *.pt2 *.zip);;All files (*)"
 ALWAYS_NEEDED = ("name", "task", "modality")  # a card without them cannot be written (version defaults to 1)
@@ -47,22 +47,24 @@ TRUST_TEXT = "I have read this and trust the source"
 NEEDED_STYLE = "background: #fff4c2; border: 1px solid #d99a00; border-radius: 2px;"
 INVALID_STYLE = "background: #ffe0e0; border: 1px solid #c62828; border-radius: 2px;"
 
-# (field key, label, tooltip); the key is the card's own, except spacing (input.spacing_mm)
+# (field key, label, tooltip); the key is the card's own, except spacing and patch_size (in the card's input)
 FIELDS = (
     ("name", "Name", "Name the model is listed and picked by (lightbox analyze --model NAME)"),
     ("version", "Version", "Version of this model; a new import of the same name needs another version"),
-    ("task", "Task", "segmentation-3d for CT/MR volumes; segmentation-2d, patch- or exam-classifier for mammograms"),
-    ("modality", "Modality", "Images Analyze gives this model: CT, MR or MG"),
-    ("classes", "Classes", "Output channels in order, comma separated, background first (e.g. background, liver)"),
-    ("spacing", "Spacing (mm)", "Voxel spacing the model was trained at, z, y, x (e.g. 3, 1.5, 1.5); empty: "
-                                "the image's own"),
-    ("normalization", "Normalisation", "A word (zscore, ct, none) or a JSON object, e.g. "
-                                       '{"kind": "ct_window", "window": [-160, 240]}'),
+    ("task", "Task", "segmentation-3d for CT/MR volumes; segmentation-2d or a classifier for 2D images"),
+    ("modality", "Modality", "The images it was trained on (CT, MR, MG): Analyze offers it for those"),
+    ("classes", "Classes", "One name per output channel in order, comma separated; a segmentation's first is the "
+                           "background (e.g. background, liver, tumour)"),
+    ("spacing", "Spacing (mm)", "Voxel size the network was trained at: z, y, x (e.g. 3, 1.5, 1.5); row, col for 2D"),
+    ("patch_size", "Patch size", "The window the network sees, in voxels: z, y, x (e.g. 32, 64, 64); rows, cols for 2D"),
+    ("normalization", "Normalisation", "How intensities were scaled in training: one word (zscore, minmax, none) or "
+                                       'a JSON object, e.g. {"kind": "hu_window", "window": [-160, 240]}'),
     ("source", "Source", "Where the model comes from: a URL, a paper, a colleague"),
     ("licence", "Licence", "The weights' licence as their author gives it"),
 )
-# what a format may call a field in ``plan.needs`` -> the field that fills it
-NEED_ALIASES = {"input": "spacing", "spacing_mm": "spacing", "input.spacing_mm": "spacing",
+INPUT_FIELDS = {"spacing": "spacing_mm", "patch_size": "patch_size"}  # field -> key in the card's input
+# what a format may call a field in ``plan.needs`` -> the field that fills it ("input": see needed())
+NEED_ALIASES = {"spacing_mm": "spacing", "input.spacing_mm": "spacing", "input.patch_size": "patch_size",
                 "normalisation": "normalization", "license": "licence"}
 _SPLIT = re.compile(r"[,;\s×x]+")
 
@@ -83,6 +85,24 @@ def parse_spacing(text: str) -> list[float] | None:
     if len(values) not in (2, 3) or any(not v > 0 for v in values):
         raise ValueError(f"spacing {text!r}: expected 2 or 3 positive numbers in mm, e.g. 3, 1.5, 1.5")
     return values
+
+
+def parse_patch(text: str) -> list[int] | None:
+    """'32, 64, 64' -> [32, 64, 64]; None for empty; ValueError when not 2-3 positive whole numbers."""
+    parts = [p for p in _SPLIT.split(text.strip()) if p]
+    if not parts:
+        return None
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or min(values) < 1:
+        raise ValueError(f"patch size {text!r}: expected 2 or 3 positive whole numbers, e.g. 32, 64, 64")
+    return values
+
+
+def _numbers(values) -> str:
+    return ", ".join(f"{float(v):g}" for v in values) if values else ""
 
 
 def parse_normalization(text: str) -> dict | None:
@@ -169,10 +189,15 @@ class ImportModelDialog(QDialog):
             self.fields[key] = widget
             self.labels[key] = QLabel(label)
             self.form.addRow(self.labels[key], widget)
+        self.suggest_button = QPushButton("Use the file's suggestions")
+        self.suggest_button.setToolTip("Fill the empty fields with what the file suggests (shown greyed); check them")
+        self.suggest_button.clicked.connect(self.use_suggestions)
+        self.suggest_button.hide()
         self.needs_hint = QLabel("")
         self.needs_hint.setWordWrap(True)
         self.needs_hint.setStyleSheet("color: #8a5a00;")
         self.form.addRow(self.needs_hint)
+        self.form.addRow(self.suggest_button)
 
         self.notes = QLabel("")
         self.notes.setWordWrap(True)
@@ -291,11 +316,13 @@ class ImportModelDialog(QDialog):
         self._set_text("task", str(card.get("task", "")))
         self._set_text("modality", str(card.get("modality", "")))
         self._set_text("classes", ", ".join(str(c) for c in card.get("classes") or []))
-        spacing = (card.get("input") or {}).get("spacing_mm")
-        self._set_text("spacing", ", ".join(f"{float(v):g}" for v in spacing) if spacing else "")
+        given = card.get("input") or {}
+        self._set_text("spacing", _numbers(given.get("spacing_mm")))
+        self._set_text("patch_size", ", ".join(str(int(v)) for v in given.get("patch_size") or []))
         self._set_text("normalization", show_normalization(card.get("normalization")))
         self._set_text("source", str(card.get("source", "")))
         self._set_text("licence", str(card.get("licence", "")))
+        self._show_suggestions()
         self._rebuild_extra_fields()
         notes = list(plan.notes)
         self.notes.setText("\n".join(f"• {n}" for n in notes))
@@ -306,6 +333,35 @@ class ImportModelDialog(QDialog):
         self.status.setText("")
         self.status.setStyleSheet("")
         self._set_card_enabled(True)
+        self._update_state()
+
+    @property
+    def suggested(self) -> dict:
+        """What the file suggests for fields it cannot decide (ONNX/TorchScript: extra.suggested)."""
+        return dict(((self.plan.card.get("extra") or {}).get("suggested") or {}) if self.plan else {})
+
+    def _suggestion_texts(self) -> dict[str, str]:
+        sug = self.suggested
+        inp = sug.get("input") or {}
+        texts = {"classes": ", ".join(sug.get("classes") or []),
+                 "spacing": _numbers(inp.get("spacing_mm")),
+                 "patch_size": ", ".join(str(int(v)) for v in inp.get("patch_size") or []),
+                 "normalization": show_normalization(sug.get("normalization"))}
+        return {k: v for k, v in texts.items() if v}
+
+    def _show_suggestions(self) -> None:
+        """Suggestions are greyed placeholders: the user accepts them (button) or types better ones."""
+        texts = self._suggestion_texts()
+        for key, widget in self.fields.items():
+            if isinstance(widget, QLineEdit):
+                widget.setPlaceholderText(f"suggested: {texts[key]}" if key in texts else "")
+        self.suggest_button.setVisible(bool(texts))
+
+    def use_suggestions(self) -> None:
+        """Fill each empty field the file has a suggestion for."""
+        for key, text in self._suggestion_texts().items():
+            if not self._text(key):
+                self._set_text(key, text)
         self._update_state()
 
     def _set_text(self, key: str, text: str) -> None:
@@ -333,43 +389,64 @@ class ImportModelDialog(QDialog):
             edit.textEdited.connect(self._update_state)
             self.extra_fields[need] = edit
             self.labels[need] = QLabel(need)
-            self.form.insertRow(self.form.rowCount() - 1, self.labels[need], edit)
+            self.form.insertRow(self.form.rowCount() - 2, self.labels[need], edit)  # above the hint and button
 
     def needed(self) -> list[str]:
-        """Fields that must be filled before Import: the format's needs and what every card has."""
+        """Fields that must be filled before Import: the format's needs and what every card has.
+
+        A need for the card's ``input`` means the spacing the network was trained at (a classifier
+        may go without: it sees the whole image resized) and a patch size when the file leaves it free."""
         if self.plan is None:
             return []
-        keys = [NEED_ALIASES.get(n, n) for n in self.plan.needs] + list(ALWAYS_NEEDED)
-        return list(dict.fromkeys(keys))
+        keys: list[str] = []
+        for need in self.plan.needs:
+            if need == "input":
+                if not self._text("task").endswith("classifier"):
+                    keys.append("spacing")
+                if not self._known_input().get("patch_size"):
+                    keys.append("patch_size")
+            else:
+                keys.append(NEED_ALIASES.get(need, need))
+        return list(dict.fromkeys(keys + list(ALWAYS_NEEDED)))
 
-    def values(self) -> tuple[dict, dict[str, str]]:
-        """(overrides for install(), {field: why its text is not valid})."""
+    def _known_input(self) -> dict:
+        """The card's input as the file gives it, its suggestions underneath (None values dropped)."""
+        suggested = {k: v for k, v in (self.suggested.get("input") or {}).items() if v is not None}
+        given = {k: v for k, v in ((self.plan.card.get("input") or {}) if self.plan else {}).items() if v is not None}
+        return {**suggested, **given}
+
+    def parsed(self) -> tuple[dict, dict[str, str]]:
+        """({field: value} of the fields filled in, {field: why its text is not valid})."""
         out: dict = {}
         errors: dict[str, str] = {}
-        for key in ("name", "version", "task", "source", "licence"):
+        for key in ("name", "version", "task", "source", "licence", *self.extra_fields):
             out[key] = self._text(key)
         out["modality"] = self._text("modality").upper()
         out["classes"] = parse_classes(self._text("classes"))
-        for key, parse in (("spacing", parse_spacing), ("normalization", parse_normalization)):
+        for key, parse in (("spacing", parse_spacing), ("patch_size", parse_patch),
+                           ("normalization", parse_normalization)):
             try:
-                value = parse(self._text(key))
+                out[key] = parse(self._text(key))
             except ValueError as exc:
                 errors[key] = str(exc)
-                continue
-            if key == "spacing":
-                if value is not None:
-                    out["input"] = {**((self.plan.card.get("input") or {}) if self.plan else {}), "spacing_mm": value}
-            else:
-                out[key] = value
-        for key in self.extra_fields:
-            out[key] = self._text(key)
         return {k: v for k, v in out.items() if v not in (None, "", [])}, errors
+
+    def values(self) -> tuple[dict, dict[str, str]]:
+        """(overrides for install(), {field: why its text is not valid}); spacing and patch size go
+        into the card's input, over what the file says and suggests."""
+        fields, errors = self.parsed()
+        out = {k: v for k, v in fields.items() if k not in INPUT_FIELDS}
+        typed = {INPUT_FIELDS[k]: fields[k] for k in INPUT_FIELDS if k in fields}
+        if typed or "input" in (self.plan.needs if self.plan else []):
+            inp = {**self._known_input(), **typed}
+            if inp:
+                out["input"] = inp
+        return out, errors
 
     def missing(self) -> list[str]:
         """Needed fields still empty (as their labels name them)."""
-        values, _errors = self.values()
-        filled = set(values) | ({"spacing"} if "input" in values else set())
-        return [k for k in self.needed() if k not in filled]
+        fields, _errors = self.parsed()
+        return [k for k in self.needed() if k not in fields]
 
     # -- state ------------------------------------------------------------------------------------
     def _set_card_enabled(self, on: bool) -> None:
