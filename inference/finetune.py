@@ -14,6 +14,19 @@ loss and per-class validation Dice after every epoch, and writes a NEW version o
 (weights + card with the training-data summary and metrics) into the user's model folder.
 The shipped model is never overwritten.
 
+Retraining cannot put a worse model in charge (``inference.activation`` holds the rule):
+
+* The run starts from the version Analyze uses now (the parent) and needs validation cases: a
+  dataset too small to hold one out is refused unless ``allow_no_validation`` is given, and a
+  version trained that way is written "unvalidated" and never used automatically.
+* The parent is scored on the same validation cases before training; the new version is
+  "better" (used by Analyze from now on) only when its score is not worse, else it is kept as
+  "not better" and Analyze keeps the parent. The verdict and both numbers are in the new card
+  (``extra["activation"]``).
+* Labels are matched before training: a dataset label the model lacks would be ignored, so the
+  run is refused unless ``ignore_extra_labels`` is given; a model class without labels in the
+  dataset is trained as background, which is said as a warning.
+
 Several GPUs or machines: run it under torchrun, e.g.
 
     torchrun --nproc_per_node 4 -m inference.finetune DATASET --epochs 20
@@ -30,17 +43,21 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from inference import registry
+from inference import activation, registry
 from inference.device import DeviceError, pick_device
 from inference.preprocess import ct as ctp
 
 Progress = Callable[[dict], None]
+Warn = Callable[[str], None]
+SEGMENTATION_TASKS = ("segmentation-3d", "segmentation-2d")
+ALLOW_NO_VALIDATION = "lightbox train --allow-no-validation"
+IGNORE_EXTRA_LABELS = "lightbox train --ignore-extra-labels"
 
 
 class FinetuneError(ValueError):
@@ -76,8 +93,9 @@ def read_dataset(root) -> tuple[dict, list[tuple[Path, Path]]]:
 
 def label_remap(dataset_labels: dict, classes: list[str]) -> np.ndarray:
     """Lookup table dataset value -> model class index, matching names (case-insensitive).
-    Dataset labels the model does not know become background, so a model never learns a
-    class it cannot output; the model's classes missing from the dataset are simply not taught."""
+    Dataset labels the model does not know become background, so a model never learns a class it
+    cannot output (:func:`segmentation_labels` names them first, and training refuses them unless
+    told to ignore them); the model's classes missing from the dataset are trained as background."""
     index = {c.lower(): i for i, c in enumerate(classes)}
     values = {int(v): str(n) for n, v in dataset_labels.items()}
     lut = np.zeros(max(values, default=0) + 1, np.uint8)
@@ -123,6 +141,173 @@ def dice_per_class(pred: torch.Tensor, truth: torch.Tensor, classes: list[str]) 
         if denom:
             out[name] = 2.0 * int((p & t).sum()) / denom
     return out
+
+
+@dataclass
+class LabelCheck:
+    """How a dataset's labels meet a model's classes, found before any training."""
+
+    model: str  # "name version"
+    classes: list  # the model's classes, background first for segmentation
+    unknown: dict = field(default_factory=dict)  # dataset label the model lacks -> how many voxels/views
+    untaught: dict = field(default_factory=dict)  # model class -> "no label" | "no voxels"
+    unit: str = "voxels"
+
+    def refusals(self) -> list[str]:
+        """Labels the run would silently drop: refused unless the caller chose to ignore them."""
+        shown = ", ".join(c for c in self.classes if c.lower() != "background")
+        return [f"{name!r} is in the dataset ({count} {self.unit if count != 1 else self.unit.rstrip('s')}) but not in model {self.model} (classes: "
+                f"{shown}): it would be ignored" for name, count in self.unknown.items()]
+
+    def warnings(self) -> list[str]:
+        return [f"model class {name!r} has {why} in the dataset: it is trained as background"
+                for name, why in self.untaught.items()]
+
+    def messages(self) -> list[str]:
+        return self.refusals() + self.warnings()
+
+
+def label_counts(path: Path) -> dict[int, int]:
+    """{label value: voxels} of one label map (any dimension), read label file only."""
+    import SimpleITK as sitk
+
+    try:
+        values = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as exc:  # ITK's I/O errors: name the file, keep ITK's last line
+        raise FinetuneError(f"{path}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
+    found, counts = np.unique(values, return_counts=True)
+    return {int(v): int(n) for v, n in zip(found, counts)}
+
+
+def segmentation_labels(meta: dict, pairs: list[tuple[Path, Path]], card) -> LabelCheck:
+    """Dataset labels with voxels that the model lacks, and model classes with no label or no voxels."""
+    values = {}
+    for name, v in (meta.get("labels") or {}).items():
+        try:
+            values[int(v)] = str(name)
+        except (TypeError, ValueError) as exc:
+            raise FinetuneError(f"dataset.json: label {name!r} has value {v!r}, not a whole number") from exc
+    voxels: dict[int, int] = {}
+    for _image, label in pairs:
+        for v, n in label_counts(label).items():
+            voxels[v] = voxels.get(v, 0) + n
+    classes = list(card.classes)
+    known = {c.lower() for c in classes[1:]}
+    unknown = {name: voxels[v] for v, name in sorted(values.items())
+               if v and name.lower() not in known and voxels.get(v)}
+    by_name = {name.lower(): v for v, name in values.items() if v}
+    untaught = {}
+    for c in classes[1:]:
+        if c.lower() not in by_name:
+            untaught[c] = "no label"
+        elif not voxels.get(by_name[c.lower()]):
+            untaught[c] = "no voxels"
+    return LabelCheck(f"{card.name} {card.version}", classes, unknown, untaught, "voxels")
+
+
+@dataclass
+class Plan:
+    """What a run would train on, worked out and checked before any training: the parent (the
+    version Analyze uses now), the split, and how the labels match. ``data`` is the fine-tuner's own
+    (segmentation: (dataset.json, pairs, lookup table); exam: (views, skipped rows))."""
+
+    card: object
+    labels: LabelCheck
+    train_idx: list
+    val_idx: list
+    validation_cases: int
+    cases: int  # in the whole dataset (the exam classifier's views come several to a case)
+    unit: str  # what train_idx/val_idx count: "cases", "views"
+    data: tuple = ()
+    notes: list = field(default_factory=list)
+
+    def require(self, allow_no_validation: bool = False, ignore_extra_labels: bool = False) -> None:
+        """Refuse a run that could not be judged, or that would silently drop labels."""
+        refusals = self.labels.refusals()
+        if refusals and not ignore_extra_labels:
+            raise FinetuneError("; ".join(refusals) + ". Name the labels as the model's classes, or train "
+                                f"ignoring them (confirm in the Train dialog, or {IGNORE_EXTRA_LABELS})")
+        if not self.validation_cases and not allow_no_validation:
+            n = self.cases
+            what = f"{n} case{'s' if n != 1 else ''}"
+            why = (f"{what}: nothing left to validate on; export at least 2 cases" if n < 2 else
+                   f"{what} but no validation case (validation fraction 0, or too few cases to split); "
+                   "raise the validation fraction or export more cases")
+            raise FinetuneError(f"{why}, or train without validation explicitly (confirm in the Train dialog, or "
+                                f"{ALLOW_NO_VALIDATION}): that version is never used by Analyze unless you choose "
+                                "it in AI ▸ Models…")
+
+    def messages(self) -> list[str]:
+        n = self.validation_cases
+        head = (f"{len(self.train_idx)} training and {len(self.val_idx)} validation {self.unit}"
+                + ("" if n == len(self.val_idx) or not n else f" ({n} validation case{'s' if n != 1 else ''})"))
+        return [head] + self.notes + self.labels.messages()
+
+
+def split_indices(n_cases: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(training, validation) case indices: a seeded permutation, at least one validation case when
+    there are two or more cases and the fraction is above 0."""
+    order = np.random.default_rng(seed).permutation(n_cases)
+    n_val = max(1, round(val_fraction * n_cases)) if n_cases > 1 and val_fraction > 0 else 0
+    return [int(i) for i in order[n_val:]], [int(i) for i in order[:n_val]]
+
+
+def check_channels(meta: dict, card) -> None:
+    channels = {str(v).upper() for v in meta.get("channel_names", {}).values()}
+    if channels and card.modality.upper() not in channels:
+        raise FinetuneError(f"dataset channels {sorted(channels)} do not match the model's modality {card.modality}")
+
+
+def plan(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Plan:
+    """The checked plan of fine-tuning ``card`` on ``dataset`` (reads dataset.json and the label maps
+    or the classification rows; no image is prepared). Raises FinetuneError for a dataset this model
+    cannot learn from at all."""
+    if card.task == "exam-classifier":
+        from inference.finetune_exam import plan_exam
+
+        return plan_exam(dataset, card, val_fraction, seed)
+    if card.task not in SEGMENTATION_TASKS:
+        raise FinetuneError(f"{card.name} is a {card.task} model; fine-tuning supports 3D and 2D segmentation "
+                            "models and the exam classifier")
+    meta, pairs = read_dataset(dataset)
+    if card.task == "segmentation-2d":
+        from inference.finetune_seg2d import check_modality
+
+        check_modality(meta, card, dataset)
+    else:
+        check_channels(meta, card)
+    lut = label_remap(meta.get("labels", {}), list(card.classes))
+    labels = segmentation_labels(meta, pairs, card)
+    train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
+    unit = "views" if card.task == "segmentation-2d" else "cases"
+    return Plan(card, labels, train_idx, val_idx, len(val_idx), len(pairs), unit, (meta, pairs, lut))
+
+
+def parent_card(name: str):
+    """The version of ``name`` Analyze uses now (pinned, or the newest eligible): fine-tuning starts
+    from it and is judged against it."""
+    cards = registry.available_models()
+    if not any(c.name == name for c in cards):
+        return registry.find_model(name)  # raises, naming the folders searched
+    card, _why = activation.active_version(name, cards)
+    if card is None:
+        raise FinetuneError(f"no version of {name} is in use (each is 'not better' or 'unvalidated'); choose "
+                            "the one to start from in AI ▸ Models…")
+    return card
+
+
+def preflight(dataset, model: str | None = None, val_fraction: float = 0.2, seed: int = 0) -> Plan:
+    """The plan a run with these settings would follow, for a caller that asks the user first (the
+    Train dialog shows the split and the label mismatches and asks before refusing)."""
+    return plan(dataset, parent_card(model or default_model(dataset)), val_fraction, seed)
+
+
+def judge_segmentation(card, before: dict, after: dict, validation_cases: int) -> dict:
+    """The new version's activation record: mean foreground Dice, parent vs new, same cases."""
+    if not validation_cases:
+        return activation.record("mean Dice", None, None, 0, f"{card.name} {card.version}")
+    old, new = activation.dice_scores(before, after)
+    return activation.record("mean Dice", old, new, validation_cases, f"{card.name} {card.version}")
 
 
 def _distributed(dev: torch.device) -> tuple[int, int]:
@@ -176,42 +361,75 @@ def check_arguments(epochs: int, steps_per_epoch: int, lr: float = 2e-4, batch: 
 
 def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch: int = 20,
              lr: float = 2e-4, batch: int = 2, val_fraction: float = 0.2, seed: int = 0, device: str = "auto",
-             out_dir=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None):
-    """Fine-tune ``model`` (default: :func:`default_model`) on ``dataset``; returns the new ModelCard
-    (saved in ``out_dir`` or the user's model folder), or None in a torchrun worker other than rank 0.
+             out_dir=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+             allow_no_validation: bool = False, ignore_extra_labels: bool = False, warn: Warn | None = None):
+    """Fine-tune ``model`` (default: :func:`default_model`) from the version Analyze uses now on
+    ``dataset``; returns the new ModelCard (saved in ``out_dir`` or the user's model folder), or None
+    in a torchrun worker other than rank 0.
+
+    Refused before training (FinetuneError): no validation case unless ``allow_no_validation``;
+    dataset labels the model lacks unless ``ignore_extra_labels``. ``warn`` gets each model class the
+    dataset does not label (trained as background). The new card's ``extra["activation"]`` says
+    whether it beat its parent on the same validation cases (see :mod:`inference.activation`).
 
     ``progress`` gets a record after each epoch: {"epoch", "loss"} plus "val_dice": {class: dice}
     for segmentation models or "val_auc": {name: auc} for classifiers.
     """
     check_arguments(epochs, steps_per_epoch, lr, batch, val_fraction)
-    card = registry.find_model(model or default_model(dataset))
-    args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch,
-            "val_fraction": val_fraction, "seed": seed, "device": device, "out_dir": out_dir,
-            "progress": progress, "should_stop": should_stop}
+    card = parent_card(model or default_model(dataset))
+    checked = plan(dataset, card, val_fraction, seed)
+    checked.require(allow_no_validation, ignore_extra_labels)
+    for text in checked.labels.warnings():
+        if warn is not None:
+            warn(text)
+    args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch, "seed": seed,
+            "device": device, "out_dir": out_dir, "progress": progress, "should_stop": should_stop}
     if card.task == "segmentation-3d":
-        return _finetune_seg3d(dataset, card, **args)
+        return _finetune_seg3d(dataset, checked, **args)
     if card.task == "segmentation-2d":
         from inference.finetune_seg2d import finetune_seg2d
 
-        return finetune_seg2d(dataset, card, **args)
-    if card.task == "exam-classifier":
-        from inference.finetune_exam import finetune_exam
+        return finetune_seg2d(dataset, checked, **args)
+    from inference.finetune_exam import finetune_exam
 
-        return finetune_exam(dataset, card, **args)
-    raise FinetuneError(f"{card.name} is a {card.task} model; fine-tuning supports 3D and 2D segmentation "
-                        "models and the exam classifier")
+    return finetune_exam(dataset, checked, **args)
 
 
-def save_version(net: torch.nn.Module, card, dataset, summary: str, metrics: dict, out_dir=None, extra=None):
-    """Write ``net`` as the next version of ``card`` (side by side with the older ones) and return its card.
-    ``summary`` describes the training data; the parent's description and metrics are kept in the card."""
-    new = replace(card, version=next_version(card), sha256="", path=None,
+def free_version(card, folder: Path) -> str:
+    """:func:`next_version` of the parent, bumped past any version of the model already installed or
+    in ``folder`` (a "not better" 1.1 beside its parent 1 makes the next run from 1 write 1.2)."""
+    taken = {c.version for c in registry.available_models() if c.name == card.name}
+    for path in folder.glob("*.json") if folder.is_dir() else ():
+        try:
+            other = registry.load_card(path)
+        except registry.ModelError:
+            continue
+        if other.name == card.name:
+            taken.add(other.version)
+    version = next_version(card)
+    while version in taken or (folder / f"{card.name}-{version}.json").exists():
+        version = next_version(replace(card, version=version))
+    return version
+
+
+def save_version(net: torch.nn.Module, checked: Plan, dataset, summary: str, metrics: dict, verdict: dict,
+                 out_dir=None, extra=None):
+    """Write ``net`` as a new version of the plan's parent (side by side with the older ones) and return
+    its card. ``summary`` describes the training data; the parent's description and metrics are kept in
+    the card; ``verdict`` (:func:`inference.activation.record`) decides whether Analyze may use it."""
+    card = checked.card
+    folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
+    inherited = {k: v for k, v in card.extra.items() if k not in ("activation", "label_warnings")}
+    notes = {"label_warnings": checked.labels.warnings()} if checked.labels.warnings() else {}
+    if checked.labels.unknown:
+        notes["ignored_labels"] = dict(checked.labels.unknown)
+    new = replace(card, version=free_version(card, folder), sha256="", path=None,
                   training_data=(f"fine-tuned from {card.name} {card.version} on {Path(dataset).name}: {summary}; "
                                  f"parent: {card.training_data}"),
                   metrics={**metrics, "parent_metrics": card.metrics},
-                  extra={**card.extra, "parent": f"{card.name} {card.version}", **(extra or {}),
+                  extra={**inherited, "parent": f"{card.name} {card.version}", **(extra or {}), **notes,
+                         "activation": verdict,
                          "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
     path = registry.save_model(net.cpu(), new, folder, stem=f"{new.name}-{new.version}")
     return registry.load_card(path)
 
@@ -264,20 +482,15 @@ class Run:
 
 def start_run(device: str, seed: int, n_cases: int, val_fraction: float,
               split: tuple[list[int], list[int]] | None = None) -> Run:
-    """Device (torchrun's LOCAL_RANK on CUDA), process group, and a split that is the same on every
-    rank (seeded) with at least one validation case when there are two or more; or the given
-    ``split`` (training, validation) of a fine-tuner with its own rule."""
+    """Device (torchrun's LOCAL_RANK on CUDA), process group, and the given ``split`` (training,
+    validation: the plan's), else :func:`split_indices` (the same on every rank: seeded)."""
     dev = pick_device(device)
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     rank, world = _distributed(dev)
     torch.manual_seed(seed)
-    if split is not None:
-        train_idx, val_idx = (np.asarray(part, dtype=int) for part in split)
-    else:
-        order = np.random.default_rng(seed).permutation(n_cases)
-        n_val = max(1, round(val_fraction * n_cases)) if n_cases > 1 else 0
-        val_idx, train_idx = order[:n_val], order[n_val:]
+    train_idx, val_idx = (np.asarray(part, dtype=int)
+                          for part in (split if split is not None else split_indices(n_cases, val_fraction, seed)))
     return Run(dev, rank, world, np.random.default_rng([seed, rank]), val_idx, train_idx)
 
 
@@ -329,8 +542,8 @@ def train_segmentation(run: Run, net: torch.nn.Module, sample_batch: Callable[[]
     return before, history
 
 
-def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
-                    seed: int, device: str, out_dir, progress: Progress | None, should_stop):
+def _finetune_seg3d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
+                    device: str, out_dir, progress: Progress | None, should_stop):
     """3D fine-tuning: random crops (half on the rarest class) of the cases resampled to the model's
     spacing, the shared loop, validation by the same sliding window as inference on the model grid.
     No intensity augmentation: measured, it cost Dice on both benchmark shifts (docs/design-notes.md)."""
@@ -338,12 +551,9 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
 
     from inference.train_seg import random_crop
 
-    meta, pairs = read_dataset(dataset)
-    channels = {str(v).upper() for v in meta.get("channel_names", {}).values()}
-    if channels and card.modality.upper() not in channels:
-        raise FinetuneError(f"dataset channels {sorted(channels)} do not match the model's modality {card.modality}")
-    lut = label_remap(meta.get("labels", {}), list(card.classes))
-    run = start_run(device, seed, len(pairs), val_fraction)
+    _meta, pairs, lut = checked.data
+    card = checked.card
+    run = start_run(device, seed, len(pairs), 0.0, split=(checked.train_idx, checked.val_idx))
     cases = [load_case(*pairs[i], card, lut) for i in range(len(pairs))]
     net, card = registry.load_model(card, device=run.device)
     patch = tuple(int(p) for p in card.input["patch_size"])
@@ -376,8 +586,10 @@ def _finetune_seg3d(dataset, card, epochs: int, steps_per_epoch: int, lr: float,
     after = history[-1]["val_dice"] if history else {}
     summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation cases, {epochs} epochs x "
                f"{steps_per_epoch} steps (seed {seed})")
-    new = save_version(net, card, dataset, summary, {"val_dice_before": before, "val_dice": after, "epochs": history},
-                       out_dir, {"processes": run.world})
+    verdict = judge_segmentation(card, before, after, len(run.val_idx))
+    new = save_version(net, checked, dataset, summary, {"val_dice_before": before, "val_dice": after,
+                                                        "n_val_cases": len(run.val_idx), "epochs": history},
+                       verdict, out_dir, {"processes": run.world})
     run.close()
     return new
 
@@ -403,6 +615,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="model folder (default: the user's model folder)")
+    ap.add_argument("--allow-no-validation", action="store_true",
+                    help="train even when no case is left for validation; the new version is written "
+                         "'unvalidated' and Analyze never uses it unless you choose it")
+    ap.add_argument("--ignore-extra-labels", action="store_true",
+                    help="train even when the dataset has labels the model lacks (they become background)")
     args = ap.parse_args(argv)
     try:  # before any data is read or anything written: a typo must not cost a training run
         check_arguments(args.epochs, args.steps)
@@ -411,18 +628,24 @@ def main(argv=None) -> int:
         print(f"lightbox: {exc}", file=sys.stderr)
         return 2
 
+    def warn(text: str) -> None:
+        if int(os.environ.get("RANK", "0")) == 0:  # torchrun: said once
+            print(f"lightbox: warning: {text}", file=sys.stderr, flush=True)
+
     def report(r: dict) -> None:
         print(f"lightbox: epoch {r['epoch']}: loss {r['loss']:.4f}; {describe_metrics(r)}", file=sys.stderr,
               flush=True)
 
     try:
         card = finetune(args.dataset, args.model, args.epochs, args.steps, seed=args.seed, device=args.device,
-                        out_dir=args.out, progress=report)
+                        out_dir=args.out, progress=report, allow_no_validation=args.allow_no_validation,
+                        ignore_extra_labels=args.ignore_extra_labels, warn=warn)
     except (FinetuneError, registry.ModelError, DeviceError) as exc:
         print(f"lightbox: {exc}", file=sys.stderr)
         return 2
     if card is not None:  # None: a torchrun worker other than rank 0
         print(f"lightbox: wrote {card.name} {card.version} to {card.path}", file=sys.stderr)
+        print(f"lightbox: {activation.outcome(card)}", file=sys.stderr)
     return 0
 
 

@@ -39,8 +39,11 @@ import torch.nn.functional as F
 
 from inference import registry
 from inference.classify import split_view_name
+from inference import activation
 from inference.finetune import (
     FinetuneError,
+    LabelCheck,
+    Plan,
     Progress,
     Stopped,
     save_version,
@@ -104,11 +107,14 @@ def inside(root: Path, relative: str, source: Path) -> Path:
     return resolved
 
 
-def labelled_views(root, class_name: str) -> tuple[list[LabelledView], dict[str, int]]:
-    """The usable views and the counts of skipped rows by reason."""
+def labelled_views(root, class_name: str, unknown: dict[str, int] | None = None
+                   ) -> tuple[list[LabelledView], dict[str, int]]:
+    """The usable views and the counts of skipped rows by reason; ``unknown`` (when given) gets the
+    views per label text that is not the model's class or its absence (e.g. 'BI-RADS 3')."""
     root = Path(root)
     source, rows = read_rows(root)
     views, skipped = [], {}
+    unknown = {} if unknown is None else unknown
 
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -129,7 +135,10 @@ def labelled_views(root, class_name: str) -> tuple[list[LabelledView], dict[str,
             raise FinetuneError(f"{source}: case {row.get('case')!r}: {exc}") from exc
         target = target_of(row.get("label", ""), class_name)
         if target is None:
-            skip(f"label {str(row.get('label', '')).strip() or '(empty)'!r}")
+            text = str(row.get("label", "")).strip()
+            skip(f"label {text or '(empty)'!r}")
+            if text:
+                unknown[text] = unknown.get(text, 0) + 1
             continue
         if not path.is_file():
             raise FinetuneError(f"{path}: image of {row.get('case')} {view} in {source.name} is missing")
@@ -204,18 +213,33 @@ def split_cases(views: list[LabelledView], val_fraction: float, seed: int) -> tu
     return train, val, note
 
 
-def finetune_exam(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
-                  seed: int, device: str, out_dir, progress: Progress | None, should_stop):
-    """Fine-tune the exam classifier ``card`` on ``dataset``; returns the new card (None on torchrun ranks > 0).
+def plan_exam(dataset, card, val_fraction: float, seed: int) -> Plan:
+    """The checked plan of fine-tuning the exam classifier: usable views, the split by case, and the
+    view labels that are neither the model's class nor its absence (they would be skipped)."""
+    name = card.classes[0]
+    unknown: dict[str, int] = {}
+    views, skipped = labelled_views(dataset, name, unknown)
+    train_idx, val_idx, note = split_cases(views, val_fraction, seed)
+    labels = LabelCheck(f"{card.name} {card.version}",
+                        ["/".join((name, *POSITIVE)), "/".join(NEGATIVE)], unknown, {}, "views")
+    return Plan(card, labels, train_idx, val_idx, len({views[i].case for i in val_idx}),
+                len({v.case for v in views}), "views", (views, skipped), [note] if note else [])
+
+
+def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
+                  device: str, out_dir, progress: Progress | None, should_stop):
+    """Fine-tune the plan's exam classifier on ``dataset``; returns the new card (None on torchrun ranks > 0).
 
     ``progress`` gets {"epoch", "loss", "val_auc": {class: auc}, "val_accuracy"} after each epoch
     (val_auc is empty and the card says why when validation lacks a class; val_accuracy is None
     without validation cases).
     """
+    card = checked.card
     name = card.classes[0]
-    views, skipped = labelled_views(dataset, name)
-    train_idx, val_idx, note = split_cases(views, val_fraction, seed)
-    run = start_run(device, seed, len(views), val_fraction, split=(train_idx, val_idx))
+    views, skipped = checked.data
+    train_idx, val_idx = list(checked.train_idx), list(checked.val_idx)
+    note = "; ".join(checked.notes)
+    run = start_run(device, seed, len(views), 0.0, split=(train_idx, val_idx))
     dev, rank, world, rng = run.device, run.rank, run.world, run.rng  # rng: each process its own draws
     net, card = registry.load_model(card, device=dev)
     net.eval()  # frozen trunk; BatchNorm on running statistics (see the module docstring)
@@ -293,7 +317,10 @@ def finetune_exam(dataset, card, epochs: int, steps_per_epoch: int, lr: float, b
                "n_positive_train_views": len(by_class[0]), "skipped_rows": skipped, "epochs": history}
     if note:
         metrics["val_auc_note"] = note
-    new = save_version(net, card, dataset, summary, metrics, out_dir,
+    metric, old_score, new_score = activation.classifier_scores(metrics["val_auc_before"], metrics["val_auc"],
+                                                                acc_before, metrics["val_accuracy"])
+    verdict = activation.record(metric, old_score, new_score, n_val_cases, f"{card.name} {card.version}")
+    new = save_version(net, checked, dataset, summary, metrics, verdict, out_dir,
                        {"processes": world, "finetune": "trunk frozen; top and score trained, BatchNorm statistics "
                                                          "kept"})
     run.close()

@@ -24,10 +24,10 @@ import torch
 from inference import registry
 from inference.finetune import (
     FinetuneError,
+    Plan,
     Progress,
     dice_per_class,
-    label_remap,
-    read_dataset,
+    judge_segmentation,
     save_version,
     start_run,
     train_segmentation,
@@ -127,15 +127,14 @@ def validate(net: torch.nn.Module, card, views: list[View], device) -> dict[str,
     return {k: float(np.mean(d)) for k, d in scores.items()}
 
 
-def finetune_seg2d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, batch: int, val_fraction: float,
-                   seed: int, device: str, out_dir, progress: Progress | None, should_stop):
-    """Fine-tune a "segmentation-2d" ``card`` on ``dataset``; the new ModelCard (None on torchrun ranks > 0)."""
+def finetune_seg2d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
+                   device: str, out_dir, progress: Progress | None, should_stop):
+    """Fine-tune the plan's "segmentation-2d" card on ``dataset``; the new ModelCard (None on torchrun ranks > 0)."""
     from inference.train_seg import random_crop
 
-    meta, pairs = read_dataset(dataset)
-    check_modality(meta, card, dataset)
-    lut = label_remap(meta.get("labels", {}), list(card.classes))
-    run = start_run(device, seed, len(pairs), val_fraction)
+    _meta, pairs, lut = checked.data
+    card = checked.card
+    run = start_run(device, seed, len(pairs), 0.0, split=(checked.train_idx, checked.val_idx))
     val_set = {int(i) for i in run.val_idx}
     views = [load_view(*pairs[i], card, lut, keep_source=i in val_set and run.rank == 0) for i in range(len(pairs))]
     train_views = [views[int(i)] for i in run.train_idx] or views[:1]
@@ -166,9 +165,10 @@ def finetune_seg2d(dataset, card, epochs: int, steps_per_epoch: int, lr: float, 
     after = history[-1]["val_dice"] if history else before
     summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation views, {epochs} epochs x "
                f"{steps_per_epoch} steps (seed {seed})")
-    metrics = {"val_dice_before": before, "val_dice": after, "epochs": history,
+    metrics = {"val_dice_before": before, "val_dice": after, "n_val_cases": len(val_views), "epochs": history,
                "val_dice_on": "each validation view's source grid, segmented by segment_image"}
-    new = save_version(net, card, dataset, summary, metrics, out_dir,
+    verdict = judge_segmentation(card, before, after, len(val_views))
+    new = save_version(net, checked, dataset, summary, metrics, verdict, out_dir,
                        {"processes": run.world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"})
     run.close()
     return new

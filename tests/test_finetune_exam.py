@@ -73,8 +73,12 @@ def test_finetune_writes_a_loadable_version_that_analyze_exam_runs(dataset, tmp_
     shipped = registry.find_model("mammo-exam")
     shipped_bytes = shipped.weights_path.read_bytes()
     records = []
+    with pytest.raises(FinetuneError, match=r"'BI-RADS 3' is in the dataset \(1 view\) but not in model mammo-exam "
+                       r"1\.0\.0 .*it would be ignored.*--ignore-extra-labels"):
+        finetune(dataset, "mammo-exam", epochs=1, steps_per_epoch=2, out_dir=tmp_path)
+    assert not list(tmp_path.glob("*.json"))
     card = finetune(dataset, "mammo-exam", epochs=1, steps_per_epoch=2, batch=2, val_fraction=0.5,
-                    out_dir=tmp_path, progress=records.append)
+                    out_dir=tmp_path, progress=records.append, ignore_extra_labels=True)
     assert card.version == next_version(shipped) == "1.0.1"
     assert card.path == tmp_path and (tmp_path / "mammo-exam-1.0.1.json").is_file()
     assert len(records) == 1 and np.isfinite(records[0]["loss"])
@@ -110,6 +114,19 @@ def test_fine_tuning_learns_a_target_the_shipped_model_does_not_know(tmp_path):
     before, after = card.metrics["val_auc_before"]["suspicious"], card.metrics["val_auc"]["suspicious"]
     assert before < 0.6 and after > 0.9, (before, after)
     assert card.metrics["val_accuracy"] > card.metrics["val_accuracy_before"]
+    assert card.extra["activation"] == {"status": "better", "score": after, "parent_score": before,
+                                        "metric": "AUC suspicious", "validation_cases": 3, "parent": "mammo-exam 1.0.0"}
+
+
+def test_one_case_is_refused_without_validation_and_marked_unvalidated_when_allowed(tmp_path):
+    torch.set_num_threads(1)
+    root = write_exam_dataset(tmp_path / "one", 1, 900)
+    with pytest.raises(FinetuneError, match="^1 case: nothing left to validate on"):
+        finetune(root, "mammo-exam", epochs=1, steps_per_epoch=1, out_dir=tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+    card = finetune(root, "mammo-exam", epochs=1, steps_per_epoch=1, out_dir=tmp_path / "models",
+                    allow_no_validation=True)
+    assert card.extra["activation"]["status"] == "unvalidated" and card.extra["activation"]["validation_cases"] == 0
 
 
 def test_labels_map_to_the_models_class():
@@ -183,7 +200,7 @@ def test_split_is_by_case_seeded_and_keeps_both_classes_in_training():
 def test_a_classification_only_dataset_fine_tunes_the_exam_model_by_default(dataset, tmp_path):
     torch.set_num_threads(1)
     assert default_model(dataset) == "mammo-exam"
-    card = finetune(dataset, epochs=1, steps_per_epoch=1, batch=1, out_dir=tmp_path)
+    card = finetune(dataset, epochs=1, steps_per_epoch=1, batch=1, out_dir=tmp_path, ignore_extra_labels=True)
     assert (card.name, card.task, card.version) == ("mammo-exam", "exam-classifier", "1.0.1")
 
 
@@ -199,7 +216,7 @@ def test_cancel_stops_between_steps_and_writes_nothing(dataset, tmp_path):
 
     with pytest.raises(Stopped):
         finetune(dataset, "mammo-exam", epochs=3, steps_per_epoch=5, out_dir=tmp_path / "models",
-                 should_stop=should_stop)
+                 should_stop=should_stop, ignore_extra_labels=True)
     assert len(calls) == 17 and not (tmp_path / "models").exists()
 
 
@@ -231,7 +248,7 @@ def test_finetune_exam_runs_as_two_ddp_processes_on_cpu(dataset, tmp_path):
     """torchrun, 2 CPU processes (gloo): gradients averaged, only rank 0 validates and writes."""
     from test_finetune import torchrun_finetune
 
-    proc = torchrun_finetune(dataset, tmp_path)
+    proc = torchrun_finetune(dataset, tmp_path, extra=["--ignore-extra-labels"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote mammo-exam" in proc.stderr and "validation AUC" in proc.stderr
     (path,) = tmp_path.glob("*.json")  # only rank 0 writes

@@ -144,7 +144,7 @@ def test_datasets_of_another_modality_or_shape_are_refused(tmp_path):
     writer.add_case(Volume(np.stack([pixels, pixels]), np.array([1.0, *SPACING]), info=SourceInfo(modality="MG")),
                     np.stack([mass, mass]), {1: "mass"})
     with pytest.raises(FinetuneError, match=r"CASE_0001_0000\.nii\.gz: a volume of 2 slices"):
-        finetune(writer.folder, MODEL, epochs=1, steps_per_epoch=1, out_dir=tmp_path / "m")
+        finetune(writer.folder, MODEL, epochs=1, steps_per_epoch=1, out_dir=tmp_path / "m", allow_no_validation=True)
 
 
 def test_cancel_between_steps(mammo_dataset, tmp_path):
@@ -154,11 +154,16 @@ def test_cancel_between_steps(mammo_dataset, tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_a_few_steps_on_a_shifted_domain_raise_held_out_dice(tmp_path):
+def test_a_few_steps_on_a_shifted_domain_raise_held_out_dice(tmp_path, monkeypatch):
     """Half the detector signal (another vendor's calibration) defeats the shipped model; twelve
     steps on ONE corrected view of that domain must lift the Dice of ANOTHER such view, measured
-    by segment_image on its source grid. Fails if training does not learn or learns misaligned labels."""
+    by segment_image on its source grid. Fails if training does not learn or learns misaligned labels.
+    Better than its parent on that view, the new version is the one Analyze uses from now on."""
+    from inference import activation
+    from viewer.analysis import run
+
     torch.set_num_threads(1)
+    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(tmp_path / "m"))
     shifted = [phantom_view(11, gain=0.5), phantom_view(13, gain=0.5)]
     dataset, _ = write_views(tmp_path, shifted, "Dataset603_Shifted")
     shipped_net, shipped = registry.load_model(registry.find_model(MODEL))
@@ -168,6 +173,12 @@ def test_a_few_steps_on_a_shifted_domain_raise_held_out_dice(tmp_path):
                     out_dir=tmp_path / "m")
     before, after = card.metrics["val_dice_before"]["mass"], card.metrics["val_dice"]["mass"]
     assert before < 0.3 and after > before + 0.3, (before, after)
+    assert card.extra["activation"] == {"status": "better", "score": after, "parent_score": before,
+                                        "metric": "mean Dice", "validation_cases": 1, "parent": f"{MODEL} {shipped.version}"}
+    assert activation.active_version(MODEL, registry.available_models()) == (card, "better on validation")
+    assert run.pick_card("segmentation-2d", "MG").version == card.version
+    assert activation.outcome(card).startswith(f"activated: mean Dice {after:.3f} ≥ {before:.3f} of {MODEL} "
+                                               f"{shipped.version} on the same 1 validation case")
 
 
 def test_finetune_seg2d_runs_as_two_ddp_processes_on_cpu(mammo_dataset, tmp_path):

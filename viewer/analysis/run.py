@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from inference import activation as _activation
 from viewer.core.errors import Cancelled
 from viewer.core.mammo import view_name
 from viewer.core.study import Series
@@ -33,20 +34,19 @@ class NoModel(LookupError):
     """No model in the registry can analyse this kind of image."""
 
 
-# model name -> version the user chose (AI ▸ Models… "Use this version"); otherwise the newest is used
-PREFERRED_VERSIONS: dict[str, str] = {}
+# model name -> version the user pinned (AI ▸ Models… "Use this version"), kept in the user model folder by
+# inference.activation; a mapping for callers written when this was an in-memory dict
+PREFERRED_VERSIONS = _activation.PinnedVersions()
 
 
 def candidates(task: str, modality: str, problems: list | None = None) -> list:
-    """Cards for a task and modality in the order Analyze tries them: the version the user chose
-    for a model, then newest first (the user's folder wins a tie). Broken cards go to ``problems``."""
-    from inference.registry import _version_key, available_models
+    """Cards for a task and modality in the order Analyze tries them (inference.activation.ranked): per
+    model the version the rule picks (pinned, else the newest not shown worse than its parent), then
+    its other eligible versions newest first as fallbacks. Broken cards go to ``problems``."""
+    from inference.activation import ranked
+    from inference.registry import available_models
 
-    cards = available_models(task=task, modality=modality, problems=problems)
-    chosen = [c for c in reversed(cards) if PREFERRED_VERSIONS.get(c.name) == c.version]
-    taken = {id(c) for c in chosen}
-    order = sorted(range(len(cards)), key=lambda i: (_version_key(cards[i].version), i), reverse=True)
-    return chosen + [cards[i] for i in order if id(cards[i]) not in taken]
+    return ranked(available_models(task=task, modality=modality, problems=problems))
 
 
 def skip_note(card, exc: Exception) -> str:
