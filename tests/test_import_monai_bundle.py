@@ -300,3 +300,12 @@ def test_cancel_stops_between_stages(bundles, tmp_path):
     with pytest.raises(Cancelled):
         runner.predict(oblique_ct(), cancel=cancel_after_preprocessing)
     assert len(calls) == 3
+
+
+def test_image_the_bundle_cannot_take_is_reported_by_stage(bundles, tmp_path):
+    """Two channels for a one-channel network: the error names the model and the failing stage."""
+    runner, card = registry.load_model(installed(bundles["pt"], dest=tmp_path / "models"))
+    ct = oblique_ct()
+    two = VolumeImage(np.stack([ct.array, ct.array]), ct.spacing, ct.origin, ct.direction, "CT")
+    with pytest.raises(RuntimeError, match=f"MONAI bundle {card.name} 0.3.1: its network failed"):
+        runner.predict(two)

@@ -423,6 +423,7 @@ class BundleRunner:
         for key in ("preprocessing", "inferer"):
             if key not in config:
                 raise NotImportable(f"{config_path}: the inference config has no {key!r}")
+        _check_reader(config_path, transforms_of(config, "preprocessing"))
         try:
             with _bundle_importable(self.folder):
                 self.network = self._network(parser, weights)
@@ -476,14 +477,16 @@ class BundleRunner:
         with tempfile.TemporaryDirectory(prefix="lightbox-monai-") as tmp:
             paths = self._write_input(image, Path(tmp))
             stage(0.05)
-            data = self.preprocessing({self.input_key: paths[0] if len(paths) == 1 else paths})
+            with self._failing("preprocessing"):
+                data = self.preprocessing({self.input_key: paths[0] if len(paths) == 1 else paths})
             stage(0.25)
-            batch = list_data_collate([data])  # as the bundle's DataLoader and evaluator do
-            with torch.no_grad():
+            with self._failing("network"), torch.no_grad():
+                batch = list_data_collate([data])  # as the bundle's DataLoader and evaluator do
                 batch[self.output_key] = self.inferer(batch[self.input_key].to(self.device), self.network)
-            item = decollate_batch(batch)[0]
+                item = decollate_batch(batch)[0]
             stage(0.8)
-            item, probabilities = self._postprocess(item)
+            with self._failing("postprocessing"):
+                item, probabilities = self._postprocess(item)
             stage(0.95)
         labels, probs = self._on_input_grid(item, probabilities, image)
         stage(1.0)
@@ -492,6 +495,21 @@ class BundleRunner:
             classes += [f"class {i}" for i in range(len(classes), probs.shape[0])]
         return Prediction(classes=classes, labels=labels, probabilities=probs,
                           notes=[f"MONAI bundle {self.card.name} {self.card.version}"])
+
+    @contextlib.contextmanager
+    def _failing(self, stage: str):
+        """The bundle's own code failing: say which model and stage, with the innermost reason
+        (MONAI wraps a transform's error in "applying transform ...")."""
+        try:
+            yield
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            inner = exc
+            while inner.__cause__ is not None:
+                inner = inner.__cause__
+            raise RuntimeError(f"MONAI bundle {self.card.name} {self.card.version}: its {stage} failed: "
+                               f"{inner.__class__.__name__}: {inner}") from exc
 
     def _write_input(self, image: VolumeImage, tmp: Path) -> list[str]:
         """One NIfTI per channel, read back by the bundle's own LoadImaged."""
@@ -579,6 +597,19 @@ class BundleRunner:
         resample = SpatialResample(mode=mode, padding_mode="border", dtype=torch.float32)
         out = resample(tensor.float(), dst_affine=torch.as_tensor(affine), spatial_size=tuple(shape))
         return torch.as_tensor(out)
+
+
+def _check_reader(config_path: Path, preprocessing: list[dict]) -> None:
+    """Our image reaches the bundle as NIfTI; MONAI reads that with nibabel unless a reader is named."""
+    import importlib.util
+
+    loads = [t for t in preprocessing if _short(t.get("_target_")) in ("LoadImaged", "LoadImage", "LoadImageD")]
+    if not loads:
+        raise NotImportable(f"{config_path}: the preprocessing does not start by loading the image "
+                            "(no LoadImaged); Lightbox hands the bundle an image file")
+    if all(not t.get("reader") for t in loads) and importlib.util.find_spec("nibabel") is None:
+        raise NotImportable(f"{config_path}: MONAI needs nibabel to read the image for this bundle; "
+                            "install it (pip install nibabel)")
 
 
 def _is_one_hot(t) -> bool:
