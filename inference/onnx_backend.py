@@ -26,6 +26,7 @@ import torch
 log = logging.getLogger(__name__)
 
 AGREEMENT = 1e-4  # max |diff| of probabilities for the two engines to count as the same model
+EMBEDDING_AGREEMENT = 1e-3  # max |diff| of the pooled domain embedding, relative to its largest value
 SPEEDUP = 0.9  # ONNX Runtime must take at most this fraction of torch's time to be chosen
 _KEPT_ATTRIBUTES = ("patch_size", "stride", "num_classes")  # what heatmap/classify read off a module
 
@@ -48,12 +49,48 @@ def providers_for(device) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+TAP_KEY = "lightbox.tap"  # ONNX metadata: the torch layer whose output the graph's second output is
+
+
+class _Handle:
+    def __init__(self, hooks: dict, key: int):
+        self._hooks, self._key = hooks, key
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
+class LayerTap:
+    """Stands in for the torch layer an exported graph also returns (the domain check's embedding):
+    forward hooks registered on it see that output after every call, as on the torch layer."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._hooks: dict[int, object] = {}
+        self._next = 0
+
+    def register_forward_hook(self, hook) -> _Handle:
+        self._next += 1
+        self._hooks[self._next] = hook
+        return _Handle(self._hooks, self._next)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._hooks)
+
+    def fire(self, x: torch.Tensor, output: torch.Tensor) -> None:
+        for hook in list(self._hooks.values()):
+            hook(self, (x,), output)
+
+
 class OrtModule:
     """An ONNX model called like a torch module: (N, C, *spatial) tensor in, first output out.
 
     ``to``/``eval`` return the module itself (it holds no parameters), so code written for
     nn.Modules (``model.to(device).eval()``) runs it unchanged; outputs land on the device of the
-    input. A graph whose batch size is fixed gets its batch one item at a time.
+    input. A graph whose batch size is fixed gets its batch one item at a time. A graph exported
+    with ``export(..., tap=layer)`` also returns that layer's output, and ``get_submodule(layer)``
+    gives a LayerTap whose hooks see it, so inference.domain's FeatureWatch works unchanged.
     """
 
     def __init__(self, model, device="cpu", threads: int | None = None, attributes: dict | None = None):
@@ -69,27 +106,48 @@ class OrtModule:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = list(inp.shape)
-        self.output_name = self.session.get_outputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = outputs[0]
+        tap = self.session.get_modelmeta().custom_metadata_map.get(TAP_KEY)
+        self.tap = LayerTap(tap) if tap and len(outputs) > 1 else None
+        self._tap_output = outputs[1] if self.tap else None
         self.fixed_batch = self.input_shape[0] if self.input_shape and isinstance(self.input_shape[0], int) else None
         self.device = torch.device(device)
         self.training = False
         for key, value in (attributes or {}).items():
             setattr(self, key, value)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+    def _run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            if self.fixed_batch != 1:
+                raise ValueError(f"the ONNX model takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
+            parts = [self.session.run(names, {self.input_name: x[i:i + 1]}) for i in range(x.shape[0])]
+            return [np.concatenate(p) for p in zip(*parts)]
+        return self.session.run(names, {self.input_name: x})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        if self.fixed_batch is not None and arr.shape[0] != self.fixed_batch:
-            if self.fixed_batch != 1:
-                raise ValueError(f"the ONNX model takes batches of exactly {self.fixed_batch}, got {arr.shape[0]}")
-            out = np.concatenate([self._run(arr[i:i + 1]) for i in range(arr.shape[0])])
-        else:
-            out = self._run(arr)
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+        tapped = self.tap is not None and self.tap.active
+        outs = self._run(arr, [self.output_name] + ([self._tap_output] if tapped else []))
+        out = torch.from_numpy(np.asarray(outs[0], dtype=np.float32)).to(x.device)
+        if tapped:
+            self.tap.fire(x, torch.from_numpy(np.asarray(outs[1], dtype=np.float32)))
+        return out
 
     forward = __call__
+
+    def named_modules(self):
+        yield "", self
+        if self.tap is not None:
+            yield self.tap.name, self.tap
+
+    def get_submodule(self, name: str):
+        if not name:
+            return self
+        if self.tap is not None and name == self.tap.name:
+            return self.tap
+        raise AttributeError(f"the ONNX Runtime model exposes no layer {name!r}"
+                             + (f" (only {self.tap.name!r})" if self.tap else ""))
 
     def to(self, *args, **kwargs) -> OrtModule:
         return self
@@ -119,14 +177,36 @@ def _atomic_target(path: Path):
     return Path(tmp)
 
 
-def export(module, example_input: torch.Tensor, path, *, dynamo: bool = True, opset: int | None = None) -> Path:
+class _Tapped(torch.nn.Module):
+    """``net`` returning (its output, the output of its layer ``name``) for export."""
+
+    def __init__(self, net, name: str):
+        super().__init__()
+        self.net = net
+        self._seen: list[torch.Tensor] = []
+        net.get_submodule(name).register_forward_hook(lambda _m, _i, out: self._seen.append(out))
+
+    def forward(self, x):
+        self._seen.clear()
+        y = self.net(x)
+        return y, self._seen[-1]
+
+
+def export(module, example_input: torch.Tensor, path, *, tap: str | None = None, dynamo: bool = True,
+           opset: int | None = None) -> Path:
     """Write ``module`` as ONNX with a free batch and free spatial sizes; the file appears whole or
     not at all. torch's current exporter (torch.export based) first; the TorchScript-based one when
-    that fails. Both are checked by loading the result with onnx."""
+    that fails. ``tap`` names a layer whose output the graph returns second (recorded in its
+    metadata; see OrtModule). The result is checked by loading it with onnx."""
+    import copy
+
     import onnx
 
     path = Path(path)
     module = module.eval()
+    if tap:
+        module = _Tapped(copy.deepcopy(module), tap).eval()
+    names = ["output", "embedding"] if tap else ["output"]
     nd = example_input.ndim
     tmp = _atomic_target(path)
     try:
@@ -137,20 +217,27 @@ def export(module, example_input: torch.Tensor, path, *, dynamo: bool = True, op
                     raise RuntimeError("TorchScript-based exporter asked for")
                 shapes = {0: torch.export.Dim("batch", min=1, max=1024)}
                 shapes.update({i: torch.export.Dim.AUTO for i in range(2, nd)})
-                torch.onnx.export(module, (example_input,), str(tmp), input_names=["image"], output_names=["output"],
+                torch.onnx.export(module, (example_input,), str(tmp), input_names=["image"], output_names=names,
                                   dynamic_shapes=(shapes,), dynamo=True, opset_version=opset, verbose=False,
                                   optimize=True, external_data=False)
             except Exception as exc:
                 if dynamo:
                     log.info("torch.export-based ONNX export failed (%s); using the TorchScript-based one", exc)
                 with torch.inference_mode():
-                    out_nd = module(example_input).ndim
-                axes = {"image": {0: "batch", **{i: f"in{i}" for i in range(2, nd)}},
-                        "output": {0: "batch", **{i: f"out{i}" for i in range(2, out_nd)}}}
-                torch.onnx.export(module, (example_input,), str(tmp), input_names=["image"], output_names=["output"],
+                    outs = module(example_input)
+                outs = outs if isinstance(outs, tuple) else (outs,)
+                axes = {"image": {0: "batch", **{i: f"in{i}" for i in range(2, nd)}}}
+                for name, out in zip(names, outs):
+                    axes[name] = {0: "batch", **{i: f"{name}{i}" for i in range(2, out.ndim)}}
+                torch.onnx.export(module, (example_input,), str(tmp), input_names=["image"], output_names=names,
                                   dynamic_axes=axes, dynamo=False,
                                   opset_version=opset or 17)
-        onnx.checker.check_model(onnx.load(str(tmp), load_external_data=False))
+        model = onnx.load(str(tmp), load_external_data=False)
+        onnx.checker.check_model(model)
+        if tap:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = TAP_KEY, tap
+            onnx.save(model, str(tmp))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
@@ -208,20 +295,45 @@ def _median_seconds(fn, x, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _pooled(output: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean and spread over space: what the domain check keeps of an embedding."""
+    o = output.detach().float().flatten(2)
+    return torch.cat([o.mean(dim=2), o.std(dim=2) if o.shape[-1] > 1 else torch.zeros_like(o[..., 0])], dim=1)
+
+
 def compare(module, ort_module: OrtModule, x: torch.Tensor, repeats: int = 3) -> dict:
-    """{"torch_s", "ort_s", "ratio" (ort / torch), "max_diff" (probabilities)} on one input."""
-    with torch.inference_mode():
-        ref = as_probabilities(module(x))
-        got = as_probabilities(ort_module(x))
-        diff = float((ref - got).abs().max()) if ref.shape == got.shape else float("inf")
-        t_torch = _median_seconds(module, x, repeats)
-    t_ort = _median_seconds(ort_module, x, repeats)
-    return {"torch_s": t_torch, "ort_s": t_ort, "ratio": t_ort / t_torch, "max_diff": diff}
+    """{"torch_s", "ort_s", "ratio" (ort / torch), "max_diff" (probabilities), and with a tapped
+    graph "embedding_diff" (pooled embedding, relative to its largest value)} on one input. Both
+    engines are timed with the embedding watched, as an analysis with a domain check runs them."""
+    seen: dict[str, list] = {"torch": [], "ort": []}
+    handles = []
+    if ort_module.tap is not None:
+        handles = [module.get_submodule(ort_module.tap.name).register_forward_hook(
+                       lambda _m, _i, out: seen["torch"].append(_pooled(out))),
+                   ort_module.tap.register_forward_hook(lambda _m, _i, out: seen["ort"].append(_pooled(out)))]
+    try:
+        with torch.inference_mode():
+            ref = as_probabilities(module(x))
+            got = as_probabilities(ort_module(x))
+            diff = float((ref - got).abs().max()) if ref.shape == got.shape else float("inf")
+            measure = {"max_diff": diff}
+            if handles:
+                a, b = seen["torch"][0], seen["ort"][0]
+                measure["embedding_diff"] = (float((a - b).abs().max() / max(1.0, float(a.abs().max())))
+                                             if a.shape == b.shape else float("inf"))
+            t_torch = _median_seconds(module, x, repeats)
+        t_ort = _median_seconds(ort_module, x, repeats)
+    finally:
+        for h in handles:
+            h.remove()
+    return {"torch_s": t_torch, "ort_s": t_ort, "ratio": t_ort / t_torch, **measure}
 
 
 def prefer_ort(measure: dict) -> bool:
-    """The rule: same probabilities (max |diff| < AGREEMENT) and clearly faster (SPEEDUP)."""
-    return measure["max_diff"] < AGREEMENT and measure["ort_s"] <= SPEEDUP * measure["torch_s"]
+    """The rule: same probabilities (max |diff| < AGREEMENT), the same embedding for the domain
+    check (EMBEDDING_AGREEMENT, relative) and clearly faster (SPEEDUP)."""
+    return (measure["max_diff"] < AGREEMENT and measure.get("embedding_diff", 0.0) < EMBEDDING_AGREEMENT
+            and measure["ort_s"] <= SPEEDUP * measure["torch_s"])
 
 
 def _environment() -> dict:
@@ -242,6 +354,7 @@ def _decision(card, module, onnx_path: Path, repeats: int) -> dict:
     ort_module = OrtModule(onnx_path, "cpu")
     measure = compare(module, ort_module, x, repeats)
     record = {"model": f"{card.name} {card.version}", "environment": env, "probe_shape": list(x.shape),
+              "tap": ort_module.tap.name if ort_module.tap else None,
               **measure, "backend": "onnxruntime" if prefer_ort(measure) else "torch"}
     tmp = _atomic_target(record_path)
     try:
@@ -253,16 +366,39 @@ def _decision(card, module, onnx_path: Path, repeats: int) -> dict:
     return record
 
 
+def embedding_tap(card, module) -> str | None:
+    """The layer the domain check watches (inference.domain), exported as a second output so the
+    check runs on ONNX Runtime too; None when the model has none."""
+    try:
+        from inference.domain import embedding_layer_name
+
+        name = embedding_layer_name(card, module)
+        module.get_submodule(name)
+        return name
+    except Exception:  # noqa: BLE001 - DomainError, AttributeError: no embedding to watch
+        return None
+
+
+def exported_tap(path: Path) -> str | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == TAP_KEY), None)
+
+
 def accelerate(module, card, device="cpu", *, differentiable: bool = False, repeats: int = 3):
     """``module`` or an ONNX Runtime equivalent, whichever this machine runs faster on the CPU with
-    the same probabilities. The torch module stays for GPUs, for callers that need gradients
+    the same probabilities and the same domain-check embedding (the watched layer is exported as a
+    second output; ``inference.domain.watch`` hooks it through OrtModule). The torch module stays for GPUs, for callers that need gradients
     (Grad-CAM: ``differentiable=True``), without onnxruntime, and on any error on the way."""
     if torch.device(device).type != "cpu" or differentiable or not available() or not isinstance(module, torch.nn.Module):
         return module
     try:
         onnx_path = cached_onnx(card)
-        if not onnx_path.exists():
-            export(module, probe_input(module, card)[:2], onnx_path)
+        tap = embedding_tap(card, module)
+        if not onnx_path.exists() or exported_tap(onnx_path) != tap:
+            export(module, probe_input(module, card)[:2], onnx_path, tap=tap)
+            onnx_path.with_suffix(".json").unlink(missing_ok=True)
         record = _decision(card, module, onnx_path, repeats)
         if record.get("backend") != "onnxruntime":
             return module

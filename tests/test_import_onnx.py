@@ -18,7 +18,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from inference import formats, onnx_backend  # noqa: E402
+from inference import domain, formats, onnx_backend  # noqa: E402
 from inference.formats.base import VolumeImage  # noqa: E402
 from inference.formats.described import DescribedRunner  # noqa: E402
 from inference.phantoms import ct_phantom  # noqa: E402
@@ -285,10 +285,17 @@ def test_accelerate_follows_the_measured_rule(tmp_path, models_dir, monkeypatch)
     assert onnx_path.parent == tmp_path / "cache" / "lightbox" / "onnx" and onnx_path.exists()
     record = json.loads(onnx_path.with_suffix(".json").read_text())
     assert record["backend"] == "onnxruntime" and record["max_diff"] < TOL
+    assert fast.tap is not None and record["tap"] == fast.tap.name  # the domain check's layer rides along
     x = torch.randn(1, 1, 70, 90)
-    with torch.inference_mode():
-        ref, got = (sliding_window(m, x, (32, 32)) for m in (module, fast))
-    assert (ref.softmax(1) - got.softmax(1)).abs().max() < TOL
+    outputs, features = [], []
+    for m in (module, fast):
+        with domain.watch(card, m) as watch, torch.inference_mode():
+            outputs.append(sliding_window(m, x, (32, 32)))
+        assert not watch.problem
+        features.append(watch.samples)
+    assert (outputs[0].softmax(1) - outputs[1].softmax(1)).abs().max() < TOL
+    assert features[0].shape == features[1].shape and features[0].shape[0] == 12  # one sample per window (3 x 4)
+    assert np.abs(features[0] - features[1]).max() < 1e-4
 
     onnx_path.with_suffix(".json").unlink()  # a new measurement; the export is reused
     monkeypatch.setattr(onnx_backend, "SPEEDUP", 0.0)  # nothing can be that fast: torch stays
