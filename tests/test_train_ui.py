@@ -1,5 +1,7 @@
 """AI ▸ Train…: fine-tuning from the app with a live plot, Cancel, and switching model versions; the
-exam classifier trains from a classification dataset with its validation AUC plotted."""
+exam classifier trains from a classification dataset with its validation AUC plotted; a run worse than
+the version in use is kept but not used, and says so with both numbers; training without validation
+or ignoring labels the model lacks needs the user's confirmation."""
 from __future__ import annotations
 
 import os
@@ -12,12 +14,15 @@ pytest.importorskip("pytestqt")
 
 import torch
 from PySide6.QtCore import Qt
+
+import inference.finetune as finetune_module
 from qt_helpers import shown
-from test_finetune import write_dataset
+from test_finetune import mismatched_dataset, write_dataset
 from test_finetune_exam import write_exam_dataset
 
 from viewer.analysis import run
 from viewer.ui.main_window import MainWindow
+from viewer.ui.models_dialog import COL
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +42,24 @@ def window(qtbot, tmp_path, monkeypatch):
     w = shown(qtbot, MainWindow(), (1100, 800))
     yield w
     w.shutdown()
-    run.PREFERRED_VERSIONS.clear()
 
 
-def test_train_from_the_app_writes_a_version_analyze_then_uses(qtbot, window, dataset, tmp_path):
+def test_a_worse_run_from_the_app_is_kept_and_analyze_keeps_the_version_in_use(qtbot, window, dataset, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(finetune_module, "cosine_lr", lambda *_a: 5000.0)  # learning rate 1: the run gets worse
     dialog = window.analysis.show_train()
     assert dialog.model.itemText(0) == "Automatic (by dataset)" and dialog.model.currentData() is None
     assert {"ct-organs-unet3d", "mammo-exam"} <= set(dialog.model_names())
     assert "mammo-patch" not in dialog.model_names()  # a patch classifier cannot be fine-tuned here
+    assert "only if it scores at least as well as the version in use on the same validation cases" in \
+        dialog.rule.text()
     dialog.select_model("ct-organs-unet3d")
     dialog.dataset.setText(str(dataset))
     dialog.epochs.setValue(2)
     dialog.steps.setValue(1)
+    assert dialog.check() is not None
+    assert dialog.plan_label.text() == ("Starts from ct-organs-unet3d 1 (the version Analyze uses): 1 training and "
+                                        "1 validation cases")
     with qtbot.waitSignal(dialog.finished_training, timeout=240000) as blocker:
         dialog.start()
     card = blocker.args[0]
@@ -58,19 +69,62 @@ def test_train_from_the_app_writes_a_version_analyze_then_uses(qtbot, window, da
     assert list(xs) == [1, 2] and len(ys) == 2
     assert dialog.metric_curves and all(k.startswith("Dice ") for k in dialog.metric_curves)  # Dice per class
     assert "validation Dice" in dialog.plot.getPlotItem().getAxis("right").labelText
-    assert run.pick_card("segmentation-3d", "CT").version == "1.1"  # the newest is used
+    verdict = card.extra["activation"]
+    assert verdict["status"] == "not better", verdict
+    assert (f"kept, not better (mean Dice {verdict['score']:.3f} < {verdict['parent_score']:.3f} of "
+            "ct-organs-unet3d 1 on the same 1 validation case): Analyze still uses ct-organs-unet3d 1") \
+        in dialog.status.text()
+    assert run.pick_card("segmentation-3d", "CT").version == "1"  # the worse version is not used
 
     models = window.analysis.show_models()
-    shipped = next(i for i, c in enumerate(models.cards) if c.name == "ct-organs-unet3d" and c.version == "1")
-    models.tree.setCurrentItem(models.tree.topLevelItem(shipped))
-    models.use_selected()  # switch back to the shipped version
-    assert run.pick_card("segmentation-3d", "CT").version == "1"
-    row = models.tree.topLevelItem(shipped)
-    assert "in use" in row.text(4)
+    assert "ct-organs-unet3d 1 for CT segmentation-3d (newest)" in models.in_use_label.text()
+    new = next(i for i, c in enumerate(models.cards) if c.name == "ct-organs-unet3d" and c.version == "1.1")
+    row = models.tree.topLevelItem(new)
+    assert row.text(COL["Validation"]).startswith("not better ") and row.text(COL["Analyze"]) == ""
     models.tree.setCurrentItem(row)
-    models.use_newest()
+    models.use_selected()  # the user may still choose it
     assert run.pick_card("segmentation-3d", "CT").version == "1.1"
+    assert models.tree.topLevelItem(new).text(COL["Analyze"]) == "✔ in use (pinned)"
+    models.tree.setCurrentItem(models.tree.topLevelItem(new))
+    models.use_rule()
+    assert run.pick_card("segmentation-3d", "CT").version == "1"
     models.close()
+    dialog.close()
+
+
+def test_training_without_validation_or_ignoring_labels_needs_confirmation(qtbot, window, tmp_path):
+    dialog = window.analysis.show_train()
+    asked = []
+    answers = iter([False, True])
+    monkey_confirm = lambda title, text: asked.append((title, text)) or next(answers)  # noqa: E731
+    dialog.confirm = monkey_confirm
+    dialog.select_model("ct-organs-unet3d")
+    dialog.dataset.setText(str(write_dataset(tmp_path / "one", 1, 3100)))
+    dialog.epochs.setValue(1)
+    dialog.steps.setValue(1)
+    dialog.start()  # declined: nothing starts, nothing is written
+    assert not dialog.running and asked[0][0] == "Train without validation?"
+    assert "written as \"unvalidated\" and Analyze will not use it" in asked[0][1]
+    assert dialog.status.text().startswith("Not started: no validation case")
+    assert not (tmp_path / "models").exists()
+    with qtbot.waitSignal(dialog.finished_training, timeout=240000) as blocker:
+        dialog.start()  # confirmed
+    card = blocker.args[0]
+    assert card.extra["activation"]["status"] == "unvalidated"
+    assert "kept, unvalidated (trained without validation cases): Analyze still uses ct-organs-unet3d 1" in \
+        dialog.status.text()
+    assert run.pick_card("segmentation-3d", "CT").version == "1"
+
+    asked.clear()
+    dialog.confirm = lambda title, text: asked.append((title, text)) or False
+    dialog.dataset.setText(str(mismatched_dataset(tmp_path / "mismatch")))
+    assert "'tumour core' is in the dataset" in dialog.check().messages()[1]
+    assert "'tumour core' is in the dataset" in dialog.plan_label.text()
+    assert "model class 'lesions' has no voxels in the dataset: it is trained as background" in \
+        dialog.plan_label.text()
+    dialog.start()
+    assert [t for t, _ in asked] == ["Labels the model lacks"] and "it would be ignored" in asked[0][1]
+    assert not dialog.running and dialog.status.text().startswith("Not started: the dataset has labels the model")
     dialog.close()
 
 
@@ -113,6 +167,10 @@ def test_train_the_exam_classifier_automatically_from_a_classification_dataset(q
         assert list(ys) == pytest.approx(expected)
     assert dialog.plot.getPlotItem().getAxis("right").labelText == "validation AUC / accuracy"
     assert "Wrote mammo-exam 1.0.1 (last epoch: validation AUC suspicious" in dialog.status.text()
+    verdict = card.extra["activation"]  # not worse than the shipped version on the same held-out case
+    assert verdict["status"] == "better" and verdict["score"] >= verdict["parent_score"], verdict
+    assert (f"activated: AUC suspicious {verdict['score']:.3f} ≥ {verdict['parent_score']:.3f} of mammo-exam 1.0.0 "
+            "on the same 1 validation case; Analyze uses it now") in dialog.status.text()
     assert run.pick_card("exam-classifier", "MG").version == "1.0.1"  # Analyze uses it from now on
 
     models = window.analysis.show_models()
@@ -134,9 +192,9 @@ def test_a_dataset_the_model_cannot_use_fails_with_the_reason(qtbot, window, exa
     dialog.select_model("mammo-exam")
     dialog.dataset.setText(str(bad))
     with qtbot.waitSignal(dialog.finished_training, timeout=60000) as blocker:
-        dialog.start()
-    assert blocker.args[0] is None
-    assert dialog.status.text().startswith("Training failed: ") and "no view with an image and a usable label" \
-        in dialog.status.text()
+        dialog.start()  # found before any training: no worker starts
+    assert blocker.args[0] is None and not dialog.running
+    assert dialog.status.text().startswith("Cannot train on this dataset: ") and \
+        "no view with an image and a usable label" in dialog.status.text()
     assert dialog.start_button.isEnabled() and not dialog.metric_curves
     dialog.close()

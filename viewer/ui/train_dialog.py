@@ -3,9 +3,12 @@ validation metric (Dice per class for segmentation models, AUC for the exam clas
 
 The model list holds every fine-tunable model (3D and 2D segmentation, exam classifier) after
 "Automatic (by dataset)", which lets ``inference.finetune.default_model`` choose from the dataset's
-contents (CT masks, MG masks, or view classes only). Training runs on its own worker (it can take
+contents (CT masks, MG masks, or view classes only). Before training the dialog shows the plan
+(``inference.finetune.preflight``: the split, labels the model lacks, classes the data lacks) and asks
+before training without validation or ignoring labels. Training runs on its own worker (it can take
 minutes; loading and viewing go on), reports each epoch to the plot, stops on Cancel, and leaves a
-new model version in the user's model folder, which Analyze then uses (AI ▸ Models… can switch back).
+new model version in the user's model folder. Analyze uses it only if it is not worse than the
+version in use on the same validation cases (``inference.activation``); the last message says which.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -34,6 +38,9 @@ METRIC_COLORS = ((220, 60, 60), (40, 160, 40), (60, 110, 230), (200, 150, 0))
 FINETUNABLE = {"segmentation-3d": "3D segmentation", "segmentation-2d": "2D segmentation",
                "exam-classifier": "exam classifier"}  # task -> words for the model list
 AUTOMATIC = "Automatic (by dataset)"
+RULE_TEXT = ("Analyze uses the new version only if it scores at least as well as the version in use on the same "
+             "validation cases (held out from training); otherwise it is kept as \"not better\" and Analyze keeps "
+             "the old one. AI ▸ Models… shows both and lets you choose.")
 METRICS = (("val_dice", "Dice"), ("val_auc", "AUC"))  # record key -> what the plot calls it
 
 
@@ -77,6 +84,14 @@ class TrainDialog(QDialog):
         form.addRow("Model", self.model)
         form.addRow("Epochs", self.epochs)
         form.addRow("Steps per epoch", self.steps)
+        self.rule = QLabel(RULE_TEXT)
+        self.rule.setWordWrap(True)
+        self.plan_label = QLabel("")  # the split and the label mismatches, before training
+        self.plan_label.setWordWrap(True)
+        self.plan_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plan = None
+        self.dataset.editingFinished.connect(self.check)
+        self.model.activated.connect(lambda _i: self.check())
 
         self.plot = pg.PlotWidget(background="w")
         self.plot.setLabel("bottom", "epoch")
@@ -99,6 +114,8 @@ class TrainDialog(QDialog):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.rule)
+        layout.addWidget(self.plan_label)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
@@ -151,6 +168,59 @@ class TrainDialog(QDialog):
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder", self.dataset.text() or str(Path.home()))
         if folder:
             self.dataset.setText(folder)
+            self.check()
+
+    def check(self):
+        """Show what a run would train on (split, label mismatches) and return the plan; None, with the
+        reason shown, when the dataset cannot train the chosen model at all."""
+        from inference.finetune import FinetuneError, preflight
+        from inference.registry import ModelError
+
+        dataset = self.dataset.text().strip()
+        self.plan = None
+        if not dataset or not Path(dataset).is_dir():
+            self.plan_label.setText("")
+            return None
+        try:
+            self.plan = preflight(dataset, self.model.currentData())
+        except (FinetuneError, ModelError) as exc:
+            self.plan_label.setText(f"Cannot train on this dataset: {exc}")
+            return None
+        card = self.plan.card
+        lines = [f"Starts from {card.name} {card.version} (the version Analyze uses): "
+                 + "; ".join(self.plan.messages())]
+        if not self.plan.validation_cases:
+            lines.append("No validation case: the new version could not be compared with the one in use.")
+        self.plan_label.setText("\n".join(lines))
+        return self.plan
+
+    def confirm(self, title: str, text: str) -> bool:
+        """Ask the user (Yes / No, No by default)."""
+        answer = QMessageBox.question(self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _consent(self, checked) -> tuple[bool, bool] | None:
+        """(ignore extra labels, train without validation) the user agreed to; None: not started."""
+        ignore = allow = False
+        refusals = checked.labels.refusals()
+        if refusals:
+            if not self.confirm("Labels the model lacks", "\n".join(refusals) + "\n\nTrain anyway, ignoring them "
+                                "(they are trained as background)?"):
+                self.status.setText("Not started: the dataset has labels the model lacks; rename them as the "
+                                    "model's classes, or confirm to ignore them.")
+                return None
+            ignore = True
+        if not checked.validation_cases:
+            if not self.confirm("Train without validation?",
+                                f"{'; '.join(checked.messages()[:1])}: no case is left to validate on, so the new "
+                                "version cannot be compared with the one in use. It will be written as "
+                                "\"unvalidated\" and Analyze will not use it unless you choose it in AI ▸ "
+                                "Models….\n\nTrain without validation?"):
+                self.status.setText("Not started: no validation case (export at least 2 cases).")
+                return None
+            allow = True
+        return ignore, allow
 
     @property
     def running(self) -> bool:
@@ -167,6 +237,15 @@ class TrainDialog(QDialog):
         how = ""
         if model is None:
             model, how = default_model(dataset), " (chosen by the dataset)"
+        checked = self.check()
+        if checked is None:  # the reason is in the plan line; said here too, where the outcome goes
+            self.status.setText(self.plan_label.text())
+            self.finished_training.emit(None)
+            return
+        consent = self._consent(checked)
+        if consent is None:
+            return
+        ignore_labels, allow_unvalidated = consent
         epochs, steps = self.epochs.value(), self.steps.value()
         self.records = []
         for curve in self.metric_curves.values():  # a new run may report another metric
@@ -182,7 +261,9 @@ class TrainDialog(QDialog):
 
             try:
                 # the version is written when finetune returns: a Cancel pressed now comes too late
-                return Committed(finetune(dataset, model, epochs, steps, progress=epoch, should_stop=should_stop))
+                return Committed(finetune(dataset, model, epochs, steps, progress=epoch, should_stop=should_stop,
+                                          allow_no_validation=allow_unvalidated,
+                                          ignore_extra_labels=ignore_labels))
             except Stopped as exc:
                 raise Cancelled(str(exc)) from exc
             except (FinetuneError, ModelError) as exc:  # the dataset or the model's files: say why
@@ -190,7 +271,7 @@ class TrainDialog(QDialog):
 
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"Fine-tuning {model}{how} on {Path(dataset).name}…")
+        self.status.setText(f"Fine-tuning {model} {checked.card.version}{how} on {Path(dataset).name}…")
         self.task = self.runner.start(job, "training", on_finished=self._done, on_failed=self._failed,
                                       on_cancelled=self._cancelled)
 
@@ -242,11 +323,13 @@ class TrainDialog(QDialog):
         self.cancel_button.setEnabled(False)
 
     def _done(self, card) -> None:
+        from inference.activation import outcome
+
         self._end()
         self.result_card = card
         last = f" (last epoch: {self._describe(self.records[-1])})" if self.records else ""
-        self.status.setText(f"Wrote {card.name} {card.version}{last} to {card.path}. Analyze uses it from now on "
-                            "(AI ▸ Models… switches versions).")
+        self.status.setText(f"Wrote {card.name} {card.version}{last} to {card.path}: {outcome(card)}. "
+                            "AI ▸ Models… shows every version and lets you choose.")
         self.finished_training.emit(card)
 
     def _failed(self, message: str) -> None:
