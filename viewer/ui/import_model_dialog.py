@@ -196,7 +196,6 @@ class ImportModelDialog(QDialog):
         self.needs_hint = QLabel("")
         self.needs_hint.setWordWrap(True)
         self.needs_hint.setStyleSheet("color: #8a5a00;")
-        self.form.addRow(self.needs_hint)
         self.form.addRow(self.suggest_button)
 
         self.notes = QLabel("")
@@ -211,6 +210,7 @@ class ImportModelDialog(QDialog):
         self.code_list = QPlainTextEdit()
         self.code_list.setReadOnly(True)
         self.code_list.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.code_list.setMinimumHeight(90)
         self.code_list.setStyleSheet("font-family: monospace; font-weight: normal; color: #222;")
         self.code_why = QLabel("Importing copies these files; Analyze would then run this code with your rights. "
                                "Import only models from a source you trust.")
@@ -243,6 +243,7 @@ class ImportModelDialog(QDialog):
         self.close_button.clicked.connect(self.reject)
         buttons = QHBoxLayout()
         buttons.addWidget(self.progress, 1)
+        buttons.addStretch(1)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.import_button)
         buttons.addWidget(self.close_button)
@@ -251,6 +252,7 @@ class ImportModelDialog(QDialog):
         layout.addLayout(row)
         layout.addWidget(self.format_label)
         layout.addWidget(card_box)
+        layout.addWidget(self.needs_hint)
         layout.addWidget(self.notes)
         layout.addWidget(self.code_box, 1)
         layout.addWidget(self.status)
@@ -370,6 +372,7 @@ class ImportModelDialog(QDialog):
             widget.setEditText(text)
         else:
             widget.setText(text)
+            widget.setCursorPosition(0)  # a long value shows its start
 
     def _text(self, key: str) -> str:
         widget = self.fields.get(key) or self.extra_fields.get(key)
@@ -389,7 +392,7 @@ class ImportModelDialog(QDialog):
             edit.textEdited.connect(self._update_state)
             self.extra_fields[need] = edit
             self.labels[need] = QLabel(need)
-            self.form.insertRow(self.form.rowCount() - 2, self.labels[need], edit)  # above the hint and button
+            self.form.insertRow(self.form.rowCount() - 1, self.labels[need], edit)  # above the button
 
     def needed(self) -> list[str]:
         """Fields that must be filled before Import: the format's needs and what every card has.
