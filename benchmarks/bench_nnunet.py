@@ -26,13 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def median_time(fn, repeats: int):
-    times, out = [], None
+def alternate(fns, repeats: int):
+    """Median seconds and last output of each function, run in turn (A B A B ...), so a machine whose
+    load changes during the run slows both alike."""
+    times, outs = [[] for _ in fns], [None] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = fn()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times], outs
 
 
 def main(argv=None) -> int:
@@ -81,9 +84,12 @@ def main(argv=None) -> int:
                                                               None, None, True)
 
             runner, _ = registry.load_model(card)
-            t_ref, (ref_labels, ref_probs) = median_time(reference, args.repeats)
-            torch.set_num_threads(threads)  # nnU-Net's export sets its own thread count and restores it
-            t_lbx, pred = median_time(lambda: runner.predict(VolumeImage(image, spacing)), args.repeats)
+
+            def lightbox():
+                torch.set_num_threads(threads)  # as the caller sets it; nnU-Net's export restores its own
+                return runner.predict(VolumeImage(image, spacing))
+
+            (t_ref, t_lbx), ((ref_labels, ref_probs), pred) = alternate([reference, lightbox], args.repeats)
             same = bool(np.array_equal(pred.labels, ref_labels))
             diff = float(np.abs(pred.probabilities - ref_probs).max())
             rows.append((threads, t_ref, t_lbx, t_lbx / t_ref, same, diff))

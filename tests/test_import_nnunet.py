@@ -272,3 +272,32 @@ def test_weights_that_do_not_fit_the_plans_are_refused(ct_folder, tmp_path):
     card = formats.install(formats.inspect(folder), dest=tmp_path / "models")
     with pytest.raises(registry.ModelError, match="do not fit the network"):
         registry.load_model(card)
+
+
+def test_2d_configuration_runs_slice_wise_like_nnunet(tmp_path_factory, models_dir):
+    folder = build_model_folder(tmp_path_factory.mktemp("nnunet-2d"), dataset_id=503, folds=(0,),
+                                patch_size=(16, 16), configuration="2d")
+    plan = formats.inspect(folder)
+    assert plan.card["task"] == "segmentation-3d" and plan.card["input"]["configuration"] == "2d"
+    assert plan.card["input"]["mirror_axes"] == [0, 1]
+    runner, _ = registry.load_model(formats.install(plan))
+    image = ct_volume(seed=3)
+    pred = runner.predict(VolumeImage(image, TEST_SPACING))
+    ref_labels, ref_probs = reference(folder, image, TEST_SPACING, True)
+    assert np.abs(pred.probabilities - ref_probs).max() < 1e-4
+    assert np.array_equal(pred.labels, ref_labels)
+
+
+def test_region_based_model_equals_nnunets_predictor(tmp_path_factory, models_dir):
+    folder = build_model_folder(tmp_path_factory.mktemp("nnunet-regions"), dataset_id=504, folds=(0,),
+                                labels={"background": 0, "body": [1, 2], "blob": 2}, regions_class_order=[1, 2])
+    plan = formats.inspect(folder)
+    assert plan.card["classes"] == ["background", "body", "blob"]
+    runner, _ = registry.load_model(formats.install(plan))
+    image = ct_volume(seed=4)
+    pred = runner.predict(VolumeImage(image, TEST_SPACING))
+    ref_labels, ref_probs = reference(folder, image, TEST_SPACING, True)
+    assert ref_probs.shape[0] == 2 and pred.probabilities.shape[0] == 3  # sigmoid per region; + background
+    assert np.abs(pred.probabilities[1:] - ref_probs).max() < 1e-4
+    assert np.allclose(pred.probabilities[0], 1 - ref_probs.max(0), atol=1e-4)
+    assert np.array_equal(pred.labels, ref_labels)

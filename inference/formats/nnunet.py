@@ -17,9 +17,10 @@ Where the numbers come from, so results match nnU-Net's to the bit where it matt
 - resampling is skimage's ``resize`` as nnU-Net calls it (mode "edge", no anti-aliasing, order 3 for
   the image, 1 for the logits, order 0 across the low-resolution axis of anisotropic data), done here
   with scipy.ndimage.zoom, which is what ``resize`` calls;
-- the network sees one window at a time (batches of windows change the float rounding of the
-  convolutions, which float16 accumulation can turn into visible differences), its mirrored copies
-  in the order nnU-Net runs them.
+- the network sees one window at a time, its mirrored copies in the order nnU-Net runs them. A card
+  may set ``input["windows_per_batch"]`` above 1: about twice as fast on a CPU, but convolutions over a
+  batch round differently, and the float16 sums can turn that into probability differences of ~1e-4
+  (labels may then differ where two classes tie).
 
 Checkpoints are pickles. They are read with ``torch.load(weights_only=True)`` and an allow-list of
 the two numpy globals nnU-Net's training log puts there (numpy scalars and dtypes); anything else is
@@ -667,6 +668,9 @@ class NnUNetRunner:
         self.network.to(self.device).eval()
         self.mirroring = bool((card.input or {}).get("mirroring", True))
         self.tile_step_size = float((card.input or {}).get("tile_step_size", 0.5))
+        # 1 = nnU-Net's own way and its numbers to the bit; more windows per network call is faster on a
+        # CPU, but convolutions over a batch round differently, which the float16 sums can make visible
+        self.windows_per_batch = max(1, int((card.input or {}).get("windows_per_batch", 1)))
 
     def _load(self, i: int) -> None:
         path, state = self.weights[i]
@@ -730,19 +734,21 @@ class NnUNetRunner:
         weights = torch.zeros(data.shape[1:], dtype=torch.half)
         gaussian = compute_gaussian(tuple(self.patch_size))
         on_cuda = self.device.type == "cuda"
-        for sl in slicers:
+        for b0 in range(0, len(slicers), self.windows_per_batch):
             if cancel is not None and cancel():
                 raise Cancelled("segmentation cancelled")
-            x = data[sl][None].to(self.device)
+            batch = slicers[b0:b0 + self.windows_per_batch]
+            x = torch.cat([data[sl][None] for sl in batch]).contiguous().to(self.device)
             if on_cuda:
                 with torch.autocast("cuda", enabled=True):
-                    pred = self._mirrored(x)[0].to("cpu")
+                    preds = self._mirrored(x).to("cpu")
             else:
-                pred = self._mirrored(x)[0]
-            pred *= gaussian
-            logits[sl] += pred
-            weights[sl[1:]] += gaussian
-            tick()
+                preds = self._mirrored(x)
+            for sl, pred in zip(batch, preds):  # accumulated window by window, in nnU-Net's order
+                pred *= gaussian
+                logits[sl] += pred
+                weights[sl[1:]] += gaussian
+                tick()
         torch.div(logits, weights, out=logits)
         if torch.any(torch.isinf(logits)):
             raise RuntimeError("nnU-Net logits overflowed float16 (inf); the model's outputs are too large")

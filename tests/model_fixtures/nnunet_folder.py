@@ -90,10 +90,13 @@ def _shrink(plans: dict, configuration: str, patch_size, features=(4, 8, 16)) ->
 
 def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, folds=(0, 1),
                        patch_size=(16, 16, 16), features=(4, 8, 16), seed: int = 0,
-                       labels: dict | None = None) -> Path:
-    """Build a trained-model folder under ``root`` with nnunetv2; returns it (Trainer__Plans__3d_fullres).
+                       labels: dict | None = None, regions_class_order: list | None = None,
+                       configuration: str = "3d_fullres") -> Path:
+    """Build a trained-model folder under ``root`` with nnunetv2; returns it (Trainer__Plans__<configuration>).
 
-    ``features`` per stage and ``patch_size`` set the network's size (the benchmark uses a bigger one)."""
+    ``features`` per stage and ``patch_size`` set the network's size (the benchmark uses a bigger one);
+    ``configuration`` "2d" trains nnU-Net's slice-wise network (give a 2-entry patch_size); region-based
+    ``labels`` need ``regions_class_order``."""
     import torch
 
     root = Path(root)
@@ -113,9 +116,11 @@ def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, fol
             _write(img, spacing, raw / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
             _write(lab, spacing, raw / "labelsTr" / f"case_{i:03d}.nii.gz")
         channel = "CT" if modality == "CT" else "T2"
-        (raw / "dataset.json").write_text(json.dumps({
-            "channel_names": {"0": channel}, "labels": labels, "numTraining": n_cases,
-            "file_ending": ".nii.gz", "name": name}, indent=2))
+        dataset = {"channel_names": {"0": channel}, "labels": labels, "numTraining": n_cases,
+                   "file_ending": ".nii.gz", "name": name}
+        if regions_class_order is not None:
+            dataset["regions_class_order"] = list(regions_class_order)
+        (raw / "dataset.json").write_text(json.dumps(dataset, indent=2))
 
         from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor as fe
         from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset
@@ -130,14 +135,14 @@ def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, fol
         pre = root / "preprocessed" / name
         plans_path = pre / "nnUNetPlans.json"
         plans = json.loads(plans_path.read_text())
-        _shrink(plans, "3d_fullres", patch_size, features)
+        _shrink(plans, configuration, patch_size, features)
         plans_path.write_text(json.dumps(plans, indent=2))
 
         # preprocess every case the way nnUNetv2_preprocess does, without its process pool
         from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
         pm = PlansManager(str(plans_path))
-        cm = pm.get_configuration("3d_fullres")
+        cm = pm.get_configuration(configuration)
         dataset_json = json.loads((pre / "dataset.json").read_text()) if (pre / "dataset.json").exists() else \
             json.loads((raw / "dataset.json").read_text())
         out = pre / cm.data_identifier
@@ -150,7 +155,7 @@ def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, fol
 
         torch.manual_seed(seed)
         for fold in folds:
-            trainer = get_trainer_from_args(str(dataset_id), "3d_fullres", fold, device=torch.device("cpu"))
+            trainer = get_trainer_from_args(str(dataset_id), configuration, fold, device=torch.device("cpu"))
             trainer.initialize()
             trainer.logger.plot_progress_png = lambda folder: None  # matplotlib: seconds, nothing the model needs
             trainer.configure_rotation_dummyDA_mirroring_and_inital_patch_size()  # sets the inference mirror axes
