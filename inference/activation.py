@@ -217,8 +217,8 @@ def ranked(cards: list) -> list:
         if active is None:
             continue
         rest = [c for c in _newest_first([c for c in cards if c.name == name]) if c is not active and eligible(c)]
-        groups.append((why == PINNED, _registry()._version_key(active.version), next(i for i, c in enumerate(cards) if c is active),
-                       [active] + rest))
+        position = next(i for i, c in enumerate(cards) if c is active)
+        groups.append((why == PINNED, _registry()._version_key(active.version), position, [active] + rest))
     groups.sort(key=lambda g: g[:3], reverse=True)
     return [c for g in groups for c in g[3]]
 

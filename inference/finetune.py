@@ -91,13 +91,25 @@ def read_dataset(root) -> tuple[dict, list[tuple[Path, Path]]]:
     return meta, pairs
 
 
+def label_values(dataset_labels: dict) -> dict[int, str]:
+    """{value: name} of dataset.json's labels; region-based labels (lists of values) are refused."""
+    values = {}
+    for name, v in dataset_labels.items():
+        try:
+            values[int(v)] = str(name)
+        except (TypeError, ValueError) as exc:
+            raise FinetuneError(f"dataset.json: label {name!r} has value {v!r}, not one whole number "
+                                "(region-based labels cannot fine-tune these models)") from exc
+    return values
+
+
 def label_remap(dataset_labels: dict, classes: list[str]) -> np.ndarray:
     """Lookup table dataset value -> model class index, matching names (case-insensitive).
     Dataset labels the model does not know become background, so a model never learns a class it
     cannot output (:func:`segmentation_labels` names them first, and training refuses them unless
     told to ignore them); the model's classes missing from the dataset are trained as background."""
     index = {c.lower(): i for i, c in enumerate(classes)}
-    values = {int(v): str(n) for n, v in dataset_labels.items()}
+    values = label_values(dataset_labels)
     lut = np.zeros(max(values, default=0) + 1, np.uint8)
     matched = 0
     for v, name in values.items():
@@ -156,8 +168,11 @@ class LabelCheck:
     def refusals(self) -> list[str]:
         """Labels the run would silently drop: refused unless the caller chose to ignore them."""
         shown = ", ".join(c for c in self.classes if c.lower() != "background")
-        return [f"{name!r} is in the dataset ({count} {self.unit if count != 1 else self.unit.rstrip('s')}) but not in model {self.model} (classes: "
-                f"{shown}): it would be ignored" for name, count in self.unknown.items()]
+        def amount(n: int) -> str:
+            return f"{n} {self.unit if n != 1 else self.unit.rstrip('s')}"
+
+        return [f"{name!r} is in the dataset ({amount(count)}) but not in model {self.model} (classes: {shown}): "
+                "it would be ignored" for name, count in self.unknown.items()]
 
     def warnings(self) -> list[str]:
         return [f"model class {name!r} has {why} in the dataset: it is trained as background"
@@ -181,12 +196,7 @@ def label_counts(path: Path) -> dict[int, int]:
 
 def segmentation_labels(meta: dict, pairs: list[tuple[Path, Path]], card) -> LabelCheck:
     """Dataset labels with voxels that the model lacks, and model classes with no label or no voxels."""
-    values = {}
-    for name, v in (meta.get("labels") or {}).items():
-        try:
-            values[int(v)] = str(name)
-        except (TypeError, ValueError) as exc:
-            raise FinetuneError(f"dataset.json: label {name!r} has value {v!r}, not a whole number") from exc
+    values = label_values(meta.get("labels") or {})
     voxels: dict[int, int] = {}
     for _image, label in pairs:
         for v, n in label_counts(label).items():

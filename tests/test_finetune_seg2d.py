@@ -174,7 +174,8 @@ def test_a_few_steps_on_a_shifted_domain_raise_held_out_dice(tmp_path, monkeypat
     before, after = card.metrics["val_dice_before"]["mass"], card.metrics["val_dice"]["mass"]
     assert before < 0.3 and after > before + 0.3, (before, after)
     assert card.extra["activation"] == {"status": "better", "score": after, "parent_score": before,
-                                        "metric": "mean Dice", "validation_cases": 1, "parent": f"{MODEL} {shipped.version}"}
+                                        "metric": "mean Dice", "validation_cases": 1,
+                                        "parent": f"{MODEL} {shipped.version}"}
     assert activation.active_version(MODEL, registry.available_models()) == (card, "better on validation")
     assert run.pick_card("segmentation-2d", "MG").version == card.version
     assert activation.outcome(card).startswith(f"activated: mean Dice {after:.3f} ≥ {before:.3f} of {MODEL} "

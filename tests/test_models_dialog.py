@@ -75,7 +75,8 @@ def test_every_card_is_shown_whole_including_imports(qtbot, user_dir):
         "classes": ["background", "tumour"], "input": {"spacing_mm": [1, 1, 1]},
         "normalization": {"kind": "zscore"}, "source": "https://example.org/bundle", "licence": "CC-BY-4.0",
         "weights": "brain-1.ts", "sha256": hashlib.sha256(weights).hexdigest(), "disclaimer": "research only",
-        "domain": {"threshold": 3.0}, "extra": {"import": {"format": "monai-bundle", "code_confirmed": ["$monai.transforms.LoadImaged(...)"]}}}))
+        "domain": {"threshold": 3.0},
+        "extra": {"import": {"format": "monai-bundle", "code_confirmed": ["$monai.transforms.LoadImaged(...)"]}}}))
     dialog = ModelsDialog()
     qtbot.addWidget(dialog)
     assert row(dialog, "brain", "1").text(COL["Format"]) == "monai-bundle"
