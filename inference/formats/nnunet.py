@@ -23,9 +23,17 @@ Where the numbers come from, so results match nnU-Net's to the bit where it matt
   (labels may then differ where two classes tie).
 
 Checkpoints are pickles. They are read with ``torch.load(weights_only=True)`` and an allow-list of
-the two numpy globals nnU-Net's training log puts there (numpy scalars and dtypes); anything else is
-refused before a byte is unpickled. The plans name the network's classes by dotted path; only names
-under ``dynamic_network_architectures.`` and ``torch.nn.`` are resolved.
+what nnU-Net's training log puts there (numpy scalars: numpy's scalar(), np.dtype and the numeric
+dtype classes); any other global is named and refused before a byte is unpickled. The plans name
+the network's classes by dotted path; only names under ``dynamic_network_architectures.`` and
+``torch.nn.`` are resolved.
+
+The card: ``input.spacing_mm`` is the target spacing in the input's (z, y, x) order (the plans hold it
+after transpose_forward; a 2d configuration keeps each volume's own slice spacing, the plans' median
+stands there); ``patch_size`` and ``mirror_axes`` stay in nnU-Net's transposed axes.
+``input.mirroring`` (default True, as nnU-Net) switches test-time mirroring. A region-based model
+returns one probability channel per class: each region's sigmoid at the label value it writes, and
+background = 1 - the largest region probability.
 """
 from __future__ import annotations
 
@@ -383,8 +391,7 @@ def resolve_name(dotted: str, where=None):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if dotted.startswith("dynamic_network_architectures") and exc.name and exc.name.startswith(
-                "dynamic_network_architectures") and exc.name == "dynamic_network_architectures":
+        if exc.name == "dynamic_network_architectures":
             raise NotImportable("nnU-Net models need the dynamic-network-architectures package: "
                                 "pip install dynamic-network-architectures") from exc
         raise NotImportable(f"{where or 'plans.json'}: names {dotted!r}, which does not exist "

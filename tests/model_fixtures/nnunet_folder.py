@@ -149,8 +149,8 @@ def build_model_folder(root, *, modality: str = "CT", dataset_id: int = 501, fol
         out.mkdir(parents=True, exist_ok=True)
         preprocessor = cm.preprocessor_class(verbose=False)
         for i in range(n_cases):
-            preprocessor.run_case_save(str(out / f"case_{i:03d}"), [str(raw / "imagesTr" / f"case_{i:03d}_0000.nii.gz")],
-                                       str(raw / "labelsTr" / f"case_{i:03d}.nii.gz"), pm, cm, dataset_json)
+            image, label = raw / "imagesTr" / f"case_{i:03d}_0000.nii.gz", raw / "labelsTr" / f"case_{i:03d}.nii.gz"
+            preprocessor.run_case_save(str(out / f"case_{i:03d}"), [str(image)], str(label), pm, cm, dataset_json)
         (pre / "dataset.json").write_text((raw / "dataset.json").read_text())
 
         torch.manual_seed(seed)
