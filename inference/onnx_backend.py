@@ -101,7 +101,12 @@ class OrtModule:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         source = str(model) if isinstance(model, (str, Path)) else model
-        self.session = ort.InferenceSession(source, opts, providers=providers_for(device))
+        try:
+            self.session = ort.InferenceSession(source, opts, providers=providers_for(device))
+        except Exception as exc:  # onnxruntime's Fail / InvalidGraph / NoSuchFile are plain Exceptions
+            where = source if isinstance(source, str) else "the ONNX model"
+            raise ValueError(f"{where}: ONNX Runtime cannot load it "
+                             f"({str(exc).strip().splitlines()[-1][:300]})") from exc
         self.providers = self.session.get_providers()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -118,6 +123,15 @@ class OrtModule:
             setattr(self, key, value)
 
     def _run(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        try:
+            return self._run_batches(x, names)
+        except Exception as exc:  # onnxruntime's own errors derive from Exception only
+            if type(exc).__module__.startswith("onnxruntime"):
+                raise RuntimeError(f"ONNX Runtime failed on input {list(x.shape)}: "
+                                   f"{str(exc).strip().splitlines()[-1][:300]}") from exc
+            raise
+
+    def _run_batches(self, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
         if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
             if self.fixed_batch != 1:
                 raise ValueError(f"the ONNX model takes batches of exactly {self.fixed_batch}, got {x.shape[0]}")
@@ -389,9 +403,12 @@ def exported_tap(path: Path) -> str | None:
 def accelerate(module, card, device="cpu", *, differentiable: bool = False, repeats: int = 3):
     """``module`` or an ONNX Runtime equivalent, whichever this machine runs faster on the CPU with
     the same probabilities and the same domain-check embedding (the watched layer is exported as a
-    second output; ``inference.domain.watch`` hooks it through OrtModule). The torch module stays for GPUs, for callers that need gradients
-    (Grad-CAM: ``differentiable=True``), without onnxruntime, and on any error on the way."""
-    if torch.device(device).type != "cpu" or differentiable or not available() or not isinstance(module, torch.nn.Module):
+    second output; ``inference.domain.watch`` hooks it through OrtModule). The torch module stays
+    for GPUs, for callers that need gradients (Grad-CAM: ``differentiable=True``), without
+    onnxruntime, and on any error on the way. The first call per model version exports and measures
+    (seconds to tens of seconds); later calls read the cached decision."""
+    if (torch.device(device).type != "cpu" or differentiable or not available()
+            or not isinstance(module, torch.nn.Module)):
         return module
     try:
         onnx_path = cached_onnx(card)

@@ -269,7 +269,8 @@ def _tiny_unet_card(tmp_path):
     card = ModelCard(name="tiny-unet", version="1", task="segmentation-2d", modality="MG", architecture="unet2d",
                      arch_kwargs={"in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2],
                                   "num_res_units": 1}, classes=["background", "mass"],
-                     input={"patch_size": [32, 32], "spacing_mm": [0.42, 0.42]}, normalization={"kind": "none"}, sha256="ab" * 32, path=tmp_path)
+                     input={"patch_size": [32, 32], "spacing_mm": [0.42, 0.42]}, normalization={"kind": "none"},
+                     sha256="ab" * 32, path=tmp_path)
     torch.manual_seed(0)
     from inference.registry import build
 
@@ -326,3 +327,12 @@ def test_ort_module_stands_in_for_a_torch_module(tmp_path):
     runner = DescribedRunner(card, ortm)
     pred = runner.predict(VolumeImage(np.zeros((2, 40, 40), np.float32), (3.0, 0.42, 0.42)))
     assert pred.labels.shape == (2, 40, 40) and pred.probabilities.shape == (2, 2, 40, 40)
+
+
+def test_a_broken_onnx_file_is_named(tmp_path, models_dir):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(formats.NotImportable, match="broken.onnx"):
+        formats.inspect(bad, format="onnx")
+    with pytest.raises(ValueError, match="broken.onnx: ONNX Runtime cannot load it"):
+        onnx_backend.OrtModule(bad)

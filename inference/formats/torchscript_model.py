@@ -204,10 +204,14 @@ def load_torch_export(card, path: Path, device):
                     raise NotImportable(f"{path}: its sample inputs are not plain tensors ({exc.__class__.__name__})"
                                         ) from exc
     dev = pick_device(device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.export.load(str(path))
-    module = program.module()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(path))
+        module = program.module()
+    except Exception as exc:  # torch.export raises many kinds; the user needs the file and the reason
+        raise NotImportable(f"{path}: torch.export cannot load it ({exc.__class__.__name__}: "
+                            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''})") from exc
     if dev.type != "cpu":
         module = module.to(dev)
     return DescribedRunner(card, module, dev)
