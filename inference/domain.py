@@ -395,3 +395,16 @@ def check(card, image=None, features=None, labels=None) -> DomainResult:
             return DomainResult(None, None, 1.0, "no image given for the intensity check")
         return check_intensity(card, image, labels)
     return DomainResult(None, None, None, f"unknown domain description kind {kind!r} (a newer Lightbox?)")
+
+
+def combine(results: dict[str, DomainResult]) -> DomainResult:
+    """One verdict for a series several models looked at: the model furthest out (largest
+    score / threshold) speaks, its name prefixed to the reason; None only when no model could say."""
+    judged = {name: r for name, r in results.items() if r.in_domain is not None and r.score is not None
+              and r.threshold}
+    if not judged:
+        reasons = "; ".join(f"{n}: {r.reason}" for n, r in results.items() if r.reason)
+        return DomainResult(None, None, None, reasons or NO_DESCRIPTION)
+    name, worst = max(judged.items(), key=lambda kv: kv[1].score / kv[1].threshold)
+    return DomainResult(all(r.in_domain for r in judged.values()), worst.score, worst.threshold,
+                        f"{name}: {worst.reason}")
