@@ -338,7 +338,8 @@ def check_intensity(card, image, labels=None) -> DomainResult:
     labels: the model's predicted label map on the image's grid, when there is one (recommended:
     then the foreground's tails, median and spread are compared; without it only the median of
     the voxels above the background, which tells an MR from a CT but not a subtler shift).
-    Score = the largest term over its limit (INTENSITY_LIMITS), threshold 1. A modality that differs from the card's (image.modality set) is out of domain whatever the score.
+    Score = the largest term over its limit (INTENSITY_LIMITS), threshold 1. A modality that
+    differs from the card's (image.modality set) is out of domain whatever the score.
     """
     desc = card.domain
     arr = np.asarray(image.array)
