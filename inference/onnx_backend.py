@@ -206,6 +206,20 @@ class _Tapped(torch.nn.Module):
         return y, self._seen[-1]
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch's exporter logs a line per torchvision operator it cannot find; nothing a user can act on."""
+    import logging
+
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def export(module, example_input: torch.Tensor, path, *, tap: str | None = None, dynamo: bool = True,
            opset: int | None = None) -> Path:
     """Write ``module`` as ONNX with a free batch and free spatial sizes; the file appears whole or
@@ -224,7 +238,7 @@ def export(module, example_input: torch.Tensor, path, *, tap: str | None = None,
     nd = example_input.ndim
     tmp = _atomic_target(path)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter():
             warnings.simplefilter("ignore")
             try:
                 if not dynamo:
@@ -264,8 +278,17 @@ def export(module, example_input: torch.Tensor, path, *, tap: str | None = None,
 # the measured choice
 # --------------------------------------------------------------------------
 def cache_dir() -> Path:
+    """Beside the app's other caches: $LIGHTBOX_CACHE_DIR/onnx, else $XDG_CACHE_HOME/lightbox/onnx."""
+    own = os.environ.get("LIGHTBOX_CACHE_DIR")
+    if own:
+        return Path(own).expanduser() / "onnx"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base).expanduser() / "lightbox" / "onnx"
+
+
+def wanted() -> bool:
+    """LIGHTBOX_ONNXRUNTIME=0 keeps every model on torch (default: the measured choice)."""
+    return os.environ.get("LIGHTBOX_ONNXRUNTIME", "auto").strip().lower() not in ("0", "no", "off", "false")
 
 
 def cached_onnx(card) -> Path:
@@ -407,7 +430,7 @@ def accelerate(module, card, device="cpu", *, differentiable: bool = False, repe
     for GPUs, for callers that need gradients (Grad-CAM: ``differentiable=True``), without
     onnxruntime, and on any error on the way. The first call per model version exports and measures
     (seconds to tens of seconds); later calls read the cached decision."""
-    if (torch.device(device).type != "cpu" or differentiable or not available()
+    if (torch.device(device).type != "cpu" or differentiable or not wanted() or not available()
             or not isinstance(module, torch.nn.Module)):
         return module
     try:

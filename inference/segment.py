@@ -144,12 +144,14 @@ def _card_input(card, key, default=None):
 
 
 def _fit_roi(roi: Sequence[int], size: Sequence[int], divisor: int) -> tuple[int, ...]:
-    """Shrink the window to the image where the image is smaller (keeps it a multiple of divisor)."""
+    """Shrink the window to the image where the image is smaller (keeps it a multiple of divisor, and at
+    least twice it: a window of one divisor leaves a 1-voxel bottleneck, which instance norm refuses;
+    the padding is cropped again)."""
     out = []
     for r, s in zip(roi, size):
         r = int(r)
         if s < r:
-            r = max(divisor, int(math.ceil(s / divisor)) * divisor)
+            r = min(r, max(2 * divisor, int(math.ceil(s / divisor)) * divisor))
         out.append(r)
     return tuple(out)
 

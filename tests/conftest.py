@@ -45,6 +45,9 @@ def isolated_user_state(tmp_path_factory):
     """Tests never touch the user's settings (recent studies) or demo cache."""
     root = tmp_path_factory.mktemp("user-state")
     os.environ["LIGHTBOX_CACHE_DIR"] = str(root / "cache")
+    # Analyze keeps the demo models on torch unless a test asks for the measured ONNX Runtime choice
+    # (tests/test_onnx_default.py): exporting and timing each model costs tens of seconds per session.
+    os.environ.setdefault("LIGHTBOX_ONNXRUNTIME", "0")
     os.environ["XDG_CONFIG_HOME"] = str(root / "config")  # also for the GUI subprocesses' QSettings
     try:
         from PySide6.QtCore import QSettings

@@ -177,6 +177,7 @@ def test_a_new_session_shows_the_stored_results_without_running_the_models(qtbot
         raise AssertionError("the models ran although the result is on disk")
 
     monkeypatch.setattr(run, "analyze_ct", must_not_run)
+    monkeypatch.setattr(run, "analyze_volume", must_not_run)
     monkeypatch.setattr(run, "analyze_mammo_exam", must_not_run)
     second = shown(qtbot, MainWindow(), (1300, 850))  # a new session: an empty in-memory cache
     try:

@@ -206,6 +206,10 @@ def cmd_analyze(args) -> int:
         return _fail(f"{out}: cannot write results.json ({describe(exc) if isinstance(exc, OSError) else exc})")
     for f in failed:
         report(f"not written: {f['series']}: {f['reason']}")
+    for analysis in analyses:
+        for sr in analysis.series.values():
+            for line in sr.notes.get("not_written", []):
+                report(f"not written: {sr.title}: {line}")
     report(f"wrote {written}")
     if args.json:
         print(written.read_text())
@@ -373,7 +377,9 @@ def cmd_train(args) -> int:
         return _fail(f"{args.dataset}: no such dataset folder")
     argv = [args.dataset, "--epochs", str(args.epochs), "--steps", str(args.steps), "--device", args.device,
             "--seed", str(args.seed)] + (["--out", args.out] if args.out else []) \
-        + (["--model", args.model] if args.model else [])
+        + (["--model", args.model] if args.model else []) \
+        + (["--allow-no-validation"] if args.allow_no_validation else []) \
+        + (["--ignore-extra-labels"] if args.ignore_extra_labels else [])
     return finetune_main(argv)
 
 
@@ -442,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="model folder (default: the user's model folder)")
+    p.add_argument("--allow-no-validation", action="store_true",
+                   help="train even with no validation case; the version is written 'unvalidated' and Analyze "
+                        "never uses it unless you pin it")
+    p.add_argument("--ignore-extra-labels", action="store_true",
+                   help="train even when the dataset has labels the model lacks (they become background)")
     p.set_defaults(func=cmd_train)
 
     from .cli_models import add_parser as add_models_parser

@@ -79,7 +79,11 @@ def write_series_outputs(sr: SeriesResult, series: Series | None, folder: Path) 
             path = write_label_map(ov.array, sr.volume, inside(folder, f"{stem}.nii.gz"))
             written[f"{ov.name} (NIfTI)"] = path.name
             if series is not None and series.kind == "dicom":
-                seg_path = write_seg(ov, sr, series, inside(folder, f"{stem}.seg.dcm"))
+                try:
+                    seg_path = write_seg(ov, sr, series, inside(folder, f"{stem}.seg.dcm"))
+                except ValueError as exc:  # e.g. an old CT without FrameOfReferenceUID: the NIfTI still stands
+                    sr.notes.setdefault("not_written", []).append(f"{ov.name} (DICOM SEG): {exc}")
+                    continue
                 if seg_path is not None:
                     written[f"{ov.name} (DICOM SEG)"] = seg_path.name
     return written
@@ -149,6 +153,8 @@ def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series
                 continue
             written_folders.add(folder_name)
             entry["series"][key]["files"] = {k: f"{folder_name}/{v}" for k, v in files.items()}
+            if sr.notes.get("not_written"):
+                entry["series"][key]["not_written"] = list(sr.notes["not_written"])
         summary["results"].append(entry)
     summary.setdefault("not_analysed", [])
     summary["failed"] = [{"series": f["series"], "reason": f["reason"]} for f in failures]

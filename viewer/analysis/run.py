@@ -80,8 +80,33 @@ def load(card, device: str):
 
     key = (card.name, card.version, card.sha256, str(device))
     if key not in _MODELS:
-        _MODELS[key] = load_model(card, device=device)
+        module, card = load_model(card, device=device)
+        if not card.imported:  # ONNX Runtime where this machine runs it faster with the same outputs
+            from inference.onnx_backend import accelerate
+
+            module = accelerate(module, card, device, differentiable=card.task == "exam-classifier")
+        _MODELS[key] = (module, card)
     return _MODELS[key]
+
+
+def _restart(*watches) -> bool:
+    """Forget the features of an attempt that failed (a GPU out of memory retried on the CPU); True."""
+    for w in watches:
+        w.clear()
+    return True
+
+
+def domain_entry(result, card_or_name) -> dict:
+    """A DomainResult as SeriesResult.domain / results.json keep it, with the model that judged."""
+    name = card_or_name if isinstance(card_or_name, str) else model_id(card_or_name)
+    return {**result.as_dict(), "model": name}
+
+
+def domain_warning(title: str, entry: dict) -> str:
+    from inference.domain import UNLIKE
+
+    return (f"{title}: {UNLIKE} ({entry.get('model')}: score {entry.get('score')} above "
+            f"threshold {entry.get('threshold')})")
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:
@@ -238,6 +263,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     score from its hung CC and MLO. A breast without a hung view gets no score, and the result
     says why. A view without PixelSpacing is analysed at an estimated spacing, named in the result.
     """
+    from inference import domain
     from inference.classify import analyze_view, exam_scores
     from inference.device import run_with_cpu_fallback
     from inference.preprocess.mammo import chest_wall_from_orientation
@@ -285,10 +311,13 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             result.warnings.append(f"{name}: {estimate.note}")
         chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
         model_name = model_names[name]
-        va = run_with_cpu_fallback(
-            lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: analyze_view(
-                n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True),
-            dev, result.warnings.append)
+        with domain.watch(patch_card, patch_model) as patch_watch, domain.watch(exam_card, exam_model) as exam_watch:
+            va = run_with_cpu_fallback(
+                lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: analyze_view(
+                    n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True,
+                ) if _restart(patch_watch, exam_watch) else None,
+                dev, result.warnings.append)
+        judged = {model_id(patch_card): patch_watch.result(), model_id(exam_card): exam_watch.result()}
         done += 1
         sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
         if estimate is not None:
@@ -306,19 +335,26 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             if progress:
                 progress(done / steps, f"{name}: lesion segmentation")
             if seg_card.imported:  # a 2D model from another tool: it sees the view as stored
-                labels, prob = _imported_2d(seg_model, image, spacing, should_stop)
+                labels, prob, judged[model_id(seg_card)] = _imported_2d(seg_model, image, spacing, should_stop)
             else:
-                labels, prob = run_with_cpu_fallback(
-                    lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
-                        segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
-                        cancel=_stop_guard(should_stop), chest_wall=cw),
-                    dev, result.warnings.append)
+                with domain.watch(seg_card, seg_model) as seg_watch:
+                    labels, prob = run_with_cpu_fallback(
+                        lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
+                            segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
+                            cancel=_stop_guard(should_stop), chest_wall=cw) if _restart(seg_watch) else None,
+                        dev, result.warnings.append)
+                judged[model_id(seg_card)] = seg_watch.result()
             done += 1
             sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
                                        list(seg_card.classes)))
             sr.overlays.append(Overlay("lesion probability", "probability", prob[np.newaxis], model_id(seg_card)))
             px_mm2 = spacing[0] * spacing[1]
             sr.scores["lesion area mm2"] = float((labels > 0).sum() * px_mm2)
+        verdict = domain.combine(judged)
+        sr.domain = {**verdict.as_dict(), "model": verdict.reason.split(":")[0] if verdict.in_domain is not None
+                     else ", ".join(judged), "models": {m: r.as_dict() for m, r in judged.items()}}
+        if sr.out_of_domain:
+            result.warnings.append(domain_warning(name, sr.domain))
         result.series[name] = sr
     hung = {n: s.scores["malignancy"] for n, s in result.series.items() if n in FOUR_VIEWS}
     result.exam_scores = exam_scores(hung, exam_card.extra.get("exam_combine", "mean"))
@@ -334,19 +370,21 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     return result
 
 
-def _imported_2d(runner, image: np.ndarray, spacing_yx, should_stop) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probability of any foreground class) of an imported 2D segmentation model on one view."""
+def _imported_2d(runner, image: np.ndarray, spacing_yx, should_stop):
+    """(labels, probability of any foreground class, domain verdict) of an imported 2D segmentation
+    model on one view."""
+    from inference import domain
     from inference.formats import VolumeImage
 
-    pred = _engine_call(runner.predict, VolumeImage(image[np.newaxis].astype(np.float32, copy=False),
-                                                    (1.0, float(spacing_yx[0]), float(spacing_yx[1])), modality="MG"),
-                        None, _stop_guard(should_stop))
+    view = VolumeImage(image[np.newaxis].astype(np.float32, copy=False),
+                       (1.0, float(spacing_yx[0]), float(spacing_yx[1])), modality="MG")
+    pred = _engine_call(runner.predict, view, None, _stop_guard(should_stop))
     labels = np.asarray(pred.labels)[0]
     if pred.probabilities is not None:
         prob = 1.0 - np.asarray(pred.probabilities[0], dtype=np.float32)[0]
     else:
         prob = (labels > 0).astype(np.float32)
-    return labels, np.clip(prob, 0.0, 1.0)
+    return labels, np.clip(prob, 0.0, 1.0), domain.check(runner.card, image=view, labels=pred.labels)
 
 
 def _model_view(name: str, series: Series) -> str | None:
@@ -407,6 +445,7 @@ def analyze_volume(series: Series, volume: Volume, device: str = "auto", progres
     """Segmentation of a CT or MR volume by the model Analyze picks for its modality (or ``model``, a card,
     or the matching one of ``models``, as --model chose): a Lightbox model or one imported from nnU-Net,
     MONAI, ONNX or TorchScript. Volumes in mL per class, and a lesion/tumour probability as a heatmap."""
+    from inference import domain
     from inference.device import run_with_cpu_fallback
     from inference.segment import segment_volume
 
@@ -431,16 +470,23 @@ def analyze_volume(series: Series, volume: Volume, device: str = "auto", progres
 
     classes = list(card.classes)
     if card.imported:
-        pred = _engine_call(net.predict, volume_image(volume), engine_progress, _stop_guard(should_stop))
+        image = volume_image(volume)
+        pred = _engine_call(net.predict, image, engine_progress, _stop_guard(should_stop))
         labels, probs = pred.labels, pred
         classes = list(pred.classes) or classes
         warnings += pred.notes
+        verdict = domain.check(card, image=image, labels=labels)
     else:
-        labels, probs = run_with_cpu_fallback(
-            lambda d: _engine_call(segment_volume, net, card, volume.array, tuple(volume.spacing), d,
-                                   engine_progress, _stop_guard(should_stop), probabilities="lazy"),
-            dev, warnings.append)
-    sr = SeriesResult(series.key, series.uid, series.label(), volume)
+        with domain.watch(card, net) as watch:  # the network's own features, collected during the real pass
+            labels, probs = run_with_cpu_fallback(
+                lambda d: _engine_call(segment_volume, net, card, volume.array, tuple(volume.spacing), d,
+                                       engine_progress, _stop_guard(should_stop), probabilities="lazy")
+                if _restart(watch) else None,
+                dev, warnings.append)
+        verdict = watch.result()
+    sr = SeriesResult(series.key, series.uid, series.label(), volume, domain=domain_entry(verdict, card))
+    if sr.out_of_domain:
+        warnings.append(domain_warning(series.label(), sr.domain))
     sr.overlays.append(Overlay("segmentation", "labels", labels, model_id(card), classes))
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     counts = np.bincount(np.asarray(labels).ravel().astype(np.int64), minlength=len(classes))

@@ -131,32 +131,40 @@ class AnalysisController(QObject):
     def _trained(self, card) -> None:
         if card is not None:
             self.cache.clear()  # results of the old version no longer describe what Analyze would do
-            self.window.show_message(f"New model version {card.name} {card.version}: Analyze uses it now")
+            from inference import activation
+
+            self.window.show_message(f"New model version {card.name} {card.version}: {activation.outcome(card)}")
 
     # -- which version of a model Analyze uses ----------------------------------------------------
     def _load_preferred_versions(self) -> None:
-        from ..analysis import run
+        """Pins kept by older versions in the Qt settings move once into the model folder's
+        state/active.json (the one place the CLI and the app both read), then leave the settings."""
+        from inference import activation
+
         from .main_window import settings
 
         s = settings()
         s.beginGroup("models/preferred")
-        run.PREFERRED_VERSIONS.clear()
-        run.PREFERRED_VERSIONS.update({k: str(s.value(k)) for k in s.childKeys()})
+        old = {k: str(s.value(k)) for k in s.childKeys()}
         s.endGroup()
+        if not old:
+            return
+        pinned = activation.pins()
+        for name, version in old.items():
+            if name not in pinned:
+                activation.pin(name, version)
+        s.remove("models/preferred")
+        s.sync()
 
     def use_version(self, name: str, version: str | None) -> None:
-        """Analyze uses ``version`` of model ``name`` (None: the newest again); remembered across sessions."""
-        from ..analysis import run
-        from .main_window import settings
+        """Analyze uses ``version`` of model ``name`` (None: the rule again); remembered across sessions
+        in the model folder (inference.activation), so `lightbox analyze` agrees."""
+        from inference import activation
 
-        s = settings()
         if version is None:
-            run.PREFERRED_VERSIONS.pop(name, None)
-            s.remove(f"models/preferred/{name}")
+            activation.unpin(name)
         else:
-            run.PREFERRED_VERSIONS[name] = version
-            s.setValue(f"models/preferred/{name}", version)
-        s.sync()
+            activation.pin(name, version)
         self.cache.clear()
 
     # -- what can be analysed ----------------------------------------------------------------------
