@@ -59,6 +59,7 @@ def ct(tmp_path_factory):
 def models_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LIGHTBOX_CACHE_DIR", raising=False)  # the ONNX cache then follows XDG_CACHE_HOME
     return tmp_path / "models"
 
 
@@ -125,9 +126,9 @@ def test_onnx_card_contradicting_the_file_is_refused(ct, models_dir):
     plan = formats.inspect(ct["onnx"])
     answers = _ct_answers(ct["card"], name="wrong-channels")
     answers["input"]["channels"] = 3
-    card = formats.install(plan, answers)
-    with pytest.raises(Exception, match="takes 2 input channel"):
-        load_model(card)
+    with pytest.raises(formats.NotImportable, match="takes 2 input channel"):  # before anything is written
+        formats.install(plan, answers)
+    assert not list(models_dir.glob("wrong-channels*"))
 
 
 def _tiny_onnx(path, domain):
@@ -278,6 +279,7 @@ def _tiny_unet_card(tmp_path):
 
 
 def test_accelerate_follows_the_measured_rule(tmp_path, models_dir, monkeypatch):
+    monkeypatch.setenv("LIGHTBOX_ONNXRUNTIME", "auto")  # the suite's default keeps torch
     module, card = _tiny_unet_card(tmp_path)
     monkeypatch.setattr(onnx_backend, "SPEEDUP", 1e9)  # any agreeing ONNX Runtime model counts as faster
     fast = onnx_backend.accelerate(module, card, "cpu", repeats=1)
@@ -306,6 +308,7 @@ def test_accelerate_follows_the_measured_rule(tmp_path, models_dir, monkeypatch)
 
 
 def test_accelerate_keeps_torch_when_onnx_disagrees_or_fails(tmp_path, models_dir, monkeypatch):
+    monkeypatch.setenv("LIGHTBOX_ONNXRUNTIME", "auto")
     module, card = _tiny_unet_card(tmp_path)
     monkeypatch.setattr(onnx_backend, "SPEEDUP", 1e9)
     real = onnx_backend.OrtModule.__call__

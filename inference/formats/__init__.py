@@ -118,14 +118,28 @@ def _stem(card: dict) -> str:
     return f"{name}-{version}"
 
 
-def install(plan: ImportPlan, overrides: dict | None = None, confirmed: bool = False, dest=None):
+def _filled(card: dict, dotted: str) -> bool:
+    """A need such as "modality" or "input.patch_size" has a non-empty value in the card."""
+    value = card
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return value not in (None, "", [], {})
+
+
+def install(plan: ImportPlan, overrides: dict | None = None, confirmed: bool = False, dest=None,
+            progress=None, should_stop=None):
     """Copy the artefact into the user model folder (or ``dest``) and write its card; returns the
-    ModelCard. Refuses while a needed field is empty, or when the plan runs code and the import was
-    not ``confirmed``; an existing name and version is never overwritten."""
+    ModelCard. Refuses while a needed field is empty (dotted needs name nested fields), when the
+    format says the filled-in card cannot run, or when the plan runs code and the import was not
+    ``confirmed``; an existing name and version is never overwritten. ``progress(fraction, text)`` is
+    called per copied file; ``should_stop()`` True stops (inference.segment.Cancelled), leaving nothing."""
     from inference import registry
+    from inference.segment import Cancelled
 
     card = {**plan.card, **{k: v for k, v in (overrides or {}).items() if v not in (None, "")}}
-    missing = [k for k in plan.needs if not card.get(k)]
+    missing = [k for k in plan.needs if not _filled(card, k)]
     if missing:
         raise NotImportable(f"{plan.source}: fill in {', '.join(missing)} before importing")
     if plan.runs_code and not confirmed:
@@ -145,11 +159,15 @@ def install(plan: ImportPlan, overrides: dict | None = None, confirmed: bool = F
         staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{stem}.", suffix=".import"))
         try:
             staged = staging / target.name
-            if src.is_file():
-                shutil.copy2(src, staged)
-            else:
-                files = plan.files or tree_files(src)
-                for rel in files:
+            files = [None] if src.is_file() else (plan.files or tree_files(src))
+            for i, rel in enumerate(files):
+                if should_stop is not None and should_stop():
+                    raise Cancelled("import cancelled")
+                if progress is not None:
+                    progress(i / max(1, len(files)), f"copying {src.name if rel is None else rel}")
+                if rel is None:
+                    shutil.copy2(src, staged)
+                else:
                     (staged / rel).parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(src / rel, staged / rel)
             card["weights"] = target.name
@@ -161,6 +179,12 @@ def install(plan: ImportPlan, overrides: dict | None = None, confirmed: bool = F
                                "notes": list(plan.notes)}
             card["extra"] = extra
             model = registry.ModelCard.from_dict(card, folder)
+            handler = FORMATS.get(plan.format)
+            if handler is not None and handler.check is not None:
+                try:
+                    handler.check(model)
+                except ValueError as exc:
+                    raise NotImportable(f"{plan.source}: {exc}") from exc
             text = registry.card_json(model)
             staged.rename(target)
         finally:

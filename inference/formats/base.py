@@ -127,7 +127,9 @@ class FormatHandler:
 
     detect(path) -> bool, cheap (names and small files only, nothing executed);
     plan(path) -> ImportPlan, reads the artefact's own description, executes nothing;
-    load(card, folder_or_file, device) -> Runner, after the registry has verified the sha256.
+    load(card, folder_or_file, device) -> Runner, after the registry has verified the sha256;
+    check(card) -> None raises ValueError naming what a filled-in card still lacks (a user-described
+    model), so an import never writes a card that cannot run.
     """
 
     name: str
@@ -135,6 +137,7 @@ class FormatHandler:
     plan: Callable[[Path], ImportPlan]
     load: Callable[..., Runner]
     describe: str = ""
+    check: Callable[[object], object] | None = None
 
 
 # --------------------------------------------------------------------------

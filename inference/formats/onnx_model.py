@@ -11,6 +11,7 @@ from pathlib import Path
 
 from inference.formats import register
 from inference.formats.base import FormatHandler, ImportPlan, NotImportable
+from inference.formats.described import check_card
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "ai.onnx.training",
                               "com.microsoft", "com.microsoft.nchwc"})
@@ -188,4 +189,5 @@ def load(card, path: Path, device):
     return DescribedRunner(card, module, run_on, notes)
 
 
-HANDLER = register(FormatHandler("onnx", detect, plan, load, describe="an ONNX file (.onnx)"))
+HANDLER = register(FormatHandler("onnx", detect, plan, load, describe="an ONNX file (.onnx)",
+                                   check=check_card))

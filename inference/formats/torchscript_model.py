@@ -23,6 +23,7 @@ from pathlib import Path
 
 from inference.formats import register
 from inference.formats.base import FormatHandler, ImportPlan, NotImportable
+from inference.formats.described import check_card
 from inference.formats.onnx_model import described_plan
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".pth", ".jit")
@@ -218,6 +219,6 @@ def load_torch_export(card, path: Path, device):
 
 
 TORCHSCRIPT = register(FormatHandler("torchscript", is_torchscript, plan_torchscript, load_torchscript,
-                                     describe="a TorchScript file (.pt/.ts from torch.jit.save)"))
+                                     describe="a TorchScript file (.pt/.ts from torch.jit.save)", check=check_card))
 TORCH_EXPORT = register(FormatHandler("torch-export", is_torch_export, plan_torch_export, load_torch_export,
-                                      describe="a torch.export file (.pt2 from torch.export.save)"))
+                                      describe="a torch.export file (.pt2 from torch.export.save)", check=check_card))

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import LightboxError
+from ..core.errors import Cancelled, LightboxError
 from .workers import Committed, TaskRunner
 
 FORMAT_NAMES = {"nnunet-v2": "nnU-Net v2 trained model folder", "monai-bundle": "MONAI bundle",
@@ -497,9 +497,14 @@ class ImportModelDialog(QDialog):
         plan, confirmed, dest = self.plan, self.trust.isChecked(), self.dest
         overrides, _errors = self.values()
 
-        def job(_progress, _should_stop):
-            try:  # the card is written when install returns: too late for Cancel then
-                card = install(plan, overrides, confirmed=confirmed, dest=dest)
+        def job(progress, should_stop):
+            from inference.segment import Cancelled as StoppedCopy
+
+            try:  # Cancel works between copied files; the card is written when install returns
+                card = install(plan, overrides, confirmed=confirmed, dest=dest,
+                               progress=lambda f, _what: progress(int(f * 1000), 1000), should_stop=should_stop)
+            except StoppedCopy as exc:
+                raise Cancelled("import cancelled") from exc
             except (NotImportable, ModelError, OSError) as exc:
                 raise LightboxError(str(exc)) from exc
             return Committed((card, model_in_use(card)))
