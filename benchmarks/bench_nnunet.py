@@ -29,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def alternate(fns, repeats: int):
-    """Median seconds and last output of each function, run in turn (A B A B ...), so a machine whose
-    load changes during the run slows both alike."""
+    """Median seconds and last output of each function, run in turn, forwards then backwards (A B B A
+    ...), so a machine whose load changes, or the first call after a thread-count change, slows all alike."""
     times, outs = [[] for _ in fns], [None] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
+    for r in range(repeats):
+        order = list(enumerate(fns))
+        for i, fn in (order if r % 2 == 0 else order[::-1]):
             t0 = time.perf_counter()
             outs[i] = fn()
             times[i].append(time.perf_counter() - t0)

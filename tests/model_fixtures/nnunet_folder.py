@@ -28,7 +28,7 @@ MR_SPACING_ZYX = (1.2, 1.0, 1.0)
 def nnunet_env(root: Path):
     """nnUNet_raw / _preprocessed / _results under ``root`` while nnU-Net runs; restored after."""
     names = {"nnUNet_raw": root / "raw", "nnUNet_preprocessed": root / "preprocessed",
-             "nnUNet_results": root / "results", "nnUNet_compile": "f", "nnUNet_def_n_proc": "1"}
+             "nnUNet_results": root / "results", "nnUNet_compile": "f"}
     old = {k: os.environ.get(k) for k in names}
     try:
         for k, v in names.items():
