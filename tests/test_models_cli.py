@@ -132,3 +132,28 @@ def test_a_tampered_explicit_model_fails_instead_of_falling_back(capsys, tmp_pat
     code, _, err = run(capsys, "analyze", mr, "--out", tmp_path / "o", "--model", "mr-organs:2")
     assert code == 2 and "sha256" in err and card.weights_path.name in err
     assert not (tmp_path / "o").exists()  # refused before any model ran
+
+
+def test_an_imported_2d_bundle_segments_the_mammography_exam(capsys, tmp_path, user_models):
+    """MG with an imported model: a MONAI bundle made with MONAI's own tools takes the exam's lesion
+    segmentation role when --model names it; the classifiers stay the demo ones."""
+    from model_fixtures.monai_bundle import make_bundle
+
+    from viewer.core.synthetic import write_mammo_exam
+
+    bundle = make_bundle(tmp_path, name="tiny_mammo_lesion", spatial_dims=2)
+    code, out, err = run(capsys, "models", "import", bundle, "--yes")
+    assert code == 0, err
+    name, version = out.strip().split(":")
+    mg = tmp_path / "mg"
+    write_mammo_exam(mg, (416, 320), seed=3, lesion_side="L")
+    code, stdout, err = run(capsys, "analyze", mg, "--out", tmp_path / "o", "--json", "--model", name)
+    assert code == 0, err
+    (res,) = json.loads(stdout)["results"]
+    assert res["models"]["segmentation"] == f"{name} {version}"
+    assert res["model_cards"]["segmentation"]["format"] == "monai-bundle"
+    assert res["models"]["patch"].startswith("mammo-patch")
+    for view in ("RCC", "LCC", "RMLO", "LMLO"):
+        seg = next(o for o in res["series"][view]["overlays"] if o["name"] == "segmentation")
+        assert seg["model"] == f"{name} {version}"
+        assert res["series"][view]["domain"]["models"][f"{name} {version}"]["in_domain"] is None  # no description
