@@ -18,9 +18,9 @@ Where the numbers come from, so results match nnU-Net's to the bit where it matt
   the image, 1 for the logits, order 0 across the low-resolution axis of anisotropic data), done here
   with scipy.ndimage.zoom, which is what ``resize`` calls;
 - the network sees one window at a time, its mirrored copies in the order nnU-Net runs them. A card
-  may set ``input["windows_per_batch"]`` above 1: about twice as fast on a CPU, but convolutions over a
-  batch round differently, and the float16 sums can turn that into probability differences of ~1e-4
-  (labels may then differ where two classes tie).
+  may set ``input["windows_per_batch"]`` above 1: faster for small networks, slower for a 4-stage one
+  on a 2-core CPU (benchmarks/bench_nnunet.py), and convolutions over a batch round differently, which
+  the float16 sums turn into probability differences of ~1e-4 (labels may differ where classes tie).
 
 Checkpoints are pickles. They are read with ``torch.load(weights_only=True)`` and an allow-list of
 what nnU-Net's training log puts there (numpy scalars: numpy's scalar(), np.dtype and the numeric
@@ -675,8 +675,8 @@ class NnUNetRunner:
         self.network.to(self.device).eval()
         self.mirroring = bool((card.input or {}).get("mirroring", True))
         self.tile_step_size = float((card.input or {}).get("tile_step_size", 0.5))
-        # 1 = nnU-Net's own way and its numbers to the bit; more windows per network call is faster on a
-        # CPU, but convolutions over a batch round differently, which the float16 sums can make visible
+        # 1 = nnU-Net's own way and its numbers to the bit; more windows per network call can be faster,
+        # but convolutions over a batch round differently, which the float16 sums can make visible
         self.windows_per_batch = max(1, int((card.input or {}).get("windows_per_batch", 1)))
 
     def _load(self, i: int) -> None:
