@@ -38,11 +38,12 @@ CPU) averaging the gradients; rank 0 validates and writes the new version.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -422,23 +423,89 @@ def free_version(card, folder: Path) -> str:
     return version
 
 
+@dataclass
+class DomainCases:
+    """A run's own cases, for the new version's domain description: ``cases()`` yields them one at a
+    time in :func:`inference.domain_fit.describe_embedding`'s formats (read lazily: one volume in
+    memory at a time); ``count`` of them, each one ``what`` ("cases", "views"); run on ``device``."""
+
+    count: int
+    cases: Callable[[], Iterable]
+    what: str = "cases"
+    device: object = "cpu"
+
+
+MIN_DOMAIN_CASES = 3  # fit_embedding's minimum: fewer images cannot be cross-validated
+
+
+def _counted(items: Iterable, tally: list) -> Iterable:
+    for item in items:
+        tally[0] += 1
+        yield item
+
+
+def version_domain(card, net: torch.nn.Module, own: DomainCases | None, dataset) -> tuple[dict, str]:
+    """(card.domain, note) of a version fine-tuned from ``card`` into ``net``.
+
+    A version trained on a user's cases must not call those very cases "unlike this model's training
+    data", and its features are not its parent's: the "embedding" description is recomputed with
+    ``net`` from all the run's exported cases (training and validation), plus
+    ``domain_fit.DEMO_SUBSET`` when the parent's description came from the demo training phantoms
+    (so that their domain stays in domain). Never fails: with fewer than 3 cases, a parent described
+    otherwise (e.g. an imported model's "intensity"), or any error, the parent's description is
+    kept and the note says why.
+    """
+    from inference import domain_fit
+
+    parent = card.domain or {}
+    who = f"{card.name} {card.version}"
+
+    def keep(why: str) -> tuple[dict, str]:
+        return parent, f"domain description of {who} kept (not recomputed for this version): {why}"
+
+    if own is None:
+        return keep("the fine-tuner gave no cases to describe")
+    if parent and parent.get("kind") != "embedding":
+        return keep(f"its kind {parent.get('kind')!r} is not made from the network's features")
+    demo = domain_fit.DEMO_SUBSET.get(card.name) if domain_fit.from_demo_phantoms(parent, card.name) else None
+    if demo is None and own.count < MIN_DOMAIN_CASES:
+        return keep(f"{own.count} exported {own.what}; a description needs at least {MIN_DOMAIN_CASES}")
+    own_n, demo_n = [0], [0]
+    cases = itertools.chain(_counted(own.cases(), own_n), _counted(demo[0]() if demo else (), demo_n))
+    source = (f"{own.count} exported {own.what} of {Path(dataset).name} (training and validation)"
+              + (f" + {demo[1]}" if demo else ""))
+    note = f"fine-tuned from {who}, this version's network on {source}"
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            desc = domain_fit.describe_embedding(card, net, cases, note=note, device=own.device)
+    except Exception as exc:  # noqa: BLE001 - a description must never cost the training run
+        return keep(f"recomputing it failed ({type(exc).__name__}: {exc})")
+    desc["fit"].update(own_cases=own_n[0], demo_cases=demo_n[0],
+                       seconds=float(f"{time.perf_counter() - start:.3g}"))
+    return desc, note
+
+
 def save_version(net: torch.nn.Module, checked: Plan, dataset, summary: str, metrics: dict, verdict: dict,
-                 out_dir=None, extra=None):
+                 out_dir=None, extra=None, domain_cases: DomainCases | None = None):
     """Write ``net`` as a new version of the plan's parent (side by side with the older ones) and return
-    its card. ``summary`` describes the training data; the parent's description and metrics are kept in
-    the card; ``verdict`` (:func:`inference.activation.record`) decides whether Analyze may use it."""
+    its card. ``summary`` describes the training data; the parent's metrics are kept in the card;
+    ``verdict`` (:func:`inference.activation.record`) decides whether Analyze may use it. The domain
+    description is recomputed from ``domain_cases`` (:func:`version_domain`); ``extra["domain_note"]``
+    says what it was fitted on, or why the parent's was kept."""
     card = checked.card
     folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
-    inherited = {k: v for k, v in card.extra.items() if k not in ("activation", "label_warnings")}
+    domain, domain_note = version_domain(card, net, domain_cases, dataset)
+    inherited = {k: v for k, v in card.extra.items() if k not in ("activation", "label_warnings", "domain_note")}
     notes = {"label_warnings": checked.labels.warnings()} if checked.labels.warnings() else {}
     if checked.labels.unknown:
         notes["ignored_labels"] = dict(checked.labels.unknown)
-    new = replace(card, version=free_version(card, folder), sha256="", path=None,
+    new = replace(card, version=free_version(card, folder), sha256="", path=None, domain=domain,
                   training_data=(f"fine-tuned from {card.name} {card.version} on {Path(dataset).name}: {summary}; "
                                  f"parent: {card.training_data}"),
                   metrics={**metrics, "parent_metrics": card.metrics},
                   extra={**inherited, "parent": f"{card.name} {card.version}", **(extra or {}), **notes,
-                         "activation": verdict,
+                         "activation": verdict, "domain_note": domain_note,
                          "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     path = registry.save_model(net.cpu(), new, folder, stem=f"{new.name}-{new.version}")
     return registry.load_card(path)
@@ -599,9 +666,22 @@ def _finetune_seg3d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, l
     verdict = judge_segmentation(card, before, after, len(run.val_idx))
     new = save_version(net, checked, dataset, summary, {"val_dice_before": before, "val_dice": after,
                                                         "n_val_cases": len(run.val_idx), "epochs": history},
-                       verdict, out_dir, {"processes": run.world})
+                       verdict, out_dir, {"processes": run.world}, volume_cases(pairs, run.device))
     run.close()
     return new
+
+
+def volume_cases(pairs: list[tuple[Path, Path]], device) -> DomainCases:
+    """The exported volumes as (HU (z, y, x), spacing (z, y, x)), as Analyze gets them, for
+    segment_volume to run the new version on (its domain description)."""
+    def cases():
+        import SimpleITK as sitk
+
+        for image, _label in pairs:
+            img = sitk.ReadImage(str(image))
+            yield (sitk.GetArrayFromImage(img).astype(np.float32),
+                   tuple(float(s) for s in reversed(img.GetSpacing())))
+    return DomainCases(len(pairs), cases, "cases", device)
 
 
 def describe_metrics(record: dict) -> str:

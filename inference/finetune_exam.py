@@ -41,6 +41,7 @@ from inference import registry
 from inference.classify import split_view_name
 from inference import activation
 from inference.finetune import (
+    DomainCases,
     FinetuneError,
     LabelCheck,
     Plan,
@@ -213,6 +214,17 @@ def split_cases(views: list[LabelledView], val_fraction: float, seed: int) -> tu
     return train, val, note
 
 
+def exam_view_cases(net: torch.nn.Module, card, views: list[LabelledView], device) -> DomainCases:
+    """Every usable view for the new version's domain description: prepared as inference prepares
+    it, one forward pass of the exam network (the trunk is the watched layer)."""
+    from inference.classify import view_probability
+
+    def cases():
+        for v in views:
+            yield lambda v=v: view_probability(net, load_view(v, card), device=device)
+    return DomainCases(len(views), cases, "views", device)
+
+
 def plan_exam(dataset, card, val_fraction: float, seed: int) -> Plan:
     """The checked plan of fine-tuning the exam classifier: usable views, the split by case, and the
     view labels that are neither the model's class nor its absence (they would be skipped)."""
@@ -322,6 +334,6 @@ def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr:
     verdict = activation.record(metric, old_score, new_score, n_val_cases, f"{card.name} {card.version}")
     new = save_version(net, checked, dataset, summary, metrics, verdict, out_dir,
                        {"processes": world, "finetune": "trunk frozen; top and score trained, BatchNorm statistics "
-                                                         "kept"})
+                                                         "kept"}, exam_view_cases(net, card, views, dev))
     run.close()
     return new

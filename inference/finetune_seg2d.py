@@ -23,6 +23,7 @@ import torch
 
 from inference import registry
 from inference.finetune import (
+    DomainCases,
     FinetuneError,
     Plan,
     Progress,
@@ -127,6 +128,18 @@ def validate(net: torch.nn.Module, card, views: list[View], device) -> dict[str,
     return {k: float(np.mean(d)) for k, d in scores.items()}
 
 
+def view_cases(net: torch.nn.Module, card, pairs: list[tuple[Path, Path]], device) -> DomainCases:
+    """The exported views for the new version's domain description: each one segmented by
+    segment_image on its source grid, chest wall from the pixels (as validation does)."""
+    from inference.segment import segment_image
+
+    def cases():
+        for image, label in pairs:
+            pixels, _labels, spacing = read_view(image, label)
+            yield lambda pixels=pixels, spacing=spacing: segment_image(net, card, pixels, spacing, device=device)
+    return DomainCases(len(pairs), cases, "views", device)
+
+
 def finetune_seg2d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
                    device: str, out_dir, progress: Progress | None, should_stop):
     """Fine-tune the plan's "segmentation-2d" card on ``dataset``; the new ModelCard (None on torchrun ranks > 0)."""
@@ -169,6 +182,7 @@ def finetune_seg2d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr
                "val_dice_on": "each validation view's source grid, segmented by segment_image"}
     verdict = judge_segmentation(card, before, after, len(val_views))
     new = save_version(net, checked, dataset, summary, metrics, verdict, out_dir,
-                       {"processes": run.world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"})
+                       {"processes": run.world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"},
+                       view_cases(net, card, pairs, run.device))
     run.close()
     return new
