@@ -27,6 +27,13 @@ Retraining cannot put a worse model in charge (``inference.activation`` holds th
   run is refused unless ``ignore_extra_labels`` is given; a model class without labels in the
   dataset is trained as background, which is said as a warning.
 
+A new version gets its own domain description (``card.domain``, the out-of-distribution check of
+``inference.domain``), computed with ITS network from all the exported cases, plus a few of the
+demo training phantoms (``domain_fit.DEMO_SUBSET``) when the parent was described from them: the
+cases it was trained on are no longer "unlike this model's training data". When that cannot be
+done (fewer than 3 cases, another kind of description, an error) the parent's is kept;
+``extra["domain_note"]`` says which (:func:`version_domain`).
+
 Several GPUs or machines: run it under torchrun, e.g.
 
     torchrun --nproc_per_node 4 -m inference.finetune DATASET --epochs 20
