@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-mirroring", action="store_true")
     ap.add_argument("--batch", type=int, default=4, help="windows per network call of the second Lightbox row")
+    ap.add_argument("--threads", type=int, nargs="+", default=None,
+                    help="torch thread counts to measure (default: 1 and the default count); one count per process "
+                         "avoids the slow first calls after a thread-count change")
     args = ap.parse_args(argv)
 
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
               f"mirroring {'on' if mirroring else 'off'}, median of {args.repeats}")
         rows = []
         default_threads = torch.get_num_threads()
-        for threads in sorted({1, default_threads}):
+        for threads in (args.threads or sorted({1, default_threads})):
             torch.set_num_threads(threads)
             predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
                                         device=torch.device("cpu"), perform_everything_on_device=False,
