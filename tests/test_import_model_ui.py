@@ -163,8 +163,12 @@ def test_what_cannot_be_imported_is_said_in_the_dialog(qtbot, tmp_path, models_d
     assert "not a model Lightbox can import" in dialog.status.text()
 
 
-def test_imported_model_analyses_an_mr_series_in_the_window(qtbot, onnx_file, models_dir, tmp_path):
+def test_imported_model_analyses_an_mr_series_in_the_window(qtbot, onnx_file, models_dir, tmp_path, monkeypatch):
     from viewer.core.synthetic import write_mr_study
+
+    # the brush edit below is autosaved: recovery files of this test only, or every later window
+    # (tests/test_real_window.py's real X window among them) would open with a "restore edits?" box
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
     from viewer.ui.analysis_controller import LABEL_LAYER
     from viewer.ui.editor_controller import EDIT_LAYER
 

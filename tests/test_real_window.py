@@ -211,6 +211,9 @@ def x_env(xvfb, tmp_path_factory) -> dict[str, str]:
                XDG_CACHE_HOME=str(state / "cache"), PYTHONUNBUFFERED="1")
     for var in ("LIGHTBOX_CACHE_DIR", "XDG_CONFIG_HOME"):
         assert var in env, f"{var} not isolated by conftest"
+    # its own recovery folder: an autosave another test left in the session's cache would open the
+    # window with a "restore unsaved edits?" box, which is not the initial state compared below
+    env["LIGHTBOX_CACHE_DIR"] = str(state / "lightbox-cache")
     return env
 
 
