@@ -403,14 +403,24 @@ def check(card, image=None, features=None, labels=None) -> DomainResult:
     return DomainResult(None, None, None, f"unknown domain description kind {kind!r} (a newer Lightbox?)")
 
 
+def _judged(results: dict[str, DomainResult]) -> dict[str, DomainResult]:
+    return {name: r for name, r in results.items() if r.in_domain is not None and r.score is not None
+            and r.threshold}
+
+
+def furthest(results: dict[str, DomainResult]) -> str | None:
+    """The name of the model furthest out (largest score / threshold); None when no model could say."""
+    judged = _judged(results)
+    return max(judged, key=lambda n: judged[n].score / judged[n].threshold) if judged else None
+
+
 def combine(results: dict[str, DomainResult]) -> DomainResult:
-    """One verdict for a series several models looked at: the model furthest out (largest
-    score / threshold) speaks, its name prefixed to the reason; None only when no model could say."""
-    judged = {name: r for name, r in results.items() if r.in_domain is not None and r.score is not None
-              and r.threshold}
-    if not judged:
+    """One verdict for a series several models looked at: the model furthest out (:func:`furthest`)
+    speaks, its name prefixed to the reason; None only when no model could say."""
+    name = furthest(results)
+    if name is None:
         reasons = "; ".join(f"{n}: {r.reason}" for n, r in results.items() if r.reason)
         return DomainResult(None, None, None, reasons or NO_DESCRIPTION)
-    name, worst = max(judged.items(), key=lambda kv: kv[1].score / kv[1].threshold)
-    return DomainResult(all(r.in_domain for r in judged.values()), worst.score, worst.threshold,
+    worst = results[name]
+    return DomainResult(all(r.in_domain for r in _judged(results).values()), worst.score, worst.threshold,
                         f"{name}: {worst.reason}")

@@ -102,10 +102,9 @@ def cmd_import(args) -> int:
         return _fail(str(exc))
     plan.card = _merge(plan.card, overrides)
     show_plan(plan)
-    missing = [k for k in plan.needs if not plan.card.get(k) and not _nested(plan.card, k)]
+    missing = [k for k in plan.needs if not formats.filled(plan.card, k)]
     if missing:
         return _fail(f"{args.path}: fill in {', '.join(missing)} (e.g. " + " ".join(_hint(k) for k in missing) + ")")
-    plan.needs = []  # filled in above (nested keys such as input.spacing_mm included)
     if not _confirm(plan, args.yes):
         return _fail(f"{args.path}: not imported: the model runs code from its files; read it above and rerun "
                      "with --yes to accept it")
@@ -116,15 +115,6 @@ def cmd_import(args) -> int:
     _say(f"imported {card.name} {card.version} ({card.architecture}, {card.task}, {card.modality}) to {card.path}")
     print(json.dumps(card.to_dict(), indent=2) if args.json else f"{card.name}:{card.version}")
     return 0
-
-
-def _nested(card: dict, dotted: str):
-    value = card
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value if value not in (None, "", [], {}) else None
 
 
 def _hint(key: str) -> str:

@@ -25,7 +25,7 @@ from .base import (FormatHandler, NotImportable, ImportPlan, Prediction, Runner,
                    tree_files)
 
 __all__ = ["FORMATS", "NotImportable", "ImportPlan", "Prediction", "Runner", "VolumeImage", "detect", "inspect",
-           "install", "is_imported", "load", "opened"]
+           "filled", "install", "is_imported", "load", "opened"]
 
 FORMATS: dict[str, FormatHandler] = {}
 _MAX_ZIP_BYTES = 8 << 30
@@ -118,7 +118,7 @@ def _stem(card: dict) -> str:
     return f"{name}-{version}"
 
 
-def _filled(card: dict, dotted: str) -> bool:
+def filled(card: dict, dotted: str) -> bool:
     """A need such as "modality" or "input.patch_size" has a non-empty value in the card."""
     value = card
     for part in dotted.split("."):
@@ -139,7 +139,7 @@ def install(plan: ImportPlan, overrides: dict | None = None, confirmed: bool = F
     from inference.segment import Cancelled
 
     card = {**plan.card, **{k: v for k, v in (overrides or {}).items() if v not in (None, "")}}
-    missing = [k for k in plan.needs if not _filled(card, k)]
+    missing = [k for k in plan.needs if not filled(card, k)]
     if missing:
         raise NotImportable(f"{plan.source}: fill in {', '.join(missing)} before importing")
     if plan.runs_code and not confirmed:

@@ -89,11 +89,14 @@ def load(card, device: str):
     return _MODELS[key]
 
 
-def _restart(*watches) -> bool:
-    """Forget the features of an attempt that failed (a GPU out of memory retried on the CPU); True."""
-    for w in watches:
-        w.clear()
-    return True
+def _afresh(attempt: Callable, *watches) -> Callable:
+    """``attempt(device)`` that first forgets what ``watches`` collected from an attempt that failed
+    (run_with_cpu_fallback redoes a GPU run that ran out of memory on the CPU)."""
+    def run(device):
+        for w in watches:
+            w.clear()
+        return attempt(device)
+    return run
 
 
 def domain_entry(result, card_or_name) -> dict:
@@ -312,11 +315,10 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
         model_name = model_names[name]
         with domain.watch(patch_card, patch_model) as patch_watch, domain.watch(exam_card, exam_model) as exam_watch:
-            va = run_with_cpu_fallback(
+            va = run_with_cpu_fallback(_afresh(
                 lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: analyze_view(
-                    n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True,
-                ) if _restart(patch_watch, exam_watch) else None,
-                dev, result.warnings.append)
+                    n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True),
+                patch_watch, exam_watch), dev, result.warnings.append)
         judged = {model_id(patch_card): patch_watch.result(), model_id(exam_card): exam_watch.result()}
         done += 1
         sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
@@ -338,11 +340,11 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
                 labels, prob, judged[model_id(seg_card)] = _imported_2d(seg_model, image, spacing, should_stop)
             else:
                 with domain.watch(seg_card, seg_model) as seg_watch:
-                    labels, prob = run_with_cpu_fallback(
+                    labels, prob = run_with_cpu_fallback(_afresh(
                         lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
                             segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
-                            cancel=_stop_guard(should_stop), chest_wall=cw) if _restart(seg_watch) else None,
-                        dev, result.warnings.append)
+                            cancel=_stop_guard(should_stop), chest_wall=cw),
+                        seg_watch), dev, result.warnings.append)
                 judged[model_id(seg_card)] = seg_watch.result()
             done += 1
             sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
@@ -351,8 +353,8 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
             px_mm2 = spacing[0] * spacing[1]
             sr.scores["lesion area mm2"] = float((labels > 0).sum() * px_mm2)
         verdict = domain.combine(judged)
-        sr.domain = {**verdict.as_dict(), "model": verdict.reason.split(":")[0] if verdict.in_domain is not None
-                     else ", ".join(judged), "models": {m: r.as_dict() for m, r in judged.items()}}
+        sr.domain = {**verdict.as_dict(), "model": domain.furthest(judged) or ", ".join(judged),
+                     "models": {m: r.as_dict() for m, r in judged.items()}}
         if sr.out_of_domain:
             result.warnings.append(domain_warning(name, sr.domain))
         result.series[name] = sr
@@ -441,10 +443,10 @@ def volume_image(volume: Volume):
 
 
 def analyze_volume(series: Series, volume: Volume, device: str = "auto", progress: Progress | None = None,
-                   should_stop: StopCheck | None = None, model=None, models: list | None = None) -> AnalysisResult:
-    """Segmentation of a CT or MR volume by the model Analyze picks for its modality (or ``model``, a card,
-    or the matching one of ``models``, as --model chose): a Lightbox model or one imported from nnU-Net,
-    MONAI, ONNX or TorchScript. Volumes in mL per class, and a lesion/tumour probability as a heatmap."""
+                   should_stop: StopCheck | None = None, models: list | None = None) -> AnalysisResult:
+    """Segmentation of a CT or MR volume by the model Analyze picks for its modality (or the matching one
+    of ``models``, as --model chose): a Lightbox model or one imported from nnU-Net, MONAI, ONNX or
+    TorchScript. Volumes in mL per class, and a lesion/tumour probability as a heatmap."""
     from inference import domain
     from inference.device import run_with_cpu_fallback
     from inference.segment import segment_volume
@@ -455,8 +457,7 @@ def analyze_volume(series: Series, volume: Volume, device: str = "auto", progres
     t0 = time.perf_counter()
     dev = resolve_device(device)
     warnings: list[str] = []
-    chosen = [model] if model is not None else models
-    found = load_role("segmentation-3d", modality, dev, warnings, chosen)
+    found = load_role("segmentation-3d", modality, dev, warnings, models)
     if found is None:
         raise _no_model(no_volume_model(modality), warnings)
     net, card = found
@@ -472,17 +473,17 @@ def analyze_volume(series: Series, volume: Volume, device: str = "auto", progres
     if card.imported:
         image = volume_image(volume)
         pred = _engine_call(net.predict, image, engine_progress, _stop_guard(should_stop))
-        labels, probs = pred.labels, pred
+        labels = pred.labels
+        probs = pred if pred.probabilities is not None else None  # Prediction.channel() like GridProbabilities
         classes = list(pred.classes) or classes
         warnings += pred.notes
         verdict = domain.check(card, image=image, labels=labels)
     else:
         with domain.watch(card, net) as watch:  # the network's own features, collected during the real pass
-            labels, probs = run_with_cpu_fallback(
+            labels, probs = run_with_cpu_fallback(_afresh(
                 lambda d: _engine_call(segment_volume, net, card, volume.array, tuple(volume.spacing), d,
-                                       engine_progress, _stop_guard(should_stop), probabilities="lazy")
-                if _restart(watch) else None,
-                dev, warnings.append)
+                                       engine_progress, _stop_guard(should_stop), probabilities="lazy"),
+                watch), dev, warnings.append)
         verdict = watch.result()
     sr = SeriesResult(series.key, series.uid, series.label(), volume, domain=domain_entry(verdict, card))
     if sr.out_of_domain:
@@ -495,8 +496,7 @@ def analyze_volume(series: Series, volume: Volume, device: str = "auto", progres
             continue
         sr.scores[f"{name} mL"] = float(counts[i] * voxel_ml)
     lesion = next((c for c in classes if any(w in c.lower() for w in ("lesion", "tumor", "tumour"))), None)
-    has_probs = probs is not None and (not card.imported or probs.probabilities is not None)
-    if lesion is not None and has_probs:
+    if lesion is not None and probs is not None:
         _check(should_stop)
         sr.overlays.append(Overlay(f"{lesion} probability", "probability", probs.channel(lesion), model_id(card)))
     result = AnalysisResult(modality.lower() or "volume", volume.info.study_uid, {series.key: sr},

@@ -248,7 +248,7 @@ class AnalysisController(QObject):
                 result = run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
             else:
                 result = run.analyze_volume(target[1], target[2], device="auto", progress=report,
-                                            should_stop=should_stop, model=None)
+                                            should_stop=should_stop)
             if result.models == {role: run.model_id(c) for role, c in planned.items()}:  # what the key says
                 try:
                     store.save(disk_key, result)
