@@ -60,6 +60,14 @@ def isolated_user_state(tmp_path_factory):
 
 
 @pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    """An empty user model folder of this test's own (imports, fine-tuned versions, pins land there)."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
 def ramp():
     return ramp_volume
 

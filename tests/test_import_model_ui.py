@@ -40,13 +40,6 @@ def onnx_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "my-models"
-    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(folder))
-    return folder
-
-
 def read(qtbot, dialog, path):
     dialog.open_path(path)
     qtbot.waitUntil(lambda: not dialog.busy, timeout=30000)

@@ -48,13 +48,6 @@ def bundles(tmp_path_factory):
     return {"pt": make_bundle(root), "ts": make_bundle(root, name="tiny_spleen_ts", torchscript=True)}
 
 
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "models"
-    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def input_nifti(tmp_path_factory):
     """The volume as the NIfTI a user would give MONAI (written as the runner writes its own)."""

@@ -36,13 +36,6 @@ def mr_folder(tmp_path_factory) -> Path:
     return build_model_folder(tmp_path_factory.mktemp("nnunet-mr"), modality="MR", dataset_id=502, folds=(0,))
 
 
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "models"
-    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(folder))
-    return folder
-
-
 def ct_volume(seed=1):
     img, _ = synthetic_case((30, 22, 9), TEST_SPACING, "CT", np.random.default_rng(seed))
     img[:2] = 0  # zero-valued padding, as scanners write outside the field of view: cropped by nnU-Net

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CT = "ct-organs-unet3d"
 
 
-@pytest.fixture
-def user_models(tmp_path, monkeypatch):
-    folder = tmp_path / "models"
-    monkeypatch.setenv("LIGHTBOX_MODELS_DIR", str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory):
     """The shipped CT U-Net exported to ONNX: a real third-party-format file with known outputs."""
@@ -56,10 +49,10 @@ IMPORT_MR = ("--modality", "MR", "--task", "segmentation-3d", "--name", "mr-orga
              "--set", "input.patch_size=[32,64,64]", "--licence", "Apache-2.0 (test)")
 
 
-def test_import_names_what_is_missing_then_installs_and_lists(capsys, user_models, onnx_file):
+def test_import_names_what_is_missing_then_installs_and_lists(capsys, models_dir, onnx_file):
     code, _, err = run(capsys, "models", "import", onnx_file)
     assert code == 2 and "fill in" in err and "modality" in err and "--modality" in err  # the file cannot say
-    assert not user_models.exists() or not list(user_models.glob("*.json"))
+    assert not models_dir.exists() or not list(models_dir.glob("*.json"))
 
     code, out, err = run(capsys, "models", "import", onnx_file, *IMPORT_MR)
     assert code == 0, err
@@ -79,7 +72,7 @@ def test_import_names_what_is_missing_then_installs_and_lists(capsys, user_model
     assert code == 2 and "already installed" in err  # never overwritten
 
 
-def test_imported_model_analyses_mr_and_results_name_it(capsys, tmp_path, user_models, onnx_file, mr_dir):
+def test_imported_model_analyses_mr_and_results_name_it(capsys, tmp_path, models_dir, onnx_file, mr_dir):
     assert run(capsys, "models", "import", onnx_file, *IMPORT_MR)[0] == 0
     out = tmp_path / "out"
     code, stdout, err = run(capsys, "analyze", mr_dir, "--out", out, "--json", "--device", "cpu")
@@ -95,7 +88,7 @@ def test_imported_model_analyses_mr_and_results_name_it(capsys, tmp_path, user_m
     assert (out / series["files"]["segmentation (DICOM SEG)"]).is_file()  # SEG for the MR series, by this model
 
 
-def test_model_flag_picks_by_name_and_refuses_unknown_names(capsys, tmp_path, user_models, onnx_file):
+def test_model_flag_picks_by_name_and_refuses_unknown_names(capsys, tmp_path, models_dir, onnx_file):
     ct = tmp_path / "ct"
     write_ct_study(ct, shape=(24, 48, 48), spacing=(6.25, 7.4, 7.4), seed=5)
     code, _, err = run(capsys, "analyze", ct, "--out", tmp_path / "o1", "--model", "no-such-model")
@@ -121,7 +114,7 @@ def test_model_flag_picks_by_name_and_refuses_unknown_names(capsys, tmp_path, us
         assert other == pytest.approx(value, rel=0.02, abs=0.5), key
 
 
-def test_a_tampered_explicit_model_fails_instead_of_falling_back(capsys, tmp_path, user_models, onnx_file):
+def test_a_tampered_explicit_model_fails_instead_of_falling_back(capsys, tmp_path, models_dir, onnx_file):
     assert run(capsys, "models", "import", onnx_file, *IMPORT_MR)[0] == 0
     card = registry.find_model("mr-organs")
     data = bytearray(card.weights_path.read_bytes())
@@ -134,7 +127,7 @@ def test_a_tampered_explicit_model_fails_instead_of_falling_back(capsys, tmp_pat
     assert not (tmp_path / "o").exists()  # refused before any model ran
 
 
-def test_an_imported_2d_bundle_segments_the_mammography_exam(capsys, tmp_path, user_models):
+def test_an_imported_2d_bundle_segments_the_mammography_exam(capsys, tmp_path, models_dir):
     """MG with an imported model: a MONAI bundle made with MONAI's own tools takes the exam's lesion
     segmentation role when --model names it; the classifiers stay the demo ones."""
     from model_fixtures.monai_bundle import make_bundle
