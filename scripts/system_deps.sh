@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages for tests/test_real_window.py: an X server (Xvfb), the libraries Qt's xcb platform
 # plugin loads, and ImageMagick's `import` to capture the X screen; and for tests/test_conformance.py
-# dicom3tools (dciodvfy, dcentvfy: the standard's IOD checks). Debian/Ubuntu (apt) only.
+# dicom3tools (dciodvfy, dcentvfy: the standard's IOD checks); for the PACS tests a real Orthanc with its
+# DICOMweb plugin, and DCMTK (getscu/storescu: the DIMSE benchmark's baseline). Debian/Ubuntu (apt) only.
 #
 # Idempotent and fast when everything is present (one dpkg-query, no apt-get update). Otherwise runs
 # `apt-get update` once and installs only what is missing, as root or through sudo.
@@ -15,13 +16,15 @@ PACKAGES=(
     xvfb xauth                      # the X server (xauth for xvfb-run users)
     imagemagick                     # `import -window root`: the test's capture of the X screen
     dicom3tools                     # dciodvfy / dcentvfy: every DICOM object we write is checked
+    orthanc orthanc-dicomweb        # a real PACS the remote tests start on 127.0.0.1 (tests/orthanc_server.py)
+    dcmtk                           # getscu / storescu: what the C-GET benchmark compares against
     libxcb1 libx11-6 libx11-xcb1 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
     libxcb-randr0 libxcb-render0 libxcb-render-util0 libxcb-shape0 libxcb-shm0 libxcb-sync1
     libxcb-util1 libxcb-xfixes0 libxcb-xkb1 libxkbcommon0 libxkbcommon-x11-0
     libegl1 libgl1 libfontconfig1 libfreetype6 libdbus-1-3
     "libglib2.0-0t64|libglib2.0-0"  # renamed in the 64-bit time_t transition (Debian 13, Ubuntu 24.04)
 )
-COMMANDS=(Xvfb import dciodvfy dcentvfy)  # what a system without dpkg must already have
+COMMANDS=(Xvfb import dciodvfy dcentvfy Orthanc getscu)  # what a system without dpkg must already have
 
 say() { echo "system_deps: $*"; }
 
@@ -33,7 +36,7 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
         exit 0
     fi
     say "not a Debian-based system (no dpkg/apt): install by hand Xvfb, ImageMagick (import), dicom3tools" \
-        "(dciodvfy, dcentvfy) and the" \
+        "(dciodvfy, dcentvfy), Orthanc with its DICOMweb plugin, DCMTK and the" \
         "xcb libraries Qt needs (xcb-cursor, xcb-icccm, xcb-image, xcb-keysyms, xcb-render-util," \
         "xkbcommon-x11, EGL, GL, fontconfig, dbus); missing: ${missing_cmds[*]}" >&2
     exit 1

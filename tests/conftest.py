@@ -83,3 +83,36 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _orthanc_or_skip():
+    import orthanc_server as orthanc_mod
+    why = orthanc_mod.missing()
+    if why:
+        if os.environ.get("LIGHTBOX_REQUIRE_ORTHANC") == "1":
+            pytest.fail(f"LIGHTBOX_REQUIRE_ORTHANC=1 but {why}")
+        pytest.skip(why)
+    return orthanc_mod
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path):
+    """Start real Orthanc servers (tests/orthanc_server.py): ``orthanc_factory(users=..., modalities=...)``;
+    every one started is stopped at the end of the test."""
+    orthanc_mod = _orthanc_or_skip()
+    started = []
+
+    def start(users=None, modalities=None):
+        server = orthanc_mod.OrthancServer(tmp_path / f"orthanc{len(started)}", users=users, modalities=modalities)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def orthanc(orthanc_factory):
+    """One real Orthanc (DICOMweb at ``.dicomweb_url``, DIMSE at ``.dimse_url``), no authentication."""
+    return orthanc_factory()
