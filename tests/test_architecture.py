@@ -19,10 +19,19 @@ def imported_modules(package: str):
                 yield path, node.module
 
 
-def test_core_and_inference_never_import_qt():
-    for package in ("viewer/core", "inference"):
+def test_core_remote_analysis_and_inference_never_import_qt():
+    for package in ("viewer/core", "viewer/remote", "viewer/analysis", "inference"):
         bad = [(str(p), m) for p, m in imported_modules(package) if m.split(".")[0] in QT]
         assert not bad, bad
+
+
+def test_remote_never_imports_the_ui():
+    """The PACS layer serves the CLI and the UI alike: it sits below viewer.ui."""
+    bad = [(str(p), m) for p, m in imported_modules("viewer/remote") if m.startswith("viewer.ui")]
+    for path in (ROOT / "viewer/remote").rglob("*.py"):
+        bad += [(str(path), "relative ui import") for line in path.read_text().splitlines()
+                if line.lstrip().startswith(("from ..ui", "from ...ui"))]
+    assert not bad, bad
 
 
 def test_inference_never_imports_viewer():
@@ -32,6 +41,6 @@ def test_inference_never_imports_viewer():
 
 def test_loading_a_study_headless_loads_no_qt(tmp_path):
     code = ("import sys; from viewer.core.io import scan, load_series; from viewer.core import synthetic, mammo;"
-            "import viewer.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (QT,))
+            "import viewer.cli, viewer.cli_remote, viewer.remote.cache, viewer.remote.servers; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (QT,))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""`lightbox` command line: view, demo, info, analyze, export, train, models.
+"""`lightbox` command line: view, demo, info, analyze, export, train, models, remote.
 
 Exit codes: 0 success, 2 bad input (one-line reason on stderr). Qt is imported
 only by `view`, so the headless commands work without a display.
@@ -178,6 +178,18 @@ def cmd_analyze(args) -> int:
     except (ModelError, ValueError) as exc:
         remove_empty_folders(created)
         return _fail(str(exc))
+    client = None
+    if args.send:  # the server must answer before minutes of analysis, not after
+        from .cli_remote import client_for
+        from .remote import RemoteError
+        from .remote.servers import resolve
+
+        try:
+            client = client_for(args, resolve(args.send))
+            client.echo()
+        except (RemoteError, ValueError) as exc:
+            remove_empty_folders(created)
+            return _fail(f"--send: {exc}")
     t0 = time.perf_counter()
     result = scan(path)
     for p in result.problems:
@@ -217,6 +229,22 @@ def cmd_analyze(args) -> int:
     if n_written <= 0:
         why = f"{failed[0]['series']}: {failed[0]['reason']}" if failed else tried[0]
         return _fail(f"nothing {'written' if failed else 'analysed'}: {why}")
+    if client is not None:
+        return _send_results(client, written)
+    return 0
+
+
+def _send_results(client, results_json: Path) -> int:
+    """analyze --send: store the run's DICOM objects (SEG, Parametric Maps, SR) on the server."""
+    from .cli_remote import result_files, send
+
+    files = result_files(results_json)
+    if not files:
+        return _fail(f"--send: the analysis wrote no DICOM objects to send (see {results_json})")
+    report = send(client, files)
+    if report.failed:
+        return _fail(f"--send: {len(report.failed)} of {len(files)} objects were not stored on "
+                     f"{client.server.address}")
     return 0
 
 
@@ -414,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", metavar="NAME[:VERSION]",
                    help="use this model for its task and modality instead of the automatic choice (repeatable; "
                         "`lightbox models list` names them)")
+    p.add_argument("--send", metavar="SERVER", default=None,
+                   help="store the DICOM results (SEG, Parametric Maps, SR) on this server (a configured name, "
+                        "http(s)://.../dicom-web or dicom://AET@host:port)")
+    from .cli_remote import connection_options
+    connection_options(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("export", help="append a corrected segmentation (nnU-Net v2 raw layout + MONAI datalist + "
@@ -456,8 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     from .cli_models import add_parser as add_models_parser
+    from .cli_remote import add_parser as add_remote_parser
 
     add_models_parser(sub)
+    add_remote_parser(sub)
     return parser
 
 
