@@ -314,6 +314,11 @@ class MainWindow(QMainWindow):
         self.clear_measurements_action.triggered.connect(self.clear_measurements)
         tools_menu.addAction(self.clear_measurements_action)
         self.tools_toolbar.addAction(self.clear_measurements_action)
+        from .measurement_store import MeasurementStore
+
+        self.measurement_store = MeasurementStore(self)  # rulers/ROIs autosaved as a DICOM SR per study, restored
+        tools_menu.addAction(self.measurement_store.save_action)
+        file_menu.insertAction(self.recent_menu.menuAction(), self.measurement_store.save_action)
         self.addToolBar(self.tools_toolbar)
         for view in self.all_views():
             view.tool_changed.connect(self._view_tool_changed)
@@ -1043,6 +1048,7 @@ class MainWindow(QMainWindow):
         """Cancel background work and wait for it (no thread may outlive the window)."""
         self._closing = True
         self.cine_timer.stop()
+        self.measurement_store.shutdown()  # the last measurement edits reach their SR
         self.runner.shutdown()
         self.thumbnail_runner.shutdown()
         self.editor.shutdown()

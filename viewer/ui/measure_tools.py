@@ -21,6 +21,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem
 
+from pydicom.uid import generate_uid
+
 from ..core.measure import distance_mm, roi_stats
 
 COLOR = (255, 214, 0)
@@ -52,9 +54,10 @@ class Measurement:
 
     kind = "measurement"
 
-    def __init__(self, view, p0, p1):
+    def __init__(self, view, p0, p1, slice_index: int | None = None, uid: str | None = None):
         self.view = view
-        self.slice_index = view.slice_index
+        self.slice_index = view.slice_index if slice_index is None else int(slice_index)
+        self.uid = uid or generate_uid()  # the SR tracking UID: one measurement keeps it across saves
         self.p0 = (float(p0[0]), float(p0[1]))  # scene mm
         self.p1 = (float(p1[0]), float(p1[1]))
         self.pen = pg.mkPen(COLOR, width=2)
@@ -137,6 +140,10 @@ class Measurement:
     def pixel_points(self):
         return scene_to_pixel(self.view, *self.p0), scene_to_pixel(self.view, *self.p1)
 
+    def stats(self) -> dict:
+        """What a saved record keeps: value (mm or mm2), mean, std and their unit."""
+        return {"value": float(self.value), "mean": None, "std": None, "unit": ""}
+
 
 class RulerMeasurement(Measurement):
     kind = "ruler"
@@ -204,6 +211,12 @@ class _BoxMeasurement(Measurement):
         return roi_stats(image, self.view.plane_geometry.pixel_size, shape=self.shape,
                          center=((r0 + r1) / 2, (c0 + c1) / 2),
                          half_size=(abs(r1 - r0) / 2, abs(c1 - c0) / 2))
+
+    def stats(self) -> dict:
+        s = self.value
+        finite = s.n_pixels > 0
+        return {"value": float(s.area_mm2), "mean": float(s.mean) if finite else None,
+                "std": float(s.std) if finite else None, "unit": _units(self.view)}
 
     def _text(self) -> str:
         s, u = self.value, _units(self.view)
@@ -304,6 +317,8 @@ class MeasureTool:
         m = self.current
         self.move(x_mm, y_mm)
         self.current, self._grab = None, None
+        if m is not None and self.view is not None:
+            self.view.measurements_changed.emit()  # drawn or edited: the store saves it
         return m
 
 
@@ -323,3 +338,4 @@ class EllipseRoiTool(MeasureTool):
 
 
 TOOLS: dict[str, type[MeasureTool]] = {t.name: t for t in (RulerTool, RectRoiTool, EllipseRoiTool)}
+MEASUREMENTS: dict[str, type[Measurement]] = {t.name: t.measurement_class for t in TOOLS.values()}

@@ -199,6 +199,7 @@ class SliceView(QWidget):
     pixel_clicked = Signal(int, int, object)  # row, col of the shown slice (display orientation), modifiers
     activated = Signal()  # pressed or dropped on: the window makes this the active viewport
     series_dropped = Signal(str)  # key of a series dragged here from the browser
+    measurements_changed = Signal()  # the user drew, edited, deleted or cleared measurements (not a new volume)
 
     MARGIN = 6
 
@@ -329,7 +330,7 @@ class SliceView(QWidget):
         for name in [n for n, lay in self._layers.items() if other_image or lay.shape != volume.shape]:
             self.remove_layer(name)  # overlays belong to one image's grid; another image drops them
         self._refresh_layers()
-        self.clear_measurements()
+        self._drop_measurements()
         self._set_problems(volume.problems)
         self.reset_view(window=False)
         self._update_overlay()
@@ -344,7 +345,7 @@ class SliceView(QWidget):
         self.image_item.clear()
         for name in list(self._layers):
             self.remove_layer(name)
-        self.clear_measurements()
+        self._drop_measurements()
         self._set_problems([])
         self._update_overlay()
         self.volume_changed.emit()
@@ -493,7 +494,18 @@ class SliceView(QWidget):
         k = self._k if k is None else k
         return [m for m in self.measurements if m.slice_index == k]
 
-    def remove_measurement(self, m=None) -> bool:
+    def add_restored_measurement(self, kind: str, k: int, p0_rc, p1_rc, uid: str):
+        """Put back a saved measurement on slice ``k``: display (row, col) points, its tracking UID."""
+        from .measure_tools import MEASUREMENTS
+
+        p0, p1 = self.pixel_center(*p0_rc), self.pixel_center(*p1_rc)
+        m = MEASUREMENTS[kind](self, p0, p1, slice_index=k, uid=uid)
+        self.measurements.append(m)
+        m.set_selected(False)
+        m.refresh_visibility()
+        return m
+
+    def remove_measurement(self, m=None, notify: bool = True) -> bool:
         """Remove ``m`` or else the selected (or last) measurement on the shown slice."""
         if m is None:
             here = self.measurements_on_slice()
@@ -508,11 +520,20 @@ class SliceView(QWidget):
             here = self.measurements_on_slice()
             self.selected_measurement = None
             self.select_measurement(here[-1] if here else None)
+        if notify:
+            self.measurements_changed.emit()
         return True
 
     def clear_measurements(self) -> None:
+        """The user clears them (the store forgets them); a new volume only drops them from the view."""
+        had = bool(self.measurements)
+        self._drop_measurements()
+        if had:
+            self.measurements_changed.emit()
+
+    def _drop_measurements(self) -> None:
         for m in list(self.measurements):
-            self.remove_measurement(m)
+            self.remove_measurement(m, notify=False)
         self.selected_measurement = None
 
     def _refresh_measurements(self) -> None:

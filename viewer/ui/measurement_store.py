@@ -1,0 +1,305 @@
+"""Measurements outlive the view: saved as a TID 1500 SR per study, put back when the study reopens.
+
+The views only draw measurements; this store keeps them per study as plain records
+(``core.measure_records``) and listens to every SliceView of the window:
+
+- ``measurements_changed`` (the user drew, edited, deleted or cleared): that view's records replace
+  the ones it showed before, and the study is saved ``DEBOUNCE_MS`` later, off the UI thread, as
+  ``<cache>/measurements/<study>.dcm`` (``$LIGHTBOX_CACHE_DIR``, else the XDG cache), written
+  atomically by ``core.export.measurement_sr`` (a study left without measurements loses its file);
+- ``volume_changed`` (a series shown): the records of that study that lie on one slice of the
+  view's plane are drawn back, with their tracking UIDs. The first time a study is seen its
+  records are read from the autosave and from every SR of the opened folder (e.g. retrieved from
+  the PACS along with the images); a UID in both is one measurement, the autosave's version wins.
+
+Measurements on an MPR reformat that is no acquired image are kept in patient coordinates
+(SCOORD3D) and come back on that reformat; a view with no DICOM source (a NIfTI file) cannot be
+referenced by an SR: its measurements are not saved and the status bar says so once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QFileDialog
+
+from ..core.errors import describe
+from ..core.export.measurement_sr import (SR_SOP_CLASSES, MeasurementSRError, read_measurements_sr,
+                                          write_measurements_sr)
+from ..core.measure_records import MeasurementRecord, from_display, to_display
+
+log = logging.getLogger(__name__)
+DEBOUNCE_MS = 1000
+
+
+def measurements_dir() -> Path:
+    """``$LIGHTBOX_CACHE_DIR/measurements``, else ``$XDG_CACHE_HOME/lightbox/measurements``, else ~/.cache/..."""
+    if os.environ.get("LIGHTBOX_CACHE_DIR"):
+        return Path(os.environ["LIGHTBOX_CACHE_DIR"]).expanduser() / "measurements"
+    base = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(base).expanduser() / "lightbox" / "measurements"
+
+
+def autosave_path(study_uid: str, folder=None) -> Path:
+    """One SR per study; a UID that is no safe file name is hashed."""
+    uid = str(study_uid or "")
+    if not (uid and len(uid) <= 64 and re.fullmatch(r"[0-9.]+", uid)):
+        uid = "study-" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:16]
+    return Path(folder or measurements_dir()) / f"{uid}.dcm"
+
+
+def _sr_series_uid(study_uid: str) -> str:
+    """The same SR series for a study's autosaves, session after session."""
+    from pydicom.uid import generate_uid
+
+    return generate_uid(entropy_srcs=["lightbox measurements", str(study_uid)])
+
+
+class MeasurementStore(QObject):
+    """Per-study measurement records of a MainWindow, autosaved as DICOM SR and restored."""
+
+    saved = Signal(str)  # path written (or removed) by an autosave
+    failed = Signal(str)  # one-line reason an autosave or restore failed
+
+    def __init__(self, window, folder=None):
+        super().__init__(window)
+        self.window = window
+        self.folder = Path(folder) if folder is not None else None
+        self.records: dict[str, dict[str, MeasurementRecord]] = {}  # study UID -> uid -> record
+        self._loaded: set[str] = set()
+        self._view_uids: dict[object, set[str]] = {}
+        self._plans: dict[str, object] = {}
+        self._dirty: set[str] = set()
+        self._unsaved_noted = False
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lightbox-measure-save")
+        self._pending: list[Future] = []
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.save_dirty)
+        self.failed.connect(self._report)  # a queued call: _write runs on the saver thread
+        self.save_action = QAction("Save &measurements as DICOM SR…", window)
+        self.save_action.setToolTip("Write the rulers and ROIs of the shown study as a DICOM Structured Report "
+                                    "(TID 1500) that other viewers read")
+        self.save_action.triggered.connect(self.choose_and_save)
+        for view in window.all_views():
+            self.watch(view)
+
+    @Slot(str)
+    def _report(self, message: str) -> None:
+        self.window.show_message(message, "warning")
+
+    # -- wiring ------------------------------------------------------------------------------
+    def watch(self, view) -> None:
+        view.measurements_changed.connect(lambda v=view: self.view_changed(v))
+        view.volume_changed.connect(lambda v=view: self.view_loaded(v))
+
+    def folder_path(self, study_uid: str) -> Path:
+        return autosave_path(study_uid, self.folder)
+
+    # -- which series a view shows --------------------------------------------------------------
+    def series_of(self, view):
+        vol = view.volume
+        if vol is None:
+            return None
+        shown = self.window.viewport_series(view) if hasattr(self.window, "viewport_series") else None
+        if shown is not None and shown.uid == vol.info.series_uid and self._fits(shown, vol):
+            return shown
+        result = getattr(self.window, "scan_result", None)
+        for s in (result.series if result is not None else []):
+            if s.uid == vol.info.series_uid and s.kind == "dicom" and self._fits(s, vol):
+                return s
+        return None
+
+    def plan_of(self, series):
+        if series is None or series.kind != "dicom":
+            return None
+        if series.key not in self._plans:
+            from ..core.io.dicom import plan_series
+
+            try:
+                self._plans[series.key] = plan_series(series)
+            except Exception:  # noqa: BLE001 - no plan: measurements cannot reference its images
+                self._plans[series.key] = None
+        return self._plans[series.key]
+
+    def _fits(self, series, volume) -> bool:
+        plan = self.plan_of(series)
+        return plan is not None and tuple(plan.shape) == tuple(volume.shape)
+
+    # -- restore ---------------------------------------------------------------------------------
+    def ensure_study(self, study_uid: str) -> dict[str, MeasurementRecord]:
+        """The study's records, read once from the SRs of the opened folder and then the autosave."""
+        recs = self.records.setdefault(study_uid, {})
+        if study_uid in self._loaded:
+            return recs
+        self._loaded.add(study_uid)
+        sources = self._folder_srs(study_uid)
+        auto = self.folder_path(study_uid)
+        if auto.exists():
+            sources.append(auto)
+        for path in sources:
+            try:
+                for rec in read_measurements_sr(path):
+                    if not rec.study_uid or rec.study_uid == study_uid:
+                        recs[rec.uid] = rec
+            except MeasurementSRError as exc:
+                self.failed.emit(f"Measurements not restored: {exc}")
+            except Exception as exc:  # noqa: BLE001 - never into Qt's event loop
+                self.failed.emit(f"Measurements not restored: {path}: {describe(exc)}")
+        return recs
+
+    def _folder_srs(self, study_uid: str) -> list[Path]:
+        result = getattr(self.window, "scan_result", None)
+        out = []
+        for s in (result.series if result is not None else []):
+            if s.kind == "dicom" or s.info.study_uid != study_uid:
+                continue
+            out.extend(Path(i.path) for i in s.instances if i.sop_class in SR_SOP_CLASSES)
+        return out
+
+    def view_loaded(self, view) -> None:
+        """A view shows a new volume (or none): draw back the study's records that lie on its plane."""
+        self._view_uids[view] = set()
+        vol = view.volume
+        if vol is None or not vol.info.study_uid:
+            return
+        series = self.series_of(view)
+        plan = self.plan_of(series)
+        recs = self.ensure_study(vol.info.study_uid)
+        shown = set()
+        for rec in list(recs.values()):
+            if rec.series_uid and rec.series_uid != vol.info.series_uid:
+                continue
+            try:
+                placed = to_display(rec, view.plane_geometry, vol, plan)
+                if placed is None:
+                    continue
+                k, p0, p1 = placed
+                view.add_restored_measurement(rec.kind, k, p0, p1, rec.uid)
+                shown.add(rec.uid)
+            except Exception as exc:  # noqa: BLE001 - one odd record never loses the others
+                log.warning("measurement %s not restored: %s", rec.uid, exc)
+        self._view_uids[view] = shown
+
+    # -- changes -------------------------------------------------------------------------------------
+    def view_changed(self, view) -> None:
+        """The user changed the view's measurements: its records replace the ones it showed."""
+        vol = view.volume
+        if vol is None or not vol.info.study_uid:
+            return
+        study = vol.info.study_uid
+        recs = self.ensure_study(study)
+        plan = self.plan_of(self.series_of(view))
+        now: dict[str, MeasurementRecord] = {}
+        lost = 0
+        for m in view.measurements:
+            if m.value is None:
+                continue
+            (r0, c0), (r1, c1) = m.pixel_points()
+            rec = from_display(m.kind, view.plane_geometry, m.slice_index, (r0, c0), (r1, c1), vol, plan,
+                               uid=m.uid, **m.stats())
+            if rec is None:
+                lost += 1
+                continue
+            now[rec.uid] = rec
+        with self._lock:
+            for uid in self._view_uids.get(view, set()) - now.keys():
+                recs.pop(uid, None)
+            recs.update(now)
+        self._view_uids[view] = set(now)
+        if lost and not self._unsaved_noted:
+            self._unsaved_noted = True
+            self.window.show_message(f"{lost} measurement(s) not saved: this image has no DICOM reference "
+                                     "(only DICOM images can be measured in a DICOM SR)", "warning")
+        self._dirty.add(study)
+        self._timer.start()
+
+    # -- saving ----------------------------------------------------------------------------------------
+    def _sources(self, records) -> list:
+        result = getattr(self.window, "scan_result", None)
+        wanted = {r.series_uid for r in records}
+        found = [s for s in (result.series if result is not None else []) if s.kind == "dicom" and s.uid in wanted]
+        for view in self.window.all_views():  # a series shown from an earlier scan
+            s = self.series_of(view)
+            if s is not None and s.uid in wanted and all(s is not f for f in found):
+                found.append(s)
+        return found
+
+    def save_dirty(self) -> None:
+        """Write every study changed since the last save (on the saver thread)."""
+        self._timer.stop()
+        dirty, self._dirty = self._dirty, set()
+        for study in dirty:
+            with self._lock:
+                records = list(self.records.get(study, {}).values())
+            sources = self._sources(records) if records else []
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(self._pool.submit(self._write, study, records, sources))
+
+    def _write(self, study: str, records, sources) -> None:
+        path = self.folder_path(study)
+        try:
+            if not records:
+                path.unlink(missing_ok=True)
+            else:
+                write_measurements_sr(records, sources, path, series_uid=_sr_series_uid(study))
+            self.saved.emit(str(path))
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into the UI
+            why = exc if isinstance(exc, MeasurementSRError) else f"{path}: {describe(exc)}"
+            self.failed.emit(f"Measurements not autosaved: {why}")
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Save what is pending now and wait for it (tests, quitting)."""
+        self.save_dirty()
+        done = True
+        for fut in list(self._pending):
+            try:
+                fut.result(timeout)
+            except Exception:  # noqa: BLE001 - timeouts; errors were reported by _write
+                done = False
+        return done
+
+    def shutdown(self) -> None:
+        self.flush()
+        self._pool.shutdown(wait=True)
+
+    # -- File ▸ Save measurements as DICOM SR… ----------------------------------------------------------
+    def current_study(self) -> str:
+        vol = self.window.slice_view.volume
+        if vol is None:
+            vol = next((v.volume for v in self.window.shown_views() if v.volume is not None), None)
+        return vol.info.study_uid if vol is not None else ""
+
+    def save_as(self, path, study_uid: str | None = None) -> Path:
+        """Write the study's measurements (default: the shown one) to ``path``; MeasurementSRError if none."""
+        study = study_uid or self.current_study()
+        for view in self.window.all_views():  # what is on screen, even if the debounce has not fired
+            if view.volume is not None and view.volume.info.study_uid == study and view.measurements:
+                self.view_changed(view)
+        records = list(self.ensure_study(study).values()) if study else []
+        return write_measurements_sr(records, self._sources(records), path)
+
+    def choose_and_save(self) -> None:
+        start = str(Path(getattr(self.window, "_last_dir", str(Path.home()))) / "measurements.sr.dcm")
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save measurements as DICOM SR", start,
+                                              "DICOM files (*.dcm);;All files (*)")
+        if not path:
+            return
+        try:
+            written = self.save_as(path)
+        except MeasurementSRError as exc:
+            self.window.show_message(str(exc), "error")
+            return
+        except Exception as exc:  # noqa: BLE001 - never into Qt's event loop
+            self.window.show_message(f"{path}: measurements not saved ({describe(exc)})", "error")
+            return
+        self.window.show_message(f"Measurements saved as DICOM SR: {written}")
