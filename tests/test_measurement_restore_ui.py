@@ -3,7 +3,7 @@
 A real drag draws a ruler, the tool API draws a rectangle and an ellipse on other slices of a
 shuffled CT; the window closes; a new window opens the folder and finds them on the same
 slices with the same values. A measurement SR found in the opened folder (as retrieved from a
-PACS) is restored too, and File > Save measurements as DICOM SR writes one that highdicom reads.
+PACS) is restored too (and one deleted after that stays deleted), and File > Save measurements as DICOM SR writes one that highdicom reads.
 Each test keeps its autosaves in its own LIGHTBOX_CACHE_DIR.
 """
 from __future__ import annotations
@@ -152,8 +152,17 @@ def test_sr_in_the_opened_folder_is_restored_and_save_as_writes_one(qtbot, ct, c
     try:
         open_and_wait(qtbot, w2, pacs)
         assert summary(w2.slice_view) == before
+        ruler = next(m for m in w2.slice_view.measurements if m.kind == "ruler")
+        assert w2.slice_view.remove_measurement(ruler)  # deleted here: the PACS copy must not bring it back
+        assert w2.measurement_store.flush()
     finally:
         close_quietly(w2)
+    w3 = editor_window(qtbot)
+    try:
+        open_and_wait(qtbot, w3, pacs)
+        assert summary(w3.slice_view) == [b for b in before if b[0] != "ruler"]
+    finally:
+        close_quietly(w3)
 
 
 def test_a_measurement_on_a_coronal_reformat_comes_back_there(qtbot, ct, cache):

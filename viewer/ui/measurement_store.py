@@ -9,8 +9,9 @@ The views only draw measurements; this store keeps them per study as plain recor
   atomically by ``core.export.measurement_sr`` (a study left without measurements loses its file);
 - ``volume_changed`` (a series shown): the records of that study that lie on one slice of the
   view's plane are drawn back, with their tracking UIDs. The first time a study is seen its
-  records are read from the autosave and from every SR of the opened folder (e.g. retrieved from
-  the PACS along with the images); a UID in both is one measurement, the autosave's version wins.
+  records are read from the autosave and from the SRs of the opened folder (e.g. retrieved from
+  the PACS along with the images) it has not taken in yet; a UID in both is one measurement, the
+  autosave's version wins, and one the user deleted stays deleted.
 
 Measurements on an MPR reformat that is no acquired image are kept in patient coordinates
 (SCOORD3D) and come back on that reformat; a view with no DICOM source (a NIfTI file) cannot be
@@ -19,6 +20,7 @@ referenced by an SR: its measurements are not saved and the status bar says so o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -30,6 +32,7 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog
 
+from ..core.atomic import write_bytes
 from ..core.errors import describe
 from ..core.export.measurement_sr import (SR_SOP_CLASSES, MeasurementSRError, read_measurements_sr,
                                           write_measurements_sr)
@@ -55,6 +58,18 @@ def autosave_path(study_uid: str, folder=None) -> Path:
     return Path(folder or measurements_dir()) / f"{uid}.dcm"
 
 
+def _merged_path(autosave: Path) -> Path:
+    return autosave.with_name(autosave.stem + ".merged.json")
+
+
+def _read_merged(autosave: Path) -> set[str]:
+    """SOP UIDs of the folder SRs already taken into this autosave (empty when unreadable)."""
+    try:
+        return {str(u) for u in json.loads(_merged_path(autosave).read_text())}
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
 def _sr_series_uid(study_uid: str) -> str:
     """The same SR series for a study's autosaves, session after session."""
     from pydicom.uid import generate_uid
@@ -74,6 +89,7 @@ class MeasurementStore(QObject):
         self.folder = Path(folder) if folder is not None else None
         self.records: dict[str, dict[str, MeasurementRecord]] = {}  # study UID -> uid -> record
         self._loaded: set[str] = set()
+        self._merged: dict[str, set[str]] = {}  # study UID -> folder SRs (SOP UIDs) taken into its autosave
         self._view_uids: dict[object, set[str]] = {}
         self._plans: dict[str, object] = {}
         self._dirty: set[str] = set()
@@ -137,33 +153,43 @@ class MeasurementStore(QObject):
 
     # -- restore ---------------------------------------------------------------------------------
     def ensure_study(self, study_uid: str) -> dict[str, MeasurementRecord]:
-        """The study's records, read once from the SRs of the opened folder and then the autosave."""
+        """The study's records, read once: the autosave, then the folder's SRs not merged into it yet.
+
+        The autosave lists (beside it, ``.merged.json``) the folder SRs whose measurements it has
+        taken in, so a measurement the user deleted does not come back from the PACS copy; an SR
+        new to the folder (retrieved later) is merged, the autosave's version of a UID winning."""
         recs = self.records.setdefault(study_uid, {})
         if study_uid in self._loaded:
             return recs
         self._loaded.add(study_uid)
-        sources = self._folder_srs(study_uid)
         auto = self.folder_path(study_uid)
+        merged = self._merged.setdefault(study_uid, _read_merged(auto))
         if auto.exists():
-            sources.append(auto)
-        for path in sources:
-            try:
-                for rec in read_measurements_sr(path):
-                    if not rec.study_uid or rec.study_uid == study_uid:
-                        recs[rec.uid] = rec
-            except MeasurementSRError as exc:
-                self.failed.emit(f"Measurements not restored: {exc}")
-            except Exception as exc:  # noqa: BLE001 - never into Qt's event loop
-                self.failed.emit(f"Measurements not restored: {path}: {describe(exc)}")
+            self._read_into(auto, study_uid, recs, overwrite=True)
+        fresh = [(uid, path) for uid, path in self._folder_srs(study_uid) if uid not in merged]
+        for uid, path in fresh:
+            self._read_into(path, study_uid, recs, overwrite=False)
+            merged.add(uid)
         return recs
 
-    def _folder_srs(self, study_uid: str) -> list[Path]:
+    def _read_into(self, path: Path, study_uid: str, recs: dict, overwrite: bool) -> None:
+        try:
+            for rec in read_measurements_sr(path):
+                if (not rec.study_uid or rec.study_uid == study_uid) and (overwrite or rec.uid not in recs):
+                    recs[rec.uid] = rec
+        except MeasurementSRError as exc:
+            self.failed.emit(f"Measurements not restored: {exc}")
+        except Exception as exc:  # noqa: BLE001 - never into Qt's event loop
+            self.failed.emit(f"Measurements not restored: {path}: {describe(exc)}")
+
+    def _folder_srs(self, study_uid: str) -> list[tuple[str, Path]]:
+        """(SOP Instance UID, path) of the SR files of the opened folder in this study."""
         result = getattr(self.window, "scan_result", None)
         out = []
         for s in (result.series if result is not None else []):
             if s.kind == "dicom" or s.info.study_uid != study_uid:
                 continue
-            out.extend(Path(i.path) for i in s.instances if i.sop_class in SR_SOP_CLASSES)
+            out.extend((i.sop_uid or str(i.path), Path(i.path)) for i in s.instances if i.sop_class in SR_SOP_CLASSES)
         return out
 
     def view_loaded(self, view) -> None:
@@ -242,12 +268,15 @@ class MeasurementStore(QObject):
             with self._lock:
                 records = list(self.records.get(study, {}).values())
             sources = self._sources(records) if records else []
+            merged = sorted(self._merged.get(study, ()))
             self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._pool.submit(self._write, study, records, sources))
+            self._pending.append(self._pool.submit(self._write, study, records, sources, merged))
 
-    def _write(self, study: str, records, sources) -> None:
+    def _write(self, study: str, records, sources, merged: list[str]) -> None:
         path = self.folder_path(study)
         try:
+            if merged:
+                write_bytes(_merged_path(path), json.dumps(merged).encode())
             if not records:
                 path.unlink(missing_ok=True)
             else:
