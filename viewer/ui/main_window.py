@@ -208,8 +208,74 @@ class MainWindow(QMainWindow):
             edit_menu.addAction(act)
         self.addToolBar(self.segment_toolbar)
         self.tabifyDockWidget(self.analysis.dock, self.editor.dock)  # one column on the right, two tabs
+        self._build_remote(ai_menu)
         self._rebuild_presets()
         self._rebuild_recent_menu()
+
+    # -- PACS (viewer.ui.remote_panel, send_results) ------------------------------------
+    def _build_remote(self, ai_menu: QMenu) -> None:
+        """The Remote dock (search/retrieve, left, beside Series), File ▸ Remote… and AI ▸ Send results to PACS…."""
+        from .remote_panel import RemotePanel
+
+        self.remote = RemotePanel(self)
+        self.remote_dock = QDockWidget("Remote", self)
+        self.remote_dock.setObjectName("remote-dock")
+        self.remote_dock.setWidget(self.remote)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.remote_dock)
+        self.tabifyDockWidget(self.browser_dock, self.remote_dock)
+        self.remote_dock.hide()
+        self.browser_dock.raise_()
+        self.remote_action = QAction("&Remote (PACS)…", self)
+        self.remote_action.setShortcut(QKeySequence("Ctrl+Shift+R"))
+        self.remote_action.setToolTip("Search a PACS and retrieve studies (Remote panel)")
+        self.remote_action.triggered.connect(self.show_remote)
+        self.file_menu.insertAction(self.recent_menu.menuAction(), self.remote_action)
+        self.send_results_action = QAction("Send results to &PACS…", self)
+        self.send_results_action.setToolTip("Store the shown AI results, with your segmentation edits, on a "
+                                            "PACS as DICOM SEG, Parametric Maps and SR")
+        self.send_results_action.triggered.connect(self.show_send_results)
+        ai_menu.addAction(self.send_results_action)
+        self.send_dialog = None
+
+    def show_remote(self) -> None:
+        self.remote_dock.show()
+        self.remote_dock.raise_()
+
+    def show_send_results(self):
+        from .send_results import SendResultsDialog
+
+        if self.send_dialog is None:
+            self.send_dialog = SendResultsDialog(self, self.remote.store)
+        self.send_dialog.reload()
+        self.send_dialog.show()
+        self.send_dialog.raise_()
+        return self.send_dialog
+
+    def refresh_scan(self, path, result: ScanResult, volumes: dict) -> None:
+        """A newer scan of the open folder while a retrieve still lands files in it: list ``result`` and
+        put each re-read volume ({series key: (Series, Volume)}) on the viewports showing that series, at
+        the same slice position and window, without clearing the views first (remote_panel.EarlyDisplay)."""
+        self.source, self.scan_result, self._beside = Path(path), result, {}
+        self.browser.set_result(result)
+        self._show_scan_problems(result)
+        for view, shown in list(self._cell_series.items()):
+            new = volumes.get(shown.key)
+            if new is None or view.volume is None:
+                self._cell_series[view] = next((s for s in result.series if s.key == shown.key), shown)
+                continue
+            series, volume = new
+            old, k, window = view.volume, view.slice_index, view.window
+            at = old.index_to_world((k, 0, 0)) if view.plane is None else None
+            view.set_volume(volume, window)
+            if at is not None:
+                view.set_slice(int(min(max(round(float(volume.world_to_index(at)[0])), 0), volume.shape[0] - 1)))
+            self._cell_series[view] = series
+        self.browser.mark_current(self.shown_series)
+        if self.layout_mode == "mpr":
+            self._show_volume_layout()
+        self._start_thumbnails(self.browser.image_series())
+        self._apply_overlay_visibility()
+        self.image_shown.emit()
 
     # -- menus ------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -1053,6 +1119,9 @@ class MainWindow(QMainWindow):
         self.thumbnail_runner.shutdown()
         self.editor.shutdown()
         self.analysis.shutdown()  # its dialogs' workers (training, model import)
+        self.remote.shutdown()  # searches, retrieves, server tests
+        if self.send_dialog is not None:
+            self.send_dialog.shutdown()
 
     def closeEvent(self, ev):
         if not self._closing and not self.editor.confirm_close():
