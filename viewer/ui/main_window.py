@@ -186,6 +186,10 @@ class MainWindow(QMainWindow):
         ai_menu.addAction(self.analysis.import_action)
         ai_menu.addAction(self.analysis.train_action)
         ai_menu.addAction(self.analysis.clear_cache_action)
+        from .dicom_results import DicomResults
+
+        self.dicom_results = DicomResults(self)  # Parametric Maps / AI report SRs of the opened folder, shown
+        ai_menu.addAction(self.dicom_results.report_action)
         self.ai_toolbar = QToolBar("AI", self)
         self.ai_toolbar.setObjectName("ai-toolbar")
         self.ai_toolbar.addAction(self.analysis.action)
@@ -1115,6 +1119,7 @@ class MainWindow(QMainWindow):
         self._closing = True
         self.cine_timer.stop()
         self.measurement_store.shutdown()  # the last measurement edits reach their SR
+        self.dicom_results.shutdown()
         self.runner.shutdown()
         self.thumbnail_runner.shutdown()
         self.editor.shutdown()
