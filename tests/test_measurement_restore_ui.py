@@ -192,3 +192,33 @@ def test_a_measurement_on_a_coronal_reformat_comes_back_there(qtbot, ct, cache):
     finally:
         close_quietly(w2)
     assert np.isfinite(rec.value)
+
+
+def test_an_roi_on_a_mirrored_mammogram_is_saved_on_the_image_and_comes_back(qtbot, cache, tmp_path):
+    from viewer.core.synthetic import write_mammo_exam
+
+    write_mammo_exam(tmp_path / "mg", (256, 192), seed=2, lesion_side="R")
+    w = editor_window(qtbot)
+    try:
+        open_and_wait(qtbot, w, tmp_path / "mg")
+        assert w.views.currentWidget() is w.mammo_layout
+        cell = w.mammo_layout.cells["RCC"]
+        assert cell.flips[0]  # the right breast is mirrored on screen
+        w.set_tool("ellipse")
+        tool_drag(cell.tool, cell.pixel_center(40, 10), cell.pixel_center(70, 30))
+        w.set_tool("navigate")
+        before = summary(cell)
+        assert w.measurement_store.flush()
+        study = cell.volume.info.study_uid
+    finally:
+        close_quietly(w)
+    (rec,) = read_measurements_sr(autosave_path(study, cache / "measurements"))
+    pts = np.asarray(rec.points)  # image (column, row), not the mirrored screen's
+    assert (pts[:, 0].min(), pts[:, 0].max(), pts[:, 1].min(), pts[:, 1].max()) == (10.5, 30.5, 40.5, 70.5)
+    w2 = editor_window(qtbot)
+    try:
+        open_and_wait(qtbot, w2, tmp_path / "mg")
+        assert summary(w2.mammo_layout.cells["RCC"]) == before
+        assert all(not c.measurements for n, c in w2.mammo_layout.cells.items() if n != "RCC")
+    finally:
+        close_quietly(w2)

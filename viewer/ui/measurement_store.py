@@ -92,6 +92,7 @@ class MeasurementStore(QObject):
         self._merged: dict[str, set[str]] = {}  # study UID -> folder SRs (SOP UIDs) taken into its autosave
         self._view_uids: dict[object, set[str]] = {}
         self._plans: dict[str, object] = {}
+        self._known: dict[str, object] = {}  # series UID -> Series measured on (its files are the SR's sources)
         self._dirty: set[str] = set()
         self._unsaved_noted = False
         self._lock = threading.Lock()
@@ -224,7 +225,10 @@ class MeasurementStore(QObject):
             return
         study = vol.info.study_uid
         recs = self.ensure_study(study)
-        plan = self.plan_of(self.series_of(view))
+        series = self.series_of(view)
+        if series is not None:
+            self._known[series.uid] = series
+        plan = self.plan_of(series)
         now: dict[str, MeasurementRecord] = {}
         lost = 0
         for m in view.measurements:
@@ -251,13 +255,14 @@ class MeasurementStore(QObject):
 
     # -- saving ----------------------------------------------------------------------------------------
     def _sources(self, records) -> list:
-        result = getattr(self.window, "scan_result", None)
+        """The source series of ``records``: those measured on (kept even after another folder was
+        opened, so a save still due then finds its images), else the open scan's."""
         wanted = {r.series_uid for r in records}
-        found = [s for s in (result.series if result is not None else []) if s.kind == "dicom" and s.uid in wanted]
-        for view in self.window.all_views():  # a series shown from an earlier scan
-            s = self.series_of(view)
-            if s is not None and s.uid in wanted and all(s is not f for f in found):
-                found.append(s)
+        found = [s for uid, s in self._known.items() if uid in wanted]
+        result = getattr(self.window, "scan_result", None)
+        have = {s.uid for s in found}
+        found += [s for s in (result.series if result is not None else [])
+                  if s.kind == "dicom" and s.uid in wanted - have]
         return found
 
     def save_dirty(self) -> None:
