@@ -70,6 +70,22 @@ def _read_merged(autosave: Path) -> set[str]:
         return set()
 
 
+def _parse_study(autosave: Path, folder_srs: list[tuple[str, Path]]):
+    """(merged SOP UIDs, [(folder SR SOP UID or None for the autosave, records or a one-line error)]):
+    the autosave first, then the folder SRs it has not taken in. Any thread; touches no Qt."""
+    merged = _read_merged(autosave)
+    todo = ([(None, autosave)] if autosave.exists() else []) + [(u, p) for u, p in folder_srs if u not in merged]
+    out = []
+    for sop, path in todo:
+        try:
+            out.append((sop, read_measurements_sr(path)))
+        except MeasurementSRError as exc:
+            out.append((sop, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+            out.append((sop, f"{path}: {describe(exc)}"))
+    return merged, out
+
+
 def _sr_series_uid(study_uid: str) -> str:
     """The same SR series for a study's autosaves, session after session."""
     from pydicom.uid import generate_uid
@@ -90,6 +106,7 @@ class MeasurementStore(QObject):
         self.records: dict[str, dict[str, MeasurementRecord]] = {}  # study UID -> uid -> record
         self._loaded: set[str] = set()
         self._merged: dict[str, set[str]] = {}  # study UID -> folder SRs (SOP UIDs) taken into its autosave
+        self._preloads: dict[str, Future] = {}  # study UID -> its SRs being parsed (preload)
         self._view_uids: dict[object, set[str]] = {}
         self._plans: dict[str, object] = {}
         self._known: dict[str, object] = {}  # series UID -> Series measured on (its files are the SR's sources)
@@ -109,6 +126,8 @@ class MeasurementStore(QObject):
         self.save_action.triggered.connect(self.choose_and_save)
         for view in window.all_views():
             self.watch(view)
+        if hasattr(window, "scan_finished"):
+            window.scan_finished.connect(self.preload)
 
     @Slot(str)
     def _report(self, message: str) -> None:
@@ -158,30 +177,36 @@ class MeasurementStore(QObject):
 
         The autosave lists (beside it, ``.merged.json``) the folder SRs whose measurements it has
         taken in, so a measurement the user deleted does not come back from the PACS copy; an SR
-        new to the folder (retrieved later) is merged, the autosave's version of a UID winning."""
+        new to the folder (retrieved later) is merged, the autosave's version of a UID winning.
+        The files were usually parsed on the saver thread while the series loaded (``preload``)."""
         recs = self.records.setdefault(study_uid, {})
         if study_uid in self._loaded:
             return recs
         self._loaded.add(study_uid)
-        auto = self.folder_path(study_uid)
-        merged = self._merged.setdefault(study_uid, _read_merged(auto))
-        if auto.exists():
-            self._read_into(auto, study_uid, recs, overwrite=True)
-        fresh = [(uid, path) for uid, path in self._folder_srs(study_uid) if uid not in merged]
-        for uid, path in fresh:
-            self._read_into(path, study_uid, recs, overwrite=False)
-            merged.add(uid)
+        job = self._preloads.pop(study_uid, None)
+        merged, parsed = job.result() if job is not None else _parse_study(*self._study_files(study_uid))
+        self._merged[study_uid] = merged
+        for sop, got in parsed:
+            if isinstance(got, str):
+                self.failed.emit(f"Measurements not restored: {got}")
+                continue
+            for rec in got:
+                if (not rec.study_uid or rec.study_uid == study_uid) and (sop is None or rec.uid not in recs):
+                    recs[rec.uid] = rec
+            if sop is not None:
+                merged.add(sop)
         return recs
 
-    def _read_into(self, path: Path, study_uid: str, recs: dict, overwrite: bool) -> None:
-        try:
-            for rec in read_measurements_sr(path):
-                if (not rec.study_uid or rec.study_uid == study_uid) and (overwrite or rec.uid not in recs):
-                    recs[rec.uid] = rec
-        except MeasurementSRError as exc:
-            self.failed.emit(f"Measurements not restored: {exc}")
-        except Exception as exc:  # noqa: BLE001 - never into Qt's event loop
-            self.failed.emit(f"Measurements not restored: {path}: {describe(exc)}")
+    def _study_files(self, study_uid: str) -> tuple[Path, list[tuple[str, Path]]]:
+        return self.folder_path(study_uid), self._folder_srs(study_uid)
+
+    def preload(self, result) -> None:
+        """A scan finished: parse its studies' measurement SRs off the UI thread (highdicom takes
+        ~25 ms per measurement), queued behind any save still due so it reads the newest file."""
+        for study in getattr(result, "studies", []):
+            if study.uid in self._loaded or study.uid in self._preloads:
+                continue
+            self._preloads[study.uid] = self._pool.submit(_parse_study, *self._study_files(study.uid))
 
     def _folder_srs(self, study_uid: str) -> list[tuple[str, Path]]:
         """(SOP Instance UID, path) of the SR files of the opened folder in this study."""
