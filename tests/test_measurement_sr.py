@@ -164,3 +164,59 @@ def test_bad_files_are_named(ct, tmp_path):
     with pytest.raises(MeasurementSRError, match="no measurements"):
         write_measurements_sr([], series, tmp_path / "none.dcm")
     assert not (tmp_path / "none.dcm").exists()
+
+
+def test_gantry_tilt_points_are_on_the_stored_image_not_the_resampled_grid(tmp_path):
+    """A tilted stack is shifted per slice onto a regular grid; the SR must name the stored pixel."""
+    from viewer.core.io.dicom_write import write_series
+    from viewer.core.volume import SourceInfo, Volume
+
+    n, step, pix, tilt = 6, 3.0, 0.5, np.radians(15.0)
+    blob = (4, 12, 17)  # (slice, stored row, stored column) of one bright pixel
+    arr = np.full((n, 40, 40), -1000, np.int16)
+    arr[blob] = 1000
+    direction = np.column_stack([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    info = SourceInfo(modality="CT", series_uid=pydicom.uid.generate_uid(), study_uid=pydicom.uid.generate_uid(),
+                      frame_of_reference_uid=pydicom.uid.generate_uid(), patient_id="TILT", patient_name="TILT")
+    for k in range(n):  # positions step along Y as Z grows, as scanners write a tilt; one file set per slice
+        one = Volume(arr[k:k + 1], (step, pix, pix), [0.0, k * step * np.tan(tilt), k * step], direction, info)
+        for f in write_series(one, tmp_path / f"s{k:03d}", intercept=-1024, stored_dtype=np.uint16, bits_stored=12):
+            ds = pydicom.dcmread(f)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[str(f)])
+            ds.save_as(f)
+    series, volume, plan = opened(tmp_path)
+    assert plan.shear is not None  # resampled: array pixels are not the stored ones
+    k = blob[0]
+    w = np.clip(volume.array[k].astype(float) + 1000, 0, None)
+    ii, jj = np.indices(w.shape)
+    at = ((w * ii).sum() / w.sum(), (w * jj).sum() / w.sum())  # the blob on the resampled slice
+    g = native_geometry(volume)
+    rec = from_display("ruler", g, k, at, (at[0] + 4, at[1]), volume, plan, uid=pydicom.uid.generate_uid(),
+                       value=2.0)
+    stored = pydicom.dcmread(next((tmp_path / f"s{k:03d}").glob("*.dcm")))
+    assert rec.sop_uid == stored.SOPInstanceUID
+    np.testing.assert_allclose(rec.points[0], (blob[2] + 0.5, blob[1] + 0.5), atol=0.05)
+    out = write_measurements_sr([rec], series, tmp_path / "tilt.sr.dcm")
+    (back,) = read_measurements_sr(out)
+    k2, p0, _ = to_display(back, g, volume, plan)
+    assert k2 == k and np.allclose(p0, at)
+
+
+def test_sources_without_type2_attributes_and_a_one_word_name(ct, tmp_path, recwarn):
+    """As real archives deliver them: still conformant, and the name never reaches a warning."""
+    copy = tmp_path / "archive"
+    shutil.copytree(ct, copy)
+    for f in copy.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.PatientName = "DOEJANE"
+        for keyword in ("PatientBirthDate", "PatientSex", "StudyTime", "StudyID", "AccessionNumber",
+                        "ReferringPhysicianName"):
+            if keyword in ds:
+                del ds[keyword]
+        ds.save_as(f)
+    series, volume, plan = opened(copy)
+    ruler, roi = ruler_and_roi(volume, plan, native_geometry(volume), 3)
+    out = write_measurements_sr([ruler, roi], series, tmp_path / "a.sr.dcm")
+    assert dciodvfy_errors(out) == []
+    assert not [w for w in recwarn if "DOEJANE" in str(w.message)]
+    assert len(read_measurements_sr(out)) == 2

@@ -37,6 +37,7 @@ from ..atomic import replacing
 from ..errors import describe
 from ..measure_records import MeasurementRecord
 from ..study import Series
+from .dicom_seg import _prepared
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -130,8 +131,11 @@ def _instances(series_list: Sequence[Series]) -> dict[str, object]:
 
 
 def _header(inst) -> pydicom.Dataset:
+    """The source's header as the SEG writer prepares it: Type 2 attributes an archive left out are
+    present and empty, and a one-component Patient's Name gets its caret (highdicom's warning about
+    it would quote the name, PHI, on the terminal)."""
     try:
-        return pydicom.dcmread(inst.path, stop_before_pixels=True)
+        return _prepared(pydicom.dcmread(inst.path, stop_before_pixels=True))
     except Exception as exc:  # noqa: BLE001 - named, never a traceback
         raise MeasurementSRError(f"{inst.path}: cannot read the source image header ({describe(exc)})") from exc
 
