@@ -3,8 +3,9 @@
 A real drag draws a ruler, the tool API draws a rectangle and an ellipse on other slices of a
 shuffled CT; the window closes; a new window opens the folder and finds them on the same
 slices with the same values. A measurement SR found in the opened folder (as retrieved from a
-PACS) is restored too (and one deleted after that stays deleted), and File > Save measurements as DICOM SR writes one that highdicom reads.
-Each test keeps its autosaves in its own LIGHTBOX_CACHE_DIR.
+PACS) is restored too (and one deleted after that stays deleted), and File > Save measurements
+as DICOM SR writes one that highdicom reads; an ROI on the mirrored RCC of the 4-view hanging is
+saved in image coordinates. Each test keeps its autosaves in its own LIGHTBOX_CACHE_DIR.
 """
 from __future__ import annotations
 

@@ -182,7 +182,8 @@ def test_gantry_tilt_points_are_on_the_stored_image_not_the_resampled_grid(tmp_p
         one = Volume(arr[k:k + 1], (step, pix, pix), [0.0, k * step * np.tan(tilt), k * step], direction, info)
         for f in write_series(one, tmp_path / f"s{k:03d}", intercept=-1024, stored_dtype=np.uint16, bits_stored=12):
             ds = pydicom.dcmread(f)
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[str(f)])
+            uid = pydicom.uid.generate_uid(entropy_srcs=[str(f)])
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
             ds.save_as(f)
     series, volume, plan = opened(tmp_path)
     assert plan.shear is not None  # resampled: array pixels are not the stored ones
