@@ -35,7 +35,6 @@ NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66.7": "label map segmentation",
     "1.2.840.10008.5.1.4.1.1.481.3": "RT structure set",
     "1.2.840.10008.5.1.4.1.1.11.1": "presentation state",
-    "1.2.840.10008.5.1.4.1.1.30": "parametric map",  # an analysis result drawn over its source, not a series to read
 }
 PROJECTION_MODALITIES = {"MG", "CR", "DX", "PX", "IO", "RG", "XA", "RF"}  # one image = one view
 PIXEL_DATA = 0x7FE00010
