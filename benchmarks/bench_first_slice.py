@@ -91,8 +91,8 @@ def main() -> None:
                 start = time.perf_counter()
                 if mode in ("early display", "warm-up"):
                     panel.retrieve(info.study_uid, info.series_uid)
-                    wait(app, lambda: panel.early is not None and panel.early.done, what="the full volume")
-                    full = time.perf_counter()
+                    full = wait(app, lambda: panel.early is not None and panel.early.done, what="the full volume")
+                    wait(app, lambda: "retrieved" in marks, what="the retrieve's end")
                 else:
                     panel.retrieve(info.study_uid, info.series_uid, open_when_done=False)
                     wait(app, lambda: "retrieved" in marks, what="the retrieve")

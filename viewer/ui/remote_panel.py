@@ -110,7 +110,10 @@ class EarlyDisplay(QObject):
             return
         self.final = True
         if not self.opened and not self.abandoned:
-            self._open()
+            if self.landed or any(self.folder.rglob("*.dcm")):  # e.g. all reused: nothing "landed"
+                self._open()
+            else:
+                self._end()  # nothing arrived (the server failed first): nothing to open
             return
         self._maybe_refresh()
 
