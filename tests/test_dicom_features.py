@@ -162,6 +162,8 @@ def test_float_pixel_data_stays_float(tmp_path):
     vol, _ = only_volume(tmp_path)
     assert vol.array.dtype == np.float32
     assert np.array_equal(vol.array, values)
+    series = [s for p in scan(tmp_path).patients for st in p.studies for s in st.series]
+    assert [s.is_result for s in series] == [True]  # viewable, but a study never opens on it
 
 
 # -- stack irregularities ---------------------------------------------------------------

@@ -66,6 +66,9 @@ class Instance:
     notes: list[str] = field(default_factory=list)  # header values dropped because they did not parse
 
 
+RESULT_IMAGE_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.30": "parametric map"}
+
+
 @dataclass
 class Series:
     """Images that belong in one Volume (a series split by orientation or size if mixed)."""
@@ -89,6 +92,12 @@ class Series:
     @property
     def frames(self) -> list[Frame]:
         return [f for inst in self.instances for f in inst.frame_list]
+
+    @property
+    def is_result(self) -> bool:
+        """An analysis result stored as an image (a Parametric Map): viewable on its own, but drawn over its
+        source series and never the series a study opens on."""
+        return bool(self.instances) and self.instances[0].sop_class in RESULT_IMAGE_SOP_CLASSES
 
     @property
     def is_projection(self) -> bool:

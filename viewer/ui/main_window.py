@@ -808,7 +808,8 @@ class MainWindow(QMainWindow):
     def _fill_plan(self, exclude: Series | None = None) -> list[tuple[Series, SliceView]]:
         """Next series of the open scan, not on screen yet, for each empty visible viewport."""
         on_screen = {s.key for s in self._cell_series.values()} | ({exclude.key} if exclude else set())
-        candidates = [s for s in self.browser.image_series() if s.key not in on_screen and not s.is_projection]
+        candidates = [s for s in self.browser.image_series() if s.key not in on_screen and not s.is_projection
+                      and not s.is_result]
         empty = [v for v in self.grid.visible_cells() if v.volume is None
                  and (exclude is None or v is not self.grid.active)]
         return list(zip(candidates, empty))

@@ -258,7 +258,9 @@ class SeriesBrowser(QTreeWidget):
             self.blockSignals(False)
 
     def select_first_image_series(self) -> Series | None:
-        first = next(iter(self.image_series()), None)
+        """The study opens on an acquired image, not on a result (a Parametric Map) stored beside it."""
+        images = self.image_series()
+        first = next((s for s in images if not s.is_result), None) or next(iter(images), None)
         if first is not None:
             self.select_series(first)
         return first
