@@ -84,7 +84,8 @@ def run_dicomweb_client(url: str, study: str, series: str, out: Path, n: int) ->
     started = time.perf_counter()
     out.mkdir(parents=True)
     count = 0
-    for ds in DICOMwebClient(url).iter_series(study, series):
+    # the same Accept as ours (its default asks for explicit VR little endian)
+    for ds in DICOMwebClient(url).iter_series(study, series, media_types=(("application/dicom", "*"),)):
         ds.save_as(out / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
         count += 1
         if not first:
@@ -100,6 +101,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", default=None, help="where the retrieved files go (default: the temp folder; "
+                                                 "/dev/shm takes the disk's writeback out of the comparison)")
     args = ap.parse_args(argv)
     why = missing()
     if why:
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
             firsts: dict[str, list[float]] = {k: [] for k in methods}
             for run in range(args.repeat + 1):  # run 0 warms the page cache and is not counted
                 for name, method in methods.items():
-                    out = tmp / f"out-{name}-{run}"
+                    out = (Path(args.out) if args.out else tmp) / f"lightbox-bench-out-{name}-{run}"
                     out.mkdir(parents=True, exist_ok=True)
                     if name == "dicomweb-client":
                         out.rmdir()

@@ -156,7 +156,8 @@ class MultipartReader:
                     at = self._find_delimiter()
                     if at < 0:
                         return
-                body = bytes(buf[:at])
+                with memoryview(buf) as view:  # one copy, not two (a bytearray slice would copy first)
+                    body = bytes(view[:at])
                 del buf[:at + len(delim)]
                 self._scan = 0
                 self._state = _AFTER_DELIMITER
