@@ -353,6 +353,16 @@ def test_send_results_stores_the_edited_seg_with_maps_and_report(qtbot, pacs, wi
     assert "SR" in modalities, modalities
     assert any(s["sop_class"] == PM_CLASS for s in found), [s["sop_class"] for s in found]
     assert {"SEG", "Parametric Map", "SR"} <= set(got_kinds(dialog)), dialog.status.text()
+    # the report's volume of the hand-drawn label is the edited one (400 voxels), as in the SEG
+    from viewer.core.export.dicom_sr import read_analysis_report
+
+    sr_series = next(s for s in found if s["modality"] == "SR")
+    sr_path = tmp_path / "report.dcm"
+    sr_path.write_bytes(pacs._request(f"/instances/{sr_series['instances'][0]}/file"))
+    report = read_analysis_report(sr_path)
+    values = {k: v for entry in report["series"].values() for group in ("scores", "volumes")
+              for k, v in entry.get(group, {}).items() if "hand drawn" in k}
+    assert values and all(abs(v - 400 * np.prod(vol.spacing) / 1000) < 1e-3 for v in values.values()), values
 
 
 def test_a_dimse_node_is_searched_and_retrieved_the_same_way(qtbot, pacs, window, ct_files):

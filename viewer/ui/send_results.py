@@ -47,6 +47,21 @@ def _classes(labels: dict, top: int) -> list[str]:
     return ["background"] + [labels[v].name if v in labels else f"label {v}" for v in range(1, top + 1)]
 
 
+def edited_scores(scores: dict, array, classes: list[str], volume) -> dict:
+    """The AI's scores with the ones measured on its label map (volumes in mL per class, a
+    mammogram's lesion area) measured again on the edited map, so the report agrees with the SEG."""
+    import numpy as np
+
+    out = {k: v for k, v in scores.items() if not k.endswith(" mL")}
+    if any(k.endswith(" mL") for k in scores):
+        voxel_ml = float(np.prod(volume.spacing)) / 1000.0
+        counts = np.bincount(np.asarray(array).ravel().astype(np.int64), minlength=len(classes))
+        out.update({f"{name} mL": float(counts[i] * voxel_ml) for i, name in enumerate(classes) if i})
+    if "lesion area mm2" in scores:
+        out["lesion area mm2"] = float(np.count_nonzero(array) * volume.spacing[1] * volume.spacing[2])
+    return out
+
+
 def edited_results(window: MainWindow) -> tuple[AnalysisResult | None, dict, int, str]:
     """(the analysis on screen with edited label maps in place, {series key: Series}, how many maps
     were edited, why nothing can be sent or ""). The cached AnalysisResult itself is not changed."""
@@ -77,7 +92,8 @@ def edited_results(window: MainWindow) -> tuple[AnalysisResult | None, dict, int
             overlays.append(Overlay("segmentation", "labels", array, EDITED_MODEL, _classes(labels, top)))
             replaced = True
         edited += int(replaced)
-        series_out[key] = replace(sr, overlays=overlays, notes=dict(sr.notes))
+        series_out[key] = replace(sr, overlays=overlays, notes=dict(sr.notes),
+                                  scores=edited_scores(sr.scores, array, _classes(labels, top), sr.volume))
     scan = window.scan_result
     by_key = {s.key: s for s in scan.series} if scan is not None else {}
     for sr in series_out.values():  # a series shown but not in the open scan (e.g. reopened elsewhere)
