@@ -257,6 +257,8 @@ class EarlyDisplay(QObject):
         self.complete.emit()
 
     def shutdown(self) -> None:
+        """Stop following the folder and wait for a re-read in progress."""
+        self._end()
         self._runner.shutdown()
 
 
@@ -592,7 +594,7 @@ class RemotePanel(QWidget):
             return None
         folder = cache.series_dir(study_uid, series_uid) if series_uid else cache.study_dir(study_uid)
         if self.early is not None:
-            self.early.shutdown()
+            self.early.shutdown()  # an older retrieve's display stops following its folder
         self.early = None
         if open_when_done and self.window is not None:
             self.early = EarlyDisplay(self.window, folder, series_uid, first=self.early_first)
