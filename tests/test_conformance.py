@@ -215,3 +215,63 @@ def test_deidentified_copies_are_conformant(demo, ct, tmp_path):
     assert str(pydicom.dcmread(copies[3]).DeviceSerialNumber)  # SEG: Type 1, dummied rather than blanked
     bare = pydicom.dcmread(copies[4])
     assert all(keyword in bare and not bare[keyword].value for keyword in TYPE2)
+
+
+# -- Parametric Maps and the analysis report (DICOM SR) ------------------------------------------------
+def test_analyze_parametric_maps_and_report_of_a_ct_are_conformant_and_readable(ct):
+    import highdicom as hd
+
+    from viewer.core.export.dicom_sr import read_analysis_report
+
+    root, seg, stderr = ct
+    out = root / "out"
+    pms = sorted(out.glob("*/*.pm.dcm"))
+    (report,) = sorted(out.glob("*/*.sr.dcm"))
+    assert pms, sorted(p.name for p in out.rglob("*"))
+    assert_conformant(*pms, report)
+    for pm in pms:
+        assert hd.pm.ParametricMap.from_dataset(pydicom.dcmread(pm)).PatientBirthDate == ""
+    assert hd.sr.srread(report).SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    (series,) = read_analysis_report(report)["series"].values()
+    assert series["volumes"] and series["segmentation"]
+    assert set(series["segmentation"].values()) == {str(pydicom.dcmread(seg).SOPInstanceUID)}
+    assert_no_phi(stderr)
+
+
+def test_analyze_parametric_maps_and_report_of_a_mammography_exam_are_conformant(mg):
+    import highdicom as hd
+
+    from viewer.core.export.dicom_sr import read_analysis_report
+
+    root, segs, stderr = mg
+    out = root / "out"
+    pms = sorted(out.glob("*/*.pm.dcm"))
+    (report,) = sorted(out.glob("*/*.sr.dcm"))
+    assert len(pms) >= 4, sorted(p.name for p in out.rglob("*"))  # at least one map per view
+    assert_conformant(*pms, report)
+    for pm in pms:
+        hd.pm.ParametricMap.from_dataset(pydicom.dcmread(pm))
+    back = read_analysis_report(report)
+    assert set(back["series"]) == {"RCC", "LCC", "RMLO", "LMLO"} and set(back["exam_scores"]) == {"L", "R"}
+    assert any(s["areas"] for s in back["series"].values())
+    assert_no_phi(stderr)
+
+
+def test_parametric_maps_of_pydicom_test_files_are_conformant(tmp_path):
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    from viewer.core.export.dicom_pm import write_parametric_map
+    from viewer.core.io import load_series, scan
+
+    need("dciodvfy")
+    written = []
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        (tmp_path / name).mkdir()
+        shutil.copy(get_testdata_file(name), tmp_path / name / name)
+        (series,) = [s for s in scan(tmp_path / name).series if s.kind == "dicom"]
+        volume = load_series(series)
+        prob = np.linspace(0, 1, volume.array.size, dtype=np.float32).reshape(volume.shape)
+        written.append(write_parametric_map(prob, volume, series, tmp_path / f"{name}.pm.dcm", name="mass",
+                                            model="test 1"))
+    assert_conformant(*written)

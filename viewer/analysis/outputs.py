@@ -1,5 +1,6 @@
 """Write an analysis to a folder: heatmaps and label maps as NIfTI, segmentations as DICOM SEG,
-and ``results.json`` with the scores, models and the files written.
+heatmaps as DICOM Parametric Maps, one DICOM SR report per analysis, and ``results.json`` with
+the scores, models and the files written.
 
 File names come from view names and class names, reduced to safe characters, and every
 path is checked to stay inside the chosen folder.
@@ -75,6 +76,13 @@ def write_series_outputs(sr: SeriesResult, series: Series | None, folder: Path) 
         if ov.kind == "probability":
             path = write_heatmap(ov.array, sr.volume, inside(folder, f"heatmap_{stem}.nii.gz"))
             written[f"heatmap {ov.name}"] = path.name
+            if series is not None and series.kind == "dicom":
+                try:
+                    pm_path = write_pm(ov, sr, series, inside(folder, f"heatmap_{stem}.pm.dcm"))
+                except ValueError as exc:  # e.g. a source highdicom cannot place: the NIfTI still stands
+                    sr.notes.setdefault("not_written", []).append(f"heatmap {ov.name} (DICOM PM): {exc}")
+                    continue
+                written[f"heatmap {ov.name} (DICOM PM)"] = pm_path.name
         else:
             path = write_label_map(ov.array, sr.volume, inside(folder, f"{stem}.nii.gz"))
             written[f"{ov.name} (NIfTI)"] = path.name
@@ -106,6 +114,25 @@ def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path
                            series_description=f"Lightbox AI {ov.name}"[:64])
 
 
+def write_pm(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path:
+    """DICOM Parametric Map of a probability overlay referencing its source series."""
+    from viewer.core.export.dicom_pm import write_parametric_map
+
+    return write_parametric_map(ov.array, sr.volume, series, path, name=ov.name, model=ov.model,
+                                series_description=f"Lightbox AI {ov.name}"[:64])
+
+
+def write_report(res: AnalysisResult, series_by_key: dict[str, Series], seg_files: dict[str, Path],
+                 folder: Path) -> dict[str, str]:
+    """The analysis report (DICOM SR, TID 1500) into ``folder``; {} when no series is DICOM."""
+    from viewer.core.export.dicom_sr import write_analysis_report
+
+    if not any(getattr(series_by_key.get(sr.series_key), "kind", "") == "dicom" for sr in res.series.values()):
+        return {}
+    path = write_analysis_report(res, series_by_key, seg_files, inside(folder, "report.sr.dcm"))
+    return {"report": path.name}
+
+
 STAGING_PREFIX = ".lightbox-staging-"  # a series' outputs while they are written; hidden, removed on failure
 
 
@@ -135,6 +162,7 @@ def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series
     written_folders: set[str] = set()
     for res in results:
         entry = res.summary()
+        seg_files: dict[str, Path] = {}
         for key, sr in res.series.items():
             base = safe_name(f"{res.kind}_{sr.title}" if res.kind == "mammo-exam" else sr.title, "series")
             folder_name, n = base, 2
@@ -153,8 +181,12 @@ def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series
                 continue
             written_folders.add(folder_name)
             entry["series"][key]["files"] = {k: f"{folder_name}/{v}" for k, v in files.items()}
+            seg = next((v for k, v in files.items() if k.endswith("(DICOM SEG)")), None)
+            if seg is not None:
+                seg_files[sr.series_key] = out / folder_name / seg
             if sr.notes.get("not_written"):
                 entry["series"][key]["not_written"] = list(sr.notes["not_written"])
+        _add_report(res, entry, series_by_key, seg_files, out, used, written_folders)
         summary["results"].append(entry)
     summary.setdefault("not_analysed", [])
     summary["failed"] = [{"series": f["series"], "reason": f["reason"]} for f in failures]
@@ -162,6 +194,34 @@ def write_outputs(results: list[AnalysisResult], series_by_key: dict[str, Series
     for name in sorted(previous - written_folders):  # an earlier run's folder this run did not replace
         shutil.rmtree(out / name, ignore_errors=True)
     return path
+
+
+def _add_report(res: AnalysisResult, entry: dict, series_by_key: dict[str, Series], seg_files: dict[str, Path],
+                out: Path, used: set[str], written_folders: set[str]) -> None:
+    """The analysis' DICOM SR in a folder of its own (staged like a series folder), listed as
+    entry["report"]; a report that cannot be built is named under entry["not_written"] instead,
+    like a SEG: the analysis and its other files still stand."""
+    first = next(iter(res.series.values()), None)
+    if first is None:
+        return
+    base = safe_name(f"{res.kind}_report" if res.kind == "mammo-exam" else f"{first.title}_report", "report")
+    folder_name, n = base, 2
+    while folder_name in used:
+        folder_name, n = f"{base}_{n}", n + 1
+    try:
+        files = _write_staged_with(lambda staging: write_report(res, series_by_key, seg_files, staging),
+                                   out, folder_name, skip_empty=True)
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the report is one more file; the analysis stands without it
+        reason = str(exc).strip().splitlines()[0] if isinstance(exc, ValueError) and str(exc).strip() else \
+            _reason(exc)  # our writers' ValueErrors already say what could not be built, as for a SEG
+        entry.setdefault("not_written", []).append(f"report (DICOM SR): {reason}")
+        return
+    if files:
+        used.add(folder_name)
+        written_folders.add(folder_name)
+        entry["report"] = f"{folder_name}/{files['report']}"
 
 
 def remove_stale_staging(out: Path) -> None:
@@ -178,6 +238,12 @@ def remove_stale_staging(out: Path) -> None:
 def _write_staged(sr: SeriesResult, series: Series | None, out: Path, folder_name: str) -> dict[str, str]:
     """write_series_outputs into a hidden folder, then rename it to ``out/folder_name`` (replacing an
     earlier run's folder of that name); on any failure the staging folder is removed."""
+    return _write_staged_with(lambda staging: write_series_outputs(sr, series, staging), out, folder_name)
+
+
+def _write_staged_with(write, out: Path, folder_name: str, skip_empty: bool = False) -> dict[str, str]:
+    """``write(staging folder) -> files`` into a hidden folder renamed to ``out/folder_name`` when
+    done; with ``skip_empty``, nothing is renamed (and no folder left) when it wrote no files."""
     inside(out, folder_name)  # refuses a name that would land outside ``out``
     final = out / folder_name
     if final.is_symlink() or (final.exists() and not final.is_dir()):
@@ -185,7 +251,9 @@ def _write_staged(sr: SeriesResult, series: Series | None, out: Path, folder_nam
     staging = out / f"{STAGING_PREFIX}{folder_name}-{secrets.token_hex(4)}"
     os.mkdir(staging)  # the umask's mode, as a plain mkdir of the final folder would have
     try:
-        files = write_series_outputs(sr, series, staging)
+        files = write(staging)
+        if skip_empty and not files:
+            return files
         old = None
         if final.exists():
             old = out / f"{STAGING_PREFIX}old-{folder_name}-{secrets.token_hex(4)}"
@@ -210,6 +278,7 @@ def _folders_listed(results_json: Path) -> set[str]:
         data = json.loads(results_json.read_text(encoding="utf-8"))
         entries = [files for res in data.get("results", []) for sr in res.get("series", {}).values()
                    for files in (sr.get("files") or {}).values()]
+        entries += [res["report"] for res in data.get("results", []) if isinstance(res.get("report"), str)]
     except (OSError, ValueError, AttributeError, TypeError):
         return set()
     names = set()

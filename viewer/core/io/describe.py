@@ -40,8 +40,10 @@ def series_summary(series: Series) -> dict:
     if series.info.view_position or series.info.laterality or series.info.modality.upper() == "MG":
         out.update(_view(series))
     if series.kind == "non-image":
-        out.update(_segmentation(series))
+        out.update(_segmentation(series) or _derived(series))
         return out
+    derived = _derived(series)  # a Parametric Map is an image too: geometry below as for any image
+    out.update(derived)
     try:
         if series.kind == "file":
             geo = itk.read_header(series.path)
@@ -82,6 +84,35 @@ def _segmentation(series: Series) -> dict:
     return summary
 
 
+def _derived(series: Series) -> dict:
+    """kind "parametric-map" (with the maps' names and model) or "report" (a DICOM SR), with the
+    series it references, from one header; {} for anything else or an unreadable header."""
+    from ..export.dicom_pm import PM_SOP_CLASS, parametric_map_summary
+    from ..export.dicom_sr import SR_SOP_CLASSES, report_summary
+
+    first = series.instances[0] if series.instances else None
+    if first is None or first.sop_class not in SR_SOP_CLASSES | {PM_SOP_CLASS}:
+        return {}
+    try:
+        ds = pydicom.dcmread(first.path, stop_before_pixels=True, force=True)
+        return parametric_map_summary(ds) if first.sop_class == PM_SOP_CLASS else report_summary(ds)
+    except Exception as exc:  # report, never crash a listing
+        return {"problems": list(series.problems) + [f"{first.path}: header unreadable ({describe_exc(exc)})"]}
+
+
+def _attach_derived(summaries: list[dict]) -> None:
+    """Each image series lists the Parametric Maps and reports of the same study that reference it."""
+    for key, kind, fields in (("parametric_maps", "parametric-map", ("maps", "model")), ("reports", "report", ())):
+        found = [s for s in summaries if s.get("kind") == kind]
+        for s in summaries:
+            if s.get("kind") in ("segmentation", "parametric-map", "report"):
+                continue
+            mine = [{"uid": d["uid"], "description": d["description"], **{f: d.get(f) for f in fields}}
+                    for d in found if s["uid"] in d.get("references", [])]
+            if mine:
+                s[key] = mine
+
+
 def _attach_segmentations(summaries: list[dict]) -> None:
     """Each image series lists the segmentations (SEG/RTSTRUCT) of the same study that reference it."""
     segs = [s for s in summaries if s.get("kind") == "segmentation"]
@@ -103,6 +134,7 @@ def study_summary(study: Study) -> dict:
         "series": [series_summary(se) for se in study.series],
     }
     _attach_segmentations(out["series"])
+    _attach_derived(out["series"])
     if is_mammo_study(study):
         out["mammo_views"] = {v: (s.key if s else None) for v, s in four_view(study).items()}
     return out
