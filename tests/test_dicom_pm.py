@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from tests.conftest import AXIAL, OBLIQUE, ramp_volume
 from viewer.core.export.dicom_pm import PM_SOP_CLASS, STORED_MAX, read_parametric_map, write_parametric_map
 from viewer.core.io import load_series, scan
-from viewer.core.io.dicom_write import write_series
+from viewer.core.io.dicom_write import write_enhanced, write_series
 from viewer.core.synthetic import write_mammo_exam
 
 REVERSED = AXIAL * np.array([-1.0, 1.0, 1.0])
@@ -93,6 +93,27 @@ def test_ct_map_frames_reference_the_source_slice_and_round_trip(tmp_path, direc
     assert ds.SeriesInstanceUID != first.SeriesInstanceUID
     equipment = [e for e in ds.ContributingEquipmentSequence if e.Manufacturer == "Lightbox"]
     assert [(e.ManufacturerModelName, e.SoftwareVersions) for e in equipment] == [("mass-detector", "2.1.0")]
+
+
+def test_enhanced_multiframe_source_frames_reference_their_source_frame(tmp_path):
+    src = ramp_volume(shape=(6, 10, 12), direction=REVERSED)
+    order = [3, 0, 5, 1, 4, 2]  # stored frame i holds slice order[i]
+    write_enhanced(src, tmp_path / "src" / "enhanced.dcm", frame_order=order)
+    series, volume = load(tmp_path / "src")
+    prob = some_probabilities(volume.shape, seed=5)
+    path = write_parametric_map(prob, volume, series, tmp_path / "pm.dcm", name="mass", model="m 1")
+    source = pydicom.dcmread(tmp_path / "src" / "enhanced.dcm", stop_before_pixels=True)
+    ds, frames, slope, _ = stored_as_read_by_pydicom(path)
+    for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        number = int(ref.ReferencedFrameNumber)
+        ipp = [float(v) for v in source.PerFrameFunctionalGroupsSequence[number - 1]
+               .PlanePositionSequence[0].ImagePositionPatient]
+        z = int(np.rint(volume.world_to_index(ipp)[0]))
+        np.testing.assert_allclose(frames[i] * slope, prob[z], atol=STEP / 2 + 1e-7)
+    back, _, _ = read_parametric_map(path, volume, series)
+    np.testing.assert_allclose(back, prob, atol=STEP / 2 + 1e-7)
 
 
 def test_mammogram_map_references_its_view_and_round_trips(tmp_path):
