@@ -196,6 +196,10 @@ def test_stow_answer_with_failures_and_a_bare_dicom_answer(recorder, tmp_path):
     got = []
     assert connect(Server("s", "dicomweb", url=url)).fetch("1.2", "1.3", ["1.4"], got.append) == 1
     assert got == [paths[0].read_bytes()]
+    _Recorder.single = b"<html>Internal error</html>"
+    with pytest.raises(RemoteError) as err:
+        connect(Server("s", "dicomweb", url=url)).fetch("1.2", "1.3", ["1.4"], got.append)
+    assert err.value.kind == "protocol" and "not a DICOM file" in str(err.value) and len(got) == 1
 
 
 @pytest.fixture(scope="module")

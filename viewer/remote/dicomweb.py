@@ -4,8 +4,9 @@ Why our own and not ``dicomweb-client``: that library hands back decoded pydicom
 cache would have to encode again, and asks for explicit little endian unless told otherwise, so a
 server holding JPEG 2000 must transcode (Orthanc without a codec refuses). Here a series is ONE
 WADO-RS request with ``transfer-syntax=*`` (the server sends what it stores), streamed through an
-incremental multipart reader that passes each instance's bytes to the sink as soon as it is whole;
-benchmarks/bench_retrieve_dicomweb.py measures both against curl.
+incremental multipart reader that passes each instance's bytes to the sink as soon as it is whole.
+benchmarks/bench_retrieve_dicomweb.py (300x512x512 CT, local Orthanc): ``fetch`` writing each part
+to a file takes 0.8-1.3x curl's time for the same answer; dicomweb-client iter_series + save_as 3.4-4x.
 
 Every failure is a RemoteError naming ``server.address``; the secret lives only in the session's
 auth object and never appears in a message, a repr or a log.
@@ -244,7 +245,7 @@ class DicomWebClient:
     def find_studies(self, query: Query) -> list[StudyHit]:
         params: list[tuple[str, str]] = []
         for key, value in (("PatientName", query.patient_name), ("PatientID", query.patient_id),
-                           ("StudyDate", query.date_range), ("ModalitiesInStudy", query.modality),
+                           ("StudyDate", query.date_range), ("ModalitiesInStudy", query.modality.upper()),
                            ("AccessionNumber", query.accession), ("StudyInstanceUID", query.study_uid)):
             if value:
                 params.append((key, value.strip()))
@@ -316,6 +317,7 @@ class DicomWebClient:
 
         def on_part(body: bytes, headers: dict) -> None:
             nonlocal count
+            self._check_part10(body, doing, before + count)
             count += 1
             sink(body)
 
@@ -363,8 +365,15 @@ class DicomWebClient:
             raise self._fail("unreachable", f"connection dropped while {doing}: {before} instances had arrived")
         if not data:
             return 0
+        self._check_part10(data, doing, before)
         sink(data)
         return 1
+
+    def _check_part10(self, data: bytes, doing: str, index: int) -> None:
+        """WADO-RS sends Part-10 files (PS3.18): 128-byte preamble, then DICM. Anything else (an error
+        page, a bare data set) stops here rather than landing in the cache."""
+        if data[128:132] != b"DICM":
+            raise self._fail("protocol", f"instance {index + 1} of the answer is not a DICOM file while {doing}")
 
     def _dropped(self, exc: Exception, doing: str, arrived: int) -> RemoteError:
         if isinstance(exc, requests.exceptions.Timeout):
