@@ -179,3 +179,17 @@ def test_bad_maps_and_files_get_one_line_errors(tmp_path):
     other_series, other_volume = load(tmp_path / "other")
     with pytest.raises(ValueError, match="another grid"):
         read_parametric_map(out, other_volume, other_series)
+
+
+def test_a_damaged_map_gives_one_line_naming_the_file(tmp_path):
+    write_series(ramp_volume(shape=(3, 8, 8)), tmp_path / "src")
+    series, volume = load(tmp_path / "src")
+    path = write_parametric_map(np.zeros(volume.shape), volume, series, tmp_path / "pm.dcm", name="m", model="x 1")
+    ds = pydicom.dcmread(path)
+    del ds.Rows
+    ds.save_as(tmp_path / "norows.dcm")
+    with pytest.raises(ValueError, match=r"norows\.dcm: "):
+        read_parametric_map(tmp_path / "norows.dcm", volume, series)
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match=r"junk\.dcm: "):
+        read_parametric_map(tmp_path / "junk.dcm", volume, series)

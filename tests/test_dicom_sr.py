@@ -249,3 +249,22 @@ def test_info_names_parametric_maps_and_reports_with_what_they_reference(ct):
     assert set(report["references"]) == {source["uid"], seg["uid"]}
     assert [m["uid"] for m in source["parametric_maps"]] == [pm["uid"]]
     assert [r["uid"] for r in source["reports"]] == [report["uid"]]
+
+
+def test_a_damaged_report_gives_one_line_naming_the_file(ct, tmp_path):
+    root, _, _, _, data = ct
+    ds = pydicom.dcmread(root / "out" / data["results"][0]["report"])
+    ds.ContentSequence = [i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue != "126010"]
+    ds.save_as(tmp_path / "cut.dcm")
+    with pytest.raises(ValueError, match=r"cut\.dcm: no Imaging Measurements"):
+        read_analysis_report(tmp_path / "cut.dcm")
+    ds = pydicom.dcmread(root / "out" / data["results"][0]["report"])
+    (measurements,) = [i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    for group in measurements.ContentSequence:
+        for item in group.ContentSequence:
+            if item.ValueType == "NUM":
+                del item.MeasuredValueSequence[0].MeasurementUnitsCodeSequence
+                item.MeasuredValueSequence[0].NumericValue = None  # a value left out: skipped, not a crash
+    ds.save_as(tmp_path / "empty.dcm")
+    back = read_analysis_report(tmp_path / "empty.dcm")
+    assert all(not s["scores"] and not s["volumes"] for s in back["series"].values())

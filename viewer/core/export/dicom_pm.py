@@ -214,11 +214,22 @@ def read_parametric_map(path, volume: Volume, series: Series) -> tuple[np.ndarra
 
     Frames find their slice through the referenced source SOP Instance UID (and frame number),
     as read_dicom_seg does; only frames without references fall back to their plane position.
-    Stored values go through the Real World Value Mapping (linear)."""
+    Stored values go through the Real World Value Mapping (linear). Anything unreadable is a
+    ValueError whose one line names the file."""
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001 - one line naming the file
+        raise ValueError(f"{path}: not readable as DICOM ({describe(exc)})") from exc
+    try:
+        return _read(path, ds, volume, series)
+    except (TypeError, AttributeError, KeyError, IndexError) as exc:  # a damaged header
+        raise ValueError(f"{path}: {describe(exc)}") from exc
+
+
+def _read(path: Path, ds: pydicom.Dataset, volume: Volume, series: Series) -> tuple[np.ndarray, str, str]:
     from pydicom.pixels import pixel_array
 
-    path = Path(path)
-    ds = pydicom.dcmread(path)
     if str(ds.get("SOPClassUID", "")) != PM_SOP_CLASS:
         raise ValueError(f"{path}: not a DICOM Parametric Map (SOP class {ds.get('SOPClassUID', 'missing')})")
     if (int(ds.Rows), int(ds.Columns)) != volume.shape[1:]:

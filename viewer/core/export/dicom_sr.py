@@ -436,9 +436,8 @@ def _groups(ds) -> list:
 
 def _number(item) -> float | None:
     measured = item.get("MeasuredValueSequence")
-    if not measured or "NumericValue" not in measured[0]:
-        return None
-    return float(measured[0].NumericValue)
+    value = measured[0].get("NumericValue") if measured else None
+    return None if value is None or value == "" else float(value)  # no value: nothing measured
 
 
 def _score_name(code: str, scheme: str, meaning: str) -> str:
@@ -462,9 +461,12 @@ def read_analysis_report(path) -> dict:
     if str(ds.get("SOPClassUID", "")) not in SR_SOP_CLASSES:
         raise ValueError(f"{path}: not a DICOM Structured Report (SOP class {ds.get('SOPClassUID', 'missing')})")
     try:
-        groups = _groups(ds)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        return _read_groups(_groups(ds))
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:  # a damaged tree: one line
+        raise ValueError(f"{path}: {describe(exc) if not isinstance(exc, ValueError) else exc}") from exc
+
+
+def _read_groups(groups) -> dict:
     out: dict = {"models": [], "exam_scores": {}, "series": {}}
     for group in groups:
         children = _children(group)
