@@ -149,7 +149,8 @@ def write_parametric_map(prob, volume: Volume, series: Series, path, *, name: st
             contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
             voi_lut_transformations=[hd.VOILUTTransformation(window_center=STORED_MAX / 2,
                                                              window_width=STORED_MAX + 1)],
-            content_label=_content_label(name), content_description=description, contributing_equipment=[equipment], **grid)
+            content_label=_content_label(name), content_description=description,
+            contributing_equipment=[equipment], **grid)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ValueError(f"cannot build a DICOM Parametric Map for series {series.label()}: {describe(exc)}") from exc
     pm.SeriesDescription = description
