@@ -74,7 +74,8 @@ def test_an_unreadable_series_is_listed_and_the_others_are_analysed_and_written(
     (line,) = data["not_analysed"]
     assert str(src / "bad") in line and "cannot decode" in line
     assert any(f"not analysed: {line}" in e for e in err)
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["CT_Axial_6.25mm", "CT_Axial_7.5mm"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["CT_Axial_6.25mm", "CT_Axial_6.25mm_report",
+                                                                   "CT_Axial_7.5mm", "CT_Axial_7.5mm_report"]
     for r in data["results"]:
         for entry in r["series"].values():
             assert entry["files"] and all((out / f).is_file() for f in entry["files"].values())

@@ -13,6 +13,7 @@ import io
 import os
 import re
 import shutil
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,30 @@ def instance_uids_of(data: bytes) -> tuple[str, str, str]:
     return uids  # type: ignore[return-value]
 
 
+def sop_uid_of(data: bytes) -> str:
+    """MediaStorageSOPInstanceUID from a Part-10 file meta (group 0002, always explicit VR little
+    endian), without pydicom; "" when it is not there (the caller reads the header instead)."""
+    if data[128:132] != b"DICM":
+        return ""
+    pos, end = 132, min(len(data), 132 + 65536)
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            return ""
+        vr = data[pos + 4:pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            length = struct.unpack_from("<I", data, pos + 8)[0]
+            value_at = pos + 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            value_at = pos + 8
+        if element == 0x0003:
+            uid = data[value_at:value_at + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            return uid if _UID.fullmatch(uid) else ""
+        pos = value_at + length
+    return ""
+
+
 @dataclass
 class RetrieveReport:
     folder: Path  # the study's folder (what the viewer opens)
@@ -86,10 +111,14 @@ class RetrieveCache:
         except FileNotFoundError:
             return set()
 
-    def put(self, data: bytes) -> Path:
-        """Store one instance under its own UIDs; returns its path."""
-        study, series, sop = instance_uids_of(data)
-        folder = self.series_dir(study or "unknown-study", series or "unknown-series")
+    def put(self, data: bytes, study_uid: str = "", series_uid: str = "") -> Path:
+        """Store one instance under its UIDs; returns its path. With the study and series the caller asked
+        for, only the file meta is read (the instance UID): a header parse per file costs more than its
+        transfer."""
+        sop = sop_uid_of(data) if study_uid and series_uid else ""
+        if not sop:
+            study_uid, series_uid, sop = instance_uids_of(data)
+        folder = self.series_dir(study_uid or "unknown-study", series_uid or "unknown-series")
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{file_name(sop)}.dcm"
         tmp = folder / f".{final.name}.{os.getpid()}{PART_SUFFIX}"
@@ -108,61 +137,64 @@ class RetrieveCache:
                  on_file=None) -> RetrieveReport:
         """Bring a series (or every series of a study) here, fetching only what is missing.
 
-        ``on_file(path, done, total)`` fires as each file lands (the viewer opens the first slices from
-        it); ``progress(done, total, message)`` likewise. RemoteError / Cancelled propagate; whatever
-        arrived before them stays and is not fetched again next time.
+        A series with nothing here yet is fetched whole without listing its instances first (on
+        Orthanc the instance listing reads every file and costs a third of the transfer); one with
+        files here is listed and only the rest is asked for. ``on_file(path, done, total)`` fires as
+        each file lands (the viewer opens the first slices from it); ``progress(done, total, message)``
+        likewise. RemoteError / Cancelled propagate; whatever arrived before them stays and is not
+        fetched again next time.
         """
         started = time.perf_counter()
         stop = should_stop or (lambda: False)
         self.clean_partial(study_uid)
+        hits = {hit.series_uid: hit for hit in client.find_series(study_uid)}
         if series_uid:
+            if series_uid not in hits:
+                raise RemoteError("not_found", f"{client.server.address}: no series {series_uid} in study "
+                                               f"{study_uid} there")
             series = [series_uid]
         else:
-            series = [hit.series_uid for hit in client.find_series(study_uid)]
+            series = list(hits)
             if not series:
                 raise RemoteError("not_found", f"{client.server.address}: study {study_uid} has no series there")
-        wanted = {uid: client.instance_uids(study_uid, uid) for uid in series}
-        for uid, sops in wanted.items():
-            if not sops:
-                raise RemoteError("not_found", f"{client.server.address}: series {uid} of study {study_uid} "
-                                               "has no instances there")
-        total = sum(len(v) for v in wanted.values())
+        here = {uid: self.present(study_uid, uid) for uid in series}
+        # resumed series are listed (to ask only for the rest); new ones are counted from the series query
+        listed = {uid: client.instance_uids(study_uid, uid) for uid in series if here[uid]}
+        expected = {uid: len(listed[uid]) if uid in listed else hits[uid].n_instances for uid in series}
+        total = sum(n or 0 for n in expected.values())
         report = RetrieveReport(folder=self.study_dir(study_uid), series=list(series))
-        done = 0
-        for uid in series:
-            here = self.present(study_uid, uid)
-            sops = wanted[uid]
-            report.reused += sum(1 for s in sops if file_name(s) in here)
-            done += sum(1 for s in sops if file_name(s) in here)
+        report.reused = sum(1 for uid, sops in listed.items() for s in sops if file_name(s) in here[uid])
+        done = report.reused
         if progress:
             progress(done, total, f"{report.reused} of {total} instances already here")
         for uid in series:
-            here = self.present(study_uid, uid)
-            missing = [s for s in wanted[uid] if file_name(s) not in here]
-            if not missing:
+            missing = None if uid not in listed else [s for s in listed[uid] if file_name(s) not in here[uid]]
+            if missing == []:
                 continue
             if stop():
                 raise Cancelled("retrieve cancelled")
 
-            def sink(data: bytes) -> None:
-                nonlocal done
-                path = self.put(data)
+            def sink(data: bytes, uid=uid) -> None:
+                nonlocal done, total
+                path = self.put(data, study_uid, uid)
                 done += 1
+                total = max(total, done)
                 report.fetched += 1
                 if on_file is not None:
                     on_file(path, done, total)
                 if progress:
                     progress(done, total, f"{done} of {total} instances")
 
-            whole = len(missing) == len(wanted[uid])
-            client.fetch(study_uid, uid, None if whole else missing, sink, should_stop=stop)
-            left = [s for s in wanted[uid] if file_name(s) not in self.present(study_uid, uid)]
-            if left:
-                report.missing[uid] = len(left)
+            client.fetch(study_uid, uid, missing, sink, should_stop=stop)
+            got = self.present(study_uid, uid)
+            wanted = listed.get(uid)
+            short = (sum(1 for s in wanted if file_name(s) not in got) if wanted is not None
+                     else max(0, (expected[uid] or 0) - len(got)))
+            if short:
+                report.missing[uid] = short
         for uid in series:
             folder = self.series_dir(study_uid, uid)
-            report.files.extend(folder / f"{file_name(s)}.dcm" for s in wanted[uid]
-                                if (folder / f"{file_name(s)}.dcm").is_file())
+            report.files.extend(sorted(folder / f"{name}.dcm" for name in self.present(study_uid, uid)))
         report.seconds = time.perf_counter() - started
         return report
 

@@ -320,6 +320,8 @@ class DicomWebClient:
             self._check_part10(body, doing, before + count)
             count += 1
             sink(body)
+            if stop():  # one network chunk can hold many small instances: Cancel is honoured between them
+                raise Cancelled("retrieve cancelled")
 
         try:
             content_type = response.headers.get("Content-Type", "")
