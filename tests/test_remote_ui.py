@@ -343,6 +343,8 @@ def test_send_results_stores_the_edited_seg_with_maps_and_report(qtbot, pacs, wi
     names = [d.SegmentLabel for d in seg.SegmentSequence]
     assert "hand drawn" in names, names
     number = names.index("hand drawn") + 1
+    kinds = {d.SegmentLabel: d.SegmentAlgorithmType for d in seg.SegmentSequence}
+    assert kinds["hand drawn"] == "MANUAL", kinds  # the model never drew it: the SEG says so
     frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
     mine = [i for i, g in enumerate(ds.PerFrameFunctionalGroupsSequence)
             if g.SegmentIdentificationSequence[0].ReferencedSegmentNumber == number]

@@ -98,20 +98,30 @@ def write_series_outputs(sr: SeriesResult, series: Series | None, folder: Path) 
 
 
 def write_seg(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path | None:
-    """DICOM SEG of a label map referencing its source series; None when it holds no finding."""
+    """DICOM SEG of a label map referencing its source series; None when it holds no finding.
+
+    A map the user edited (``ov.original`` = the model's map) says so per segment: AUTOMATIC where
+    the voxels are still the model's, SEMIAUTOMATIC where they were edited, MANUAL for labels the
+    model never drew (dicom_seg.edited_segments, as the editor's own SEG save)."""
     from viewer.core.colors import label_color
-    from viewer.core.export.dicom_seg import Segment, compact_segments, write_dicom_seg
+    from viewer.core.export.dicom_seg import Segment, compact_segments, edited_segments, write_dicom_seg
 
     name, version = split_model_id(ov.model)
     top = max(len(ov.classes) - 1, int(ov.array.max(initial=0)))
-    segments = [Segment(number=i, label=ov.classes[i] if i < len(ov.classes) else f"label {i}",
-                        color=label_color(i), algorithm_type="AUTOMATIC", algorithm_name=name or ov.model,
-                        algorithm_version=version or "1") for i in range(1, top + 1)]
+    names = {i: ov.classes[i] if i < len(ov.classes) else f"label {i}" for i in range(1, top + 1)}
+    if ov.original is not None:
+        segments = edited_segments(ov.array, names, {i: label_color(i) for i in names}, original=ov.original,
+                                   model=ov.model)
+    else:
+        segments = [Segment(number=i, label=label, color=label_color(i), algorithm_type="AUTOMATIC",
+                            algorithm_name=name or ov.model, algorithm_version=version or "1")
+                    for i, label in names.items()]
     labels, segments = compact_segments(ov.array, segments)  # classes found -> segments 1..N, no gaps
     if not segments:
         return None
+    edited = " (edited)" if ov.original is not None and any(s.algorithm_type != "AUTOMATIC" for s in segments) else ""
     return write_dicom_seg(labels, sr.volume, series, segments, path,
-                           series_description=f"Lightbox AI {ov.name}"[:64])
+                           series_description=f"Lightbox AI {ov.name}{edited}"[:64])
 
 
 def write_pm(ov: Overlay, sr: SeriesResult, series: Series, path: Path) -> Path:

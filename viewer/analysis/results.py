@@ -25,6 +25,9 @@ class Overlay:
     array: np.ndarray
     model: str  # "name version"
     classes: list[str] = field(default_factory=list)  # labels: index -> class name (0 = background)
+    # labels the user edited: the model's map before the edits, so the SEG can say which segments are still
+    # AUTOMATIC and which SEMIAUTOMATIC / MANUAL (None = the model's own output)
+    original: np.ndarray | None = None
 
     def __post_init__(self):
         if self.kind not in ("probability", "labels"):

@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -84,12 +86,14 @@ def edited_results(window: MainWindow) -> tuple[AnalysisResult | None, dict, int
         overlays, replaced = [], False
         for ov in sr.overlays:
             if ov.kind == "labels" and not replaced:
-                overlays.append(replace(ov, array=array, classes=_classes(labels, max(top, len(ov.classes) - 1))))
+                overlays.append(replace(ov, array=array, classes=_classes(labels, max(top, len(ov.classes) - 1)),
+                                        original=ov.array if ov.original is None else ov.original))
                 replaced = True
             else:
                 overlays.append(ov)
         if not replaced and array.any():
-            overlays.append(Overlay("segmentation", "labels", array, EDITED_MODEL, _classes(labels, top)))
+            overlays.append(Overlay("segmentation", "labels", array, EDITED_MODEL, _classes(labels, top),
+                                    original=np.zeros_like(array)))  # nothing of it is the model's
             replaced = True
         edited += int(replaced)
         series_out[key] = replace(sr, overlays=overlays, notes=dict(sr.notes),
