@@ -244,6 +244,8 @@ class MainWindow(QMainWindow):
     def show_remote(self) -> None:
         self.remote_dock.show()
         self.remote_dock.raise_()
+        if self.remote_dock.width() < 420:  # room for the date, modality and count columns
+            self.resizeDocks([self.remote_dock], [min(480, max(420, self.width() // 3))], Qt.Orientation.Horizontal)
 
     def show_send_results(self):
         from .send_results import SendResultsDialog
@@ -254,6 +256,11 @@ class MainWindow(QMainWindow):
         self.send_dialog.show()
         self.send_dialog.raise_()
         return self.send_dialog
+
+    @staticmethod
+    def _volume_text(series: Series, volume) -> str:
+        nz, ny, nx = volume.shape
+        return f"{series.label()}: {nx}×{ny}×{nz}, spacing " + "×".join(f"{v:.3g}" for v in volume.spacing[::-1]) + " mm"
 
     def refresh_scan(self, path, result: ScanResult, volumes: dict) -> None:
         """A newer scan of the open folder while a retrieve still lands files in it: list ``result`` and
@@ -275,6 +282,9 @@ class MainWindow(QMainWindow):
                 view.set_slice(int(min(max(round(float(volume.world_to_index(at)[0])), 0), volume.shape[0] - 1)))
             self._cell_series[view] = series
         self.browser.mark_current(self.shown_series)
+        shown = self.shown_series
+        if shown is not None and self.slice_view.volume is not None:  # the size line follows the growing stack
+            self.show_message(self._volume_text(shown, self.slice_view.volume))
         if self.layout_mode == "mpr":
             self._show_volume_layout()
         self._start_thumbnails(self.browser.image_series())
@@ -747,9 +757,7 @@ class MainWindow(QMainWindow):
         info = volume.info
         who = info.patient_name.replace("^", " ").strip()
         self._set_title(who, series.label())
-        nz, ny, nx = volume.shape
-        text = f"{series.label()}: {nx}×{ny}×{nz}, spacing " + \
-               "×".join(f"{v:.3g}" for v in volume.spacing[::-1]) + " mm"
+        text = self._volume_text(series, volume)
         if volume.problems:
             self.show_message(f"{text} — {len(volume.problems)} problem(s): {volume.problems[0]}"
                               + ("\n" + "\n".join(volume.problems[1:]) if len(volume.problems) > 1 else ""),

@@ -331,7 +331,7 @@ class RemotePanel(QWidget):
         header = self.tree.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, 230)  # names and descriptions first; the narrow columns fit their contents
+        header.resizeSection(0, 170)  # names and descriptions first (their full text in the tooltip); the narrow columns fit
         for col in range(1, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.itemExpanded.connect(self._expanded)
@@ -474,7 +474,7 @@ class RemotePanel(QWidget):
             item = QTreeWidgetItem([text, hit.patient_id, _date(hit.study_date), " ".join(hit.modalities),
                                     _count(hit.n_series), _count(hit.n_instances)])
             item.setData(0, ROLE, ("study", hit.study_uid))
-            item.setToolTip(0, f"Study {hit.study_uid}" + (f"\nAccession {hit.accession}" if hit.accession else ""))
+            item.setToolTip(0, f"{text}\nStudy {hit.study_uid}" + (f"\nAccession {hit.accession}" if hit.accession else ""))
             item.addChild(QTreeWidgetItem([PLACEHOLDER]))  # expandable; series listed on expand
             self.tree.addTopLevelItem(item)
         n = len(hits)
@@ -533,7 +533,7 @@ class RemotePanel(QWidget):
             child = QTreeWidgetItem([f"{number}{hit.description or '(series)'}", "", "", hit.modality, "",
                                      _count(hit.n_instances)])
             child.setData(0, ROLE, ("series", study_uid, hit.series_uid))
-            child.setToolTip(0, f"Series {hit.series_uid}")
+            child.setToolTip(0, f"{hit.description or '(series)'}\nSeries {hit.series_uid}")
             item.addChild(child)
         if not hits:
             item.addChild(QTreeWidgetItem(["(no series)"]))
