@@ -228,9 +228,10 @@ def test_closed_port_is_unreachable():
 
 def test_rejected_association_is_refused():
     from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
+    from pynetdicom.sop_class import CTImageStorage, Verification
     scp = AE(ae_title="PICKY")
     scp.add_supported_context(Verification)
+    scp.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)  # storage, but no C-FIND/C-GET
     scp.require_calling_aet = ["SOMEONE"]
     port = _free_port()
     listener = scp.start_server(("127.0.0.1", port), block=False)
@@ -243,7 +244,10 @@ def test_rejected_association_is_refused():
         scp.require_calling_aet = []
         with pytest.raises(RemoteError) as e:  # accepts the association but not C-FIND
             client.find_studies(Query())
-        assert e.value.kind == "refused"
+        assert e.value.kind == "refused" and "C-FIND" in str(e.value)
+        with pytest.raises(RemoteError) as e:  # takes a storage context, not the C-GET model
+            client.fetch("1.2.3", "1.2.3.4", None, lambda b: None)
+        assert e.value.kind == "refused" and "does not accept C-GET" in str(e.value)
     finally:
         listener.shutdown()
 
@@ -289,9 +293,9 @@ def test_killed_server_mid_transfer_then_resume(orthanc, tmp_path):
     started = time.monotonic()
     with pytest.raises(RemoteError) as e:
         cache.retrieve(client, study, series, on_file=on_file)
-    assert e.value.kind == "unreachable" and "after 5 instances" in str(e.value)
-    assert time.monotonic() - started < 15
-    assert len(cache.present(study, series)) == 5
+    kept = len(cache.present(study, series))  # what arrived whole before the kill reaches the cache
+    assert e.value.kind == "unreachable" and f"after {kept} instances" in str(e.value)
+    assert 5 <= kept < 20 and time.monotonic() - started < 15
     orthanc.start()
     report = cache.retrieve(client, study, series)
-    assert report.reused == 5 and report.fetched == 15 and len(report.files) == 20
+    assert report.reused == kept and report.fetched == 20 - kept and len(report.files) == 20
