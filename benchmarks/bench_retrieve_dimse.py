@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-nagle-row", action="store_true", help="skip the slow plain-getscu row")
+    ap.add_argument("--orthanc-nagle", action="store_true",
+                    help="leave Nagle's algorithm on in Orthanc too (its default; timings then vary a lot)")
     args = ap.parse_args(argv)
     why = missing() or (None if shutil.which("getscu") else "DCMTK's getscu is not installed")
     if why:
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         move_port = free_port()
         orthanc = OrthancServer(tmp / "orthanc", modalities={"lightbox": ("LIGHTBOX", "127.0.0.1", move_port)})
+        if not args.orthanc_nagle:
+            os.environ["TCP_NODELAY"] = "1"  # read by Orthanc's DCMTK at start
         orthanc.start()
         try:
             t = time.perf_counter()
