@@ -455,8 +455,8 @@ class DimseClient:
         code = int(final.Status)
         failed = _int(final, "NumberOfFailedSuboperations") or 0
         what = f"series {series_uid}" if series_uid else f"study {study_uid}"
-        if code == 0xFE00:
-            raise Cancelled(f"{addr}: {op} cancelled by the server after {n} instances")
+        if code == 0xFE00 and n == 0:  # we never send C-CANCEL: the server gave up on its own
+            raise RemoteError("protocol", f"{addr}: the server cancelled the {op} of {what}")
         if n == 0:  # nothing came: a wrong UID, or a server that would not send
             exists = self._exists(study_uid, series_uid, sop_uids)
             if exists is False:
