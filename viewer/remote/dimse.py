@@ -126,9 +126,9 @@ class _Receiver:
     """The C-STORE handler of a C-GET (on its own association) or a C-MOVE (on our SCP).
 
     The handler only queues each instance's bytes and answers Success at once, so the server sends
-    the next one while a worker thread hands this one to the sink (writing and parsing overlap the
-    network; measured ~10% on a 300-slice CT). The queue is short: a slow sink slows the server
-    rather than filling memory. On Cancel or a failing sink the worker aborts the association that
+    the next one while a worker thread hands this one to the sink: writing and parsing overlap the
+    network instead of adding to it (a slow disk or viewer callback does not stall the transfer
+    until the short queue is full; then it slows the server rather than filling memory). On Cancel or a failing sink the worker aborts the association that
     delivers, and drops whatever is still queued.
     """
 
