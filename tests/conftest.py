@@ -87,11 +87,7 @@ def one_torch_thread():
 
 def _orthanc_or_skip():
     import orthanc_server as orthanc_mod
-    why = orthanc_mod.missing()
-    if why:
-        if os.environ.get("LIGHTBOX_REQUIRE_ORTHANC") == "1":
-            pytest.fail(f"LIGHTBOX_REQUIRE_ORTHANC=1 but {why}")
-        pytest.skip(why)
+    orthanc_mod.require()
     return orthanc_mod
 
 

@@ -49,6 +49,18 @@ def missing() -> str | None:
     return None
 
 
+def require():
+    """For a test or fixture: skip when no Orthanc can start here, or fail under LIGHTBOX_REQUIRE_ORTHANC=1
+    (CI, where scripts/system_deps.sh installed it)."""
+    import pytest
+
+    why = missing()
+    if why:
+        if os.environ.get("LIGHTBOX_REQUIRE_ORTHANC") == "1":
+            pytest.fail(f"LIGHTBOX_REQUIRE_ORTHANC=1 but {why}")
+        pytest.skip(why)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

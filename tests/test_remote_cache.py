@@ -215,3 +215,16 @@ def test_without_a_keyring_secrets_live_for_the_session_only(tmp_path, monkeypat
         assert servers_mod.get_secret(server) == "from-env"
     finally:
         keyring.set_keyring(previous)
+
+
+def test_prune_drops_least_recently_used_studies_but_keeps_the_new_one(tmp_path, monkeypatch):
+    cache = RetrieveCache(tmp_path / "cache")
+    for i, name in enumerate(["1.1", "1.2", "1.3"]):
+        folder = cache.series_dir(name, "9.9")
+        folder.mkdir(parents=True)
+        (folder / "1.dcm").write_bytes(b"x" * 1000)
+        os.utime(folder / "1.dcm", (1000 + i, 1000 + i))
+    monkeypatch.setenv("LIGHTBOX_REMOTE_CACHE_MB", str(2500 / 1024 / 1024))
+    removed = cache.prune(keep="1.1")  # 1.1 is the oldest, but just retrieved
+    assert [p.name for p in removed] == ["1.2"]
+    assert sorted(p.name for p in cache.root.iterdir()) == ["1.1", "1.3"]

@@ -273,12 +273,7 @@ def test_closed_port_is_unreachable():
 def loaded(tmp_path_factory):
     """One Orthanc for the read-only tests: a synthetic CT (20 slices) and pydicom's CT, MR and JPEG 2000 files."""
     import orthanc_server
-    why = orthanc_server.missing()
-    if why:
-        import os
-        if os.environ.get("LIGHTBOX_REQUIRE_ORTHANC") == "1":
-            pytest.fail(why)
-        pytest.skip(why)
+    orthanc_server.require()
     root = tmp_path_factory.mktemp("orthanc-dicomweb")
     ct = write_ct_study(root / "ct", shape=(20, 64, 64)).files
     files = list(ct) + [pydicom.data.get_testdata_file(n) for n in TEST_FILES]

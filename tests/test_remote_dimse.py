@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import time
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+
+from orthanc_server import free_port
 
 from viewer.core import synthetic
 from viewer.core.errors import Cancelled
@@ -24,19 +24,9 @@ from viewer.remote.dimse import DimseClient, get_storage_contexts
 TESTFILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _require_orthanc():
     import orthanc_server
-    why = orthanc_server.missing()
-    if why:
-        if os.environ.get("LIGHTBOX_REQUIRE_ORTHANC") == "1":
-            pytest.fail(f"LIGHTBOX_REQUIRE_ORTHANC=1 but {why}")
-        pytest.skip(why)
+    orthanc_server.require()
     return orthanc_server
 
 
@@ -70,7 +60,7 @@ def loaded(tmp_path_factory):
     """One Orthanc for the read-only tests, knowing our SCP ("LIGHTBOX") for C-MOVE."""
     mod = _require_orthanc()
     root = tmp_path_factory.mktemp("dimse")
-    port = _free_port()
+    port = free_port()
     server = mod.OrthancServer(root / "orthanc", modalities={"lightbox": ("LIGHTBOX", "127.0.0.1", port)}).start()
     try:
         ct, originals = _load(server, root / "ct")
@@ -197,7 +187,7 @@ def test_unknown_study_or_series_is_not_found(loaded, retrieve):
 
 
 def test_move_to_unknown_destination_names_the_problem(loaded):
-    client = loaded.client(retrieve="move", calling_ae="STRANGER", move_port=_free_port())
+    client = loaded.client(retrieve="move", calling_ae="STRANGER", move_port=free_port())
     with pytest.raises(RemoteError) as e:
         client.fetch(loaded.study, loaded.series, None, lambda b: None)
     assert e.value.kind == "protocol" and "STRANGER" in str(e.value) and "0xC000" in str(e.value)
@@ -215,7 +205,7 @@ def test_cancel_mid_transfer(loaded, retrieve):
 
 
 def test_closed_port_is_unreachable():
-    port = _free_port()
+    port = free_port()
     client = DimseClient(Server(name="x", kind="dimse", host="127.0.0.1", port=port, called_ae="NOBODY", timeout=5))
     started = time.monotonic()
     for call in (client.echo, lambda: client.find_studies(Query()),
@@ -233,7 +223,7 @@ def test_rejected_association_is_refused():
     scp.add_supported_context(Verification)
     scp.add_supported_context(CTImageStorage, scu_role=True, scp_role=True)  # storage, but no C-FIND/C-GET
     scp.require_calling_aet = ["SOMEONE"]
-    port = _free_port()
+    port = free_port()
     listener = scp.start_server(("127.0.0.1", port), block=False)
     try:
         client = DimseClient(Server(name="x", kind="dimse", host="127.0.0.1", port=port, called_ae="PICKY",

@@ -5,7 +5,6 @@ one-line reason, and the edited segmentation with its Parametric Maps and SR sto
 from __future__ import annotations
 
 import io
-import os
 import socket
 import time
 from pathlib import Path
@@ -36,11 +35,7 @@ def pacs(tmp_path_factory, ct_files):
     (each start and stop of a server costs seconds); the others use conftest's own per test."""
     import orthanc_server
 
-    why = orthanc_server.missing()
-    if why:
-        if os.environ.get("LIGHTBOX_REQUIRE_ORTHANC") == "1":
-            pytest.fail(f"LIGHTBOX_REQUIRE_ORTHANC=1 but {why}")
-        pytest.skip(why)
+    orthanc_server.require()
     server = orthanc_server.OrthancServer(tmp_path_factory.mktemp("pacs")).start()
     server.upload(ct_files.files)
     yield server

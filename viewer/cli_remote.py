@@ -82,7 +82,10 @@ def cmd_find(args) -> int:
         mods = "/".join(entry["modalities"]) or "?"
         counts = f"{entry['n_series'] if entry['n_series'] is not None else '?'} series, " \
                  f"{entry['n_instances'] if entry['n_instances'] is not None else '?'} images"
-        print(f"{entry['study_date'] or '--------'}  {mods:8s} {entry['patient_name'] or '(no name)'} "
+        d = entry["study_date"] or ""
+        date = f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else (d or "----------")
+        name = entry["patient_name"].replace("^", " ").strip() or "(no name)"
+        print(f"{date}  {mods:8s} {name} "
               f"[{entry['patient_id']}]  {entry['description']}  ({counts})")
         print(f"    study {entry['study_uid']}")
         for s in entry.get("series", []):

@@ -201,17 +201,22 @@ class RetrieveCache:
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*.dcm") if p.is_file())
 
-    def prune(self, max_bytes: int) -> list[Path]:
-        """Remove least recently used study folders until the cache holds at most ``max_bytes``."""
+    def prune(self, max_bytes: int | None = None, keep: str = "") -> list[Path]:
+        """Remove least recently used study folders until the cache holds at most ``max_bytes``
+        (default: LIGHTBOX_REMOTE_CACHE_MB, else 20 GB); the study ``keep`` (just retrieved) stays."""
+        if max_bytes is None:
+            max_bytes = int(float(os.environ.get("LIGHTBOX_REMOTE_CACHE_MB", 20 * 1024)) * 1024 * 1024)
         if not self.root.is_dir():
             return []
         studies = []
+        kept = self.study_dir(keep).name if keep else None
         for d in self.root.iterdir():
-            if d.is_dir() and not d.is_symlink():
+            if d.is_dir() and not d.is_symlink() and d.name != kept:
                 files = [p for p in d.rglob("*") if p.is_file()]
                 used = max((p.stat().st_mtime for p in files), default=d.stat().st_mtime)
                 studies.append((used, sum(p.stat().st_size for p in files), d))
-        total = sum(s for _, s, _ in studies)
+        total = sum(s for _, s, _ in studies) + (sum(p.stat().st_size for p in self.study_dir(keep).rglob("*")
+                                                      if p.is_file()) if kept else 0)
         removed = []
         for _, size, d in sorted(studies):
             if total <= max_bytes:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from ..remote import servers as store_mod
 from ..remote.base import Query, SeriesHit, Server, StudyHit, parse_dates
+from .server_dialog import fill_server_combo
 from .workers import TaskRunner, Worker
 
 if TYPE_CHECKING:
@@ -369,16 +370,8 @@ class RemotePanel(QWidget):
 
     # -- servers -----------------------------------------------------------------------------------
     def reload_servers(self, select: str | None = None) -> None:
-        current = select or self.server_combo.currentText()
-        try:
-            names = [s.name for s in self.store.load()]
-        except ValueError as exc:
-            names = []
-            self.show_status(str(exc), error=True)
-        self.server_combo.clear()
-        self.server_combo.addItems(names)
-        if current in names:
-            self.server_combo.setCurrentText(current)
+        names = fill_server_combo(self.server_combo, self.store, select,
+                                  lambda message: self.show_status(message, error=True))
         if not names:
             self.show_status("No PACS server yet: add one with Servers…")
 
@@ -631,6 +624,11 @@ class RemotePanel(QWidget):
         self.show_status(text, error=bool(missing))
         if self.early is not None:
             self.early.finish()
+        try:  # the cache keeps the most recently used studies under its limit (LIGHTBOX_REMOTE_CACHE_MB)
+            if self.cache.root in report.folder.parents:
+                self.cache.prune(keep=report.folder.name)
+        except OSError:
+            pass  # a full or read-only cache is no reason to hide what just arrived
         self.retrieved.emit(report)
 
     def _retrieve_over(self, message: str | None) -> None:

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from ..analysis.results import AnalysisResult, Overlay
 from ..core.errors import LightboxError
 from ..remote import servers as store_mod
+from .server_dialog import fill_server_combo
 from .workers import TaskRunner, Worker
 
 if TYPE_CHECKING:
@@ -188,16 +189,8 @@ class SendResultsDialog(QDialog):
         self.reload()
 
     def reload(self, select: str | None = None) -> None:
-        current = select or self.server_combo.currentText()
-        try:
-            names = [s.name for s in self.store.load()]
-        except ValueError as exc:
-            names = []
-            self.show_status(str(exc), error=True)
-        self.server_combo.clear()
-        self.server_combo.addItems(names)
-        if current in names:
-            self.server_combo.setCurrentText(current)
+        names = fill_server_combo(self.server_combo, self.store, select,
+                                  lambda message: self.show_status(message, error=True))
         result, _by_key, edited, why = edited_results(self.window)
         if why:
             self.what.setText(why)

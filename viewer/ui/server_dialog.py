@@ -57,6 +57,23 @@ def _set_combo(box: QComboBox, value: str) -> None:
     box.setCurrentIndex(max(i, 0))
 
 
+
+def fill_server_combo(combo, store, select: str | None = None, on_error=None) -> list[str]:
+    """List the configured servers' names in ``combo``, keeping ``select`` (or the current one) chosen;
+    a broken settings file goes to ``on_error(message)`` and the list is empty."""
+    current = select or combo.currentText()
+    try:
+        names = [s.name for s in store.load()]
+    except ValueError as exc:
+        names = []
+        if on_error is not None:
+            on_error(str(exc))
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    return names
+
 class ServerDialog(QDialog):
     """Edit the server list. ``servers_changed`` fires after every save or removal."""
 
@@ -105,6 +122,10 @@ class ServerDialog(QDialog):
         self.retrieve.currentIndexChanged.connect(
             lambda _i: self.move_port.setEnabled(self.retrieve.currentData() == "move"))
         self.move_port.setEnabled(False)
+        tip = ("C-MOVE: the PACS sends the images to us, so it must know our AE title, this computer's address "
+               "and this port (ask its administrator to add them); C-GET needs none of that")
+        self.retrieve.setToolTip(tip)
+        self.move_port.setToolTip(tip)
 
         web = QWidget()
         web_form = QFormLayout(web)
