@@ -238,14 +238,7 @@ def _read(path: Path, ds: pydicom.Dataset, volume: Volume, series: Series) -> tu
                          f"{volume.shape[1]}x{volume.shape[2]}: the map was made on another grid")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise ValueError(f"{path}: {ds.SamplesPerPixel} channels per pixel; only one-channel maps are read")
-    plan = _seg._plan(volume, series)
-    where: dict[tuple[str, int | None], int] = {}
-    for k, f in enumerate(plan.slots):
-        if f is None:
-            continue
-        where[(f.instance.sop_uid, f.index + 1)] = k
-        if f.instance.frames == 1:
-            where[(f.instance.sop_uid, None)] = k
+    plan, where = _seg.slot_index(volume, series)
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []

@@ -449,6 +449,20 @@ def _frame_numbers(ref) -> list[int | None]:
     return [int(value)]
 
 
+def slot_index(volume: Volume, series: Series):
+    """(the series' plan, {(SOP Instance UID, frame number or None for a single-frame file): z index}):
+    how a derived object's frame that references a source image finds its slice (SEG, Parametric Map)."""
+    plan = _plan(volume, series)
+    where: dict[tuple[str, int | None], int] = {}
+    for k, f in enumerate(plan.slots):
+        if f is None:
+            continue
+        where[(f.instance.sop_uid, f.index + 1)] = k
+        if f.instance.frames == 1:
+            where[(f.instance.sop_uid, None)] = k
+    return plan, where
+
+
 def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, list[Segment]]:
     """A SEG (ours or another tool's) as a label map on ``volume``'s grid, plus its segments.
 
@@ -466,14 +480,7 @@ def read_dicom_seg(path, volume: Volume, series: Series) -> tuple[np.ndarray, li
     if (int(ds.Rows), int(ds.Columns)) != volume.shape[1:]:
         raise ValueError(f"{path}: frames are {ds.Rows}x{ds.Columns} (rows x columns) but the image is "
                          f"{volume.shape[1]}x{volume.shape[2]}: the SEG was made on another grid")
-    plan = _plan(volume, series)
-    where: dict[tuple[str, int | None], int] = {}
-    for k, f in enumerate(plan.slots):
-        if f is None:
-            continue
-        where[(f.instance.sop_uid, f.index + 1)] = k
-        if f.instance.frames == 1:
-            where[(f.instance.sop_uid, None)] = k
+    plan, where = slot_index(volume, series)
     segments = [_segment_from(item) for item in ds.SegmentSequence if int(item.SegmentNumber) > 0]
     kind = str(ds.get("SegmentationType", "BINARY")).upper()
     top = max([s.number for s in segments], default=1)
