@@ -1,24 +1,23 @@
-"""DIMSE client (pynetdicom): C-ECHO, C-FIND, C-GET, C-MOVE to our own storage SCP, C-STORE.
+"""DIMSE client: C-ECHO, C-FIND, C-MOVE to our own storage SCP and C-STORE with pynetdicom; C-GET
+on our own lean association (dimse_get.py, 0.8x DCMTK getscu's time where pynetdicom took 3.8x).
 
 Each call opens one association and closes it again. Instances reach the sink as the bytes the
-server sent (``event.encoded_dataset()``: preamble, file meta, dataset in the transfer syntax it
-arrived in), never decoded or re-encoded. C-GET proposes one presentation context per (storage
-class, transfer syntax), so the server sends each instance as it holds it instead of transcoding
-(a context's list of syntaxes gets only one of them accepted); pynetdicom caps an association at
-128 contexts, hence the tiers below.
+server sent (preamble, file meta, dataset in the transfer syntax it arrived in), never decoded or
+re-encoded. C-GET proposes one presentation context per (storage class, transfer syntax), so the
+server sends each instance as it holds it instead of transcoding (a context's list of syntaxes gets
+only one of them accepted); an association holds 128 contexts, hence the tiers below.
 
 pynetdicom's own per-PDU/per-message logging handlers are switched off (they would name patients in
 INFO/DEBUG lines, and formatting them costs a sixth of a retrieve's CPU) and its logger is set to
-WARNING. Its reactor sleeps 1 ms whenever the socket is momentarily empty; a retrieve's association
-polls every 0.1 ms instead (C-GET 1.4x faster). We accept PDUs of any size (MAX_PDU). Measured with
-benchmarks/bench_retrieve_dimse.py: still ~3x DCMTK's getscu on a 300-slice CT, the rest being
-pynetdicom's pure-Python handling of each PDU and message.
+WARNING. Its reactor sleeps 1 ms whenever the socket is momentarily empty; a C-MOVE's storage
+association polls every 0.1 ms instead. We accept PDUs of any size (MAX_PDU).
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -26,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import (UID, ExplicitVRLittleEndian,
                          ImplicitVRLittleEndian, JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit,
                          JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless)
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, build_role, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.status import (QR_FIND_SERVICE_CLASS_STATUS, QR_GET_SERVICE_CLASS_STATUS,
                                QR_MOVE_SERVICE_CLASS_STATUS, STORAGE_SERVICE_CLASS_STATUS)
@@ -34,6 +33,7 @@ from pynetdicom.status import (QR_FIND_SERVICE_CLASS_STATUS, QR_GET_SERVICE_CLAS
 from viewer.core.errors import Cancelled
 
 from .base import Progress, Query, RemoteError, SeriesHit, Server, Sink, StopCheck, StoreReport, StudyHit
+from .dimse_get import CGetAssociation
 
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 _config.LOG_HANDLER_LEVEL = "none"
@@ -123,13 +123,14 @@ def _poll_fast(assoc) -> None:
 
 
 class _Receiver:
-    """The C-STORE handler of a C-GET (on its own association) or a C-MOVE (on our SCP).
+    """The C-STORE handler of a C-MOVE (on our pynetdicom storage SCP).
 
     The handler only queues each instance's bytes and answers Success at once, so the server sends
     the next one while a worker thread hands this one to the sink: writing and parsing overlap the
     network instead of adding to it (a slow disk or viewer callback does not stall the transfer
-    until the short queue is full; then it slows the server rather than filling memory). On Cancel or a failing sink the worker aborts the association that
-    delivers, and drops whatever is still queued.
+    until the short queue is full; then it slows the server rather than filling memory). On Cancel
+    or a failing sink the worker aborts the association that delivers, and drops whatever is still
+    queued.
     """
 
     QUEUE = 4
@@ -185,6 +186,15 @@ class _Receiver:
         """Wait until every queued instance reached the sink (or was dropped after a halt)."""
         self._queue.put(None)
         self._worker.join()
+
+
+@dataclass
+class _Tally:
+    """How a C-GET went, as _Receiver tells it for a C-MOVE."""
+    count: int = 0
+    cancelled: bool = False
+    error: BaseException | None = None
+    reason: str = ""  # why the connection was lost, when known
 
 
 class DimseClient:
@@ -361,16 +371,20 @@ class DimseClient:
         if stop():
             raise Cancelled("retrieve cancelled")
         q = self._identifier(study_uid, series_uid, sop_uids)
-        op = "C-MOVE" if self.server.retrieve == "move" else "C-GET"
-        receiver = _Receiver(sink, stop)
-        try:
-            final, lost = (self._move if op == "C-MOVE" else self._get)(q, receiver, stop)
-        finally:
-            receiver.finish()
-        return self._outcome(op, final, lost, receiver, study_uid, series_uid, sop_uids)
+        if self.server.retrieve == "move":
+            receiver = _Receiver(sink, stop)
+            try:
+                final, lost = self._move(q, receiver, stop)
+            finally:
+                receiver.finish()
+            return self._outcome("C-MOVE", final, lost, receiver, study_uid, series_uid, sop_uids)
+        tally = _Tally()
+        final, lost = self._get(q, sink, stop, tally)
+        return self._outcome("C-GET", final, lost, tally, study_uid, series_uid, sop_uids)
 
-    def _drive(self, responses, receiver: _Receiver, stop: StopCheck, assoc) -> tuple[Dataset | None, bool]:
-        """Follow C-GET/C-MOVE responses to the final one; (final status, connection lost)."""
+    def _drive(self, responses, receiver: _Receiver, stop: StopCheck,
+               assoc) -> tuple[tuple[int, int] | None, bool]:
+        """Follow C-MOVE responses to the final one; ((status, failed sub-operations), connection lost)."""
         for status, _ident in responses:
             if "Status" not in status:
                 return None, not receiver.halted
@@ -380,26 +394,32 @@ class DimseClient:
                     assoc.abort()
                     return None, False
                 continue
-            return status, False
+            return (int(status.Status), _int(status, "NumberOfFailedSuboperations") or 0), False
         return None, not receiver.halted
 
-    def _get(self, q: Dataset, receiver: _Receiver, stop: StopCheck):
-        ae = self._ae()
-        model = sc.StudyRootQueryRetrieveInformationModelGet
-        ae.add_requested_context(model)
-        classes = []
-        for cls, syntaxes in get_storage_contexts():
-            ae.add_requested_context(cls, syntaxes)
-            if cls not in classes:
-                classes.append(cls)
-        roles = [build_role(cls, scp_role=True) for cls in classes]
-        assoc = self._associate(ae, "C-GET", ext_neg=roles, handlers=[(evt.EVT_C_STORE, receiver.handle)])
-        self._require(assoc, model, "C-GET")
-        _poll_fast(assoc)
+    def _get(self, q: Dataset, sink: Sink, stop: StopCheck, tally: "_Tally") -> tuple[tuple[int, int] | None, bool]:
+        """C-GET on our own lean association (dimse_get.py): instances reach the sink in this thread."""
+        assoc = CGetAssociation(self.server, sc.StudyRootQueryRetrieveInformationModelGet, get_storage_contexts())
+        assoc.open(stop)
+
+        def on_instance(data: bytes) -> None:
+            sink(data)
+            tally.count += 1
+
         try:
-            return self._drive(assoc.send_c_get(q, model), receiver, stop, assoc)
+            out = assoc.get(q, on_instance, stop)
+        except Cancelled:
+            tally.cancelled = True
+            return None, False
+        except Exception as exc:  # noqa: BLE001 - the sink's error, raised by _outcome in context
+            tally.error = exc
+            return None, False
         finally:
-            self._close(assoc)
+            assoc.release()
+        if out.lost:
+            tally.reason = out.reason
+            return None, True
+        return (int(out.status), out.failed), False
 
     def _move(self, q: Dataset, receiver: _Receiver, stop: StopCheck):
         s = self.server
@@ -440,7 +460,7 @@ class DimseClient:
         except RemoteError:
             return None
 
-    def _outcome(self, op: str, final: Dataset | None, lost: bool, receiver: _Receiver,
+    def _outcome(self, op: str, final: tuple[int, int] | None, lost: bool, receiver: "_Receiver | _Tally",
                  study_uid: str, series_uid: str, sop_uids: list[str] | None) -> int:
         addr, n = self.server.address, receiver.count
         if receiver.error is not None:
@@ -451,9 +471,10 @@ class DimseClient:
         if receiver.cancelled:
             raise Cancelled(f"retrieve from {addr} cancelled after {n} instances")
         if lost or final is None:
-            raise RemoteError("unreachable", f"{addr}: connection lost during {op} after {n} instances")
-        code = int(final.Status)
-        failed = _int(final, "NumberOfFailedSuboperations") or 0
+            reason = getattr(receiver, "reason", "")
+            raise RemoteError("unreachable", f"{addr}: connection lost during {op} after {n} instances"
+                                             + (f" ({reason})" if reason else ""))
+        code, failed = final
         what = f"series {series_uid}" if series_uid else f"study {study_uid}"
         if code == 0xFE00 and n == 0:  # we never send C-CANCEL: the server gave up on its own
             raise RemoteError("protocol", f"{addr}: the server cancelled the {op} of {what}")
