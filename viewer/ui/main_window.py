@@ -376,10 +376,10 @@ class MainWindow(QMainWindow):
         self.tool_group = QActionGroup(self)
         self.tool_group.setExclusive(True)
         self.tool_actions: dict[str, QAction] = {}
-        for name, text, tip in (("navigate", "Navigate", "Left-drag pans (Esc)"),
-                                ("ruler", "Ruler", "Left-drag measures a length in mm"),
-                                ("rect", "Rectangle ROI", "Left-drag a box: mean ± SD, min/max, area"),
-                                ("ellipse", "Ellipse ROI", "Left-drag an ellipse: mean ± SD, min/max, area")):
+        from .measure_tools import TOOLS
+
+        for name, text, tip in [("navigate", "Navigate", "Left-drag pans (Esc)")] + [
+                (n, t.title, t.tip) for n, t in TOOLS.items()]:
             act = QAction(text, self)
             act.setCheckable(True)
             act.setToolTip(tip)

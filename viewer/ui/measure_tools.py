@@ -247,6 +247,8 @@ class MeasureTool:
     """
 
     name = "tool"
+    title = "Tool"  # the menu/toolbar text (the Tools menu is built from TOOLS)
+    tip = ""  # its tooltip
     measurement_class: type[Measurement] = Measurement
 
     def __init__(self):
@@ -324,16 +326,19 @@ class MeasureTool:
 
 class RulerTool(MeasureTool):
     name = "ruler"
+    title, tip = "Ruler", "Left-drag measures a length in mm"
     measurement_class = RulerMeasurement
 
 
 class RectRoiTool(MeasureTool):
     name = "rect"
+    title, tip = "Rectangle ROI", "Left-drag a box: mean ± SD, min/max, area"
     measurement_class = RectMeasurement
 
 
 class EllipseRoiTool(MeasureTool):
     name = "ellipse"
+    title, tip = "Ellipse ROI", "Left-drag an ellipse: mean ± SD, min/max, area"
     measurement_class = EllipseMeasurement
 
 
