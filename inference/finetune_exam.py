@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from inference import registry
 from inference.classify import split_view_name
 from inference import activation
-from inference.finetune import (
+from inference.finetune_common import (
     DomainCases,
     FinetuneError,
     LabelCheck,

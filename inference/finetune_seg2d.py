@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from inference import registry
-from inference.finetune import (
+from inference.finetune_common import (
     DomainCases,
     FinetuneError,
     Plan,

@@ -15,7 +15,7 @@ pytest.importorskip("pytestqt")
 import torch
 from PySide6.QtCore import Qt
 
-import inference.finetune as finetune_module
+import inference.finetune_common as finetune_module
 from qt_helpers import shown
 from test_finetune import mismatched_dataset, write_dataset
 from test_finetune_exam import write_exam_dataset
