@@ -19,14 +19,13 @@ from PySide6.QtWidgets import QDockWidget
 from ..analysis.cache import AnalysisCache, card_id, entry_key, planned_cards
 from ..analysis.results import AnalysisResult, SeriesResult
 from .analysis_panel import NO_HEATMAP, OUT_OF_DOMAIN, AnalysisPanel, domain_detail
-from .overlays import LabelLayer, ProbabilityLayer
+from .overlays import EDIT_LAYER_NAME, HEAT_LAYER, LABEL_LAYER, LabelLayer, ProbabilityLayer
+from .settings import settings
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
     from .slice_view import SliceView
 
-HEAT_LAYER, LABEL_LAYER = "ai:heatmap", "ai:labels"
-EDIT_LAYER_NAME = "edit:labels"  # the segment editor's layer (editor_controller.EDIT_LAYER)
 PREFERRED_HEATMAPS = ("mass", "lesion probability", "lesions probability", "calcification", "Grad-CAM")
 
 
@@ -140,8 +139,6 @@ class AnalysisController(QObject):
         """Pins kept by older versions in the Qt settings move once into the model folder's
         state/active.json (the one place the CLI and the app both read), then leave the settings."""
         from inference import activation
-
-        from .main_window import settings
 
         s = settings()
         s.beginGroup("models/preferred")

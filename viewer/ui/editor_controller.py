@@ -36,8 +36,8 @@ from ..core.editing import (
 )
 from ..core.labels import Label, LabelMap
 from ..core.undo import LabelLocked
-from .analysis_controller import EDIT_LAYER_NAME as EDIT_LAYER
-from .analysis_controller import LABEL_LAYER as AI_LABEL_LAYER
+from .overlays import EDIT_LAYER_NAME as EDIT_LAYER
+from .overlays import LABEL_LAYER as AI_LABEL_LAYER
 from .edit_tools import EDIT_TOOLS
 from .effect_runner import EffectRunner
 from .export_dialog import (

@@ -41,6 +41,7 @@ from ..core.export.dataset import (
 )
 from ..core.export.pixel_safety import PixelFindings, inspect_sources
 from ..core.volume import Volume
+from .settings import settings
 
 CLASS_ITEMS = ("", "normal", "suspicious")  # "" = not labelled: no row for that view
 SUSPICIOUS_AT = 0.5  # an AI probability at or above this is suggested as "suspicious"
@@ -90,10 +91,6 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.subject = subject
         self.setWindowTitle("Export for training")
-        from .main_window import (
-            settings,  # lazy: main_window imports the editor, which imports us
-        )
-
         remembered = settings()
         self.browse_from = browse_from  # where Browse… starts before a root is chosen (no default root:
         # a dataset written into the study's own folder by accident would mix data with its source)
@@ -292,8 +289,6 @@ class ExportDialog(QDialog):
     def _accept(self) -> None:
         if self.problem() is not None:
             return
-        from .main_window import settings
-
         s = settings()
         s.setValue(ROOT_KEY, self.root.text().strip())
         s.setValue(DATASET_KEY, self.dataset.currentText().strip())

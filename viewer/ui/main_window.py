@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QComboBox,
@@ -37,6 +37,7 @@ from .editor_controller import EditorController
 from .mammo_layout import MammoLayout, load_four_view
 from .mpr_layout import MprLayout
 from .overlays import LabelLayer, ProbabilityLayer
+from .settings import LINK_SCROLL_KEY, MAX_RECENT, RECENT_KEY, settings  # noqa: F401 - re-exported
 from .series_browser import EXAM_ROLE, KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
 from .viewport_grid import MODES as GRID_MODES
@@ -46,16 +47,6 @@ from .workers import TaskRunner, Worker
 DISCLAIMER = "Lightbox — research software, not a medical device. Not for diagnostic use."
 OPEN_FILE_FILTER = ("DICOM and image files (*.dcm *.dicom *.dic *.ima *.nii *.nii.gz *.nrrd *.nhdr "
                     "*.mha *.mhd DICOMDIR);;All files (*)")
-
-
-MAX_RECENT = 8
-RECENT_KEY = "recent/paths"
-LINK_SCROLL_KEY = "view/link_scroll"
-
-
-def settings() -> QSettings:
-    """The application's settings (an INI file in the user scope, organisation "Lightbox")."""
-    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "Lightbox", "Lightbox")
 
 
 def preset_label(p: Preset) -> str:

@@ -27,6 +27,11 @@ _EXTRA_MAPS = {
 }
 
 
+# Names of the layers the window's controllers put on a SliceView; here, below both, so neither
+# controller imports the other (or the window) for a string.
+HEAT_LAYER, LABEL_LAYER = "ai:heatmap", "ai:labels"  # the AI's chosen heatmap and its segmentation
+EDIT_LAYER_NAME = "edit:labels"  # the segment editor's map; replaces the AI's labels where present
+
 OVERLAY_Z = 10  # above the image item (z 0); later layers stack above earlier ones
 
 
