@@ -254,7 +254,7 @@ class AnalysisController(QObject):
             return key, result, False, notes
 
         label = "Analyzing the mammography exam" if target[0] == "mammo" else f"Analyzing {target[1].label()}"
-        self.window._start(label, job, self._finished)
+        self.window.tasks.start(label, job, self._finished)
 
     def _finished(self, payload) -> None:
         key, result, cached, notes = payload

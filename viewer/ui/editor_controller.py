@@ -611,7 +611,7 @@ class EditorController(QObject):
             progress(0, 1)
             return read_label_file(path, vol, series)
 
-        self.window._start(f"Opening labels {path.name}", job, lambda opened: self._labels_read(opened, view, vol))
+        self.window.tasks.start(f"Opening labels {path.name}", job, lambda opened: self._labels_read(opened, view, vol))
         return True
 
     def _view_series(self, view):
@@ -805,7 +805,7 @@ class EditorController(QObject):
                 progress(1, 1)
                 return Committed(out)  # written: a late Cancel must not say otherwise
 
-        self.window._start("Exporting for training", job, self._exported, should_stop)
+        self.window.tasks.start("Exporting for training", job, self._exported, should_stop)
 
     def _exported(self, out: dict) -> None:
         self.last_export = out

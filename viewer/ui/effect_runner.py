@@ -73,7 +73,7 @@ class EffectRunner(QObject):
                                      "warning")
             return False
         if self.window.busy:
-            label = getattr(self.window, "_task_label", "") or "the running task"
+            label = self.window.tasks.label or "the running task"
             self.window.show_message(f"{what}: wait for {label} to finish (or Cancel it)", "warning")
             return False
         if labelmap.editing:
@@ -94,9 +94,9 @@ class EffectRunner(QObject):
 
         self.running[key] = run
         try:
-            run.worker = self.window._start(what[:1].upper() + what[1:], job,
+            run.worker = self.window.tasks.start(what[:1].upper() + what[1:], job,
                                             lambda result: self._finished(run, result))
-            run.generation = self.window._generation
+            run.generation = self.window.tasks.generation
             # the worker emits on its thread; a UI-thread receiver gets it queued, after the result or the cancel
             run.worker.done.connect(_Ended(self, run).ended)
         finally:
@@ -157,9 +157,9 @@ class _Ended(QObject):
     def ended(self) -> None:
         window = self.runner.window
         # a newer task of the window cancelled this one (a user's Cancel already said so itself)
-        superseded = not self.run.ended and window._generation != self.run.generation
+        superseded = not self.run.ended and window.tasks.generation != self.run.generation
         self.runner._end(self.run)
         if superseded:
-            window.show_message(f"{self.run.what}: stopped by {window._task_label}; nothing changed — run it again",
+            window.show_message(f"{self.run.what}: stopped by {window.tasks.label}; nothing changed — run it again",
                                 "warning")
         self.deleteLater()

@@ -16,12 +16,9 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
     QFileDialog,
-    QLabel,
     QMainWindow,
     QMenu,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QStackedWidget,
     QToolBar,
@@ -42,6 +39,7 @@ from .series_browser import EXAM_ROLE, KEY_ROLE, SeriesBrowser
 from .slice_view import SliceView, default_window
 from .viewport_grid import MODES as GRID_MODES
 from .viewport_grid import ViewportGrid
+from .tasks import TaskBar
 from .workers import TaskRunner, Worker
 
 DISCLAIMER = "Lightbox — research software, not a medical device. Not for diagnostic use."
@@ -104,12 +102,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.setWindowTitle("Lightbox")
         self.setAcceptDrops(True)
-        self.runner = TaskRunner(self)
         self.thumbnail_runner = TaskRunner(self)  # previews load beside the main task, never cancel it
         self._thumbnail_task: Worker | None = None
-        self._task: Worker | None = None
-        self._task_label = ""
-        self._generation = 0
         self._closing = False
         self._last_dir = str(Path.home())
         self.source: Path | None = None
@@ -145,24 +139,13 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.browser_dock)
         self.resizeDocks([self.browser_dock], [340], Qt.Orientation.Horizontal)
 
-        self.message = QLabel("Ready")
-        self.message.setTextFormat(Qt.TextFormat.PlainText)
-        self.message.setMinimumWidth(100)
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
-        self.progress.setTextVisible(True)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_task)
-        bar = self.statusBar()
-        bar.addWidget(self.message, 1)
-        self.problems_label = QLabel()  # files the last scan skipped; stays while series load
-        self.problems_label.setStyleSheet("color: #b36b00;")
-        self.problems_label.hide()
-        bar.addPermanentWidget(self.problems_label)
-        bar.addPermanentWidget(self.progress)
-        bar.addPermanentWidget(self.cancel_button)
-        self.progress.hide()
-        self.cancel_button.hide()
+        self.tasks = TaskBar(self, self.statusBar())  # the one foreground task: message, progress, Cancel
+        self.tasks.failed.connect(self.task_failed)
+        self.tasks.cancelled.connect(self.task_cancelled)
+        self.runner, self._start = self.tasks.runner, self.tasks.start
+        self.message, self.progress = self.tasks.message, self.tasks.progress
+        self.cancel_button, self.problems_label = self.tasks.cancel_button, self.tasks.problems_label
+        self.show_message, self.cancel_task = self.tasks.show_message, self.tasks.cancel
 
         self.preset_actions: list[QAction] = []  # the Window menu's entries for what is shown now
         self.cine_timer = QTimer(self)
@@ -513,78 +496,9 @@ class MainWindow(QMainWindow):
         box.open()
         return box
 
-    # -- messages -----------------------------------------------------------------------
-    def show_message(self, text: str, level: str = "info") -> None:
-        """Status-bar message; level 'info', 'warning' or 'error' (colour only)."""
-        colour = {"info": "", "warning": "color: #b36b00;", "error": "color: #c0392b;"}[level]
-        self.message.setStyleSheet(colour)
-        first_line = text.splitlines()[0] if text else ""
-        self.message.setText(first_line)
-        self.message.setToolTip(text)
-
-    # -- background tasks ------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self._task is not None
-
-    def _start(self, label: str, fn, on_done: Callable[[Any], None], should_stop=None) -> Worker:
-        """Run fn on a worker; a newer task supersedes (and cancels) the running one."""
-        if self._task is not None:
-            self._task.cancel()
-        self._generation += 1
-        gen = self._generation
-
-        def current(cb):
-            def call(*args):
-                if gen == self._generation and not self._closing:
-                    cb(*args)
-            return call
-
-        def finished(result):
-            self._end_task()
-            on_done(result)
-
-        self._task_label = label
-        self.show_message(f"{label}…")
-        self.progress.setRange(0, 0)  # busy until the first progress report
-        self.progress.show()
-        self.cancel_button.setEnabled(True)
-        self.cancel_button.show()
-        self._task = self.runner.start(fn, label, should_stop,
-                                       on_finished=current(finished),
-                                       on_failed=current(self._task_failed),
-                                       on_cancelled=current(self._task_was_cancelled),
-                                       on_progress=current(self._task_progress))
-        return self._task
-
-    def _task_progress(self, done: int, total: int) -> None:
-        if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-            self.progress.setFormat(f"{done}/{total}")
-
-    def _end_task(self) -> None:
-        self._task = None
-        self.progress.hide()
-        self.cancel_button.hide()
-
-    def _task_failed(self, message: str) -> None:
-        label = self._task_label
-        self._end_task()
-        self.show_message(f"{label} failed: {message}", "error")
-        self.task_failed.emit(message)
-
-    def _task_was_cancelled(self) -> None:
-        label = self._task_label
-        self._end_task()
-        self.show_message(f"{label}: cancelled", "warning")
-        self.task_cancelled.emit()
-
-    def cancel_task(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self.cancel_button.setEnabled(False)
-            self.show_message(f"{self._task_label}: cancelling…", "warning")
+        return self.tasks.busy
 
     # -- opening ---------------------------------------------------------------------------
     def open_demo(self) -> None:
@@ -1120,7 +1034,7 @@ class MainWindow(QMainWindow):
         self.cine_timer.stop()
         self.measurement_store.shutdown()  # the last measurement edits reach their SR
         self.dicom_results.shutdown()
-        self.runner.shutdown()
+        self.tasks.shutdown()
         self.thumbnail_runner.shutdown()
         self.editor.shutdown()
         self.analysis.shutdown()  # its dialogs' workers (training, model import)
