@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from ..core.geometry import axis_letter
 from ..core.mpr import (PlaneGeometry, extract_slice, initial_slice, native_geometry, normal_world_axis,
                         pixel_to_world, plane_geometry)
+from ..core.probe import Probe, probe, readout_lines
 from ..core.volume import Volume
 from ..core.windowing import default_window  # noqa: F401 - re-exported for the UI
 from .legend import ColorLegend
@@ -69,15 +70,11 @@ class _SliceViewBox(pg.ViewBox):
         self.setAcceptHoverEvents(True)  # editing tools show a cursor preview (tool.hover)
 
     def hoverEvent(self, ev):
-        tool = self._owner.tool
-        hover = getattr(tool, "hover", None)
-        if hover is None:
-            return
-        if ev.isExit():
-            hover(None, None)
-            return
-        p = self.mapSceneToView(ev.scenePos())
-        hover(p.x(), p.y())
+        p = None if ev.isExit() else self.mapSceneToView(ev.scenePos())
+        self._owner.set_cursor(None if p is None else (p.x(), p.y()))  # the value readout follows the mouse
+        hover = getattr(self._owner.tool, "hover", None)
+        if hover is not None:
+            hover(None, None) if p is None else hover(p.x(), p.y())
 
     def wheelEvent(self, ev, axis=None):
         if self._owner.wheel_zooms or ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
@@ -200,6 +197,7 @@ class SliceView(QWidget):
     activated = Signal()  # pressed or dropped on: the window makes this the active viewport
     series_dropped = Signal(str)  # key of a series dragged here from the browser
     measurements_changed = Signal()  # the user drew, edited, deleted or cleared measurements (not a new volume)
+    cursor_probed = Signal(object)  # core.probe.Probe under the mouse, or None off the image
 
     MARGIN = 6
 
@@ -229,6 +227,8 @@ class SliceView(QWidget):
         self.tool: MeasureTool | None = None  # active measurement tool (None: navigate / pan)
         self.measurements: list = []  # measure_tools.Measurement, each tied to its slice
         self.selected_measurement = None
+        self._cursor: tuple[float, float] | None = None  # scene (x, y) mm of the mouse, None when away
+        self.cursor_probe: Probe | None = None  # what the readout shows
 
         self.warning = QLabel(self)
         self.warning.setWordWrap(True)
@@ -260,6 +260,8 @@ class SliceView(QWidget):
         self._bl = _OverlayLabel(vp, al.AlignLeft | al.AlignBottom)
         self._br = _OverlayLabel(vp, al.AlignRight | al.AlignBottom)
         self._edge = {side: _OverlayLabel(vp, al.AlignCenter) for side in ("left", "right", "top", "bottom")}
+        self._readout = _OverlayLabel(vp, al.AlignRight | al.AlignBottom)  # value / position under the cursor
+        self._readout.hide()
         self._placeholder = _OverlayLabel(vp, al.AlignCenter)
         self._placeholder.setText("No image\n\nFile > Open Folder… or drop a folder or file here")
         self.legend = ColorLegend(vp)  # colour bar of the topmost visible probability layer
@@ -332,6 +334,7 @@ class SliceView(QWidget):
         self._refresh_layers()
         self._drop_measurements()
         self._set_problems(volume.problems)
+        self._update_readout()
         self.reset_view(window=False)
         self._update_overlay()
         self.volume_changed.emit()
@@ -347,6 +350,8 @@ class SliceView(QWidget):
             self.remove_layer(name)
         self._drop_measurements()
         self._set_problems([])
+        self._cursor = None
+        self._update_readout()
         self._update_overlay()
         self.volume_changed.emit()
 
@@ -362,6 +367,7 @@ class SliceView(QWidget):
         self._refresh_layers()
         self._refresh_measurements()
         self._update_overlay()
+        self._update_readout()  # scrolling under a still mouse reads the new slice
         self.slice_changed.emit(k)
 
     def step_slice(self, steps: int) -> None:
@@ -379,6 +385,7 @@ class SliceView(QWidget):
         """Show or hide patient/series/slice/W-L text (the T key); orientation letters always show."""
         self.corner_text_visible = bool(on)
         self._update_overlay()
+        self._update_readout()
 
     def current_image(self) -> np.ndarray | None:
         """The 2D array shown, in modality values (HU for CT), before windowing and display flips."""
@@ -403,6 +410,39 @@ class SliceView(QWidget):
             self._fitted = True
         if window:
             self.set_window(*self._default_window)
+
+    # -- value under the cursor (core.probe) ----------------------------------------------
+    def probe_at(self, x_mm: float, y_mm: float) -> Probe | None:
+        """The voxel under scene point (x, y) mm of the shown slice, with every visible probability layer's
+        value there (the AI heatmap); None off the image."""
+        g = self.geometry_
+        if g is None or self._volume is None:
+            return None
+        w, h = self.image_size_mm()
+        lr, ud = self.flips
+        x, y = (w - x_mm if lr else x_mm), (h - y_mm if ud else y_mm)
+        heat = {name: layer.array for name, layer in self._layers.items()
+                if layer.visible and hasattr(layer, "legend_info")}  # probability layers have a colour scale
+        return probe(self._volume, g, self._k, y / g.pixel_size[0] - 0.5, x / g.pixel_size[1] - 0.5, heat)
+
+    def set_cursor(self, scene_xy: tuple[float, float] | None) -> None:
+        """The mouse is at scene (x, y) mm (None: it left the view); the readout follows it."""
+        self._cursor = None if scene_xy is None else (float(scene_xy[0]), float(scene_xy[1]))
+        self._update_readout()
+
+    def cursor_readout(self) -> str:
+        """The readout's text as shown ('' when blank)."""
+        return self._readout.text() if self._readout.isVisible() else ""
+
+    def _update_readout(self) -> None:
+        p = None if self._cursor is None else self.probe_at(*self._cursor)
+        self.cursor_probe = p
+        names = [n for n in (p.overlays if p else {})]
+        lines = readout_lines(p, {n: "AI" if len(names) == 1 else f"AI {n}" for n in names})
+        self._readout.setText("\n".join(lines))
+        self._readout.setVisible(bool(lines) and self.corner_text_visible)
+        self._place_overlay()
+        self.cursor_probed.emit(p)
 
     # -- overlay layers (viewer.ui.overlays) -------------------------------------------
     def add_layer(self, name: str, layer):
@@ -452,6 +492,8 @@ class SliceView(QWidget):
         """The colour bar follows the topmost visible layer that has a colour scale (``legend_info``)."""
         shown = [layer for layer in self._layers.values()
                  if layer.visible and hasattr(layer, "legend_info")]
+        if self._cursor is not None:
+            self._update_readout()  # the AI value appears / goes with its layer
         if not shown or self._volume is None:
             self.legend.hide()
             return
@@ -725,12 +767,25 @@ class SliceView(QWidget):
         e["top"].move((w - e["top"].width()) // 2, m)
         e["bottom"].move((w - e["bottom"].width()) // 2, h - e["bottom"].height() - m)
         self._placeholder.move((w - self._placeholder.width()) // 2, (h - self._placeholder.height()) // 2)
+        self._place_readout(w, h, m)
         top = self._tr.y() + self._tr.height() + m if self._tr.isVisible() else m
         if self.h_align == "right":  # image against the right edge (RCC/RMLO): the free side is the left
             top = self._tl.y() + self._tl.height() + m if self._tl.isVisible() else m
             self.legend.move(m, top)
         else:
             self.legend.move(w - self.legend.width() - m, top)
+
+    def _place_readout(self, w: int, h: int, m: int) -> None:
+        """Bottom corner on the image's free side (left when the image hugs the right edge, as RCC/RMLO
+        do), stacked above that corner's own text."""
+        r = self._readout
+        r.adjustSize()
+        left = self.h_align == "right"
+        below = self._bl if left else self._br
+        bottom = below.y() - m if below.isVisible() and below.text() else h - m
+        r.setAlignment((Qt.AlignmentFlag.AlignLeft if left else Qt.AlignmentFlag.AlignRight)
+                       | Qt.AlignmentFlag.AlignBottom)
+        r.move(m if left else w - r.width() - m, bottom - r.height())
 
     def event(self, ev):  # keep the overlay placed when first shown
         if ev.type() in (QEvent.Type.Show, QEvent.Type.LayoutRequest):
