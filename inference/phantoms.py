@@ -665,6 +665,24 @@ def mammo_image(laterality: str, view: str, size=(1664, 1280), seed=0, mass=Fals
     Returns the image and masks "breast" (skin outline, pectoralis included),
     "mass" and "calcification" (dots dilated by about a pixel; empty when absent).
     """
+    image, masks, _truth = mammo_image_with_truth(laterality, view, size, seed, mass, calcifications)
+    return image, masks
+
+
+def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0, mass=False,
+                           calcifications=False, density_bias: float | None = None
+                           ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+    """:func:`mammo_image` (the same pixels) plus the generator's own fibroglandular truth, so an
+    area-based density estimate can be validated against what was drawn.
+
+    truth: "percent_dense" = 100 * dense pixels / breast pixels, where the breast is the skin outline
+    without the pectoralis and a pixel is dense when its fibroglandular weight (the logistic ``dense``
+    map the tissue brightness is drawn from) is at least one half; "dense" is that mask and
+    "pectoralis" the muscle mask (empty on CC views).
+
+    ``density_bias`` replaces the breast's drawn fibroglandular bias (-0.3 .. 0.7, fatty .. dense) to
+    reach the fatty and extremely dense ends a validation needs; None keeps the seed's own breast.
+    """
     laterality, view = laterality.upper(), view.upper()
     if laterality not in ("R", "L") or view not in ("CC", "MLO"):
         raise ValueError(f"need laterality R/L and view CC/MLO, got {laterality!r} {view!r}")
@@ -672,6 +690,8 @@ def mammo_image(laterality: str, view: str, size=(1664, 1280), seed=0, mass=Fals
     rows, cols = (int(n) for n in size)
     spacing = mammo_spacing((rows, cols))
     breast = _Breast(laterality, seed)
+    if density_bias is not None:
+        breast.density = float(density_bias)
     rng = _rng(seed, 22, {"R": 1, "L": 2}[laterality], int(mlo))
     v = ((np.arange(rows, dtype=np.float32) + 0.5) * np.float32(spacing[0]))[:, None]
     u = ((np.arange(cols, dtype=np.float32) + 0.5) * np.float32(spacing[1]))[None, :]
@@ -710,7 +730,11 @@ def mammo_image(laterality: str, view: str, size=(1664, 1280), seed=0, mass=Fals
     # Quantum-like noise grows with signal; background stays near 0.
     img += rng.standard_normal((rows, cols), dtype=np.float32) * (6.0 + 0.01 * img)
     np.clip(img, 0, 4095, out=img)
-    return np.rint(img).astype(np.uint16), {k: m.astype(np.uint8) for k, m in masks.items()}
+    tissue = inside & ~pect
+    dense_mask = tissue & (dense >= 0.5)
+    truth = {"percent_dense": 100.0 * float(dense_mask.sum()) / max(int(tissue.sum()), 1),
+             "dense": dense_mask, "pectoralis": pect, "density_bias": float(breast.density)}
+    return np.rint(img).astype(np.uint16), {k: m.astype(np.uint8) for k, m in masks.items()}, truth
 
 
 def _render_mass(img, mask, breast: _Breast, spacing, mlo: bool) -> None:
