@@ -12,6 +12,10 @@ Mouse per cell: wheel (or Ctrl+wheel) = zoom, right-drag = window/level,
 left/middle-drag = pan. R resets every cell. With "Link W/L, zoom and pan" on
 (the default), window/level, zoom and pan in one cell apply to all four; pan is
 mirrored between the sides, so the same region of each breast stays in view.
+
+Current vs prior (``set_prior_views``): the prior exam's four views hang beside the current ones,
+RCC | LCC over RMLO | LMLO again, with the same mirroring so each pair's chest walls meet; linking
+then spans all eight cells and every cell names its exam date.
 """
 from __future__ import annotations
 
@@ -30,6 +34,13 @@ from ..core.windowing import dense_window, full_range_window
 from .slice_view import SliceView, _fmt, _format_date, _format_name, default_window
 
 PRESETS = ("Full range", "Dense")
+PRIOR = "prior:"  # key prefix of the prior exam's cells: 'prior:RCC'
+
+
+def _view(key: str) -> str:
+    """'RCC' of 'RCC' or 'prior:RCC'."""
+    return key[len(PRIOR):] if key.startswith(PRIOR) else key
+
 # One loaded view: (series, volume, (center, width), (flip_left_right, flip_up_down)); None = not in the study.
 LoadedView = tuple[Series, Volume, tuple[float, float], tuple[bool, bool]]
 
@@ -74,6 +85,9 @@ class MammoLayout(QWidget):
         self.study: Study | None = None
         self.series: dict[str, Series | None] = {v: None for v in FOUR_VIEWS}
         self.cells: dict[str, SliceView] = {}
+        self.prior_study: Study | None = None  # shown beside the current exam when comparing
+        self.prior_series: dict[str, Series | None] = {v: None for v in FOUR_VIEWS}
+        self.prior_cells: dict[str, SliceView] = {}  # same view names; keys 'prior:RCC' in the linked set
 
         self.toolbar = QToolBar("Mammography", self)
         self.toolbar.setStyleSheet(
@@ -85,8 +99,8 @@ class MammoLayout(QWidget):
         self.link_action = QAction("Link W/L, zoom and pan", self)
         self.link_action.setCheckable(True)
         self.link_action.setChecked(True)
-        self.link_action.setToolTip("Window/level, zoom and pan in one view apply to all four "
-                                    "(pan mirrored, so the same region of both breasts shows)")
+        self.link_action.setToolTip("Window/level, zoom and pan in one view apply to all the others, the "
+                                    "prior's too (pan mirrored, so the same region of both breasts shows)")
         self.toolbar.addAction(self.link_action)
         self.toolbar.addSeparator()
         self.preset_actions: dict[str, QAction] = {}
@@ -109,23 +123,17 @@ class MammoLayout(QWidget):
         self.header.setStyleSheet("padding: 0 8px;")
         self.toolbar.addWidget(self.header)
 
-        grid = QGridLayout()
+        grid = self._grid = QGridLayout()
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(2)
         for name in FOUR_VIEWS:
-            cell = SliceView(self)
-            cell.setObjectName(f"mammo-{name}")
-            cell.h_align = "right" if name[0] == "R" else "left"  # chest walls meet in the middle
-            cell.wheel_zooms = True
-            cell.hidden_edges = {"right" if name[0] == "R" else "left"}  # keep the chest-wall edge clear
-            cell.corner_text = partial(self._corner_text, name)
-            cell.set_placeholder(f"{name} — not in this study")
-            cell.window_changed.connect(lambda c, w, n=name: self._window_changed(n, c, w))
-            cell.view.sigRangeChangedManually.connect(lambda *_mask, n=name: self._zoom_changed(n))
-            cell.canvas.installEventFilter(self)
             row, col = GRID[name]
-            grid.addWidget(cell, row, col)
-            self.cells[name] = cell
+            self.cells[name] = self._make_cell(name, f"{name} — not in this study")
+            grid.addWidget(self.cells[name], row, col)
+            prior = self._make_cell(PRIOR + name, f"prior {name} — not in the prior exam")
+            prior.hide()
+            grid.addWidget(prior, row, col + 3)  # column 2: the gap between current and prior
+            self.prior_cells[name] = prior
         grid.setRowStretch(0, 1)
         grid.setRowStretch(1, 1)
         grid.setColumnStretch(0, 1)
@@ -139,6 +147,21 @@ class MammoLayout(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setStyleSheet("MammoLayout { background: #3a3a3a; }")  # dark gaps between the cells
 
+    def _make_cell(self, key: str, placeholder: str) -> SliceView:
+        """One hanging cell; ``key`` is the view name, 'prior:'-prefixed for the prior exam's cells."""
+        right = _view(key)[0] == "R"
+        cell = SliceView(self)
+        cell.setObjectName(f"mammo-{key.replace(':', '-')}")
+        cell.h_align = "right" if right else "left"  # chest walls meet in the middle
+        cell.wheel_zooms = True
+        cell.hidden_edges = {"right" if right else "left"}  # keep the chest-wall edge clear
+        cell.corner_text = partial(self._corner_text, key)
+        cell.set_placeholder(placeholder)
+        cell.window_changed.connect(lambda c, w, n=key: self._window_changed(n, c, w))
+        cell.view.sigRangeChangedManually.connect(lambda *_mask, n=key: self._zoom_changed(n))
+        cell.canvas.installEventFilter(self)
+        return cell
+
     # -- content ------------------------------------------------------------------
     @property
     def linked(self) -> bool:
@@ -148,30 +171,79 @@ class MammoLayout(QWidget):
         self.link_action.setChecked(bool(on))
 
     def set_views(self, views: dict[str, LoadedView | None], study: Study | None = None) -> None:
-        """Show loaded views (``load_four_view``'s result); missing ones get an empty labelled cell."""
+        """Show loaded views (``load_four_view``'s result); missing ones get an empty labelled cell.
+        A new exam ends any comparison with a prior (it was the previous exam's prior)."""
         self.study = study
+        self._fill(self.cells, self.series, views)
+        self._show_prior(False)
+        self._update_header()
+        self.views_changed.emit()
+
+    def set_prior_views(self, views: dict[str, LoadedView | None] | None, study: Study | None = None) -> None:
+        """Hang a prior exam beside the current one (8 cells), or with None go back to the 4-view hanging.
+        Missing prior views get an empty labelled cell; the prior's cells take the current W/L when linked."""
+        if views is None:
+            self._show_prior(False)
+        else:
+            self.prior_study = study
+            self._fill(self.prior_cells, self.prior_series, views)
+            for name in FOUR_VIEWS:
+                self.prior_cells[name].set_placeholder(
+                    f"prior {name} — not in the {_format_date(study.date) if study else 'prior'} exam")
+            self._show_prior(True)
+            ref = next((n for n, c in self.cells.items() if c.volume is not None), None)
+            if self.linked and ref is not None:
+                self._window_changed(ref, *self.cells[ref].window)
+        self._update_header()
+        self.views_changed.emit()
+
+    @property
+    def comparing(self) -> bool:
+        """The prior exam hangs beside the current one."""
+        return self.prior_study is not None
+
+    def _fill(self, cells: dict[str, SliceView], series: dict[str, Series | None],
+              views: dict[str, LoadedView | None]) -> None:
         self._syncing = True
         try:
             for name in FOUR_VIEWS:
-                cell, loaded = self.cells[name], views.get(name)
+                cell, loaded = cells[name], views.get(name)
                 if loaded is None:
-                    self.series[name] = None
+                    series[name] = None
                     cell.clear()
                     continue
-                series, volume, window, flips = loaded
-                self.series[name] = series
+                series[name], volume, window, flips = loaded
                 cell.set_volume(volume, window, flips=flips)
         finally:
             self._syncing = False
-        self._update_header()
-        self.views_changed.emit()
+
+    def _show_prior(self, on: bool) -> None:
+        if not on:
+            self.prior_study = None
+            for name, cell in self.prior_cells.items():
+                self.prior_series[name] = None
+                cell.clear()  # do not keep the prior's pixels alive
+        for cell in self.prior_cells.values():
+            cell.setVisible(on)
+        self._grid.setColumnMinimumWidth(2, 10 if on else 0)  # a wider gap: two exams, not one
+        for col in (3, 4):
+            self._grid.setColumnStretch(col, 1 if on else 0)
+        for cell in self.cells.values():
+            cell._update_overlay()  # the dates now say CURRENT / nothing
+
+    def linked_cells(self) -> dict[str, SliceView]:
+        """Every shown cell by key: 'RCC'... for the current exam, 'prior:RCC'... for the prior when comparing."""
+        out = dict(self.cells)
+        if self.comparing:
+            out.update({PRIOR + n: c for n, c in self.prior_cells.items()})
+        return out
 
     def clear(self) -> None:
         self.set_views({})
 
     def cell_label(self, name: str) -> str:
         """What the cell says about itself: its corner text, or the 'not in this study' text."""
-        cell = self.cells[name]
+        cell = self._cell(name)
         if cell.volume is None:
             return cell._placeholder.text()
         return "\n".join(t for t in self._corner_text(name, cell).values() if t)
@@ -180,7 +252,7 @@ class MammoLayout(QWidget):
     def reset_all(self) -> None:
         self._syncing = True
         try:
-            for cell in self.cells.values():
+            for cell in self.linked_cells().values():
                 if cell.volume is not None:
                     cell.reset_view(window=True)
         finally:
@@ -190,7 +262,7 @@ class MammoLayout(QWidget):
         """Window every image with a preset computed from its own pixels."""
         self._syncing = True
         try:
-            for cell in self.cells.values():
+            for cell in self.linked_cells().values():
                 image = cell.current_image()
                 if image is not None:
                     cell.set_window(*preset_window(image, preset))
@@ -199,7 +271,7 @@ class MammoLayout(QWidget):
 
     def zoom_of(self, name: str) -> float:
         """Magnification relative to the fitted view (1 = fitted)."""
-        cell = self.cells[name]
+        cell = self._cell(name)
         fit = self._fit_scale(cell)
         (x0, x1), _ = cell.view.viewRange()
         if fit is None or x1 <= x0:
@@ -209,24 +281,24 @@ class MammoLayout(QWidget):
     def pan_of(self, name: str) -> tuple[float, float]:
         """(depth, dy) in mm: how far the view's inner edge lies from the chest wall (towards the
         nipple), and its vertical centre relative to the image's. Mirror-symmetric between sides."""
-        cell = self.cells[name]
+        cell = self._cell(name)
         (x0, x1), (y0, y1) = cell.view.viewRange()
         width, height = cell.image_size_mm()
-        depth = (width - x1) if name[0] == "R" else x0
+        depth = (width - x1) if _view(name)[0] == "R" else x0
         return depth, (y0 + y1) / 2 - height / 2
 
     def set_view(self, name: str, zoom: float, depth: float, dy: float) -> None:
         """Show one cell at ``zoom`` x its fitted scale with its inner (chest-wall) edge ``depth`` mm
         into the breast and its centre ``dy`` mm below the image centre; the R and L views of a pair
         given the same numbers show mirror-symmetric regions, still meeting in the middle."""
-        cell = self.cells[name]
+        cell = self._cell(name)
         fit = self._fit_scale(cell)
         if fit is None or zoom <= 0:
             return
         width, height = cell.image_size_mm()
         scale = fit * zoom  # screen pixels per mm
         span_x, hh = cell.view.width() / scale, cell.view.height() / scale / 2
-        x_range = (width - depth - span_x, width - depth) if name[0] == "R" else (depth, depth + span_x)
+        x_range = (width - depth - span_x, width - depth) if _view(name)[0] == "R" else (depth, depth + span_x)
         cy = height / 2 + dy
         cell.view.setRange(xRange=x_range, yRange=(cy - hh, cy + hh), padding=0)
         cell._fitted = False
@@ -244,6 +316,9 @@ class MammoLayout(QWidget):
         return super().eventFilter(obj, ev)
 
     # -- internals -------------------------------------------------------------------
+    def _cell(self, key: str) -> SliceView:
+        return self.prior_cells[_view(key)] if key.startswith(PRIOR) else self.cells[key]
+
     @staticmethod
     def _fit_scale(cell: SliceView) -> float | None:
         vol = cell.volume
@@ -258,7 +333,7 @@ class MammoLayout(QWidget):
             return
         self._syncing = True
         try:
-            for other, cell in self.cells.items():
+            for other, cell in self.linked_cells().items():
                 if other != name and cell.volume is not None:
                     cell.set_window(center, width)
         finally:
@@ -272,18 +347,26 @@ class MammoLayout(QWidget):
         depth, dy = self.pan_of(name)
         self._syncing = True
         try:
-            for other, cell in self.cells.items():
+            for other, cell in self.linked_cells().items():
                 if other != name and cell.volume is not None:
                     self.set_view(other, zoom, depth, dy)
         finally:
             self._syncing = False
 
-    def _corner_text(self, name: str, cell: SliceView) -> dict[str, Any]:
-        """View name, series and W/L in the outer corners (the chest-wall side stays clear)."""
-        series = self.series.get(name)
+    def _corner_text(self, key: str, cell: SliceView) -> dict[str, Any]:
+        """View name, series and W/L in the outer corners (the chest-wall side stays clear), and the exam
+        date (which exam, when comparing with a prior)."""
+        name, prior = _view(key), key.startswith(PRIOR)
+        series = (self.prior_series if prior else self.series).get(name)
         desc = series.info.series_description if series is not None else ""
         number = series.info.series_number if series is not None else None
         head = "  ".join(b for b in (name, desc, f"Se {number}" if number is not None else "") if b)
+        study = self.prior_study if prior else self.study
+        date = _format_date((study.date if study is not None else "") or
+                            (cell.volume.info.study_date if cell.volume is not None else ""))
+        if self.comparing:
+            date = f"{'PRIOR' if prior else 'CURRENT'} {date}".strip()
+        head = "\n".join(b for b in (head, date) if b)
         c, w = cell.window
         wl = f"W/L {_fmt(w)}/{_fmt(c)}"
         if name[0] == "R":  # right breast: left column, outer side = left
@@ -295,6 +378,9 @@ class MammoLayout(QWidget):
         if info is None:
             self.header.setText("")
             return
+        date = _format_date(info.study_date)
+        if self.comparing:
+            date = f"{date} vs prior {_format_date(self.prior_study.date) or '(undated)'}"
         parts = [_format_name(info.patient_name), f"ID {info.patient_id}" if info.patient_id else "",
-                 _format_date(info.study_date), info.study_description]
+                 date, info.study_description]
         self.header.setText("   ".join(p for p in parts if p))
