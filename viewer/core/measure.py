@@ -1,4 +1,4 @@
-"""Calipers and ROI statistics in millimetres and modality units (no Qt).
+"""Calipers, angles and ROI statistics in millimetres and modality units (no Qt).
 
 Points are (row, col) in the pixels of the 2D slice being shown; pixel size is
 (row mm, col mm) and is often anisotropic (sagittal/coronal views of thick-
@@ -111,3 +111,40 @@ def roi_stats(image, pixel_size, shape: str = "rect", center=(0.0, 0.0), half_si
     if img.ndim != 2:
         raise ValueError(f"roi_stats needs a 2D slice, got shape {img.shape}")
     return mask_stats(img, roi_mask(img.shape, shape, center, half_size), pixel_size)
+
+
+def _mm_vector(pixel_size, p_from, p_to) -> np.ndarray:
+    """(row mm, col mm) from one (row, col) point to another: pixels scaled per axis first."""
+    r_mm, c_mm = _pixel_size(pixel_size)
+    return np.array([(float(p_to[0]) - float(p_from[0])) * r_mm, (float(p_to[1]) - float(p_from[1])) * c_mm])
+
+
+def _angle_between(u: np.ndarray, v: np.ndarray) -> float:
+    """Degrees in [0, 180] between two mm vectors; NaN when either has no length."""
+    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
+    if nu == 0.0 or nv == 0.0:
+        return float("nan")
+    # atan2 of |cross| and dot stays exact near 0 and 180 degrees, where acos loses digits
+    return math.degrees(math.atan2(abs(float(u[0] * v[1] - u[1] * v[0])), float(np.dot(u, v))))
+
+
+def angle_deg(pixel_size, a, vertex, b) -> float:
+    """The angle at ``vertex`` between the arms to ``a`` and ``b`` (row, col points), in degrees.
+
+    Measured in millimetres, not pixels: with 0.5 x 1 mm pixels a line drawn at 45 degrees on the
+    pixel grid is 26.6 degrees in the patient. NaN when an arm has no length (the user has not
+    placed it yet)."""
+    return _angle_between(_mm_vector(pixel_size, vertex, a), _mm_vector(pixel_size, vertex, b))
+
+
+def cobb_angle_deg(pixel_size, line1, line2) -> float:
+    """The Cobb angle between two lines (each a pair of (row, col) points), in degrees, 0 to 180.
+
+    Each line is read left to right (then top to bottom when it is vertical), the way the two
+    end-plate lines are drawn across a spine, so the angle between them keeps growing past 90
+    degrees for a severe curve instead of folding back. NaN when a line has no length."""
+    def directed(line):
+        v = _mm_vector(pixel_size, line[0], line[1])
+        return -v if (v[1] < 0 or (v[1] == 0 and v[0] < 0)) else v
+
+    return _angle_between(directed(line1), directed(line2))

@@ -1,4 +1,5 @@
-"""One user measurement (ruler, rectangle or ellipse ROI) as DICOM SR stores it, and back (no Qt).
+"""One user measurement or annotation (ruler, ROI, angle, Cobb angle, arrow, text) as DICOM SR stores it,
+and back (no Qt).
 
 A view draws in scene millimetres on one slice of its plane; DICOM SR (TID 1500) wants the
 shape on the acquired image it was drawn on: that image's SOP Instance UID and frame number,
@@ -13,7 +14,8 @@ A record therefore keeps exactly what SR holds, independent of any view:
   reformat that is no acquired image (coronal/sagittal of an axial CT).
 
 Shapes: ruler = its 2 end points (POLYLINE); rect = 5 corners, closed (2D: POLYLINE, 3D: POLYGON); ellipse = the
-end points of its two axes, the longer first (ELLIPSE). ``to_display`` / ``from_display`` map a
+end points of its two axes, the longer first (ELLIPSE); angle = arm end, vertex, arm end; Cobb = the
+two lines' end points (4); arrow = tail, head; text = its anchor point (1) and ``text``. ``to_display`` / ``from_display`` map a
 view's slice-plane pixel coordinates (``PlaneGeometry``; fractional, pixel centre = integer) to
 records and back, through the volume's (z, y, x) grid and the series' slice plan (which image
 fills each slice, and the in-plane shift of a gantry-tilt stack).
@@ -24,7 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("ruler", "rect", "ellipse")
+KINDS = ("ruler", "rect", "ellipse", "angle", "cobb", "arrow", "text")
+POINT_COUNTS = {"ruler": 2, "rect": 2, "ellipse": 2, "angle": 3, "cobb": 4, "arrow": 2, "text": 1}
+TWO_POINT_KINDS = ("ruler", "rect", "ellipse")  # kept as two points, saved as an outline
 SLICE_TOL = 0.05  # voxel fraction: a 3D shape must lie this close to one slice of a view to be shown on it
 
 
@@ -32,9 +36,9 @@ SLICE_TOL = 0.05  # voxel fraction: a 3D shape must lie this close to one slice 
 class MeasurementRecord:
     """A measurement as saved: shape, where it lies, and the values shown when it was saved."""
 
-    kind: str  # 'ruler' | 'rect' | 'ellipse'
+    kind: str  # one of KINDS
     uid: str  # tracking UID: one measurement keeps it across saves and files
-    value: float  # length (mm) for a ruler, area (mm2) for an ROI
+    value: float  # length (mm) for a ruler, area (mm2) for an ROI, degrees for an angle; 0 for arrow / text
     mean: float | None = None  # ROI only, in ``unit``
     std: float | None = None  # population SD, ROI only
     unit: str = ""  # 'HU' for CT, '' for unitless values
@@ -47,6 +51,7 @@ class MeasurementRecord:
     frame_of_reference_uid: str = ""  # 3D: for ``world``
     world: tuple[tuple[float, float, float], ...] = ()  # 3D: SCOORD3D LPS mm
     label: str = ""  # tracking identifier text
+    text: str = ""  # a text annotation's words (an arrow's optional caption)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -81,9 +86,11 @@ def index_to_display(geometry, idx) -> tuple[float, float, float]:
     return float(idx[geometry.axis]), r, c
 
 
-def _outline(kind: str, p0, p1) -> list[tuple[float, float]]:
-    """The SR points of a shape given by two display (row, col) points."""
-    (r0, c0), (r1, c1) = p0, p1
+def _outline(kind: str, points) -> list[tuple[float, float]]:
+    """The SR points of a shape given by the display (row, col) points its tool keeps."""
+    if kind not in TWO_POINT_KINDS:
+        return [(float(r), float(c)) for r, c in points]
+    (r0, c0), (r1, c1) = points
     if kind == "ruler":
         return [(r0, c0), (r1, c1)]
     if kind == "rect":
@@ -119,21 +126,31 @@ def _shear(plan, k: int) -> tuple[float, float]:
     return float(dy), float(dx)
 
 
-def from_display(kind: str, geometry, k: int, p0, p1, volume, plan, *, uid: str, value: float,
-                 mean=None, std=None, unit: str = "", series_uid: str = "",
-                 label: str = "") -> MeasurementRecord | None:
-    """The record of a shape drawn on slice ``k`` of a view (display (row, col) points).
+def from_display(kind: str, geometry, k: int, p0, p1, volume, plan, **values) -> MeasurementRecord | None:
+    """The record of a two-point shape (ruler, rect, ellipse, arrow) drawn on slice ``k`` of a view."""
+    return from_display_points(kind, geometry, k, (p0, p1), volume, plan, **values)
+
+
+def from_display_points(kind: str, geometry, k: int, points, volume, plan, *, uid: str, value: float,
+                        mean=None, std=None, unit: str = "", series_uid: str = "", label: str = "",
+                        text: str = "") -> MeasurementRecord | None:
+    """The record of a shape drawn on slice ``k`` of a view, from the display (row, col) points its
+    tool keeps (``POINT_COUNTS[kind]`` of them).
 
     2D on the acquired image when the view cuts along the acquisition axis and slice ``k`` is a
     real image of ``plan``; else 3D in patient coordinates when the volume has a frame of
     reference; else None (it cannot be placed in DICOM).
     """
-    outline = _outline(kind, p0, p1)
+    if kind not in POINT_COUNTS:
+        raise ValueError(f"unknown measurement kind {kind!r}; expected one of {KINDS}")
+    if len(points) != POINT_COUNTS[kind]:
+        raise ValueError(f"a {kind} has {POINT_COUNTS[kind]} points, got {len(points)}")
+    outline = _outline(kind, points)
     idx = [display_to_index(geometry, k, r, c) for r, c in outline]
     info = volume.info
     common = dict(kind=kind, uid=uid, value=float(value), mean=None if mean is None else float(mean),
                   std=None if std is None else float(std), unit=unit, series_uid=series_uid or info.series_uid,
-                  study_uid=info.study_uid, label=label)
+                  study_uid=info.study_uid, label=label, text=str(text or ""))
     frame = _slot_frame(plan, int(k)) if geometry.axis == 0 else None
     if frame is not None and frame.instance.sop_uid:
         dy, dx = _shear(plan, int(k))
@@ -147,8 +164,20 @@ def from_display(kind: str, geometry, k: int, p0, p1, volume, plan, *, uid: str,
 
 
 def to_display(record: MeasurementRecord, geometry, volume, plan):
-    """(slice k, p0, p1) of a record in a view's plane (display (row, col) points), or None when
-    the record is not on this volume or not on one slice of this view's plane."""
+    """(slice k, p0, p1) of a two-point record in a view's plane (display (row, col) points), or None
+    when the record is not on this volume or not on one slice of this view's plane."""
+    placed = to_display_points(record, geometry, volume, plan)
+    if placed is None:
+        return None
+    k, points = placed
+    if len(points) != 2:
+        raise ValueError(f"a {record.kind} has {len(points)} points; use to_display_points")
+    return k, points[0], points[1]
+
+
+def to_display_points(record: MeasurementRecord, geometry, volume, plan):
+    """(slice k, [display (row, col) points its tool keeps]) of a record in a view's plane, or None
+    when the record is not on this volume or not on one slice of this view's plane."""
     if record.points:
         if plan is None or geometry.axis != 0:
             return None
@@ -168,5 +197,8 @@ def to_display(record: MeasurementRecord, geometry, volume, plan):
     k = int(np.rint(ks.mean()))
     if np.abs(ks - k).max() > SLICE_TOL or not 0 <= k < geometry.n_slices:
         return None
-    p0, p1 = _two_points(record.kind, shown[:, 1:])
-    return k, p0, p1
+    if record.kind in TWO_POINT_KINDS:
+        return k, list(_two_points(record.kind, shown[:, 1:]))
+    if len(shown) != POINT_COUNTS[record.kind]:
+        return None
+    return k, [(float(r), float(c)) for r, c in shown[:, 1:]]

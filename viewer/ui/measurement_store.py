@@ -1,4 +1,5 @@
-"""Measurements outlive the view: saved as a TID 1500 SR per study, put back when the study reopens.
+"""Measurements and annotations outlive the view: saved as a TID 1500 SR per study, put back when the
+study reopens (rulers, ROIs, angles, Cobb angles, arrows and texts alike).
 
 The views only draw measurements; this store keeps them per study as plain records
 (``core.measure_records``) and listens to every SliceView of the window:
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -36,7 +38,8 @@ from ..core.atomic import write_bytes
 from ..core.errors import describe
 from ..core.export.measurement_sr import (SR_SOP_CLASSES, MeasurementSRError, read_measurements_sr,
                                           write_measurements_sr)
-from ..core.measure_records import MeasurementRecord, from_display, to_display
+from ..core.measure_records import MeasurementRecord, from_display_points, to_display_points
+from .measure_tools import restore_measurement
 
 log = logging.getLogger(__name__)
 DEBOUNCE_MS = 1000
@@ -84,6 +87,10 @@ def _parse_study(autosave: Path, folder_srs: list[tuple[str, Path]]):
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback
             out.append((sop, f"{path}: {describe(exc)}"))
     return merged, out
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(float(value))
 
 
 def _sr_series_uid(study_uid: str) -> str:
@@ -232,11 +239,11 @@ class MeasurementStore(QObject):
             if rec.series_uid and rec.series_uid != vol.info.series_uid:
                 continue
             try:
-                placed = to_display(rec, view.plane_geometry, vol, plan)
+                placed = to_display_points(rec, view.plane_geometry, vol, plan)
                 if placed is None:
                     continue
-                k, p0, p1 = placed
-                view.add_restored_measurement(rec.kind, k, p0, p1, rec.uid)
+                k, points = placed
+                restore_measurement(view, rec.kind, k, points, rec.uid, rec.text)
                 shown.add(rec.uid)
             except Exception as exc:  # noqa: BLE001 - one odd record never loses the others
                 log.warning("measurement %s not restored: %s", rec.uid, exc)
@@ -257,11 +264,10 @@ class MeasurementStore(QObject):
         now: dict[str, MeasurementRecord] = {}
         lost = 0
         for m in view.measurements:
-            if m.value is None:
-                continue
-            (r0, c0), (r1, c1) = m.pixel_points()
-            rec = from_display(m.kind, view.plane_geometry, m.slice_index, (r0, c0), (r1, c1), vol, plan,
-                               uid=m.uid, **m.stats())
+            if m.value is None or not m.is_complete() or not _finite(m.stats()["value"]):
+                continue  # an angle still being placed, or one with a zero-length arm: nothing to save
+            rec = from_display_points(m.kind, view.plane_geometry, m.slice_index, list(m.pixel_points()), vol, plan,
+                                      uid=m.uid, **m.record_values())
             if rec is None:
                 lost += 1
                 continue

@@ -1,4 +1,4 @@
-"""The user's rulers and ROIs as a DICOM TID 1500 Measurement Report (highdicom.sr), and back.
+"""The user's rulers, ROIs, angles and annotations as a DICOM TID 1500 Measurement Report (highdicom.sr), and back.
 
 Why SR: another viewer (OHIF, Slicer, Weasis) pointed at the same PACS then shows the same
 measurements, and Lightbox puts them back on the same slices when the study is reopened.
@@ -11,6 +11,13 @@ Encoding (PS3.16 TID 1500), observer = the person (Person Observer), never an al
   POLYLINE (SCOORD's polygon: 5 points, last = first) / ELLIPSE on that image, with Area (mm2),
   Mean and Standard Deviation (in the image's modality units: UCUM Hounsfield unit for CT, else
   "no units");
+- angle: a TID 1501 group with an Angle (SCT 1483009, UCUM "deg") INFERRED FROM an SCOORD POLYLINE
+  of 3 points (arm end, vertex, arm end); Cobb angle: a Cobb angle (SCT 285285000, "deg") INFERRED
+  FROM two 2-point POLYLINEs, one per end-plate line;
+- arrow / text: no measurement, so a TID 1410 planar ROI group (the one TID 1500 group that holds
+  coordinates without a value) whose Image Region is the arrow's open 2-point POLYLINE (tail, head)
+  or the text's POINT, with the words as a TEXT Comment (DCM 121106); a TEXT Comment is a plain
+  content item every SR reader shows, where a CODE would need a code per sentence;
 - drawn on an MPR reformat that is no acquired image (a coronal cut of an axial CT): the same
   groups with SCOORD3D (POLYLINE, POLYGON, ELLIPSE) in patient coordinates (the series' Frame of
   Reference); the document is then a Comprehensive 3D SR (Comprehensive SR cannot hold
@@ -18,8 +25,9 @@ Encoding (PS3.16 TID 1500), observer = the person (Person Observer), never an al
 
 Each group's Tracking Identifier carries the measurement's own UID, so a measurement saved twice
 (autosave, a copy retrieved from the PACS) is recognised as one. Reading takes any TID 1500
-document and keeps the groups it can place: lengths with a 2-point polyline, planar ROIs with a
-polygon or ellipse region (2D or 3D); an AI report's segment-based groups are not measurements.
+document and keeps the groups it can place: lengths with a 2-point polyline, angles with a 3-point one, Cobb angles
+with two lines, planar ROIs with a polygon or ellipse region (2D or 3D), arrows (open 2-point
+polyline region) and texts (point region); an AI report's segment-based groups are not measurements.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from pydicom.uid import generate_uid
 
 from ..atomic import replacing
 from ..errors import describe
-from ..measure_records import MeasurementRecord
+from ..measure_records import POINT_COUNTS, MeasurementRecord
 from ..study import Series
 from .dicom_seg import _prepared
 
@@ -52,7 +60,12 @@ _PROCEDURES = {
     "MG": Code("71651007", "SCT", "Mammography"),
 }
 IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
-_NAMES = {"ruler": "Ruler", "rect": "Rectangle ROI", "ellipse": "Ellipse ROI"}
+DEGREE = Code("deg", "UCUM", "degree")
+ANGLE = Code("1483009", "SCT", "Angle")
+COBB_ANGLE = Code("285285000", "SCT", "Cobb angle")
+COMMENT = Code("121106", "DCM", "Comment")
+_NAMES = {"ruler": "Ruler", "rect": "Rectangle ROI", "ellipse": "Ellipse ROI", "angle": "Angle",
+          "cobb": "Cobb angle", "arrow": "Arrow", "text": "Text"}
 
 
 class MeasurementSRError(ValueError):
@@ -88,36 +101,64 @@ def _multiframe(rec: MeasurementRecord) -> bool:
         return int(rec.frame) > 1
 
 
-def _group(hd, rec: MeasurementRecord, number: int):
-    tracking = hd.sr.TrackingIdentifier(uid=rec.uid, identifier=rec.label or f"{_NAMES[rec.kind]} {number}")
+def _coordinates(hd, rec: MeasurementRecord, lo: int, hi: int):
+    """The SCOORD (or SCOORD3D) POLYLINE of points ``lo:hi`` of a record, that a value is INFERRED FROM."""
+    if rec.points:
+        cls, uid, frames = _source(rec)
+        return hd.sr.CoordinatesForMeasurement(
+            graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=np.asarray(rec.points[lo:hi], dtype=float),
+            source_image=hd.sr.SourceImageForRegion(cls, uid, frames))
+    return hd.sr.CoordinatesForMeasurement3D(
+        graphic_type=hd.sr.GraphicTypeValues3D.POLYLINE, graphic_data=np.asarray(rec.world[lo:hi], dtype=float),
+        frame_of_reference_uid=rec.frame_of_reference_uid)
+
+
+def _line_group(hd, rec: MeasurementRecord, tracking):
+    """TID 1501: ruler (Length), angle (Angle) or Cobb angle, each with the polylines it was measured on."""
     if rec.kind == "ruler":
-        if rec.points:
-            cls, uid, frames = _source(rec)
-            where = hd.sr.CoordinatesForMeasurement(
-                graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=np.asarray(rec.points, dtype=float),
-                source_image=hd.sr.SourceImageForRegion(cls, uid, frames))
-        else:
-            where = hd.sr.CoordinatesForMeasurement3D(
-                graphic_type=hd.sr.GraphicTypeValues3D.POLYLINE, graphic_data=np.asarray(rec.world, dtype=float),
-                frame_of_reference_uid=rec.frame_of_reference_uid)
-        length = hd.sr.Measurement(name=codes.SCT.Length, value=float(rec.value), unit=codes.UCUM.Millimeter,
-                                   referenced_coordinates=[where])
-        images = None
-        if rec.points:
-            cls, uid, frames = _source(rec)
-            images = [hd.sr.SourceImageForMeasurementGroup(cls, uid, frames)]
-        return hd.sr.MeasurementsAndQualitativeEvaluations(tracking_identifier=tracking, measurements=[length],
-                                                           source_images=images)
-    shape = "POLYGON" if rec.kind == "rect" else "ELLIPSE"
+        name, unit, where = codes.SCT.Length, codes.UCUM.Millimeter, [_coordinates(hd, rec, 0, 2)]
+    elif rec.kind == "angle":
+        name, unit, where = ANGLE, DEGREE, [_coordinates(hd, rec, 0, 3)]
+    else:
+        name, unit, where = COBB_ANGLE, DEGREE, [_coordinates(hd, rec, 0, 2), _coordinates(hd, rec, 2, 4)]
+    value = hd.sr.Measurement(name=name, value=float(rec.value), unit=unit, referenced_coordinates=where)
+    images = None
+    if rec.points:
+        cls, uid, frames = _source(rec)
+        images = [hd.sr.SourceImageForMeasurementGroup(cls, uid, frames)]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(tracking_identifier=tracking, measurements=[value],
+                                                       source_images=images)
+
+
+def _region(hd, rec: MeasurementRecord, shape: str):
+    """The Image Region (SCOORD on the image, else SCOORD3D) of a planar group."""
     if rec.points:  # SCOORD has no POLYGON: a closed POLYLINE is its polygon (PS3.3 C.18.6.1.2)
         cls, uid, frames = _source(rec)
-        region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues["POLYLINE" if shape == "POLYGON" else shape],
-                                   graphic_data=np.asarray(rec.points, dtype=float),
-                                   source_image=hd.sr.SourceImageForRegion(cls, uid, frames))
-    else:
-        region = hd.sr.ImageRegion3D(graphic_type=hd.sr.GraphicTypeValues3D[shape],
-                                     graphic_data=np.asarray(rec.world, dtype=float),
-                                     frame_of_reference_uid=rec.frame_of_reference_uid)
+        return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues["POLYLINE" if shape == "POLYGON" else shape],
+                                 graphic_data=np.asarray(rec.points, dtype=float),
+                                 source_image=hd.sr.SourceImageForRegion(cls, uid, frames))
+    return hd.sr.ImageRegion3D(graphic_type=hd.sr.GraphicTypeValues3D[shape],
+                               graphic_data=np.asarray(rec.world, dtype=float),
+                               frame_of_reference_uid=rec.frame_of_reference_uid)
+
+
+def _annotation_group(hd, rec: MeasurementRecord, tracking):
+    """TID 1410 for an arrow (open POLYLINE tail -> head) or a text (POINT), the words as a TEXT Comment."""
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking, referenced_region=_region(hd, rec, "POLYLINE" if rec.kind == "arrow" else "POINT"))
+    if rec.text:
+        group[0].ContentSequence.append(hd.sr.TextContentItem(
+            name=COMMENT, value=rec.text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    return group
+
+
+def _group(hd, rec: MeasurementRecord, number: int):
+    tracking = hd.sr.TrackingIdentifier(uid=rec.uid, identifier=rec.label or f"{_NAMES[rec.kind]} {number}")
+    if rec.kind in ("ruler", "angle", "cobb"):
+        return _line_group(hd, rec, tracking)
+    if rec.kind in ("arrow", "text"):
+        return _annotation_group(hd, rec, tracking)
+    region = _region(hd, rec, "POLYGON" if rec.kind == "rect" else "ELLIPSE")
     values = [hd.sr.Measurement(name=codes.SCT.Area, value=float(rec.value), unit=codes.UCUM.SquareMillimeter)]
     for name, v in ((codes.SCT.Mean, rec.mean), (codes.SCT.StandardDeviation, rec.std)):
         if v is not None and np.isfinite(v):
@@ -252,8 +293,9 @@ def _unit_text(concept) -> str:
 
 
 def read_measurements_sr(path) -> list[MeasurementRecord]:
-    """The rulers and ROIs of a TID 1500 SR, rulers first; MeasurementSRError naming the file
-    when it is no readable SR. Groups that are no 2-point length or polygon/ellipse ROI are skipped."""
+    """The rulers, angles, ROIs and annotations of a TID 1500 SR, rulers and angles first;
+    MeasurementSRError naming the file when it is no readable SR. Groups that are none of the
+    shapes our tools draw are skipped."""
     import highdicom as hd
 
     path = Path(path)
@@ -290,29 +332,66 @@ def read_measurements_sr(path) -> list[MeasurementRecord]:
     return out
 
 
+def _text_of(group) -> str:
+    """The TEXT Comment of a group ('' when it has none)."""
+    for item in getattr(group[0], "ContentSequence", []):
+        name = item.ConceptNameCodeSequence[0]
+        if item.ValueType == "TEXT" and (name.CodeValue, name.CodingSchemeDesignator) == (COMMENT.value, "DCM"):
+            return str(item.TextValue)
+    return ""
+
+
+def _polylines(m) -> list[dict]:
+    return [_place(c) for c in (m.referenced_coordinates or []) if str(c.GraphicType) == "POLYLINE"]
+
+
+def _joined(places: list[dict]) -> dict:
+    """One record's geometry from several polylines on the same image (a Cobb angle's two lines)."""
+    key = "points" if "points" in places[0] else "world"
+    out = dict(places[0])
+    out[key] = tuple(p for place in places for p in place[key])
+    return out
+
+
+def _line_record(group, measurements, common: dict, refs: dict[str, str]) -> MeasurementRecord | None:
+    """A ruler (Length, 2 points), angle (Angle, 3 points) or Cobb angle (two 2-point lines)."""
+    for m in measurements:
+        lines = _polylines(m)
+        if not lines:
+            continue
+        if _code_is(m.name, codes.SCT.Length):
+            kind, place = "ruler", lines[0]
+        elif _code_is(m.name, ANGLE) or _code_is(m.name, codes.DCM.Angle):
+            kind, place = "angle", lines[0]
+        elif _code_is(m.name, COBB_ANGLE):
+            kind, place = "cobb", _joined(lines[:2])
+        else:
+            continue
+        if len(place.get("points") or place.get("world")) != POINT_COUNTS[kind]:
+            continue
+        return MeasurementRecord(kind=kind, value=float(m.value), series_uid=refs.get(place.get("sop_uid", ""), ""),
+                                 **common, **place)
+    return None
+
+
 def _record(group, study: str, refs: dict[str, str]) -> MeasurementRecord | None:
     measurements = group.get_measurements()
     roi = getattr(group, "roi", None)
-    if roi is None:  # TID 1501: a ruler is a Length with 2-point coordinates
-        for m in measurements:
-            if not _code_is(m.name, codes.SCT.Length):
-                continue
-            coords = [c for c in (m.referenced_coordinates or []) if str(c.GraphicType) == "POLYLINE"]
-            if not coords:
-                continue
-            place = _place(coords[0])
-            if len(place.get("points") or place.get("world")) != 2:
-                continue
-            return MeasurementRecord(kind="ruler", uid=_uid_of(group), value=float(m.value), study_uid=study,
-                                     series_uid=refs.get(place.get("sop_uid", ""), ""), label=_label_of(group),
-                                     **place)
-        return None
+    common = dict(uid=_uid_of(group), study_uid=study, label=_label_of(group))
+    if roi is None:  # TID 1501: a ruler or an angle, with the lines it was measured on
+        return _line_record(group, measurements, common, refs)
     shape = str(roi.GraphicType)
+    place = _place(roi)
+    pts = place.get("points") or place.get("world")
+    series_uid = refs.get(place.get("sop_uid", ""), "")
+    if shape == "POINT" or (shape == "POLYLINE" and len(pts) == 2):  # a text, an arrow: no values
+        kind = "text" if shape == "POINT" else "arrow"
+        return MeasurementRecord(kind=kind, value=0.0, series_uid=series_uid, text=_text_of(group), **common,
+                                 **place)
     kind = {"POLYGON": "rect", "POLYLINE": "rect", "ELLIPSE": "ellipse"}.get(shape)
     if kind is None:
         return None
-    place = _place(roi)
-    if kind == "rect" and not _is_box(place.get("points") or place.get("world")):
+    if kind == "rect" and not _is_box(pts):
         return None  # a freehand outline (another viewer's): no shape our tools draw
     values = {"area": None, "mean": None, "std": None}
     unit = ""
@@ -325,9 +404,8 @@ def _record(group, study: str, refs: dict[str, str]) -> MeasurementRecord | None
             values["std"] = float(m.value)
     if values["area"] is None:
         return None
-    return MeasurementRecord(kind=kind, uid=_uid_of(group), value=values["area"], mean=values["mean"],
-                             std=values["std"], unit=unit, study_uid=study,
-                             series_uid=refs.get(place.get("sop_uid", ""), ""), label=_label_of(group), **place)
+    return MeasurementRecord(kind=kind, value=values["area"], mean=values["mean"], std=values["std"], unit=unit,
+                             series_uid=series_uid, **common, **place)
 
 
 def is_measurement_sr(path) -> bool:
