@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from viewer.core.measure import RoiStats, distance_mm, distance_world, mask_stats, roi_mask, roi_stats
+from viewer.core.measure import (RoiStats, angle_deg, cobb_angle_deg, distance_mm, distance_world, mask_stats, roi_mask,
+                                  roi_stats)
 from viewer.core.mpr import plane_geometry
 from viewer.core.volume import Volume
 
@@ -84,3 +85,50 @@ def test_distance_from_volume_and_plane_geometry():
 def test_distance_world():
     assert distance_world((0, 0, 0), (3, 4, 0)) == pytest.approx(5.0)
     assert distance_world([1, 2, 3], np.array([1, 2, 3])) == 0.0
+
+
+# -- angles (issue 14): in patient millimetres, not pixels ---------------------------------------
+
+
+def test_angle_right_angle_and_straight_line():
+    assert angle_deg((1.0, 1.0), (0, 10), (0, 0), (10, 0)) == pytest.approx(90.0)
+    assert angle_deg((1.0, 1.0), (0, -5), (0, 0), (0, 7)) == pytest.approx(180.0)
+    assert angle_deg((1.0, 1.0), (3, 3), (0, 0), (6, 6)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_angle_uses_anisotropic_pixel_spacing():
+    """A 45 degree diagonal of the pixel grid with 0.5 mm rows and 1 mm columns is atan(0.5) in the patient."""
+    a, vertex, b = (0, 10), (0, 0), (10, 10)  # horizontal arm, and a diagonal arm on the pixel grid
+    assert angle_deg((1.0, 1.0), a, vertex, b) == pytest.approx(45.0)
+    assert angle_deg((0.5, 1.0), a, vertex, b) == pytest.approx(math.degrees(math.atan(0.5)))  # 26.57
+    assert angle_deg((2.0, 1.0), a, vertex, b) == pytest.approx(math.degrees(math.atan(2.0)))  # 63.43
+
+
+def test_angle_of_a_zero_length_arm_is_nan():
+    assert math.isnan(angle_deg((1.0, 1.0), (0, 0), (0, 0), (5, 5)))
+    assert math.isnan(angle_deg((1.0, 1.0), (2, 2), (2, 2), (2, 2)))
+    with pytest.raises(ValueError):
+        angle_deg((0.0, 1.0), (0, 1), (0, 0), (1, 0))
+
+
+def test_cobb_angle_of_known_lines():
+    # end plates tilted +10 and -10 degrees (row grows downwards): 20 degrees between them
+    t = math.radians(10)
+    upper = ((0, 0), (-100 * math.sin(t), 100 * math.cos(t)))
+    lower = ((50, 0), (50 + 100 * math.sin(t), 100 * math.cos(t)))
+    assert cobb_angle_deg((1.0, 1.0), upper, lower) == pytest.approx(20.0)
+    # the order a line was drawn in (left->right or right->left) does not change it
+    assert cobb_angle_deg((1.0, 1.0), upper[::-1], lower) == pytest.approx(20.0)
+    assert cobb_angle_deg((1.0, 1.0), lower, upper[::-1]) == pytest.approx(20.0)
+    # parallel lines: 0; a severe curve goes on past 90 instead of folding back
+    assert cobb_angle_deg((1.0, 1.0), ((0, 0), (0, 10)), ((5, 3), (5, 20))) == pytest.approx(0.0, abs=1e-9)
+    t = math.radians(55)
+    steep = cobb_angle_deg((1.0, 1.0), ((0, 0), (-math.sin(t), math.cos(t))), ((9, 0), (9 + math.sin(t), math.cos(t))))
+    assert steep == pytest.approx(110.0)
+
+
+def test_cobb_angle_anisotropic_and_degenerate():
+    # a horizontal line and a pixel-grid diagonal, 2 mm rows x 1 mm columns: atan(2) in mm
+    assert cobb_angle_deg((2.0, 1.0), ((0, 0), (0, 10)), ((5, 0), (15, 10))) == \
+        pytest.approx(math.degrees(math.atan(2.0)))
+    assert math.isnan(cobb_angle_deg((1.0, 1.0), ((0, 0), (0, 0)), ((5, 0), (5, 10))))
