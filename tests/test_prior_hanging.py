@@ -23,7 +23,7 @@ from viewer.core.io import scan
 from viewer.core.mammo import FOUR_VIEWS
 from viewer.core.priors import mammo_priors
 from viewer.ui.mammo_layout import PRIOR, MammoLayout, load_four_view
-from viewer.ui.priors import PriorScrollLink, compare_with_prior
+from viewer.ui.priors import PriorScrollLink, compare_with_prior, offer_prior
 
 
 @pytest.fixture
@@ -142,17 +142,21 @@ def test_compare_with_prior_on_the_mammo_hanging(tmp_path, qtbot):
         current = next(st for st in w.scan_result.studies if st.date == "20240301")
         w.load_mammo(current)
         qtbot.waitUntil(lambda: w.shown_mammo is current and not w.busy, timeout=30000)
-        compare_with_prior(w, w._start)
+        # the wiring the main window gets: the hanging's button asks, the window hangs the prior
+        w.mammo_layout.prior_requested.connect(lambda: compare_with_prior(w, w._start))
+        assert offer_prior(w) == "20220214" and w.mammo_layout.prior_action.isEnabled()
+        assert "2022-02-14" in w.mammo_layout.prior_action.toolTip()
+        w.mammo_layout.prior_action.trigger()
         qtbot.waitUntil(lambda: w.mammo_layout.comparing and not w.busy, timeout=30000)
-        assert w.mammo_layout.prior_study.date == "20220214"
+        assert w.mammo_layout.prior_study.date == "20220214" and w.mammo_layout.prior_action.isChecked()
         assert "PRIOR 2022-02-14" in w.mammo_layout.cell_label("prior:RCC")
-        w.mammo_layout.grab().save("/tmp/h6-prior-hanging.png")
         assert "put away" in compare_with_prior(w, w._start)  # pressed again: back to four cells
         assert not w.mammo_layout.comparing
         stranger = next(st for st in w.scan_result.studies if st.date == "20230505")
         w.load_mammo(stranger)
         qtbot.waitUntil(lambda: w.shown_mammo is stranger and not w.busy, timeout=30000)
         assert "No prior" in compare_with_prior(w, w._start)
+        assert offer_prior(w) is None and not w.mammo_layout.prior_action.isEnabled()
     finally:
         close_quietly(w)
 

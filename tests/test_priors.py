@@ -10,7 +10,8 @@ import pytest
 from prior_fixtures import ct_study, mg_exam, two_mg_exams_and_a_stranger
 from viewer.core.io import load_series, scan
 from viewer.core.priors import (find_priors, is_earlier, mammo_priors, modality_family, pick_prior_series,
-                                prior_for_series, prior_slice, current_slice, stack_offset_mm, StudyFacts)
+                                prior_for_series, prior_slice, current_slice, stack_offset_mm, study_facts,
+                                StudyFacts)
 
 
 def by_date(result, date):
@@ -35,11 +36,13 @@ def test_newest_prior_first_and_same_day_ordered_by_time(tmp_path):
                                       ("20240101", "160000")]):
         ct_study(tmp_path / f"s{i}", "C1", date, time=time, seed=i)
     result = scan(tmp_path)
-    studies = {(st.date, i): st for i, st in enumerate(result.studies)}
-    afternoon = next(st for (d, _), st in studies.items() if d == "20240101"
-                     and find_priors(result, st) and len(find_priors(result, st)) == 3)
-    dates = [p.study.date for p in find_priors(result, afternoon)]
-    assert dates == ["20240101", "20230101", "20200101"]  # the morning scan of the same day comes first
+    afternoon, morning = (next(st for st in result.studies if study_facts(st).when == ("20240101", t))
+                          for t in ("160000", "070000"))
+    found = find_priors(result, afternoon)
+    assert [p.facts.when for p in found] == [("20240101", "070000"), ("20230101", "080000"),
+                                             ("20200101", "080000")]  # the morning scan of the same day first
+    assert found[0].study is morning
+    assert [p.study.date for p in find_priors(result, morning)] == ["20230101", "20200101"]
 
 
 def test_no_prior_without_a_date_or_another_issuer_or_modality(tmp_path):

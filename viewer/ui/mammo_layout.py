@@ -78,6 +78,7 @@ class MammoLayout(QWidget):
     """2x2 hanging of RCC, LCC, RMLO, LMLO; ``cells[name]`` is the SliceView of that view."""
 
     views_changed = Signal()
+    prior_requested = Signal()  # "Compare with prior" pressed: the window hangs (or puts away) the prior
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -118,6 +119,13 @@ class MammoLayout(QWidget):
         self.reset_action.triggered.connect(self.reset_all)
         self.toolbar.addSeparator()
         self.toolbar.addAction(self.reset_action)
+        self.prior_action = QAction("Compare with prior", self)
+        self.prior_action.setCheckable(True)
+        self.prior_action.setEnabled(False)
+        self.prior_action.setToolTip("No earlier mammography exam of this patient in the open folder")
+        self.prior_action.triggered.connect(self._prior_pressed)
+        self.toolbar.addSeparator()
+        self.toolbar.addAction(self.prior_action)
         self.header = QLabel(self)
         self.header.setTextFormat(Qt.TextFormat.PlainText)
         self.header.setStyleSheet("padding: 0 8px;")
@@ -197,6 +205,17 @@ class MammoLayout(QWidget):
         self._update_header()
         self.views_changed.emit()
 
+    def offer_prior(self, date: str | None) -> None:
+        """Enable "Compare with prior" for a prior exam of ``date`` (None: this exam has no prior)."""
+        self.prior_action.setEnabled(date is not None or self.comparing)
+        self.prior_action.setToolTip(
+            f"Hang the prior exam of {_format_date(date) or '(undated)'} beside this one, 8 cells" if date is not None
+            else "No earlier mammography exam of this patient in the open folder")
+
+    def _prior_pressed(self, *_args) -> None:
+        self.prior_action.setChecked(self.comparing)  # the hanging itself says when the prior is shown
+        self.prior_requested.emit()
+
     @property
     def comparing(self) -> bool:
         """The prior exam hangs beside the current one."""
@@ -225,6 +244,7 @@ class MammoLayout(QWidget):
                 cell.clear()  # do not keep the prior's pixels alive
         for cell in self.prior_cells.values():
             cell.setVisible(on)
+        self.prior_action.setChecked(on)
         self._grid.setColumnMinimumWidth(2, 10 if on else 0)  # a wider gap: two exams, not one
         for col in (3, 4):
             self._grid.setColumnStretch(col, 1 if on else 0)

@@ -39,6 +39,18 @@ def compare_with_prior(window, run_task: RunTask) -> str:
     return _compare_stack(window, series)
 
 
+def offer_prior(window) -> str | None:
+    """After a mammography exam is hung: enable the hanging's "Compare with prior" button when the patient
+    has an older exam; returns that exam's date (None when there is none)."""
+    if window.scan_result is None or window.shown_mammo is None:
+        window.mammo_layout.offer_prior(None)
+        return None
+    _exam, older = mammo_priors(window.scan_result, window.shown_mammo)
+    date = older[0].date if older else None
+    window.mammo_layout.offer_prior(date)
+    return date
+
+
 def _say(window, text: str, level: str = "info") -> str:
     window.show_message(text, level)
     return text
