@@ -1,0 +1,246 @@
+"""Key images (issue 14): mark, list, remove, persist and restore per study; PNG export with the
+overlays burned in and a caption without PHI; file names that cannot leave the chosen folder."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+pytest.importorskip("pyqtgraph")
+
+from conftest import ramp_volume
+from PIL import Image
+from qt_helpers import shown
+
+from viewer.core.key_images import (KeyImage, KeyImageError, KeyImageStore, caption, caption_allows, inside,
+                                    png_name, read_study, study_file, study_key, write_study)
+from viewer.ui.key_images import KeyImagesPanel, key_from_view, render_key_image
+from viewer.ui.overlays import LabelLayer
+from viewer.ui.slice_view import SliceView
+
+PATIENT = "DOE^JANE"
+PATIENT_ID = "MRN-778899"
+STUDY = "1.2.3.4.5.6"
+RED = (255, 0, 0)
+
+
+def phi_volume():
+    return ramp_volume(shape=(10, 60, 80), spacing=(3.0, 1.0, 1.0), patient_name=PATIENT, patient_id=PATIENT_ID,
+                       study_uid=STUDY, study_date="20240131", series_uid="1.2.3.4.5.6.7",
+                       series_description=f"{PATIENT} chest")
+
+
+# -- the Qt-free store -------------------------------------------------------------------------------
+def key(k=3, **kw) -> KeyImage:
+    return KeyImage(series_uid="1.2.3", slice_index=k, slice_count=10, window=(40, 400), modality="CT", **kw)
+
+
+def test_store_mark_list_remove_persist_restore(tmp_path):
+    store = KeyImageStore(tmp_path)
+    a, b = key(3, view="axial", note="nodule"), key(7, position_mm=21.0)
+    assert store.add(STUDY, a) and store.add(STUDY, b)
+    assert not store.add(STUDY, key(3, view="axial")), "the same slice of the same view is marked once"
+    assert store.add(STUDY, key(3, view="coronal")), "another plane's slice 3 is another image"
+    assert [k.slice_index for k in store.images(STUDY)] == [3, 7, 3]
+    assert store.remove(STUDY, store.images(STUDY)[2].uid) and not store.remove(STUDY, "nope")
+    path = store.save(STUDY)
+    assert path == tmp_path / f"{STUDY}.key-images.json" and not list(tmp_path.glob(".*partial*"))
+
+    again = KeyImageStore(tmp_path).images(STUDY)  # a new session
+    assert [k.to_json() for k in again] == [a.to_json(), b.to_json()]
+    assert again[0].window == (40.0, 400.0) and again[0].note == "nodule"
+    assert KeyImageStore(tmp_path).images("9.9.9") == []
+
+    store.remove(STUDY, a.uid)
+    store.remove(STUDY, b.uid)
+    store.save(STUDY)
+    assert not path.exists(), "a study left without key images loses its file"
+
+
+def test_bad_file_is_named(tmp_path):
+    path = study_file(tmp_path, STUDY)
+    path.write_text("{not json")
+    with pytest.raises(KeyImageError, match=str(path.name)):
+        read_study(path)
+    path.write_text('{"format": "something else", "images": []}')
+    with pytest.raises(KeyImageError, match="not a lightbox-key-images file"):
+        read_study(path)
+
+
+def test_study_keys_and_file_names(tmp_path):
+    assert study_key(STUDY, "/x/y.dcm") == STUDY
+    folder_key = study_key("", tmp_path / "scan.nii.gz")
+    assert folder_key == f"folder:{tmp_path.resolve()}"
+    odd = study_file(tmp_path, folder_key)
+    assert odd.parent == tmp_path and odd.name.startswith("study-") and "/" not in odd.name[:-5]
+    assert study_file(tmp_path, "../../etc/passwd").parent == tmp_path
+
+
+def test_caption_follows_the_deid_profile():
+    assert caption_allows("modality") and caption_allows("laterality") and caption_allows("view_position")
+    assert not caption_allows("series_description"), "the basic profile removes Series Description"
+    text = caption(key(4, view="coronal", position_mm=12.0, laterality="", note=" left lower lobe "))
+    assert text == "CT  ·  Coronal  ·  Im 5/10  ·  +12.0 mm  ·  W/L 400/40  ·  left lower lobe"
+    mg = KeyImage(series_uid="1", slice_index=0, slice_count=1, view="LMLO", window=(2000.5, 3000),
+                  modality="MG", laterality="L", view_position="MLO")
+    assert caption(mg) == "MG  ·  LMLO  ·  Im 1/1  ·  W/L 3000/2000"
+
+
+@pytest.mark.parametrize("name", ["../x.png", "..", "a/b.png", "/etc/x.png", "", "a\\..\\b.png", "x\x00.png"])
+def test_names_cannot_leave_the_folder(tmp_path, name):
+    with pytest.raises(ValueError):
+        inside(tmp_path, name)
+
+
+def test_png_names_carry_no_uids_or_paths(tmp_path):
+    evil = KeyImage(series_uid="1.2.840.99", slice_index=11, slice_count=40, view="../../axial",
+                    modality="C/T..\\", window=(0, 1))
+    name = png_name(3, evil)
+    assert name == "key-03-CT-axial-im012.png"
+    assert inside(tmp_path, name) == (tmp_path / name).resolve()
+
+
+# -- the panel --------------------------------------------------------------------------------------
+@pytest.fixture
+def panel_with_view(qtbot, tmp_path):
+    view = SliceView()
+    shown(qtbot, view, (420, 360))
+    view.set_volume(phi_volume(), window=(40.0, 400.0))
+    messages = []
+    panel = KeyImagesPanel(lambda: view, lambda: [view], message=lambda t, lvl="info": messages.append((lvl, t)),
+                           folder=tmp_path / "store")
+    qtbot.addWidget(panel)
+    yield view, panel, messages
+    panel.shutdown()
+
+
+def test_mark_list_jump_remove_restore(panel_with_view, tmp_path):
+    view, panel, messages = panel_with_view
+    view.set_slice(2)
+    first = panel.mark()
+    assert first is not None and first.slice_index == 2 and first.view == "native" and first.window == (40.0, 400.0)
+    assert first.position_mm == pytest.approx(6.0) and first.sop_uid == ""  # a volume without files: no SOP
+    assert panel.mark() is None, "marking the same slice twice keeps one"
+    view.set_slice(7)
+    view.set_window(-600, 1500)
+    panel.mark_action.trigger()
+    assert panel.list.count() == 2 and "Im 8/10" in panel.list.item(1).text()
+    assert panel.mark_action.shortcut().toString() == "K"
+
+    assert panel.jump(first.uid) and view.slice_index == 2 and view.window == (40.0, 400.0)
+    panel.list.setCurrentRow(0)
+    assert panel.remove_selected() and panel.list.count() == 1
+    panel.flush()
+
+    reopened = KeyImagesPanel(lambda: view, lambda: [view], folder=tmp_path / "store")
+    try:
+        assert [k.slice_index for k in reopened.keys()] == [7] and reopened.list.count() == 1
+        assert reopened.keys()[0].window == (-600.0, 1500.0)
+    finally:
+        reopened.shutdown()
+        reopened.deleteLater()
+
+
+def test_key_image_keeps_the_sop_instance(qtbot, tmp_path):
+    from viewer.core.io.dicom import load_series, plan_series
+    from viewer.core.io.scan import scan
+    from viewer.core.synthetic import write_ct_study
+
+    write_ct_study(tmp_path / "ct", shape=(6, 32, 32), spacing=(2.5, 1.4, 1.4))
+    series = next(s for s in scan(tmp_path / "ct").series if s.kind == "dicom")
+    plan = plan_series(series)
+    view = SliceView()
+    shown(qtbot, view, (300, 300))
+    view.set_volume(load_series(series))
+    view.set_slice(4)
+    k = key_from_view(view, plan)
+    assert k.sop_uid == plan.slots[4].instance.sop_uid and k.sop_uid and k.frame is None
+    assert k.series_uid == series.uid
+    coronal = SliceView(plane="coronal")
+    shown(qtbot, coronal, (300, 300))
+    coronal.set_volume(view.volume)
+    assert key_from_view(coronal, plan).sop_uid == "", "a reformat is no acquired image"
+
+
+def test_export_burns_overlays_and_has_no_phi(panel_with_view, qtbot, tmp_path):
+    view, panel, messages = panel_with_view
+    vol = view.volume
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[:, 20:40, 30:50] = 1
+    view.add_layer("seg", LabelLayer(lab, colors={1: RED}, opacity=1.0))
+    view.set_slice(5)
+    marked = panel.mark()
+    panel.set_note(marked.uid, "index lesion")
+    assert PATIENT.split("^")[0] in view._tl.text(), "the corner text on screen does name the patient"
+
+    out = tmp_path / "export"
+    worker = panel.export_to(out)
+    assert worker is not None
+    qtbot.waitUntil(lambda: bool(panel.last_export), timeout=10000)
+    [png] = panel.last_export
+    assert png.parent == out.resolve() and png.name == "key-01-CT-native-im006.png"
+    assert view.corner_text_visible and view.slice_index == 5, "the view is put back after rendering"
+
+    img = Image.open(png)
+    img.load()
+    text = " ".join(f"{k}={v}" for k, v in img.info.items() if isinstance(v, str))
+    assert "W/L 400/40" in text and "index lesion" in text
+    raw = png.read_bytes()
+    for phi in (PATIENT, "DOE", "JANE", PATIENT_ID, "20240131", "2024-01-31", STUDY):
+        assert phi not in text and phi.encode() not in raw
+    cap = caption(panel.keys()[0])
+    for phi in ("DOE", "JANE", PATIENT_ID, "2024", "chest"):
+        assert phi not in cap
+
+    rgb = np.asarray(img.convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 200) & (rgb[..., 1] < 40) & (rgb[..., 2] < 40)
+    assert red.sum() > 200, "the red label region is burned into the PNG"
+    strip = rgb[-20:]
+    assert (strip.max(axis=2) > 200).any(), "the caption strip carries text"
+
+    # the corner text is not in the picture: a render without the label has no red, and the caption
+    # strip is the only text. Compare with the view grabbed with its corner text on.
+    with_text = np.asarray(Image.fromqimage(view.canvas.grab().toImage()).convert("RGB")).astype(int)
+    shown_img = rgb[:with_text.shape[0]]
+    tl = (slice(0, 40), slice(0, 120))
+    assert (np.abs(with_text[tl] - shown_img[tl]).sum(axis=2) > 60).sum() > 20, "patient text was hidden"
+
+
+def test_export_skips_series_not_shown(panel_with_view, tmp_path):
+    view, panel, messages = panel_with_view
+    panel.mark()
+    view.set_volume(replace(phi_volume(), info=replace(phi_volume().info, series_uid="9.9")))
+    panel.follow_active()
+    assert panel.export_to(tmp_path / "out") is None
+    assert any("skipped" in t for _lvl, t in messages)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_render_key_image_size(panel_with_view):
+    view, panel, _ = panel_with_view
+    k = panel.mark()
+    image = render_key_image(view, k)
+    assert image.width() == view.canvas.width() and image.height() > view.canvas.height()
+    assert image.text("Description") == caption(k)
+
+
+def test_write_study_is_atomic(tmp_path, monkeypatch):
+    path = study_file(tmp_path, STUDY)
+    write_study(path, STUDY, [key(1)])
+    import json as _json
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(_json, "dumps", boom)
+    with pytest.raises(RuntimeError):
+        write_study(path, STUDY, [key(1), key(2)])
+    assert [k.slice_index for k in read_study(path)] == [1], "the previous list survives a failed write"
+    assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
