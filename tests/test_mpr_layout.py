@@ -199,3 +199,66 @@ def test_main_window_switches_to_mpr_and_back(qtbot, tmp_path):
         assert w.layout_1x1_action.isChecked() and not w.layout_mpr_action.isChecked()
     finally:
         w.shutdown()
+
+
+@pytest.mark.parametrize("acquired", ["axial", "coronal", "sagittal"])
+def test_mpr_opens_where_the_reader_was_not_at_the_centre(qtbot, mpr, acquired):
+    """Issue 14: M pressed at image 71 opened at 60. The single view's reading point is the MPR's start."""
+    vol = volume(DIRECTIONS[acquired])
+    single = shown(qtbot, SliceView(), (400, 400))
+    single.set_volume(vol)
+    k = vol.shape[0] - 3  # far from the middle
+    single.set_slice(k)
+    mpr.set_volume(vol, single.window, at=single.reading_point())
+    native_plane = acquired  # the native slices are this plane's slices
+    assert mpr.views[native_plane].slice_index == k
+    assert vol.world_to_index(mpr.crosshair_world)[0] == pytest.approx(k)
+    # with the mouse on the image, the crosshair starts under the mouse
+    x, y = single.pixel_center(4, 7)
+    single.set_cursor((x, y))
+    mpr.set_volume(vol, single.window, at=single.reading_point())
+    np.testing.assert_allclose(vol.world_to_index(mpr.crosshair_world), [k, 4, 7], atol=1e-6)
+    mpr.set_volume(vol)  # no reading point: the centre, as before
+    np.testing.assert_allclose(vol.world_to_index(mpr.crosshair_world), (np.asarray(vol.shape) - 1) // 2, atol=1e-6)
+
+
+def _screen_and_fresh(widget):
+    """What the screen holds for ``widget`` (the backing store, as partial repaints left it) and a full fresh
+    render of the same widget, as (h, w, 4) arrays."""
+    from PySide6.QtGui import QImage
+
+    def arr(img):
+        img = img.convertToFormat(QImage.Format.Format_RGB32)
+        return np.array(img.constBits()).reshape(img.height(), img.width(), 4).copy()
+
+    app = QApplication.instance()
+    for _ in range(5):
+        app.processEvents()
+    on_screen = app.primaryScreen().grabWindow(widget.winId()).toImage()
+    return arr(on_screen), arr(widget.grab().toImage())
+
+
+def test_a_click_leaves_no_piece_of_the_old_crosshair_on_screen(mpr):
+    """Issue 14: after a click, pieces of the old crosshair stayed drawn (outside the image too) until the
+    pane was redrawn. The screen after each click must equal a fresh render of the layout."""
+    vol = volume()
+    mpr.set_volume(vol)
+    ax = mpr.views["axial"]
+    _screen_and_fresh(mpr)
+    for plane, row, col in [("axial", 5, 5), ("coronal", 3, 30), ("sagittal", 15, 2), ("axial", 25, 35)]:
+        view = mpr.views[plane]
+        old_x = ax.view.mapViewToScene(QPointF(*ax.pixel_center(0, mpr.lines["axial"]["sagittal"].pos().x()
+                                                               / ax.plane_geometry.pixel_size[1] - 0.5)))
+        click(view, row, col)
+        screen, fresh = _screen_and_fresh(mpr)
+        stale = (screen != fresh).any(-1)
+        assert not stale.any(), f"{int(stale.sum())} stale pixels after a click in {plane}"
+        # and the axial pane's old vertical line is gone above the image (outside it) as well
+        col_px = int(round(ax.mapTo(mpr, ax.canvas.mapFromScene(old_x)).x()))
+        new_px = int(round(ax.mapTo(mpr, ax.canvas.mapFromScene(
+            ax.view.mapViewToScene(QPointF(mpr.lines["axial"]["sagittal"].pos().x(), 0)))).x()))
+        if abs(col_px - new_px) > 3:
+            top = ax.mapTo(mpr, ax.canvas.mapFromScene(ax.view.mapViewToScene(QPointF(0, 0)))).y()
+            strip = screen[max(0, top - 20):max(1, top - 2), col_px - 1:col_px + 2, :3]
+            yellow = (strip[..., 2] > 150) & (strip[..., 1] > 150) & (strip[..., 0] < 120)  # BGRA: R, G high, B low
+            assert not yellow.any(), "old sagittal line still drawn above the axial image"

@@ -89,8 +89,9 @@ class MprLayout(QWidget):
         """The crosshair in LPS millimetres (a copy)."""
         return self._world.copy()
 
-    def set_volume(self, volume: Volume, window: tuple[float, float] | None = None) -> None:
-        """Show a volume in the three planes, crosshair at the centre voxel."""
+    def set_volume(self, volume: Volume, window: tuple[float, float] | None = None, at=None) -> None:
+        """Show a volume in the three planes, the crosshair at ``at`` (LPS mm: where the reader was, e.g.
+        ``SliceView.reading_point()``, so M on image 71 opens on image 71) or else the centre voxel."""
         self._volume = volume
         self._syncing = True
         try:
@@ -98,6 +99,9 @@ class MprLayout(QWidget):
                 view.set_volume(volume, window)
         finally:
             self._syncing = False
+        if at is not None and np.all(np.isfinite(np.asarray(at, dtype=float))):
+            self.set_crosshair_world(at)
+            return
         centre = (np.asarray(volume.shape) - 1) // 2
         centre[0] = nearest_image_slice(volume, centre[0])  # a sparse series opens on an image
         self.set_crosshair_world(volume.index_to_world(centre))

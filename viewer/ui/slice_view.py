@@ -22,6 +22,7 @@ from PySide6.QtCore import QEvent, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent
 from PySide6.QtWidgets import (
     QGraphicsDropShadowEffect,
+    QGraphicsView,
     QLabel,
     QSizePolicy,
     QVBoxLayout,
@@ -128,11 +129,19 @@ class _Canvas(pg.GraphicsView):
         super().__init__(background="k")
         self._owner = owner
         self.setFocusPolicy(Qt.FocusPolicy.WheelFocus)
+        # One bounding rect per repaint: with Qt's default (minimal) mode, an item's old area (a crosshair line
+        # that moved) was lost whenever the translucent corner labels on this viewport changed in the same
+        # pass, leaving pieces of the old line on screen until the next full redraw (issue 14).
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.BoundingRectViewportUpdate)
         self.setAcceptDrops(True)  # a series dragged from the browser; file drops go on to the main window
 
     def mousePressEvent(self, ev):
         self._owner.activated.emit()
         super().mousePressEvent(ev)
+
+    def leaveEvent(self, ev):
+        self._owner.set_cursor(None)  # the readout blanks when the mouse leaves, whatever the scene saw
+        super().leaveEvent(ev)
 
     def dragEnterEvent(self, ev):
         if series_key(ev.mimeData()) is not None:
@@ -424,6 +433,16 @@ class SliceView(QWidget):
         heat = {name: layer.array for name, layer in self._layers.items()
                 if layer.visible and hasattr(layer, "legend_info")}  # probability layers have a colour scale
         return probe(self._volume, g, self._k, y / g.pixel_size[0] - 0.5, x / g.pixel_size[1] - 0.5, heat)
+
+    def reading_point(self):
+        """Where the reader is, in LPS mm: the point under the mouse when it is on the image, else the centre
+        of the shown slice; None without a volume. Another layout (MPR) opens there."""
+        g = self.geometry_
+        if g is None or self._volume is None:
+            return None
+        if self.cursor_probe is not None:
+            return self.cursor_probe.world_lps.copy()
+        return pixel_to_world(self._volume, g, self._k, (g.n_rows - 1) / 2, (g.n_cols - 1) / 2)
 
     def set_cursor(self, scene_xy: tuple[float, float] | None) -> None:
         """The mouse is at scene (x, y) mm (None: it left the view); the readout follows it."""
