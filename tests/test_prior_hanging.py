@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,13 @@ def test_compare_with_prior_for_ct_opens_1x2_scrolling_by_anatomy(tmp_path, qtbo
         assert right.slice_index == 2
     finally:
         close_quietly(w)
+
+
+def test_compare_with_prior_explains_when_there_is_nothing_to_compare():
+    said = []
+    window = SimpleNamespace(scan_result=None, shown_mammo=None, shown_series=None,
+                             show_message=lambda text, level="info": said.append((text, level)))
+    assert "Open a study first" in compare_with_prior(window, run_task=None)
+    window.scan_result = object()
+    assert "Show a series first" in compare_with_prior(window, run_task=None)
+    assert [level for _, level in said] == ["warning", "warning"]

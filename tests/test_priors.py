@@ -98,3 +98,22 @@ def test_stacks_without_a_shared_frame_line_up_by_anatomy(tmp_path, shift):
     assert all(current_slice(b, j, a, offset) == j + 5 for j in range(b.shape[0]))
     assert abs(abs(offset) - abs(shift)) < 1e-6
     np.testing.assert_array_equal(a.array[10], b.array[prior_slice(a, 10, b, offset)])
+
+
+def test_stacks_of_one_frame_of_reference_need_no_shift(tmp_path):
+    result = write_prior_ct(tmp_path, 137.0)
+    current = by_date(result, "20240101")
+    a = load_series(current.series[0])
+    assert stack_offset_mm(a, a) == 0.0
+    assert all(prior_slice(a, k, a, 0.0) == k for k in range(a.shape[0]))
+
+
+def test_series_without_a_comparable_prior_series_says_so(tmp_path):
+    result = write_prior_ct(tmp_path, 0.0)
+    current = by_date(result, "20240101")
+    prior = next(st for st in result.studies if st.date == "20230101")
+    prior.series = [s for s in prior.series if s.info.series_description == "Scout"]
+    assert pick_prior_series(current.series[0], prior) is prior.series[0]  # still a CT stack: the best there is
+    prior.series[0].info.modality = "MR"
+    text = prior_for_series(result, current.series[0], current)
+    assert isinstance(text, str) and "No earlier CT study" in text  # an MR study is not a CT prior
