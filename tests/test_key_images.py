@@ -244,3 +244,46 @@ def test_write_study_is_atomic(tmp_path, monkeypatch):
         write_study(path, STUDY, [key(1), key(2)])
     assert [k.slice_index for k in read_study(path)] == [1], "the previous list survives a failed write"
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+# -- DICOM Key Object Selection --------------------------------------------------------------------
+def test_key_object_document_is_valid_and_references_the_slices(tmp_path):
+    import shutil
+    import subprocess
+
+    import pydicom
+
+    from viewer.core.export.key_object import KeyObjectError, write_key_object
+    from viewer.core.io.dicom import plan_series
+    from viewer.core.io.scan import scan
+    from viewer.core.synthetic import write_ct_study
+
+    write_ct_study(tmp_path / "ct", shape=(6, 32, 32), spacing=(2.5, 1.4, 1.4))
+    series = next(s for s in scan(tmp_path / "ct").series if s.kind == "dicom")
+    plan = plan_series(series)
+    files = {i.sop_uid: i.path for i in series.instances}
+    keys = [KeyImage(series_uid=series.uid, slice_index=k, slice_count=6, sop_uid=plan.slots[k].instance.sop_uid,
+                     window=(40, 400), note="lesion" if k == 1 else "") for k in (1, 4)]
+    reformat = KeyImage(series_uid=series.uid, slice_index=10, slice_count=32, view="coronal", window=(40, 400))
+    out = write_key_object([*keys, reformat], files, tmp_path / "ko" / "keys.dcm")
+
+    ds = pydicom.dcmread(out)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.59" and ds.Modality == "KO"
+    assert ds.StudyInstanceUID == series.info.study_uid
+    refs = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+            for item in ds.ContentSequence if item.ValueType == "IMAGE"]
+    assert refs == [k.sop_uid for k in keys]
+    assert ds.ConceptNameCodeSequence[0].CodeValue == "113000"
+    assert any(getattr(i, "TextValue", "") == "lesion" for i in ds.ContentSequence)
+
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy (dicom3tools) is not installed; `bash scripts/system_deps.sh` installs it")
+    proc = subprocess.run([tool, str(out)], capture_output=True, text=True, timeout=60)
+    assert [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")] == []
+
+    with pytest.raises(KeyObjectError, match="nothing to write"):
+        write_key_object([reformat], files, tmp_path / "none.dcm")
+    with pytest.raises(KeyObjectError, match="not open"):
+        write_key_object(keys, {}, tmp_path / "none.dcm")
+    assert not (tmp_path / "none.dcm").exists()
