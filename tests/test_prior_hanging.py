@@ -124,15 +124,21 @@ def test_linked_zoom_and_pan_across_current_and_prior(hanging):
                if c.volume is not None)
 
 
-def test_a_new_exam_or_none_puts_the_prior_away(hanging, exams):
+def test_a_new_exam_or_none_puts_the_prior_away(hanging, exams, qtbot):
     current, _ = exams
+    assert hanging.prior_action.isChecked() and hanging.prior_action.isEnabled()
+    with qtbot.waitSignal(hanging.prior_requested, timeout=1000):
+        hanging.prior_action.trigger()  # the window answers by putting the prior away
+    assert hanging.comparing  # ... the layout itself does not
     hanging.set_prior_views(None)
+    assert not hanging.prior_action.isChecked()
     assert not hanging.comparing and not any(c.isVisible() for c in hanging.prior_cells.values())
     assert "PRIOR" not in hanging.cell_label("RCC") and "2024-03-01" in hanging.cell_label("RCC")
     assert set(hanging.linked_cells()) == set(FOUR_VIEWS)
     hanging.set_prior_views(load_four_view(exams[1]), exams[1])
     hanging.set_views(load_four_view(current), current)  # another exam opened: back to four cells
     assert not hanging.comparing and all(c.volume is None for c in hanging.prior_cells.values())
+    assert not hanging.prior_action.isEnabled()  # until the window finds this exam's prior
 
 
 # -- the action, in the main window ------------------------------------------------------------------------

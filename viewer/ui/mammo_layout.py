@@ -96,6 +96,7 @@ class MammoLayout(QWidget):
             "QToolButton { color: #e6e6e6; padding: 2px 8px; border-radius: 3px; }"
             "QToolButton:hover { background: #404040; }"
             "QToolButton:checked { background: #3d6185; }"
+            "QToolButton:disabled { color: #7a7a7a; }"
             "QLabel { color: #cfcfcf; }")
         self.link_action = QAction("Link W/L, zoom and pan", self)
         self.link_action.setCheckable(True)
@@ -184,6 +185,7 @@ class MammoLayout(QWidget):
         self.study = study
         self._fill(self.cells, self.series, views)
         self._show_prior(False)
+        self.offer_prior(None)  # until the window has looked for this exam's prior
         self._update_header()
         self.views_changed.emit()
 
@@ -245,6 +247,8 @@ class MammoLayout(QWidget):
         for cell in self.prior_cells.values():
             cell.setVisible(on)
         self.prior_action.setChecked(on)
+        if on:
+            self.prior_action.setEnabled(True)  # pressed again, it puts the prior away
         self._grid.setColumnMinimumWidth(2, 10 if on else 0)  # a wider gap: two exams, not one
         for col in (3, 4):
             self._grid.setColumnStretch(col, 1 if on else 0)
