@@ -287,3 +287,52 @@ def test_key_object_document_is_valid_and_references_the_slices(tmp_path):
     with pytest.raises(KeyObjectError, match="not open"):
         write_key_object(keys, {}, tmp_path / "none.dcm")
     assert not (tmp_path / "none.dcm").exists()
+
+
+def test_panel_saves_kos_from_the_shown_series(qtbot, tmp_path):
+    import pydicom
+
+    from viewer.core.io.dicom import load_series, plan_series
+    from viewer.core.io.scan import scan
+    from viewer.core.synthetic import write_ct_study
+
+    write_ct_study(tmp_path / "ct", shape=(6, 32, 32), spacing=(2.5, 1.4, 1.4))
+    series = next(s for s in scan(tmp_path / "ct").series if s.kind == "dicom")
+    plan = plan_series(series)
+    view = SliceView()
+    shown(qtbot, view, (300, 300))
+    view.set_volume(load_series(series))
+    messages = []
+    panel = KeyImagesPanel(lambda: view, lambda: [view], message=lambda t, lvl="info": messages.append((lvl, t)),
+                           plan_of=lambda v: plan, folder=tmp_path / "store")
+    qtbot.addWidget(panel)
+    try:
+        assert panel.save_kos(tmp_path / "k.dcm") is None, "no key image yet"
+        view.set_slice(2)
+        panel.mark()
+        done = []
+        panel.save_kos(tmp_path / "k.dcm", on_done=done.append)
+        qtbot.waitUntil(lambda: bool(done), timeout=20000)
+        ds = pydicom.dcmread(done[0])
+        (ref,) = [i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in ds.ContentSequence
+                  if i.ValueType == "IMAGE"]
+        assert ref == plan.slots[2].instance.sop_uid and ds.PatientName == series.info.patient_name
+    finally:
+        panel.runner.shutdown()
+        panel.shutdown()
+
+
+def test_write_pngs_stops_between_files_on_cancel(tmp_path):
+    from PySide6.QtGui import QColor, QImage
+
+    from viewer.core.errors import Cancelled
+    from viewer.ui.key_images import write_pngs
+
+    img = QImage(8, 8, QImage.Format.Format_RGB32)
+    img.fill(QColor("red"))
+    jobs = [(tmp_path / f"{i}.png", img) for i in range(3)]
+    calls = []
+    with pytest.raises(Cancelled):
+        write_pngs(jobs, lambda d, t: calls.append(d), lambda: len(calls) >= 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.png"], "one whole file, no partial ones"
+    assert write_pngs(jobs, lambda d, t: None, lambda: False).value == [p for p, _ in jobs]

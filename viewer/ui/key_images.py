@@ -24,10 +24,11 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QInputDialog, QListWidg
 
 from ..core.atomic import replacing
 from ..core.errors import Cancelled, describe
+from ..core.export.key_object import write_key_object
 from ..core.key_images import (KeyImage, KeyImageError, KeyImageStore, caption, inside, png_name,
                                slice_source, study_key, write_study)
 from .measurement_store import measurements_dir
-from .workers import TaskRunner
+from .workers import Committed, TaskRunner
 
 log = logging.getLogger(__name__)
 CAPTION_PX = 28
@@ -112,8 +113,9 @@ def render_key_image(view, key: KeyImage) -> QImage:
         view.set_window(*before_w)
 
 
-def write_pngs(jobs: list[tuple[Path, QImage]], progress, should_stop) -> list[Path]:
-    """Write each (path, image) atomically (worker thread); stops between files on Cancel."""
+def write_pngs(jobs: list[tuple[Path, QImage]], progress, should_stop) -> Committed:
+    """Write each (path, image) atomically (worker thread); stops between files on Cancel. All
+    written: ``Committed``, so a Cancel that came too late does not call written files cancelled."""
     written = []
     for i, (path, image) in enumerate(jobs):
         if should_stop():
@@ -123,7 +125,7 @@ def write_pngs(jobs: list[tuple[Path, QImage]], progress, should_stop) -> list[P
                 raise OSError(f"{path}: PNG not written")
         written.append(path)
         progress(i + 1, len(jobs))
-    return written
+    return Committed(written)
 
 
 class KeyImagesPanel(QWidget):
@@ -157,6 +159,10 @@ class KeyImagesPanel(QWidget):
         self.export_action = QAction("Export key &images…", self)
         self.export_action.setToolTip("Write the study's key images as PNG with overlays and a de-identified caption")
         self.export_action.triggered.connect(self.choose_and_export)
+        self.kos_action = QAction("Save key images as DICOM &KOS…", self)
+        self.kos_action.setToolTip("Write a DICOM Key Object Selection document that a PACS shows as the "
+                                   "study's key images")
+        self.kos_action.triggered.connect(self.choose_and_save_kos)
         buttons = QHBoxLayout()
         for text, slot in (("Mark", self.mark), ("Remove", self.remove_selected), ("Note…", self.edit_note),
                            ("Export…", self.choose_and_export)):
@@ -376,3 +382,41 @@ class KeyImagesPanel(QWidget):
         dialog.setMinimumDuration(300)
         self.export_to(folder, progress_dialog=dialog)
 
+
+    # -- DICOM Key Object Selection ------------------------------------------------------------------------
+    def source_files(self) -> dict[str, Path]:
+        """SOP Instance UID -> file, for the series the views show (their slice plans)."""
+        files: dict[str, Path] = {}
+        for view in self.views() if self.plan_of is not None else []:
+            try:
+                plan = self.plan_of(view) if view.volume is not None else None
+            except Exception:  # noqa: BLE001 - a view without a plan adds no files
+                plan = None
+            for frame in (plan.slots if plan is not None else []):
+                if frame is not None:
+                    files[frame.instance.sop_uid] = Path(frame.instance.path)
+        return files
+
+    def save_kos(self, path, on_done: Callable[[Path], None] | None = None):
+        """Write the study's key images as a KOS on a worker; returns the Worker (None if refused here)."""
+        keys, files = self.keys(), self.source_files()
+        if not any(k.sop_uid for k in keys):
+            self.message("No key image of this study is an acquired DICOM image: no KOS to write", "warning")
+            return None
+
+        def finished(written):
+            self.message(f"Key images saved as DICOM KOS: {written}", "info")
+            if on_done is not None:
+                on_done(written)
+
+        def failed(why):
+            self.message(f"Key object document not written: {why}", "error")
+
+        return self.runner.start(lambda _p, _s: write_key_object(keys, files, path), "key-object",
+                                 on_finished=finished, on_failed=failed)
+
+    def choose_and_save_kos(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save key images as DICOM KOS", "key-images.dcm",
+                                              "DICOM files (*.dcm);;All files (*)")
+        if path:
+            self.save_kos(path)

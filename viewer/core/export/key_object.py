@@ -12,12 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import replacing
+from ..errors import LightboxError
 from ..key_images import KeyImage
 
 OF_INTEREST = ("113000", "DCM", "Of Interest")  # CID 7010
 
 
-class KeyObjectError(ValueError):
+class KeyObjectError(LightboxError, ValueError):
     """The document cannot be written; the message says why in words a user can act on."""
 
 
