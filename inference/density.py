@@ -234,3 +234,17 @@ def breast_density(views: dict[str, DensityEstimate]) -> DensityEstimate:
     percent = float(np.mean([views[n].percent for n in names]))
     return DensityEstimate(percent, category(percent), float(np.mean([views[n].breast_area_mm2 for n in names])),
                            float(np.mean([views[n].dense_area_mm2 for n in names])), None, names)
+
+
+def breasts_from_entries(entries: dict[str, dict]) -> dict[str, dict]:
+    """{'R': breast entry, 'L': ...} from per-view entries as :meth:`DensityEstimate.as_dict` writes them
+    ({'RCC': {...}, 'LMLO': {...}}; entries with an 'error' are left out): what results.json and the
+    results panel show per breast, rebuilt from the views so a cached analysis gives the same."""
+    out = {}
+    for side in ("R", "L"):
+        views = {name: DensityEstimate(float(e["percent"]), str(e["category"]), float(e["breast_area_mm2"]),
+                                       float(e["dense_area_mm2"]))
+                 for name, e in entries.items() if name[:1] == side and "percent" in e}
+        if views:
+            out[side] = breast_density(views).as_dict()
+    return out

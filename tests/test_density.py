@@ -1,0 +1,175 @@
+"""Breast density (issue 14): area-based percent density against the phantoms' own fibroglandular truth,
+its BI-RADS category, per-breast aggregation, bad input, a real-style image, results.json and the panel."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from inference.density import (
+    CUT_POINTS,
+    DensityError,
+    breast_density,
+    breasts_from_entries,
+    category,
+    view_density,
+)
+from inference.phantoms import mammo_image_with_truth, mammo_spacing
+
+SIZE = (416, 320)  # quarter of the demo matrix: same field of view, fast
+# Measured with benchmarks/validate_density.py (40 breasts, 832x640): MAE 8.9 pp CC, 11.5 pp MLO, 9.9 pp per
+# breast. Here 10 breasts at a quarter size; the bounds leave ~5 pp margin over what this sample gives.
+MAE_LIMIT_PP = 15.0
+
+
+def _spread(n: int, seed0: int = 7100):
+    """(bias, side, seed) for n breasts spread evenly over fatty .. extremely dense."""
+    return [(-1.6 + 3.6 * i / (n - 1), "RL"[i % 2], seed0 + i) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def measured():
+    rows = []
+    spacing = mammo_spacing(SIZE)
+    for bias, side, seed in _spread(10):
+        for view in ("CC", "MLO"):
+            img, _m, truth = mammo_image_with_truth(side, view, SIZE, seed, density_bias=bias)
+            rows.append((side + view, truth["percent_dense"], view_density(img, spacing, mlo=view == "MLO")))
+    return rows
+
+
+def test_phantom_truth_is_additive_and_pixels_unchanged():
+    from inference.phantoms import mammo_image
+
+    img, masks = mammo_image("L", "MLO", SIZE, seed=3, mass=True)
+    img2, masks2, truth = mammo_image_with_truth("L", "MLO", SIZE, seed=3, mass=True)
+    assert np.array_equal(img, img2) and all(np.array_equal(masks[k], masks2[k]) for k in masks)
+    breast = masks["breast"].astype(bool) & ~truth["pectoralis"]
+    assert truth["pectoralis"].any() and not (truth["dense"] & ~breast).any()
+    assert truth["percent_dense"] == pytest.approx(100 * truth["dense"].sum() / breast.sum())
+
+
+def test_density_tracks_phantom_truth(measured):
+    truth = np.array([t for _, t, _ in measured])
+    est = np.array([e.percent for _, _, e in measured])
+    assert truth.min() < 15 and truth.max() > 80  # the sample spans the range
+    mae = float(np.mean(np.abs(est - truth)))
+    assert mae < MAE_LIMIT_PP, f"MAE {mae:.1f} pp"
+    assert np.corrcoef(truth, est)[0, 1] > 0.9
+    assert all(0.0 <= e <= 100.0 for e in est)
+
+
+def test_categories_are_ordered_with_true_density(measured):
+    order = "abcd"
+    ranked = sorted(measured, key=lambda r: r[1])
+    cats = [order.index(e.category) for name, _, e in ranked if name[1:] == "CC"]
+    assert cats == sorted(cats) and cats[0] < cats[-1]
+    agree = np.mean([category(t) == e.category for _, t, e in measured])
+    assert agree >= 0.4  # validate_density.py: 56 % of views agree, kappa 0.42 (extremes pulled inwards)
+
+
+def test_category_cut_points():
+    assert [category(p) for p in (0, 24.9, 25, 49.9, 50, 74.9, 75, 100)] == list("aabbccdd")
+    assert CUT_POINTS == (25.0, 50.0, 75.0)
+    with pytest.raises(DensityError):
+        category(float("nan"))
+
+
+def test_pectoralis_is_found_and_left_out_on_mlo():
+    """validate_density.py-style sample: the muscle is found on most MLO views (24/30 measured) and, when
+    found, matches the generator's pectoralis (median Dice 0.97)."""
+    size = (832, 640)
+    found_any, dices = 0, []
+    for bias, side, seed in _spread(6, 7200):
+        img, _m, truth = mammo_image_with_truth(side, "MLO", size, seed, density_bias=bias)
+        masks: dict = {}
+        est = view_density(img, mammo_spacing(size), mlo=True, masks=masks)
+        if est.pectoralis_removed:
+            found = masks["pectoralis"]
+            true = truth["pectoralis"][: found.shape[0] * 2: 2, : found.shape[1] * 2: 2]
+            dices.append(2 * (found & true).sum() / (found.sum() + true.sum()))
+            found_any += 1
+        else:
+            assert not masks["pectoralis"].any()
+    assert found_any >= 4 and np.median(dices) > 0.85
+    assert view_density(img, mammo_spacing(size), mlo=False).pectoralis_removed is None
+
+
+def test_per_breast_is_the_mean_of_its_views(measured):
+    views = {name: est for name, _, est in measured[:2]}  # one breast's CC and MLO
+    breast = breast_density(views)
+    assert breast.percent == pytest.approx(np.mean([v.percent for v in views.values()]))
+    assert breast.category == category(breast.percent) and set(breast.views) == set(views)
+    entries = {name: est.as_dict() for name, est in views.items()}
+    entries["LCC"] = {"error": "no breast found", "estimate": True}
+    side = next(iter(views))[0]
+    out = breasts_from_entries(entries)
+    assert set(out) == {side} and out[side]["estimate"] is True
+    assert out[side]["percent"] == pytest.approx(breast.percent, abs=0.1)
+    with pytest.raises(DensityError):
+        breast_density({})
+
+
+@pytest.mark.parametrize("image, words", [
+    (np.zeros((0, 0)), "2D|too small"),
+    (np.zeros((256, 200), np.uint16), "blank"),
+    (np.full((256, 200), 7.0), "blank"),
+    (np.ones((8, 8)), "too small"),
+    (np.zeros((2, 64, 64)), "2D"),
+])
+def test_bad_input_gives_a_clear_error(image, words):
+    with pytest.raises(DensityError, match=words):
+        view_density(image)
+
+
+def test_noise_only_image_gives_a_finite_answer_or_a_reason():
+    rng = np.random.default_rng(1)
+    try:
+        est = view_density(rng.normal(100, 5, (200, 160)))
+    except DensityError as exc:
+        assert str(exc)
+    else:
+        assert math.isfinite(est.percent) and est.category in "abcd"
+
+
+def test_monochrome1_and_flipped_views_read_the_same():
+    """A right-side chest wall (hanging-mirrored view) and a MONOCHROME1 image inverted as the loader does."""
+    img, _m, truth = mammo_image_with_truth("L", "CC", SIZE, 7301, density_bias=0.5)
+    spacing = mammo_spacing(SIZE)
+    base = view_density(img, spacing)
+    mirrored = view_density(img[:, ::-1], spacing)
+    assert mirrored.percent == pytest.approx(base.percent, abs=1.0)
+    mono1 = 4095 - img.astype(np.int32)  # as stored
+    restored = 4095 - mono1  # viewer.core.mammo.bright_is_dense inverts within the stored range
+    assert view_density(restored, spacing).percent == pytest.approx(base.percent)
+    assert abs(base.percent - truth["percent_dense"]) < 20
+
+
+def test_runs_on_a_real_dicom_file():
+    """pydicom's own test image (a real acquisition, not a mammogram): a number or a clear reason, no NaN."""
+    pydicom_data = pytest.importorskip("pydicom.data")
+    import pydicom
+
+    try:
+        path = pydicom_data.get_testdata_file("CT_small.dcm")
+    except Exception:  # noqa: BLE001 - the data package may be absent offline
+        path = None
+    if not path:
+        pytest.skip("pydicom test data not available")
+    ds = pydicom.dcmread(path)
+    try:
+        est = view_density(ds.pixel_array, [float(v) for v in ds.PixelSpacing])
+    except DensityError as exc:
+        assert str(exc)
+    else:
+        assert math.isfinite(est.percent) and 0 <= est.percent <= 100 and est.breast_area_mm2 > 0
+
+
+def test_full_field_view_is_cheap():
+    import time
+
+    img, _m, _t = mammo_image_with_truth("R", "MLO", (1664, 1280), 7401)
+    t0 = time.perf_counter()
+    view_density(img, mammo_spacing((1664, 1280)), mlo=True)
+    assert time.perf_counter() - t0 < 1.5  # measured ~0.1 s on the 2-core build machine
