@@ -198,3 +198,29 @@ def test_a_dataset_the_model_cannot_use_fails_with_the_reason(qtbot, window, exa
         "no view with an image and a usable label" in dialog.status.text()
     assert dialog.start_button.isEnabled() and not dialog.metric_curves
     dialog.close()
+
+
+def test_loss_axis_is_readable_with_two_close_points(qtbot):
+    """Issue 14: two epochs at 0.07114 and 0.07129 showed '71.14 .. 71.29 (x0.001)'. The axis keeps plain
+    numbers, a span of at least a fifth of the loss, and both points inside."""
+    from viewer.ui.train_dialog import TrainDialog, loss_axis_range
+
+    dialog = shown(qtbot, TrainDialog(), (640, 520))
+    for epoch, loss in ((1, 0.07114), (2, 0.07129)):
+        dialog._epoch({"epoch": epoch, "loss": loss, "val_dice": {"lungs": 0.5 + 0.1 * epoch}})
+    item = dialog.plot.getPlotItem()
+    low, high = item.vb.viewRange()[1]
+    assert low <= 0.07114 and 0.07129 <= high
+    assert high - low >= 0.2 * 0.07129
+    assert low >= 0  # a loss is not negative
+    left = item.getAxis("left")
+    assert not left.autoSIPrefix and left.autoSIPrefixScale == 1.0
+    assert "0.001" not in left.labelString() and "×" not in left.labelString()
+    assert not item.getAxis("right").autoSIPrefix
+    # the range rule itself: wide losses keep their own range, a flat one gets a minimum span, 0 stays the floor
+    assert loss_axis_range([2.0, 1.0, 0.5]) == pytest.approx((0.425, 2.075))
+    lo, hi = loss_axis_range([0.5, 0.5])
+    assert hi - lo == pytest.approx(0.11) and lo < 0.5 < hi
+    assert loss_axis_range([0.0001, 0.0002])[0] == 0.0
+    assert loss_axis_range([]) is None
+    dialog.shutdown()
