@@ -445,19 +445,20 @@ class ArrowMeasurement(_PointsMeasurement):
 
 
 class TextMeasurement(_PointsMeasurement):
-    """Words anchored at one point (a small dot marks it)."""
+    """Words anchored at one point (a small cross marks it; a curve, since a scatter item would take the clicks)."""
 
     kind = "text"
     n_points = 1
 
-    def _make_shape(self):
-        dot = pg.ScatterPlotItem(size=6, pen=self.pen, brush=pg.mkBrush(COLOR))
-        return dot
-
     def _draw(self) -> None:
-        self.items[0].setData([self.pts[0][0]], [self.pts[0][1]])
+        x, y = self.pts[0]
+        try:
+            r = 4 * float(max(self.view.view.viewPixelSize()))  # a cross of 4 screen pixels' reach
+        except Exception:  # noqa: BLE001 - view not laid out yet
+            r = 1.0
+        self.items[0].setData([x - r, x + r, x, x], [y, y, y - r, y + r], connect="pairs")
         self.label.setAnchor((0, 0.5))
-        self.label.setPos(*self.pts[0])
+        self.label.setPos(x + r, y)
 
     def _compute(self) -> float:
         return 0.0
@@ -466,19 +467,13 @@ class TextMeasurement(_PointsMeasurement):
         self.note = str(words)
         self._redraw()
 
-    def set_selected(self, on: bool) -> None:
-        color = SELECTED_COLOR if on else COLOR
-        self.items[0].setPen(pg.mkPen(color, width=2))
-        self.items[0].setBrush(pg.mkBrush(color))
-        self.label.setColor(color)
-
     def contains(self, x: float, y: float, tol: float) -> bool:
-        """On the label (its box as shown at the current zoom) or near the dot."""
+        """On the label (its box as shown at the current zoom) or near the point."""
         try:
             box = self.label.mapRectToView(self.label.boundingRect())
             if box.adjusted(-tol, -tol, tol, tol).contains(x, y):
                 return True
-        except Exception:  # noqa: BLE001 - not laid out: the dot alone
+        except Exception:  # noqa: BLE001 - not laid out: the point alone
             pass
         return bool(np.hypot(x - self.pts[0][0], y - self.pts[0][1]) <= tol)
 

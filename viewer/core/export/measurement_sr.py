@@ -236,6 +236,8 @@ def write_measurements_sr(records: Iterable[MeasurementRecord], series: Series |
                   is_complete=True)
     except Exception as exc:  # noqa: BLE001 - highdicom's refusal, named
         raise MeasurementSRError(f"{path}: cannot build the measurement SR ({describe(exc)})") from exc
+    if any(r.text and not r.text.isascii() for r in records):
+        doc.SpecificCharacterSet = "ISO_IR 192"  # a text annotation's words in any language (UTF-8)
     with replacing(path) as tmp:
         doc.save_as(tmp, enforce_file_format=True)
     return path
