@@ -150,3 +150,30 @@ def test_seg_of_a_label_map_missing_a_class_has_no_gap(tmp_path, ct_dir):
     assert [seg.get_segment_description(i).SegmentLabel for i in (1, 2)] == ["lungs", "lesions"]
     ov.array = np.zeros_like(labels)
     assert write_seg(ov, sr, series, tmp_path / "empty.dcm") is None
+
+
+def test_analyze_mammo_writes_density_per_view_and_breast(capsys, tmp_path, mg_dir):
+    """Issue 14: results.json gives each view's and each breast's percent density and BI-RADS category, as an
+    estimate, computed without a model in a fraction of a second per view; the mammo_density path agrees."""
+    from viewer.analysis.run import mammo_density
+
+    code, data, err = run_analyze(capsys, mg_dir, tmp_path / "out")
+    assert code == 0, err
+    (exam,) = [r for r in data["results"] if r["kind"] == "mammo-exam"]
+    for name, entry in exam["series"].items():
+        d = entry["density"]
+        assert 0 < d["percent"] < 100 and d["category"] in "abcd" and d["estimate"] is True, name
+        assert d["seconds"] < 2.0 and d["breast_area_mm2"] > d["dense_area_mm2"] > 0
+        assert ("pectoralis_removed" in d) == name.endswith("MLO")
+    dens = exam["density"]
+    assert dens["estimate"] is True and "BI-RADS" in dens["categories"]["source"] and "Otsu" in dens["method"]
+    for side in ("R", "L"):
+        views = [exam["series"][side + v]["density"]["percent"] for v in ("CC", "MLO")]
+        assert dens[side]["percent"] == pytest.approx(np.mean(views), abs=0.06)
+        assert sorted(dens[side]["views"]) == [side + "CC", side + "MLO"]
+    result = scan(mg_dir)
+    views = {s.uid: s for s in result.series}
+    name, entry = next(iter(exam["series"].items()))
+    series = views[entry["series_uid"]]
+    alone = mammo_density({name: (series, load_series(series))})
+    assert alone[name]["percent"] == entry["density"]["percent"]

@@ -12,6 +12,7 @@ import numpy as np
 
 from viewer.core.volume import Volume
 
+HUNG_VIEWS = ("RCC", "LCC", "RMLO", "LMLO")  # the views a breast's density averages (not spot or extra views)
 DISCLAIMER = ("Research software, not a medical device. The demo models are trained only on synthetic "
               "phantoms; their output must not be used for diagnosis.")
 
@@ -82,6 +83,25 @@ class AnalysisResult:
     # role -> {"name", "version", "sha256", "format", "task", "modality"}: the exact model behind each output
     model_cards: dict = field(default_factory=dict)
 
+    def breast_density(self) -> dict:
+        """{'R': {...}, 'L': {...}}: per-breast density from the hung views' notes (empty when none has
+        one); rebuilt from the views, so a cached result gives the same."""
+        from inference.density import breasts_from_entries
+
+        return breasts_from_entries({name: sr.notes["density"] for name, sr in self.series.items()
+                                     if name in HUNG_VIEWS and isinstance(sr.notes.get("density"), dict)})
+
+    def density_summary(self) -> dict:
+        """results.json's "density": per breast, with the method, cut-points and the estimate wording."""
+        from inference.density import CUT_POINTS, ESTIMATE, METHOD
+
+        breasts = self.breast_density()
+        if not breasts:
+            return {}
+        return {**breasts, "method": METHOD, "estimate": True, "label": ESTIMATE,
+                "categories": {"source": "BI-RADS 4th edition (2003) percent-density quartiles",
+                               "cut_points_percent": list(CUT_POINTS)}}
+
     def summary(self) -> dict:
         """JSON-ready: scores per view/series and per breast, models and versions (no arrays)."""
         out = {"kind": self.kind, "study_uid": self.study_uid, "device": self.device,
@@ -96,4 +116,7 @@ class AnalysisResult:
             out["warnings"] = list(self.warnings)
         if self.exam:
             out["exam"] = dict(self.exam)
+        density = self.density_summary()
+        if density:
+            out["density"] = density
         return out

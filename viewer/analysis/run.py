@@ -322,6 +322,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         judged = {model_id(patch_card): patch_watch.result(), model_id(exam_card): exam_watch.result()}
         done += 1
         sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
+        sr.notes["density"] = density_entry(image, spacing, model_name, chest_wall)
         if estimate is not None:
             sr.notes["spacing_estimated"] = estimate.summary()
         if model_name != name:
@@ -370,6 +371,37 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     if progress:
         progress(1.0, "done")
     return result
+
+
+def density_entry(image: np.ndarray, spacing_yx, model_name: str, chest_wall: str | None) -> dict:
+    """Area-based percent density of one view (inference.density, no model needed) as the results keep it,
+    with its time; {"error": reason} when the image cannot give one (the analysis goes on)."""
+    from inference.density import DensityError, view_density
+
+    t0 = time.perf_counter()
+    try:
+        est = view_density(image, spacing_yx, mlo=model_name[1:] == "MLO", chest_wall=chest_wall)
+    except DensityError as exc:
+        return {"error": str(exc), "estimate": True}
+    return {**est.as_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def mammo_density(views: dict[str, tuple[Series, Volume]]) -> dict[str, dict]:
+    """{view name: density entry} for mammography views without running any model (an exam can get its
+    density where no classifier is installed); same inputs as :func:`analyze_mammo_exam`."""
+    from inference.preprocess.mammo import chest_wall_from_orientation
+
+    from ..core.mammo import bright_is_dense, estimate_spacing
+
+    out = {}
+    for name, (series, volume) in views.items():
+        model_name = _model_view(name, series) or name
+        estimate = estimate_spacing(series, volume.shape)
+        spacing = (estimate.mm, estimate.mm) if estimate is not None else (float(volume.spacing[1]),
+                                                                          float(volume.spacing[2]))
+        chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
+        out[name] = density_entry(bright_is_dense(volume, series)[0], spacing, model_name, chest_wall)
+    return out
 
 
 def _imported_2d(runner, image: np.ndarray, spacing_yx, should_stop):

@@ -70,6 +70,26 @@ def _fmt_score(name: str, value: float) -> str:
     return f"{value:.3f}"
 
 
+DENSITY_TITLE = "Breast density (estimate)"
+SIDE_WORDS = {"R": "Right breast", "L": "Left breast"}
+
+
+def density_text(entry: dict) -> str:
+    """'48 % · BI-RADS c (est.)' for a density entry, or why there is none."""
+    if "percent" not in entry:
+        return f"n/a: {entry.get('error', 'not measured')}"
+    return f"{float(entry['percent']):.0f} % · BI-RADS {entry['category']} (est.)"
+
+
+def density_tip(entry: dict) -> str:
+    from inference.density import METHOD
+
+    if "percent" not in entry:
+        return str(entry.get("error", ""))
+    return (f"{entry.get('category_words', '')}; dense {entry.get('dense_area_mm2')} of "
+            f"{entry.get('breast_area_mm2')} mm² breast. An estimate, not a reading: {METHOD}")
+
+
 def _slider(lo: int, hi: int, value: int, tip: str) -> QSlider:
     s = QSlider(Qt.Orientation.Horizontal)
     s.setRange(lo, hi)
@@ -198,6 +218,7 @@ class AnalysisPanel(QWidget):
                                                f"{p:.3f}"]))
             self.scores.addTopLevelItem(exam)
             exam.setExpanded(True)
+        self._show_breast_density(result)
         for sr in result.series.values():
             state = domain_state(sr)  # said on the image's own row, across both columns
             item = QTreeWidgetItem([f"{sr.title}  ·  {'⚠ ' if state == 'out' else ''}{DOMAIN_WORDS[state]}"])
@@ -212,12 +233,31 @@ class AnalysisPanel(QWidget):
                 item.setFont(0, font)
             for name, value in sr.scores.items():
                 item.addChild(QTreeWidgetItem([name, _fmt_score(name, value)]))
+            if isinstance(sr.notes.get("density"), dict):
+                row = QTreeWidgetItem(["density", density_text(sr.notes["density"])])
+                row.setToolTip(1, density_tip(sr.notes["density"]))
+                item.addChild(row)
             self.scores.addTopLevelItem(item)
             item.setFirstColumnSpanned(True)
             item.setExpanded(True)
         self.models.setText("Models: " + "; ".join(f"{role}: {m}" for role, m in result.models.items()))
         if result.warnings:
             self.models.setText(self.models.text() + "\n" + "\n".join(result.warnings))
+
+    def _show_breast_density(self, result: AnalysisResult) -> None:
+        """Per-breast density (mean of its CC and MLO) with the category, worded as an estimate."""
+        breasts = result.breast_density()
+        if not breasts:
+            return
+        top = QTreeWidgetItem([DENSITY_TITLE, ""])
+        top.setToolTip(0, "Area-based percent density, training-free; BI-RADS 4th ed. quartiles. "
+                          "An estimate, not a reading.")
+        for side, entry in breasts.items():
+            row = QTreeWidgetItem([SIDE_WORDS.get(side, side), density_text(entry)])
+            row.setToolTip(1, density_tip(entry))
+            top.addChild(row)
+        self.scores.addTopLevelItem(top)
+        top.setExpanded(True)
 
     def _show_domain(self, result: AnalysisResult | None) -> None:
         """The red line over the scores when any analysed image is out of its model's domain."""
