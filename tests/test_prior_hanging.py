@@ -169,6 +169,34 @@ def test_compare_with_prior_on_the_mammo_hanging(tmp_path, qtbot):
         close_quietly(w)
 
 
+def test_compare_from_a_viewport_the_1x2_hides(tmp_path, qtbot):
+    """Read in the third viewport of 1x1: the current series moves to the left viewport, the prior to the right."""
+    ct_study(tmp_path / "ct" / "cur", "C1", "20240101")
+    ct_study(tmp_path / "ct" / "other", "C1", "20240101", description="Bone", seed=3)
+    ct_study(tmp_path / "ct" / "pri", "C1", "20230101", shift_mm=20.0)
+    w = editor_window(qtbot)
+    try:
+        open_and_wait(qtbot, w, tmp_path / "ct")
+        current = next(s for st in w.scan_result.studies if st.date == "20240101" for s in st.series
+                       if s.info.series_description != "Bone")
+        w.grid.set_active(w.grid.cells[2])
+        w.load_series(current)
+        qtbot.waitUntil(lambda: w.grid.cells[2].volume is not None and not w.busy, timeout=30000)
+        compare_with_prior(w, w._start)
+        left, right = w.grid.visible_cells()[:2]
+        qtbot.waitUntil(lambda: right.volume is not None and right.volume.info.study_date == "20230101"
+                        and not w.busy, timeout=30000)
+        qtbot.wait(200)  # nothing else lands in the viewports afterwards
+        assert left.volume.info.series_uid == current.uid and right.volume.info.study_date == "20230101"
+        for k in (3, 17):  # the same body 20 mm further along the table: the same slice numbers
+            left.set_slice(k)
+            assert right.slice_index == k
+        right.set_slice(9)
+        assert left.slice_index == 9
+    finally:
+        close_quietly(w)
+
+
 def test_compare_with_prior_for_ct_opens_1x2_scrolling_by_anatomy(tmp_path, qtbot):
     ct_study(tmp_path / "ct" / "cur", "C1", "20240101")
     ct_study(tmp_path / "ct" / "pri", "C1", "20230101", shift_mm=137.0,

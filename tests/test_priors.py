@@ -26,6 +26,8 @@ def test_mg_prior_found_for_the_patient_and_never_from_another_patient(tmp_path)
     exam, older = mammo_priors(result, current)
     assert exam.date == "20240301" and [e.date for e in older] == ["20220214"]
     assert set(older[0].hung) == {"RCC", "LCC", "RMLO"}  # the prior's LMLO is missing
+    again, older_again = mammo_priors(result, exam.as_study())  # the browser's grouped exam row hangs as_study()
+    assert again is not None and again.date == exam.date and [e.date for e in older_again] == ["20220214"]
     stranger = by_date(result, "20230505")
     assert find_priors(result, stranger) == [] and mammo_priors(result, stranger)[1] == []
     assert find_priors(result, by_date(result, "20220214")) == []  # the oldest exam has no prior

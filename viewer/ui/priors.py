@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QTimer
 
 from ..core.priors import current_slice, mammo_priors, prior_for_series, prior_slice, stack_offset_mm
 from ..core.study import Series
@@ -107,7 +107,9 @@ def _compare_stack(window, series: Series) -> str:
     if window.viewport_series(current_view) is not None and window.viewport_series(current_view).key == series.key:
         load_prior()
     else:  # the series was read in a viewport the 1x2 layout hides: show it on the left first, then the prior
-        _when_shown(current_view, series, load_prior)
+        # (on the next turn of the event loop: the window's own fill of empty viewports runs first and is
+        # then superseded by the prior's load)
+        _when_shown(current_view, series, lambda: QTimer.singleShot(0, load_prior))
         window.load_series(series, viewport=current_view)
     return _say(window, f"{series.label()} beside the prior of {format_date(prior.facts.date)}: "
                 f"{prior_series.label()}")
