@@ -336,3 +336,46 @@ def test_write_pngs_stops_between_files_on_cancel(tmp_path):
         write_pngs(jobs, lambda d, t: calls.append(d), lambda: len(calls) >= 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.png"], "one whole file, no partial ones"
     assert write_pngs(jobs, lambda d, t: None, lambda: False).value == [p for p, _ in jobs]
+
+
+# -- in the real window -----------------------------------------------------------------------------
+def test_in_the_main_window_k_marks_and_reopen_restores(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtCore import Qt as _Qt
+    from PySide6.QtTest import QTest
+    from qt_helpers import close_quietly, editor_window, open_and_wait
+
+    from viewer.core.synthetic import write_ct_study
+    from viewer.ui.key_images import install
+
+    monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
+    ct = tmp_path / "ct"
+    write_ct_study(ct, shape=(12, 48, 48), spacing=(3.0, 1.5, 1.5), seed=2, file_order="shuffled")
+    w = editor_window(qtbot)
+    panel = install(w)
+    try:
+        open_and_wait(qtbot, w, ct)
+        view = w.slice_view
+        view.set_slice(3)
+        view.setFocus()
+        QTest.keyClick(view.canvas, _Qt.Key.Key_K)
+        assert panel.dock.isVisible() and panel.list.count() == 1
+        key = panel.keys()[0]
+        store = w.measurement_store
+        plan = store.plan_of(store.series_of(view))
+        assert key.sop_uid == plan.slots[3].instance.sop_uid, "the right file on a shuffled series"
+        study = view.volume.info.study_uid
+        panel.flush()
+    finally:
+        panel.shutdown()
+        close_quietly(w)
+    assert (tmp_path / "cache" / "measurements" / f"{study}.key-images.json").exists()
+
+    w2 = editor_window(qtbot)
+    panel2 = install(w2)
+    try:
+        open_and_wait(qtbot, w2, ct)
+        assert [k.sop_uid for k in panel2.keys()] == [key.sop_uid] and panel2.list.count() == 1
+        assert panel2.jump(key.uid) and w2.slice_view.slice_index == 3
+    finally:
+        panel2.shutdown()
+        close_quietly(w2)

@@ -148,6 +148,7 @@ class KeyImagesPanel(QWidget):
         self._pending: list[Future] = []
         self._watched: set[int] = set()
         self.last_export: list[Path] = []
+        self.last_activated = None  # the view last pressed on (an MPR pane or mammography cell)
 
         self.list = QListWidget(self)
         self.list.setToolTip("Double-click: show this key image")
@@ -182,8 +183,11 @@ class KeyImagesPanel(QWidget):
             if id(view) not in self._watched:
                 self._watched.add(id(view))
                 view.volume_changed.connect(self.follow_active)
-                if hasattr(view, "activated"):
-                    view.activated.connect(self.follow_active)
+                view.activated.connect(lambda v=view: self._activated(v))
+        self.follow_active()
+
+    def _activated(self, view) -> None:
+        self.last_activated = view
         self.follow_active()
 
     def message(self, text: str, level: str = "info") -> None:
@@ -308,6 +312,8 @@ class KeyImagesPanel(QWidget):
             fut.result(timeout)
 
     def shutdown(self) -> None:
+        """Finish the saves and any export or KOS still being written (quitting)."""
+        self.runner.shutdown()
         self.flush()
         self._pool.shutdown(wait=True)
 
@@ -420,3 +426,43 @@ class KeyImagesPanel(QWidget):
                                               "DICOM files (*.dcm);;All files (*)")
         if path:
             self.save_kos(path)
+
+
+# -- the main window's side ------------------------------------------------------------------------------
+def active_view_of(window, panel: KeyImagesPanel):
+    """The view the reader works in: the one last pressed on if it is on screen (an MPR pane, a
+    mammography cell), else the window's active viewport if shown, else the first shown image."""
+    shown = [v for v in window.shown_views() if v.volume is not None]
+    last = panel.last_activated
+    if last is not None and any(last is v for v in shown):
+        return last
+    if any(window.slice_view is v for v in shown):
+        return window.slice_view
+    return shown[0] if shown else None
+
+
+def install(window) -> KeyImagesPanel:
+    """Build the panel for a main window (``host.WindowHost`` plus ``measurement_store``): a dock on
+    the right, hidden until shown; K works everywhere in the window. Menu entries are the caller's."""
+    from PySide6.QtWidgets import QDockWidget
+
+    store = getattr(window, "measurement_store", None)
+
+    def plan_of(view):
+        return store.plan_of(store.series_of(view)) if store is not None else None
+
+    panel = KeyImagesPanel(lambda: None, window.all_views, message=window.show_message, plan_of=plan_of,
+                           parent=window)
+    panel.active_view = lambda: active_view_of(window, panel)
+    dock = QDockWidget("Key images", window)
+    dock.setObjectName("key-images-dock")
+    dock.setWidget(panel)
+    window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    dock.hide()
+    panel.dock = dock
+    panel.mark_action.triggered.connect(lambda _checked=False: dock.show())
+    window.addAction(panel.mark_action)  # K while the dock is hidden
+    if hasattr(window, "image_shown"):
+        window.image_shown.connect(panel.watch_views)  # new cells (a prior exam's) and the study shown
+    panel.watch_views()
+    return panel
