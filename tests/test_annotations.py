@@ -129,6 +129,17 @@ def test_escape_cancels_a_half_placed_angle_and_delete_removes_a_finished_one(qt
     assert view.measurements == [] and len(seen) == 2
 
 
+def test_scrolling_away_drops_a_half_placed_cobb_angle(qtbot):
+    view = make_view(qtbot, aniso_volume())
+    tool = view.set_tool("cobb")
+    for rc in ((8, 3), (8, 13)):
+        tool.click(*view.pixel_center(*rc))
+    view.set_slice(view.slice_index + 1)
+    tool.click(*view.pixel_center(30, 3))  # starts a new one on this slice
+    assert len(view.measurements) == 1 and view.measurements[0].slice_index == view.slice_index
+    assert view.measurements[0].placing == 1
+
+
 def test_finished_angle_is_edited_by_its_handles_and_moved_by_an_arm(qtbot):
     view = make_view(qtbot, aniso_volume())
     tool = view.set_tool("angle")

@@ -385,8 +385,9 @@ class CobbMeasurement(AngleMeasurement):
         p = np.asarray(self.pts, dtype=float)
         self.items[0].setData(p[:, 0], p[:, 1], connect="pairs")
         m1, m2 = (p[0] + p[1]) / 2, (p[2] + p[3]) / 2
-        self.label.setAnchor((0.5, 0.5))
-        self.label.setPos(*((m1 + m2) / 2 if self.placing >= 3 else p[1]))
+        right = [p[i] if p[i][0] >= p[j][0] else p[j] for i, j in ((0, 1), (2, 3))]
+        self.label.setAnchor((-0.1, 0.5))  # right of the lines' right ends, clear of the perpendiculars
+        self.label.setPos(*((right[0] + right[1]) / 2 if self.placing >= 3 else p[1]))
         if self.placing < 3 or not hasattr(self, "_perpendiculars"):
             if hasattr(self, "_perpendiculars"):
                 self._perpendiculars.setData([], [])
@@ -593,6 +594,10 @@ class _PointByPointTool(MeasureTool):
         m = self.current
         if m is not None and (self.view is None or m not in self.view.measurements):
             self.current = None  # deleted (Delete key) while being placed
+            return None
+        if m is not None and not m.is_complete() and m.slice_index != self.view.slice_index:
+            self.current = None  # scrolled away while placing it: dropped, as Escape would
+            self.view.remove_measurement(m, notify=False)
             return None
         return m if m is not None and not m.is_complete() else None
 
