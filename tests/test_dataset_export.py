@@ -401,3 +401,32 @@ def test_summary_and_refusal_read_without_writing(tmp_path):
     assert ct.refusal(vol, {1: "liver", 3: "spleen"}) is None
     assert "channel 0 is 'CT'" in ct.refusal(mg_view(1))
     assert "background" in ct.refusal(vol, {1: "background"})
+
+
+def test_a_label_with_no_voxels_is_not_listed_and_leaves_no_gap(tmp_path):
+    """Issue 14: an exported dataset listed an empty label ("Label 5", 0 voxels) in dataset.json. A label
+    that is only in the table is left out; when a later case paints it, it takes the next value."""
+    from viewer.core.labels import Label, LabelMap
+
+    vol, lab = ct_case(0)
+    lm = LabelMap(vol, lab, [Label(1, "liver"), Label(2, "bone"), Label(5, "Label 5")])  # 5: added, never painted
+    ds = tmp_path / "Dataset501_Lightbox"
+    w = DatasetWriter(tmp_path)
+    original = lab.copy()
+    original[0, 0, :2] = 5  # the model had two voxels of it; the user erased them
+    w.add_labelmap(vol, lm, {}, original_labels=original)
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "liver": 1, "bone": 2}
+    rec = json.loads((ds / "provenance.jsonl").read_text())
+    assert rec["labels"] == {"liver": 1, "bone": 2}
+    assert rec["edits"]["labels"]["Label 5"] == {"value": 5, "added": 0, "removed": 2}  # the erase is still told
+
+    vol2, lab2 = ct_case(1)
+    lab2[0, :3, :3] = 5  # now painted: the next consecutive value, as nnU-Net wants
+    cid = DatasetWriter(tmp_path).add_case(vol2, lab2, {1: "liver", 2: "bone", 5: "Label 5", 7: "spare"}, {})
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "liver": 1, "bone": 2, "Label 5": 3}
+    assert sorted(meta["labels"].values()) == list(range(4))
+    out = sitk.GetArrayFromImage(read(ds / "labelsTr" / f"{cid}.nii.gz"))
+    np.testing.assert_array_equal(out[lab2 == 5], 3)
+    np.testing.assert_array_equal(out[lab2 == 1], 1)

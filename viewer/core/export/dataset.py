@@ -291,6 +291,19 @@ def edit_summary(original: np.ndarray, edited: np.ndarray, names: Mapping[int, s
     return {"voxels_changed": int(diff.sum()), "labels": labels}
 
 
+def values_present(labels: np.ndarray) -> set[int]:
+    """The label values that have at least one voxel."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return set()
+    if labels.dtype.kind in "ub" and labels.dtype.itemsize <= 2:  # uint8/uint16 maps: a count per slice, no sort
+        counts = np.zeros(int(labels.max()) + 1, np.int64)
+        for plane in labels.reshape(-1, labels.shape[-1]) if labels.ndim < 3 else labels:
+            counts += np.bincount(plane.ravel(), minlength=counts.size)
+        return {int(v) for v in np.flatnonzero(counts)}
+    return {int(v) for v in np.unique(labels)}
+
+
 def content_key(image: Volume, labels: np.ndarray) -> str:
     """A hash of exactly what a case writes: the image's pixels and grid and the label map in the
     dataset's values. Re-exporting the same source with the same labels gives the same key. It is
@@ -597,13 +610,17 @@ class DatasetWriter:
         if original_labels is not None:
             original_labels = self._check_labels(original_labels, volume, "original label map")
         names = {int(k): str(v) for k, v in label_names.items()}
-        unnamed = sorted({int(v) for v in np.unique(labels)} - set(names) - {0})
+        present = values_present(labels)
+        unnamed = sorted(present - set(names) - {0})
         if unnamed:
             raise ExportError(f"label values {unnamed} in the map have no name in label_names")
+        # A label with no voxels here (one added in the editor and never painted: "Label 5") does not enter
+        # dataset.json: new names get the next consecutive value, so dropping one leaves no gap.
+        written = {v: n for v, n in names.items() if v in present}
         with self.transaction():
             channels = self._check_channel(volume)
             table = dict(self.meta["labels"])
-            lut_map = self._dataset_values(names, table)
+            lut_map = self._dataset_values(written, table)
             lut = np.zeros(max(max(lut_map), int(labels.max(initial=0))) + 1, np.uint8)
             for k, v in lut_map.items():
                 lut[k] = v
@@ -626,7 +643,7 @@ class DatasetWriter:
             image_final, label_final = self.image_path(case_id), self.label_path(case_id)
 
             meta = {**self.meta, "channel_names": channels, "labels": table}
-            record = self._record(case_id, volume, provenance, original_labels, labels, names, table)
+            record = self._record(case_id, volume, provenance, original_labels, labels, names, table, written)
             record.update({**(keys or {}), "content_key": key})
             tx = self._tx
             note = f"lightbox {self.name} {case_id}"
@@ -709,7 +726,9 @@ class DatasetWriter:
             training.append({**extra.get(label, {}), "image": image, "label": label})
         return {**old, "training": training}
 
-    def _record(self, case_id, volume, provenance, original, labels, names, table) -> dict:
+    def _record(self, case_id, volume, provenance, original, labels, names, table, written) -> dict:
+        """The provenance line: ``edits`` over every named label (one the user erased entirely counts),
+        ``labels`` only those written (with voxels)."""
         model = _pop_model(provenance)
         series_uid = volume.info.series_uid or ""
         study_uid = volume.info.study_uid or ""
@@ -719,7 +738,7 @@ class DatasetWriter:
             "label": f"labelsTr/{case_id}{FILE_ENDING}",
             "model": model,
             "edits": edit_summary(original, labels, names) if original is not None else None,
-            "labels": {n: table[n] for n in sorted(set(names.values()), key=lambda n: table[n])},
+            "labels": {n: table[n] for n in sorted(set(written.values()), key=lambda n: table[n])},
             "source_series_uid": self.uid_mapper(series_uid) if series_uid else None,
             "source_study_uid": self.uid_mapper(study_uid) if study_uid else None,
             "modality": volume.info.modality or None,
