@@ -191,7 +191,8 @@ class MammoLayout(QWidget):
 
     def set_prior_views(self, views: dict[str, LoadedView | None] | None, study: Study | None = None) -> None:
         """Hang a prior exam beside the current one (8 cells), or with None go back to the 4-view hanging.
-        Missing prior views get an empty labelled cell; the prior's cells take the current W/L when linked."""
+        Missing prior views get an empty labelled cell; when linked, each prior view starts with the window of
+        the same current view."""
         if views is None:
             self._show_prior(False)
         else:
@@ -201,9 +202,7 @@ class MammoLayout(QWidget):
                 self.prior_cells[name].set_placeholder(
                     f"prior {name} — not in the {_format_date(study.date) if study else 'prior'} exam")
             self._show_prior(True)
-            ref = next((n for n, c in self.cells.items() if c.volume is not None), None)
-            if self.linked and ref is not None:
-                self._window_changed(ref, *self.cells[ref].window)
+            self._match_prior_windows()
         self._update_header()
         self.views_changed.emit()
 
@@ -235,6 +234,18 @@ class MammoLayout(QWidget):
                     continue
                 series[name], volume, window, flips = loaded
                 cell.set_volume(volume, window, flips=flips)
+        finally:
+            self._syncing = False
+
+    def _match_prior_windows(self) -> None:
+        """When linked, each prior view takes the window of the same current view: like with like."""
+        if not (self.linked and self.comparing):
+            return
+        self._syncing = True
+        try:
+            for name, cell in self.prior_cells.items():
+                if cell.volume is not None and self.cells[name].volume is not None:
+                    cell.set_window(*self.cells[name].window)
         finally:
             self._syncing = False
 
@@ -281,6 +292,7 @@ class MammoLayout(QWidget):
                     cell.reset_view(window=True)
         finally:
             self._syncing = False
+        self._match_prior_windows()
 
     def apply_preset(self, preset: str, *_args) -> None:
         """Window every image with a preset computed from its own pixels."""
