@@ -15,10 +15,11 @@ A record therefore keeps exactly what SR holds, independent of any view:
 
 Shapes: ruler = its 2 end points (POLYLINE); rect = 5 corners, closed (2D: POLYLINE, 3D: POLYGON); ellipse = the
 end points of its two axes, the longer first (ELLIPSE); angle = arm end, vertex, arm end; Cobb = the
-two lines' end points (4); arrow = tail, head; text = its anchor point (1) and ``text``. ``to_display`` / ``from_display`` map a
-view's slice-plane pixel coordinates (``PlaneGeometry``; fractional, pixel centre = integer) to
-records and back, through the volume's (z, y, x) grid and the series' slice plan (which image
-fills each slice, and the in-plane shift of a gantry-tilt stack).
+two lines' end points (4); arrow = tail, head; text = its anchor point (1) and ``text``.
+``to_display`` / ``from_display`` (``..._points`` for any kind) map a view's slice-plane pixel
+coordinates (``PlaneGeometry``; fractional, pixel centre = integer) to records and back, through
+the volume's (z, y, x) grid and the series' slice plan (which image fills each slice, and the
+in-plane shift of a gantry-tilt stack).
 """
 from __future__ import annotations
 

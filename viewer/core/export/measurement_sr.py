@@ -144,8 +144,8 @@ def _region(hd, rec: MeasurementRecord, shape: str):
 
 def _annotation_group(hd, rec: MeasurementRecord, tracking):
     """TID 1410 for an arrow (open POLYLINE tail -> head) or a text (POINT), the words as a TEXT Comment."""
-    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking, referenced_region=_region(hd, rec, "POLYLINE" if rec.kind == "arrow" else "POINT"))
+    region = _region(hd, rec, "POLYLINE" if rec.kind == "arrow" else "POINT")
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(tracking_identifier=tracking, referenced_region=region)
     if rec.text:
         group[0].ContentSequence.append(hd.sr.TextContentItem(
             name=COMMENT, value=rec.text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
