@@ -44,3 +44,39 @@ def test_loading_a_study_headless_loads_no_qt(tmp_path):
             "import viewer.cli, viewer.cli_remote, viewer.remote.cache, viewer.remote.servers; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (QT,))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _relative_imports(package: str):
+    """(file, module) for every import in ``package``, relative ones resolved to dotted names."""
+    for path in (ROOT / package).rglob("*.py"):
+        dotted = path.relative_to(ROOT).with_suffix("").parts
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = list(dotted[:len(dotted) - node.level]) if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+                yield path, names
+            elif isinstance(node, ast.Import):
+                yield path, [a.name for a in node.names]
+
+
+def test_only_app_imports_the_main_window():
+    """Controllers get a narrow interface (ui/host.py), not the window: no circle through main_window."""
+    bad = [str(p.relative_to(ROOT)) for p, names in _relative_imports("viewer/ui")
+           if p.name not in ("app.py", "main_window.py") and any(n.startswith("viewer.ui.main_window") for n in names)]
+    assert not bad, bad
+
+
+def test_no_package_imports_back_up_into_the_ui():
+    """viewer/core, viewer/analysis, viewer/remote and inference sit below viewer.ui."""
+    bad = []
+    for package in ("viewer/core", "viewer/analysis", "viewer/remote", "inference"):
+        bad += [(str(p.relative_to(ROOT)), n) for p, names in _relative_imports(package)
+                for n in names if n.startswith("viewer.ui")]
+    assert not bad, bad
+
+
+def test_main_window_stays_small():
+    """The window wires parts together; the parts live in their own modules (issue 14)."""
+    lines = len((ROOT / "viewer/ui/main_window.py").read_text().splitlines())
+    assert lines < 400, lines

@@ -23,7 +23,7 @@ from .overlays import EDIT_LAYER_NAME, HEAT_LAYER, LABEL_LAYER, LabelLayer, Prob
 from .settings import settings
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import WindowHost
     from .slice_view import SliceView
 
 PREFERRED_HEATMAPS = ("mass", "lesion probability", "lesions probability", "calcification", "Grad-CAM")
@@ -32,7 +32,7 @@ PREFERRED_HEATMAPS = ("mass", "lesion probability", "lesions probability", "calc
 class AnalysisController(QObject):
     analysis_finished = Signal(object)  # AnalysisResult (also when taken from the cache)
 
-    def __init__(self, window: MainWindow):
+    def __init__(self, window: WindowHost):
         super().__init__(window)
         self.window = window
         self.cache: dict[str, AnalysisResult] = {}

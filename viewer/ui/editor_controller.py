@@ -52,7 +52,7 @@ from .segment_panel import SegmentPanel
 from .workers import Committed
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import WindowHost
     from .slice_view import SliceView
 
 TOOL_KEYS = {"brush": "B", "erase": "E", "fill": "F", "lasso": "L", "threshold": ""}
@@ -88,7 +88,7 @@ class EditorSession(QObject):
     maps_changed = Signal()  # a map was created, restored or its table changed
     edited_signal = Signal()
 
-    def __init__(self, window: MainWindow):
+    def __init__(self, window: WindowHost):
         super().__init__(window)
         self.window = window
         self.maps: dict[str, LabelMap] = {}
@@ -250,7 +250,7 @@ class EditorSession(QObject):
 class EditorController(QObject):
     """Actions, keys, the panel and the autosaver, wired to the window."""
 
-    def __init__(self, window: MainWindow):
+    def __init__(self, window: WindowHost):
         super().__init__(window)
         self.window = window
         self.session = EditorSession(window)
@@ -674,13 +674,13 @@ class EditorController(QObject):
             self.window.show_message("Open labels: open the image the segmentation belongs to first", "warning")
             return
         path, _ = QFileDialog.getOpenFileName(
-            self.window, "Open labels", self.window._last_dir,
+            self.window, "Open labels", self.window.workspace.last_dir,
             "Label files (*.dcm *.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)")
         if path:
             self.open_labels(path)
 
     def save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window._last_dir,
+        path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window.workspace.last_dir,
                                               "NIfTI (*.nii.gz *.nii);;DICOM SEG (*.dcm)")
         if path:
             try:
@@ -689,7 +689,7 @@ class EditorController(QObject):
                 self.window.show_message(f"Cannot save {path}: {exc}", "error")
 
     def load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.window, "Load segmentation", self.window._last_dir,
+        path, _ = QFileDialog.getOpenFileName(self.window, "Load segmentation", self.window.workspace.last_dir,
                                               "Segmentations (*.nii.gz *.nii *.dcm);;All files (*)")
         if path:
             try:
@@ -820,7 +820,7 @@ class EditorController(QObject):
 
     def export_dialog(self) -> ExportDialog:
         """Segment ▸ Export for training…: the dialog; Export runs the request on the worker."""
-        dialog = ExportDialog(self.export_subject(), self.window, browse_from=self.window._last_dir)
+        dialog = ExportDialog(self.export_subject(), self.window, browse_from=self.window.workspace.last_dir)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.run_export(dialog.request()))
         dialog.finished.connect(lambda _r: setattr(self, "export_box", None))
@@ -913,7 +913,7 @@ class EditorController(QObject):
         if answer == QMessageBox.StandardButton.Save:
             for key, _lm in dirty:
                 view = next(iter(self.session.views_of(key)), None)
-                path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window._last_dir,
+                path, _ = QFileDialog.getSaveFileName(self.window, "Save segmentation", self.window.workspace.last_dir,
                                                       "NIfTI (*.nii.gz *.nii);;DICOM SEG (*.dcm)")
                 if not path:
                     return False

@@ -36,7 +36,7 @@ from .server_dialog import fill_server_combo
 from .workers import TaskRunner, Worker
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import WindowHost
 
 ROLE = Qt.ItemDataRole.UserRole  # ("study", study_uid) or ("series", study_uid, series_uid)
 COLUMNS = ("Patient / description", "ID", "Date", "Modality", "Series", "Images")
@@ -68,7 +68,7 @@ class EarlyDisplay(QObject):
     refreshed = Signal(int)  # slices now on screen
     complete = Signal()  # the final re-read is on screen (or nothing more to do)
 
-    def __init__(self, window: MainWindow, folder: Path, series_uid: str | None = None,
+    def __init__(self, window: WindowHost, folder: Path, series_uid: str | None = None,
                  first: int = FIRST_FILES):
         super().__init__(window)
         self.window = window
@@ -273,7 +273,7 @@ class RemotePanel(QWidget):
     cancelled = Signal()
     _landed = Signal(int, int)  # from the retrieve's worker thread: (done, total) as each file lands
 
-    def __init__(self, window: MainWindow | None = None, store: store_mod.ServerStore | None = None,
+    def __init__(self, window: WindowHost | None = None, store: store_mod.ServerStore | None = None,
                  cache=None, parent: QWidget | None = None):
         super().__init__(parent if parent is not None else window)
         self.window = window

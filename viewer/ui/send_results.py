@@ -35,7 +35,7 @@ from .server_dialog import fill_server_combo
 from .workers import TaskRunner, Worker
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import WindowHost
 
 EDITED_MODEL = "Lightbox editor"  # the "model" of a segmentation drawn by hand where the AI made none
 KINDS = ((".seg.dcm", "SEG"), (".pm.dcm", "Parametric Map"), (".sr.dcm", "SR"))
@@ -65,7 +65,7 @@ def edited_scores(scores: dict, array, classes: list[str], volume) -> dict:
     return out
 
 
-def edited_results(window: MainWindow) -> tuple[AnalysisResult | None, dict, int, str]:
+def edited_results(window: WindowHost) -> tuple[AnalysisResult | None, dict, int, str]:
     """(the analysis on screen with edited label maps in place, {series key: Series}, how many maps
     were edited, why nothing can be sent or ""). The cached AnalysisResult itself is not changed."""
     result = window.analysis.current
@@ -144,7 +144,7 @@ class SendResultsDialog(QDialog):
     sent = Signal(object)
     send_failed = Signal(str)
 
-    def __init__(self, window: MainWindow, store: store_mod.ServerStore | None = None,
+    def __init__(self, window: WindowHost, store: store_mod.ServerStore | None = None,
                  parent: QWidget | None = None):
         super().__init__(parent or window)
         self.setWindowTitle("Send results to PACS")
