@@ -379,3 +379,44 @@ def test_in_the_main_window_k_marks_and_reopen_restores(qtbot, tmp_path, monkeyp
     finally:
         panel2.shutdown()
         close_quietly(w2)
+
+
+def test_mammo_cell_and_non_dicom_study(qtbot, tmp_path):
+    view = SliceView()
+    shown(qtbot, view, (300, 300))
+    vol = ramp_volume(shape=(1, 40, 30), modality="MG", laterality="L", view_position="MLO", study_uid="1.2.9")
+    view.set_volume(vol)
+    k = key_from_view(view)
+    assert (k.view, k.slice_count, k.position_mm) == ("LMLO", 1, None)
+    assert caption(k).startswith("MG  ·  LMLO  ·  Im 1/1")
+
+    nifti = ramp_volume(shape=(4, 20, 20), study_uid="", files=(str(tmp_path / "a" / "scan.nii.gz"),))
+    view.set_volume(nifti)
+    panel = KeyImagesPanel(lambda: view, lambda: [view], folder=tmp_path / "store")
+    qtbot.addWidget(panel)
+    try:
+        assert panel.study == study_key("", tmp_path / "a" / "x") and panel.mark() is not None
+        panel.flush()
+        assert [p.name.startswith("study-") for p in (tmp_path / "store").iterdir()] == [True]
+    finally:
+        panel.shutdown()
+
+
+def test_unreadable_file_is_reported_and_replaced_by_new_marks(qtbot, tmp_path):
+    bad = study_file(tmp_path / "store", STUDY)
+    bad.parent.mkdir(parents=True)
+    bad.write_text("garbage")
+    view = SliceView()
+    shown(qtbot, view, (300, 300))
+    view.set_volume(phi_volume())
+    messages = []
+    panel = KeyImagesPanel(lambda: view, lambda: [view], message=lambda t, lvl="info": messages.append((lvl, t)),
+                           folder=tmp_path / "store")
+    qtbot.addWidget(panel)
+    try:
+        assert panel.list.count() == 0 and any(bad.name in t and lvl == "warning" for lvl, t in messages)
+        assert panel.mark() is not None
+        panel.flush()
+        assert [k.slice_index for k in read_study(bad)] == [view.slice_index]
+    finally:
+        panel.shutdown()

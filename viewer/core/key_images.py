@@ -186,6 +186,10 @@ class KeyImageStore:
             self._studies[study] = read_study(self.path(study))
         return list(self._studies[study])
 
+    def start_over(self, study: str) -> None:
+        """Forget an unreadable file's list: the next save replaces the file with the new marks."""
+        self._studies[study] = []
+
     def add(self, study: str, key: KeyImage) -> bool:
         """Append ``key``; False (nothing added) when the same slice of that view is already marked."""
         images = self._studies.setdefault(study, self.images(study))

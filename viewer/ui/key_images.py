@@ -212,7 +212,7 @@ class KeyImagesPanel(QWidget):
             return self.store.images(self.study)
         except KeyImageError as exc:
             self.message(str(exc), "warning")
-            self.store._studies[self.study] = []  # a bad file: start a new list, it is replaced on the next mark
+            self.store.start_over(self.study)
             return []
 
     def refresh(self) -> None:
