@@ -217,6 +217,8 @@ def test_loss_axis_is_readable_with_two_close_points(qtbot):
     assert not left.autoSIPrefix and left.autoSIPrefixScale == 1.0
     assert "0.001" not in left.labelString() and "×" not in left.labelString()
     assert not item.getAxis("right").autoSIPrefix
+    for _spacing, values in item.getAxis("bottom").tickValues(1.0, 2.0, 500):  # whole epochs only
+        assert all(float(v).is_integer() for v in values)
     # the range rule itself: wide losses keep their own range, a flat one gets a minimum span, 0 stays the floor
     assert loss_axis_range([2.0, 1.0, 0.5]) == pytest.approx((0.425, 2.075))
     lo, hi = loss_axis_range([0.5, 0.5])

@@ -321,6 +321,11 @@ class TrainDialog(QDialog):
         y_range = loss_axis_range(r["loss"] for r in self.records)
         if y_range is not None:
             self.plot.setYRange(*y_range, padding=0)
+        bottom = self.plot.getPlotItem().getAxis("bottom")
+        if epochs and max(epochs) - min(epochs) <= 12:
+            bottom.setTickSpacing(1, 1)  # whole epochs, not 1.2, 1.4, ...
+        else:
+            bottom.setTickSpacing()
         titles = [title for key, title in METRICS if any(key in r for r in self.records)]
         if any(r.get("val_accuracy") is not None for r in self.records):
             titles.append("accuracy")
