@@ -34,6 +34,7 @@ METHOD = ("area-based percent density: breast segmentation, pectoralis removed o
 ESTIMATE = "estimate, not a reading"
 WORK_SIZE = 640  # longest side the analysis runs at: area fractions survive, a full-field view takes ~0.1 s
 MIN_SIDE = 16
+STRAIGHT_EDGE = 0.4  # share of rows on the fitted line that makes it the pectoralis whatever its contrast
 
 
 class DensityError(ValueError):
@@ -111,65 +112,75 @@ def chest_wall_side(breast: np.ndarray) -> str:
     return "left" if breast[:, :band].sum() >= breast[:, -band:].sum() else "right"
 
 
-def pectoral_region(image: np.ndarray, breast: np.ndarray) -> np.ndarray | None:
+def pectoral_region(image: np.ndarray, breast: np.ndarray, per_row: int = 3) -> np.ndarray | None:
     """The pectoralis of an MLO view with the chest wall on the left, or None when no plausible wedge.
 
-    Per row in the upper breast, the muscle's edge is the strongest intensity step within the chest-wall
-    half (either sign: the muscle may be brighter or darker than the dense tissue beside it); a robust
-    straight line through those edges (Kwok et al. 2004) bounds the wedge, accepted only when it leans the
-    way a pectoralis does, covers a sensible part of the breast and differs from the tissue beyond it."""
+    Per row in the upper breast, the muscle's edge is one of the strongest intensity steps within the
+    chest-wall half (either sign: the muscle may be brighter or darker than the dense tissue beside it);
+    a robust straight line through those edges (Kwok et al. 2004) bounds the wedge, accepted only when it
+    leans the way a pectoralis does, covers a sensible part of the breast and differs from the tissue
+    beyond it. Several candidates per row let the line pass by dense tissue whose edge is stronger."""
     rows = np.flatnonzero(breast.any(axis=1))
     if rows.size < 8:
         return None
     width = int(breast.sum(axis=1).max())
     smooth = ndimage.gaussian_filter(image, max(1.0, width / 80))
     step = np.abs(np.diff(smooth, axis=1))
+    peaks = (step >= ndimage.maximum_filter1d(step, 5, axis=1)) & (step > 0)
     top, bottom = rows[0], rows[0] + int(0.6 * (rows[-1] - rows[0]))
     ys, xs = [], []
     for y in range(top, bottom):
         inside = np.flatnonzero(breast[y, :-1])
         reach = int(0.6 * inside.size) if inside.size else 0
-        if reach < 4:
-            continue
-        cand = inside[2:reach]
-        x = int(cand[np.argmax(step[y, cand])])
-        if step[y, x] > 0:
+        cand = inside[2:reach][peaks[y, inside[2:reach]]] if reach >= 4 else inside[:0]
+        for x in cand[np.argsort(step[y, cand])[::-1][:per_row]]:
             ys.append(y)
-            xs.append(x)
-    if len(ys) < 8:
+            xs.append(int(x))
+    if len(set(ys)) < 8:
         return None
     ys, xs = np.asarray(ys, float), np.asarray(xs, float)
     slope, icept, on_line = _robust_line(ys, xs)
-    if slope >= -0.05 or on_line < 0.25:  # the wedge narrows going down; a vertical or widening edge is not the muscle
+    if slope >= -0.05 or on_line < 0.25:  # the wedge narrows going down; a vertical or widening edge is not it
         return None
     yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
     wedge = breast & (xx < slope * yy + icept)
     share = wedge.sum() / max(breast.sum(), 1)
     beyond = breast & ~wedge & (xx < slope * yy + icept + max(4.0, width / 15))
-    if not 0.02 <= share <= 0.35 or not beyond.any():
-        return None
+    if not 0.02 <= share <= 0.35 or not beyond.any() or not wedge[: max(2, image.shape[0] // 100)].any():
+        return None  # an MLO's muscle runs up into the axilla at the image's top edge
     contrast = abs(float(image[wedge].mean()) - float(image[beyond].mean()))
-    return wedge if contrast > 0.15 * float(image[breast].std()) else None
+    # a straight edge through most rows is the muscle even where it is as bright as the dense tissue beside it
+    return wedge if on_line >= STRAIGHT_EDGE or contrast > 0.15 * float(image[breast].std()) else None
 
 
-def _robust_line(ys: np.ndarray, xs: np.ndarray, tol: float = 3.0, tries: int = 300) -> tuple[float, float, float]:
-    """x = slope * y + intercept through most edge points (RANSAC, seeded so a view always gives the
-    same answer), refined by least squares on its inliers: stray edges of dense tissue do not pull it.
-    The third value is the share of points on the line."""
+def _robust_line(ys: np.ndarray, xs: np.ndarray, tol: float = 3.0, tries: int = 400) -> tuple[float, float, float]:
+    """x = slope * y + intercept through edge points of the most rows (RANSAC over leaning lines only,
+    seeded so a view always gives the same answer), refined by least squares on the nearest point per
+    row: stray edges of dense tissue do not pull it. The third value is the share of rows on the line."""
     rng = np.random.default_rng(0)
+    row_ids = np.unique(ys, return_inverse=True)[1]
+    n_rows = int(row_ids.max()) + 1
     best, best_n = None, -1
     for _ in range(tries):
         i, j = rng.choice(ys.size, 2, replace=False)
-        if ys[i] == ys[j]:
+        if abs(ys[j] - ys[i]) < 4:
             continue
         slope = (xs[j] - xs[i]) / (ys[j] - ys[i])
-        n = int((np.abs(xs - (xs[i] + slope * (ys - ys[i]))) <= tol).sum())
+        if slope >= -0.05:
+            continue
+        near = np.abs(xs - (xs[i] + slope * (ys - ys[i]))) <= tol
+        n = np.unique(row_ids[near]).size
         if n > best_n:
             best, best_n = (i, slope), n
+    if best is None:
+        return 0.0, 0.0, 0.0
     i, slope = best
-    keep = np.abs(xs - (xs[i] + slope * (ys - ys[i]))) <= tol
+    resid = np.abs(xs - (xs[i] + slope * (ys - ys[i])))
+    order = np.lexsort((resid, row_ids))  # per row, the nearest candidate first
+    first = order[np.r_[True, row_ids[order][1:] != row_ids[order][:-1]]]
+    keep = first[resid[first] <= tol]
     slope, icept = np.polyfit(ys[keep], xs[keep], 1)
-    return float(slope), float(icept), float(keep.mean())
+    return float(slope), float(icept), keep.size / n_rows
 
 
 def dense_region(image: np.ndarray, tissue: np.ndarray) -> np.ndarray:

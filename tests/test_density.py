@@ -18,9 +18,9 @@ from inference.density import (
 from inference.phantoms import mammo_image_with_truth, mammo_spacing
 
 SIZE = (416, 320)  # quarter of the demo matrix: same field of view, fast
-# Measured with benchmarks/validate_density.py (40 breasts, 832x640): MAE 8.9 pp CC, 11.5 pp MLO, 9.9 pp per
-# breast. Here 10 breasts at a quarter size; the bounds leave ~5 pp margin over what this sample gives.
-MAE_LIMIT_PP = 15.0
+# Measured with benchmarks/validate_density.py (40 breasts, 832x640): MAE 8.9 pp CC, 8.6 pp MLO, 8.6 pp per
+# breast. Here 10 breasts at a quarter size; the bound leaves a few pp of margin over what this sample gives.
+MAE_LIMIT_PP = 12.0
 
 
 def _spread(n: int, seed0: int = 7100):
@@ -66,7 +66,7 @@ def test_categories_are_ordered_with_true_density(measured):
     cats = [order.index(e.category) for name, _, e in ranked if name[1:] == "CC"]
     assert cats == sorted(cats) and cats[0] < cats[-1]
     agree = np.mean([category(t) == e.category for _, t, e in measured])
-    assert agree >= 0.4  # validate_density.py: 56 % of views agree, kappa 0.42 (extremes pulled inwards)
+    assert agree >= 0.45  # validate_density.py: 62 % of views agree, kappa 0.50 (extremes pulled inwards)
 
 
 def test_category_cut_points():
@@ -77,8 +77,8 @@ def test_category_cut_points():
 
 
 def test_pectoralis_is_found_and_left_out_on_mlo():
-    """validate_density.py-style sample: the muscle is found on most MLO views (24/30 measured) and, when
-    found, matches the generator's pectoralis (median Dice 0.97)."""
+    """validate_density.py-style sample: the muscle is found on the MLO views (40/40 measured) and matches
+    the generator's pectoralis (median Dice 0.97); a CC view, which has none, gets no wedge even as an MLO."""
     size = (832, 640)
     found_any, dices = 0, []
     for bias, side, seed in _spread(6, 7200):
@@ -92,8 +92,11 @@ def test_pectoralis_is_found_and_left_out_on_mlo():
             found_any += 1
         else:
             assert not masks["pectoralis"].any()
-    assert found_any >= 4 and np.median(dices) > 0.85
+    assert found_any >= 5 and min(dices) > 0.85
     assert view_density(img, mammo_spacing(size), mlo=False).pectoralis_removed is None
+    for bias, side, seed in _spread(4, 7500):
+        cc, _m, _t = mammo_image_with_truth(side, "CC", size, seed, density_bias=bias)
+        assert view_density(cc, mammo_spacing(size), mlo=True).pectoralis_removed is False
 
 
 def test_per_breast_is_the_mean_of_its_views(measured):
