@@ -152,19 +152,19 @@ def test_compare_with_prior_on_the_mammo_hanging(tmp_path, qtbot):
         w.load_mammo(current)
         qtbot.waitUntil(lambda: w.shown_mammo is current and not w.busy, timeout=30000)
         # the wiring the main window gets: the hanging's button asks, the window hangs the prior
-        w.mammo_layout.prior_requested.connect(lambda: compare_with_prior(w, w._start))
+        w.mammo_layout.prior_requested.connect(lambda: compare_with_prior(w, w.tasks.start))
         assert offer_prior(w) == "20220214" and w.mammo_layout.prior_action.isEnabled()
         assert "2022-02-14" in w.mammo_layout.prior_action.toolTip()
         w.mammo_layout.prior_action.trigger()
         qtbot.waitUntil(lambda: w.mammo_layout.comparing and not w.busy, timeout=30000)
         assert w.mammo_layout.prior_study.date == "20220214" and w.mammo_layout.prior_action.isChecked()
         assert "PRIOR 2022-02-14" in w.mammo_layout.cell_label("prior:RCC")
-        assert "put away" in compare_with_prior(w, w._start)  # pressed again: back to four cells
+        assert "put away" in compare_with_prior(w, w.tasks.start)  # pressed again: back to four cells
         assert not w.mammo_layout.comparing
         stranger = next(st for st in w.scan_result.studies if st.date == "20230505")
         w.load_mammo(stranger)
         qtbot.waitUntil(lambda: w.shown_mammo is stranger and not w.busy, timeout=30000)
-        assert "No prior" in compare_with_prior(w, w._start)
+        assert "No prior" in compare_with_prior(w, w.tasks.start)
         assert offer_prior(w) is None and not w.mammo_layout.prior_action.isEnabled()
     finally:
         close_quietly(w)
@@ -183,7 +183,7 @@ def test_compare_from_a_viewport_the_1x2_hides(tmp_path, qtbot):
         w.grid.set_active(w.grid.cells[2])
         w.load_series(current)
         qtbot.waitUntil(lambda: w.grid.cells[2].volume is not None and not w.busy, timeout=30000)
-        compare_with_prior(w, w._start)
+        compare_with_prior(w, w.tasks.start)
         left, right = w.grid.visible_cells()[:2]
         qtbot.waitUntil(lambda: right.volume is not None and right.volume.info.study_date == "20230101"
                         and not w.busy, timeout=30000)
@@ -210,7 +210,7 @@ def test_compare_with_prior_for_ct_opens_1x2_scrolling_by_anatomy(tmp_path, qtbo
             w.load_series(current)
             qtbot.waitUntil(lambda: w.shown_series is not None and w.shown_series.key == current.key
                             and not w.busy, timeout=30000)
-        text = compare_with_prior(w, w._start)
+        text = compare_with_prior(w, w.tasks.start)
         assert "2023-01-01" in text
         left, right = w.grid.visible_cells()[:2]
         qtbot.waitUntil(lambda: right.volume is not None and right.volume.info.study_date == "20230101"

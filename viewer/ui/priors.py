@@ -9,7 +9,7 @@ through ``PriorScrollLink``, which lines the two stacks up by their anatomy (``c
 The window passed in needs: ``scan_result``, ``shown_mammo``, ``shown_series``, ``mammo_layout``, ``grid``,
 ``study_of(series)``, ``viewport_series(view)``, ``set_layout(mode)``, ``load_series(series, viewport=)``
 and ``show_message(text, level)``; ``run_task(label, fn, on_done)`` runs ``fn(progress, should_stop)`` on a
-worker with progress and Cancel (the window's task runner).
+worker with progress and Cancel (the window's ``tasks.start``).
 """
 from __future__ import annotations
 
