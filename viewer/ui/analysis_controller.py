@@ -169,7 +169,7 @@ class AnalysisController(QObject):
         """('mammo', study_uid, {view: (series, volume)}) or ('volume', series, volume) for a CT or MR volume
         some installed model segments; else (None, reason)."""
         w = self.window
-        if w.views.currentWidget() is w.mammo_layout and w.shown_mammo is not None:
+        if w.hanging_shown():
             views = {name: (w.mammo_layout.series[name], cell.volume)
                      for name, cell in w.mammo_layout.cells.items()
                      if cell.volume is not None and w.mammo_layout.series.get(name) is not None}

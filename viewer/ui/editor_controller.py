@@ -703,8 +703,7 @@ class EditorController(QObject):
         self.run_export(ExportRequest(str(root), dataset_name, True, {}, False), view, should_stop)
 
     def _mammo_shown(self) -> bool:
-        w = self.window
-        return w.views.currentWidget() is w.mammo_layout and w.shown_mammo is not None
+        return self.window.hanging_shown()
 
     def _mammo_views(self) -> dict:
         """{view: (volume, series)} of the 4-view hanging on screen."""

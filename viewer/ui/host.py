@@ -12,8 +12,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..core.study import ScanResult, Series, Study
     from ..core.workspace import Workspace
+    from .analysis_controller import AnalysisController
+    from .editor_controller import EditorController
+    from .mammo_layout import MammoLayout
+    from .series_browser import SeriesBrowser
     from .slice_view import SliceView
     from .tasks import TaskBar
+    from .viewport_grid import ViewportGrid
 
 
 class WindowHost(Protocol):
@@ -22,6 +27,11 @@ class WindowHost(Protocol):
     image_shown: Any  # Signal(): a volume is on screen
     scan_finished: Any  # Signal(ScanResult)
     task_failed: Any  # Signal(str)
+    grid: ViewportGrid  # the 1x1 / 1x2 / 2x2 viewports
+    mammo_layout: MammoLayout  # the 4-view hanging
+    browser: SeriesBrowser
+    analysis: AnalysisController  # the editor starts from the AI's result
+    editor: EditorController  # send results and the remote panel read the edited maps
 
     def show_message(self, text: str, level: str = "info") -> None: ...
 
@@ -43,6 +53,8 @@ class WindowHost(Protocol):
     @property
     def shown_mammo(self) -> Study | None: ...
 
+    def hanging_shown(self) -> bool: ...
+
     def shown_views(self) -> list[SliceView]: ...
 
     def all_views(self) -> list[SliceView]: ...
@@ -58,3 +70,5 @@ class WindowHost(Protocol):
     def open_path(self, path, should_stop=None) -> None: ...
 
     def set_tool(self, name: str) -> None: ...
+
+    def refresh_scan(self, path, result: ScanResult, volumes: dict) -> None: ...

@@ -244,6 +244,10 @@ class MainWindow(QMainWindow):
             return None
         return self.workspace.series_of(self.grid.active)
 
+    def hanging_shown(self) -> bool:
+        """True while the 4-view mammography hanging of ``shown_mammo`` is on screen."""
+        return self.views.currentWidget() is self.mammo_layout and self.shown_mammo is not None
+
     def viewport_series(self, view: SliceView) -> Series | None:
         return self.workspace.series_of(view)
 
