@@ -103,6 +103,8 @@ def test_mirrored_cells_read_the_pixel_drawn_under_the_mouse(view):
             view.set_cursor((x, y))
             assert view.cursor_probe.value == shown_pixel(view, row, col), (flips, row, col)
         assert "HU" not in view.cursor_readout()
+        # a projection image has no patient position: its own mm, said so
+        assert view.cursor_readout().splitlines()[1].endswith("mm (image)")
 
 
 @pytest.mark.parametrize("direction", [OBLIQUE, SAGITTAL], ids=["oblique", "sagittal"])

@@ -116,3 +116,13 @@ def test_readout_text_names_value_overlay_position_and_voxel():
     assert position == "R 7.0  P 6.0  S 2.0 mm"
     assert voxel == "voxel (3, 1, 2)"
     assert format_position([1.25, -3.0, -0.04]) == "L 1.2  A 3.0  I 0.0"
+
+
+def test_a_projection_image_reads_its_own_millimetres():
+    """A mammogram has PatientOrientation letters but no position in the patient: no L/P/S text."""
+    volume = ramp_volume(shape=(1, 20, 30), spacing=(1.0, 0.1, 0.07), modality="MG",
+                         patient_orientation=("A", "R"))
+    assert not volume.oriented
+    p = probe(volume, native_geometry(volume), 0, 10, 20)
+    assert not p.oriented and p.image_mm == pytest.approx((1.4, 1.0))
+    assert readout_lines(p)[1] == "x 1.4  y 1.0 mm (image)"

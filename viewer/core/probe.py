@@ -29,6 +29,7 @@ class Probe:
     unit: str  # "HU" for CT, "" otherwise
     oriented: bool  # the volume knows its patient orientation (else positions are image mm only)
     overlays: dict[str, float] = field(default_factory=dict)  # overlay name -> its value at this voxel
+    image_mm: tuple[float, float] = (0.0, 0.0)  # (x, y) mm from the first pixel's centre along columns / rows
 
 
 def display_to_index(geometry: PlaneGeometry, k: float, row: float, col: float) -> np.ndarray:
@@ -60,10 +61,12 @@ def probe(volume, geometry: PlaneGeometry, k: int, row: float, col: float,
     continuous = display_to_index(geometry, k, row, col)
     index = tuple(int(i) for i in np.clip(np.rint(continuous), 0, np.asarray(volume.shape) - 1))
     values = {name: float(np.asarray(arr)[index]) for name, arr in (overlays or {}).items()}
-    oriented = bool(volume.shape[0] > 1 or getattr(volume, "oriented", False)
-                    or getattr(volume.info, "patient_orientation", None) is not None)
+    # a stack, or an image whose orientation was read (IOP): patient mm. A projection image (mammogram, DX)
+    # has no position in the patient, only row/column letters: its mm are the image's own.
+    oriented = bool(volume.shape[0] > 1 or getattr(volume, "oriented", False))
+    image_mm = (float(continuous[2] * volume.spacing[2]), float(continuous[1] * volume.spacing[1]))
     return Probe(index_zyx=index, world_lps=volume.index_to_world(continuous), value=float(volume.array[index]),
-                 unit=value_unit(volume), oriented=oriented, overlays=values)
+                 unit=value_unit(volume), oriented=oriented, overlays=values, image_mm=image_mm)
 
 
 def format_position(lps) -> str:
@@ -95,6 +98,7 @@ def readout_lines(p: Probe | None, labels: Mapping[str, str] | None = None) -> l
     for name, v in p.overlays.items():
         first += f"   {(labels or {}).get(name, name)} {v:.2f}"
     w = p.world_lps
-    position = format_position(w) + " mm" if p.oriented else f"x {w[0]:.1f}  y {w[1]:.1f} mm (image)"
+    x_mm, y_mm = p.image_mm
+    position = format_position(w) + " mm" if p.oriented else f"x {x_mm:.1f}  y {y_mm:.1f} mm (image)"
     z, y, x = p.index_zyx
     return [first, position, f"voxel ({x}, {y}, {z})"]
