@@ -176,3 +176,55 @@ def test_full_field_view_is_cheap():
     t0 = time.perf_counter()
     view_density(img, mammo_spacing((1664, 1280)), mlo=True)
     assert time.perf_counter() - t0 < 1.5  # measured ~0.1 s on the 2-core build machine
+
+
+def _mammo_result():
+    """An exam result whose views carry density entries as Analyze writes them (run.density_entry)."""
+    from viewer.analysis.results import AnalysisResult, SeriesResult
+    from viewer.analysis.run import density_entry
+    from viewer.core.volume import SourceInfo, Volume
+
+    result = AnalysisResult("mammo-exam", "1.2.3", {}, models={"patch": "p 1", "exam": "e 1"})
+    spacing = mammo_spacing(SIZE)
+    for i, name in enumerate(("RCC", "LCC", "RMLO", "LMLO")):
+        img, _m, _t = mammo_image_with_truth(name[0], name[1:], SIZE, 7600, density_bias=0.5 if name[0] == "R" else -1)
+        volume = Volume(img[np.newaxis].astype(np.float32), np.array([1.0, *spacing]), np.zeros(3), np.eye(3),
+                        info=SourceInfo(series_uid=f"1.2.3.{i}", study_uid="1.2.3", modality="MG"))
+        sr = SeriesResult(f"mg-{i}", f"1.2.3.{i}", name, volume, scores={"malignancy": 0.1})
+        sr.notes["density"] = density_entry(img, spacing, name, None)
+        result.series[name] = sr
+    extra = SeriesResult("mg-x", "1.2.3.9", "LCC spot", volume)  # a spot view is not averaged into the breast
+    extra.notes["density"] = {"percent": 99.0, "category": "d", "breast_area_mm2": 1.0, "dense_area_mm2": 1.0}
+    result.series["LCC spot"] = extra
+    return result
+
+
+def test_results_json_and_cache_keep_density(tmp_path):
+    from viewer.analysis.cache import AnalysisCache
+
+    result = _mammo_result()
+    summary = result.summary()
+    assert summary["density"]["R"]["percent"] > summary["density"]["L"]["percent"]
+    assert summary["density"]["L"]["views"] == ["LCC", "LMLO"] and summary["density"]["estimate"] is True
+    assert summary["series"]["RMLO"]["density"]["category"] in "abcd"
+    cache = AnalysisCache(tmp_path)
+    cache.save("k", result)
+    again = cache.load("k", {name: sr.volume for name, sr in result.series.items()})
+    assert again.breast_density() == result.breast_density()
+
+
+def test_results_panel_shows_density_as_an_estimate(qtbot):
+    from qt_helpers import shown
+
+    from viewer.ui.analysis_panel import DENSITY_TITLE, AnalysisPanel
+
+    result = _mammo_result()
+    panel = shown(qtbot, AnalysisPanel(), (420, 700))
+    panel.show_result(result)
+    texts = panel.score_texts()
+    breasts = result.breast_density()
+    for side, word in (("R", "Right"), ("L", "Left")):
+        text = texts[f"{DENSITY_TITLE}/{word} breast"]
+        assert text == f"{breasts[side]['percent']:.0f} % · BI-RADS {breasts[side]['category']} (est.)"
+    assert texts["RCC/density"].endswith("(est.)") and "LCC spot/density" in texts
+    panel.grab().save("/tmp/h3-density-panel-test.png")
