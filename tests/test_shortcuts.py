@@ -80,3 +80,25 @@ def test_help_menu_opens_the_sheet(window, qtbot):
     window.shortcuts_action.trigger()
     assert window.shortcut_sheet.isVisible()
     assert window.shortcut_sheet.table.rowCount() == len(shortcut_rows(window))
+
+
+def test_no_two_actions_share_a_key(window):
+    """Qt ignores an ambiguous shortcut altogether; the sheet shows every key once."""
+    keys = [k for row in shortcut_rows(window) for k in row.shortcut.split(", ")]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+
+
+def test_the_presets_of_a_shown_ct_are_listed_under_window(window, qtbot, tmp_path):
+    import numpy as np
+    from conftest import ramp_volume
+
+    from viewer.core.io.dicom_write import write_series
+    from qt_helpers import open_and_wait
+
+    vol = ramp_volume(shape=(6, 16, 16), modality="CT")
+    write_series(vol, tmp_path / "ct", intercept=-1024, stored_dtype=np.uint16, bits_stored=12)
+    open_and_wait(qtbot, window, tmp_path / "ct")
+    rows = [r for r in shortcut_rows(window) if r.menu == "Window"]
+    assert rows and {r.shortcut for r in rows} >= {"F1", "F2"}
+    assert [(r.action, r.shortcut) for r in rows] == [(a.text(), shortcut_text(a)) for a in window.preset_actions
+                                                      if shortcut_text(a)]
