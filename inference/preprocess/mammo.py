@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inference.density import otsu as otsu_threshold  # one Otsu for breast masks and density
 from inference.preprocess import sample_bilinear
 
 MODEL_SPACING_MM = 0.42  # 6x the 0.07 mm full-field detector pixel, 2x the 0.21 mm training phantoms
@@ -72,18 +73,6 @@ def resample(array: np.ndarray, out_shape) -> np.ndarray:
     if tuple(out_shape) == array.shape:
         return t[0, 0].numpy().copy()
     return F.interpolate(t, size=tuple(out_shape), mode="area")[0, 0].numpy()
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    hist, edges = np.histogram(values, bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(float)
-    w1 = w0[-1] - w0
-    m = np.cumsum(hist * centers)
-    mu0 = m / np.maximum(w0, 1)
-    mu1 = (m[-1] - m) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centers[int(np.argmax(between))])
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
