@@ -345,13 +345,12 @@ def test_in_the_main_window_k_marks_and_reopen_restores(qtbot, tmp_path, monkeyp
     from qt_helpers import close_quietly, editor_window, open_and_wait
 
     from viewer.core.synthetic import write_ct_study
-    from viewer.ui.key_images import install
 
     monkeypatch.setenv("LIGHTBOX_CACHE_DIR", str(tmp_path / "cache"))
     ct = tmp_path / "ct"
     write_ct_study(ct, shape=(12, 48, 48), spacing=(3.0, 1.5, 1.5), seed=2, file_order="shuffled")
     w = editor_window(qtbot)
-    panel = install(w)
+    panel = w.key_images  # the window installs the panel (K, the dock, the File menu exports)
     try:
         open_and_wait(qtbot, w, ct)
         view = w.slice_view
@@ -371,7 +370,7 @@ def test_in_the_main_window_k_marks_and_reopen_restores(qtbot, tmp_path, monkeyp
     assert (tmp_path / "cache" / "measurements" / f"{study}.key-images.json").exists()
 
     w2 = editor_window(qtbot)
-    panel2 = install(w2)
+    panel2 = w2.key_images
     try:
         open_and_wait(qtbot, w2, ct)
         assert [k.sop_uid for k in panel2.keys()] == [key.sop_uid] and panel2.list.count() == 1

@@ -20,6 +20,7 @@ from .mammo_layout import MammoLayout
 from .mpr_layout import MprLayout
 from .overlays import LabelLayer, ProbabilityLayer
 from .presets import PresetMenu, preset_label  # noqa: F401 - preset_label re-exported
+from .priors import compare_with_prior, offer_prior
 from .series_browser import SeriesBrowser
 from .settings import LINK_SCROLL_KEY, remember_link_scroll, settings  # noqa: F401 - re-exported
 from .slice_view import SliceView
@@ -131,6 +132,12 @@ class MainWindow(QMainWindow):
         self.editor = EditorController(self)  # segment editor: tools B/E/F/L, [ ], 1-9, ctrl+Z/Y, autosave
         menus.build_segment_menu(self, ai_menu)
         menus.build_remote(self, ai_menu)
+        from .key_images import install as install_key_images
+
+        self.key_images = install_key_images(self)  # K marks the shown slice; "Key images" dock; kept per study
+        menus.add_key_image_actions(self)
+        self.mammo_layout.prior_requested.connect(self.compare_with_prior)
+        self.image_shown.connect(lambda: offer_prior(self) if self.hanging_shown() else None)
         self.presets.rebuild()
         self.study.rebuild_recent_menu()
 
@@ -158,6 +165,10 @@ class MainWindow(QMainWindow):
         self.send_dialog.show()
         self.send_dialog.raise_()
         return self.send_dialog
+
+    def compare_with_prior(self) -> str:
+        """The patient's newest prior beside the current exam (8-cell hanging, or CT/MR 1x2 scrolling together)."""
+        return compare_with_prior(self, self.tasks.start)
 
     # -- tools ------------------------------------------------------------------------------
     @property
@@ -192,6 +203,9 @@ class MainWindow(QMainWindow):
         """
         if mode not in self.layout_actions:
             raise ValueError(f"unknown layout {mode!r}")
+        if (mode == "mpr" and self.layout_mode != "mpr" and self.slice_view.volume is not None
+                and self.mpr_layout.volume is self.slice_view.volume):  # back to MPR: where the reader is now
+            self.mpr_layout.set_crosshair_world(self.slice_view.reading_point())
         self.workspace.set_layout(mode)
         self.layout_actions[mode].setChecked(True)
         if mode in GRID_MODES:
@@ -213,8 +227,8 @@ class MainWindow(QMainWindow):
         vol = self.slice_view.volume
         self.layout_mpr_action.setEnabled(self.mpr_possible())
         if self.layout_mode == "mpr" and self.mpr_possible():
-            if self.mpr_layout.volume is not vol:
-                self.mpr_layout.set_volume(vol, self.slice_view.window)
+            if self.mpr_layout.volume is not vol:  # opens where the reader was, not at the centre
+                self.mpr_layout.set_volume(vol, self.slice_view.window, at=self.slice_view.reading_point())
             self.views.setCurrentWidget(self.mpr_layout)
         else:
             if self.mpr_layout.volume is not None and self.mpr_layout.volume is not vol:
@@ -269,7 +283,8 @@ class MainWindow(QMainWindow):
         return self.grid.visible_cells()
 
     def all_views(self) -> list[SliceView]:
-        return [*self.grid.cells, *self.mpr_layout.views.values(), *self.mammo_layout.cells.values()]
+        return [*self.grid.cells, *self.mpr_layout.views.values(), *self.mammo_layout.cells.values(),
+                *self.mammo_layout.prior_cells.values()]
 
     # -- view toggles: linked scrolling, overlay text, heatmaps (H), segmentation (S) ------------------
     def set_link_scroll(self, on: bool) -> None:
@@ -338,6 +353,7 @@ class MainWindow(QMainWindow):
         self._closing = self.tasks.closing = True  # no task's late result is shown any more
         self.cine.timer.stop()
         self.measurement_store.shutdown()  # the last measurement edits reach their SR
+        self.key_images.shutdown()
         self.dicom_results.shutdown()
         self.tasks.shutdown()
         self.study.shutdown()

@@ -491,6 +491,7 @@ class MeasureTool:
 
     name = "tool"
     title = "Tool"  # the menu/toolbar text (the Tools menu is built from TOOLS)
+    short = ""  # a shorter toolbar text where the title is long (seven tools must fit the toolbar)
     tip = ""  # its tooltip
     measurement_class: type[Measurement] = Measurement
 
@@ -576,12 +577,14 @@ class RulerTool(MeasureTool):
 class RectRoiTool(MeasureTool):
     name = "rect"
     title, tip = "Rectangle ROI", "Left-drag a box: mean ± SD, min/max, area"
+    short = "Rect"
     measurement_class = RectMeasurement
 
 
 class EllipseRoiTool(MeasureTool):
     name = "ellipse"
     title, tip = "Ellipse ROI", "Left-drag an ellipse: mean ± SD, min/max, area"
+    short = "Ellipse"
     measurement_class = EllipseMeasurement
 
 
@@ -681,6 +684,7 @@ class AngleTool(_PointByPointTool):
 class CobbTool(_PointByPointTool):
     name = "cobb"
     title, tip = "Cobb angle", "Draw two end-plate lines (drag or two clicks each): the Cobb angle between them"
+    short = "Cobb"
     measurement_class = CobbMeasurement
 
 

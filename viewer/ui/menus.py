@@ -58,6 +58,9 @@ def build_layout_menu(w) -> None:
     w.layout_2x2_action = action(w, "2×2", key="Ctrl+3", tip="Four viewports, each with its own series (Ctrl+3)")
     w.layout_mpr_action = action(w, "MPR", key="M",
                                  tip="Axial, coronal and sagittal views with a shared crosshair (M)")
+    w.compare_prior_action = action(w, "Compare with &prior", lambda _checked=False: w.compare_with_prior(),
+                                    "Ctrl+Shift+P", tip="Current exam beside the patient's newest prior: 8-cell "
+                                    "mammography hanging, or CT/MR 1×2 scrolling together (Ctrl+Shift+P)")
     w.layout_toolbar = toolbar(w, "Layout", "layout-toolbar")
     w.layout_actions = {"1x1": w.layout_1x1_action, "1x2": w.layout_1x2_action,
                         "2x2": w.layout_2x2_action, "mpr": w.layout_mpr_action}
@@ -67,6 +70,8 @@ def build_layout_menu(w) -> None:
         group.addAction(act)
         menu.addAction(act)
         w.layout_toolbar.addAction(act)
+    menu.addSeparator()
+    menu.addAction(w.compare_prior_action)
     w.layout_1x1_action.setChecked(True)
     w.layout_mpr_action.setEnabled(False)
     w.addToolBar(w.layout_toolbar)
@@ -82,9 +87,11 @@ def build_tools_menu(w) -> None:
     w.tool_group = QActionGroup(w)
     w.tool_group.setExclusive(True)
     w.tool_actions = {}
-    for name, text, tip in [("navigate", "Navigate", "Left-drag pans (Esc)")] + [
-            (n, t.title, t.tip) for n, t in TOOLS.items()]:
+    for name, text, short, tip in [("navigate", "Navigate", "", "Left-drag pans (Esc)")] + [
+            (n, t.title, t.short, t.tip) for n, t in TOOLS.items()]:
         act = action(w, text, tip=tip, checkable=True)
+        if short:
+            act.setIconText(short)  # the toolbar's text; the menu keeps the full title
         act.triggered.connect(lambda _checked=False, n=name: w.set_tool(n))
         w.tool_group.addAction(act)
         menu.addAction(act)
@@ -125,6 +132,16 @@ def build_view_menu(w) -> None:
     menu.addAction(w.link_scroll_action)
     w.layout_toolbar.addSeparator()
     w.layout_toolbar.addAction(w.link_scroll_action)
+
+
+def add_key_image_actions(w) -> None:
+    """Mark key image (K) and the key image list under View; their exports in the File menu."""
+    view_menu = next(a.menu() for a in w.menuBar().actions() if a.text() == "&View")
+    view_menu.addSeparator()
+    view_menu.addAction(w.key_images.mark_action)
+    view_menu.addAction(w.key_images.dock.toggleViewAction())
+    for act in (w.key_images.export_action, w.key_images.kos_action):
+        w.file_menu.insertAction(w.recent_menu.menuAction(), act)
 
 
 def build_help_menu(w) -> None:
