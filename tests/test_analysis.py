@@ -177,3 +177,29 @@ def test_analyze_mammo_writes_density_per_view_and_breast(capsys, tmp_path, mg_d
     series = views[entry["series_uid"]]
     alone = mammo_density({name: (series, load_series(series))})
     assert alone[name]["percent"] == entry["density"]["percent"]
+
+
+def without_mammo_classifiers(monkeypatch):
+    """As on a machine where no MG patch/exam classifier is installed (the CT models stay)."""
+    from viewer.analysis import run
+
+    real = run.candidates
+    monkeypatch.setattr(run, "candidates", lambda task, modality, problems=None:
+                        [] if (modality or "").upper() == "MG" else real(task, modality, problems))
+
+
+def test_analyze_without_a_mammo_model_still_writes_density(capsys, tmp_path, mg_dir, monkeypatch):
+    """Helper report: with no MG classifier, `analyze` used to skip the exam ('no mammography classifier') and
+    results.json had no density; the density needs no model, so it is written, with a warning saying why."""
+    without_mammo_classifiers(monkeypatch)
+    code, data, err = run_analyze(capsys, mg_dir, tmp_path / "out")
+    assert code == 0, err
+    (exam,) = [r for r in data["results"] if r["kind"] == "mammo-exam"]
+    assert exam["models"] == {} and "exam_scores" not in exam
+    assert any("no mammography classifier" in w and "density only" in w for w in exam["warnings"])
+    assert set(exam["series"]) == {"RCC", "LCC", "RMLO", "LMLO"}
+    for name, entry in exam["series"].items():
+        d = entry["density"]
+        assert 0 < d["percent"] < 100 and d["category"] in "abcd" and d["estimate"] is True, name
+        assert entry["scores"] == {} and entry["overlays"] == []
+    assert {"R", "L"} <= set(exam["density"]) and exam["density"]["estimate"] is True

@@ -14,7 +14,7 @@ from viewer.core.mammo_exams import Exam, group_exams
 from viewer.core.study import ScanResult, Series
 
 from .results import AnalysisResult
-from .run import VOLUME_MODALITIES, NoModel, analyze_mammo_exam, analyze_volume
+from .run import VOLUME_MODALITIES, NoModel, analyze_mammo_exam, analyze_volume, density_only
 
 Report = Callable[[str], None]
 
@@ -102,9 +102,13 @@ def _analyze_exam(exam: Exam, prefix: bool, device: str, say: Report, should_sto
         say(f"loading {label} {name} ({_label(series)})")
         views[name] = (series, load_series(series, should_stop=should_stop))
     study_uid = exam.studies[0] if len(exam.studies) == 1 else ""
-    found = analyze_mammo_exam(views, study_uid, device,
-                               progress=lambda f, what: say(f"{label}: {what} ({f:.0%})"),
-                               should_stop=should_stop, exam=exam.summary(identifying=False), models=models)
+    try:
+        found = analyze_mammo_exam(views, study_uid, device,
+                                   progress=lambda f, what: say(f"{label}: {what} ({f:.0%})"),
+                                   should_stop=should_stop, exam=exam.summary(identifying=False), models=models)
+    except NoModel as exc:  # no classifier installed: the density needs none
+        say(f"{label}: {reason(exc)}: breast density only")
+        found = density_only(views, study_uid, reason(exc), exam=exam.summary(identifying=False))
     if prefix:  # several exams in one run: their output folders say whose view they are
         for sr in found.series.values():
             sr.title = f"{exam.id} {sr.title}"

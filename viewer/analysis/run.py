@@ -404,6 +404,21 @@ def mammo_density(views: dict[str, tuple[Series, Volume]]) -> dict[str, dict]:
     return out
 
 
+def density_only(views: dict[str, tuple[Series, Volume]], study_uid: str = "", why: str = NO_MAMMO,
+                 exam: dict | None = None) -> AnalysisResult:
+    """The exam's density without any model, for when no mammography classifier is installed: per view a
+    SeriesResult with only its density entry, and a warning saying why there are no scores or maps."""
+    t0 = time.perf_counter()
+    entries = mammo_density(views)
+    result = AnalysisResult("mammo-exam", study_uid, {}, device="cpu",
+                            warnings=[f"{why.splitlines()[0]}: breast density only, no scores or maps"])
+    for name, (series, volume) in views.items():
+        result.series[name] = SeriesResult(series.key, series.uid, name, volume, notes={"density": entries[name]})
+    result.exam = dict(exam or {})
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
 def _imported_2d(runner, image: np.ndarray, spacing_yx, should_stop):
     """(labels, probability of any foreground class, domain verdict) of an imported 2D segmentation
     model on one view."""
