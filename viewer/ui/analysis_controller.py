@@ -3,7 +3,10 @@
 Runs viewer.analysis on the window's worker (progress bar + Cancel), keeps every
 result per study/series for the session so showing it again is instant, and on
 disk (viewer.analysis.cache) so a later session shows it without re-running the
-models: the worker looks the entry up before running and stores it after. It
+models: the worker looks the entry up before running and stores it after, and
+every image shown is looked up there at once (on a worker, no model runs), so a
+reopened study shows its results before A is pressed. An MG exam with no
+classifier installed still gets its breast density (no model needed). It
 puts the maps on every view that shows the analysed image (the 1x1 viewport,
 the three MPR planes, the four mammography cells) as overlay layers named
 ``ai:heatmap`` (the map chosen in the panel) and ``ai:labels``.
@@ -18,9 +21,11 @@ from PySide6.QtWidgets import QDockWidget
 
 from ..analysis.cache import AnalysisCache, card_id, entry_key, planned_cards
 from ..analysis.results import AnalysisResult, SeriesResult
+from ..analysis.run import NoModel
 from .analysis_panel import NO_HEATMAP, OUT_OF_DOMAIN, AnalysisPanel, domain_detail
 from .overlays import EDIT_LAYER_NAME, HEAT_LAYER, LABEL_LAYER, LabelLayer, ProbabilityLayer
 from .settings import settings
+from .workers import TaskRunner
 
 if TYPE_CHECKING:
     from .host import WindowHost
@@ -31,6 +36,7 @@ PREFERRED_HEATMAPS = ("mass", "lesion probability", "lesions probability", "calc
 
 class AnalysisController(QObject):
     analysis_finished = Signal(object)  # AnalysisResult (also when taken from the cache)
+    stored_checked = Signal(object)  # the disk look-up for a shown image ended: its AnalysisResult or None
 
     def __init__(self, window: WindowHost):
         super().__init__(window)
@@ -38,6 +44,9 @@ class AnalysisController(QObject):
         self.cache: dict[str, AnalysisResult] = {}
         self.current: AnalysisResult | None = None
         self.chosen_heatmap: str | None = None
+        self.lookups = TaskRunner(self)  # disk look-ups for shown images: beside the main task, never cancel it
+        self.lookup_generation = 0  # a look-up's answer is shown only while it is the newest question
+        window.image_shown.connect(self.show_stored)
 
         self.action = QAction("Analyze", window)
         self.action.setShortcut(QKeySequence("A"))
@@ -86,7 +95,7 @@ class AnalysisController(QObject):
     def clear_disk_cache(self) -> tuple[int, int]:
         """Forget every stored result, on disk and in this session; (entries, bytes) removed."""
         count, size = AnalysisCache().clear()
-        self.cache.clear()
+        self.forget()
         self.window.show_message(f"Cleared {count} cached AI result{'s' if count != 1 else ''} "
                                  f"({size / 1e6:.1f} MB)")
         return count, size
@@ -113,7 +122,7 @@ class AnalysisController(QObject):
 
     def _imported(self, card) -> None:
         """A new model may change what Analyze runs: forget this session's results, relist the models."""
-        self.cache.clear()
+        self.forget()
         if self.models_dialog is not None:
             self.models_dialog.reload()
         if self.train_dialog is not None:
@@ -122,14 +131,15 @@ class AnalysisController(QObject):
                                  else f"Imported {card.name} {card.version}")
 
     def shutdown(self) -> None:
-        """Wait for the dialogs' workers (no thread may outlive the window)."""
+        """Wait for the look-ups and the dialogs' workers (no thread may outlive the window)."""
+        self.lookups.shutdown()
         for dialog in (self.train_dialog, self.import_dialog):
             if dialog is not None:
                 dialog.shutdown()
 
     def _trained(self, card) -> None:
         if card is not None:
-            self.cache.clear()  # results of the old version no longer describe what Analyze would do
+            self.forget()  # results of the old version no longer describe what Analyze would do
             from inference import activation
 
             self.window.show_message(f"New model version {card.name} {card.version}: {activation.outcome(card)}")
@@ -162,7 +172,13 @@ class AnalysisController(QObject):
             activation.unpin(name)
         else:
             activation.pin(name, version)
+        self.forget()
+
+    def forget(self) -> None:
+        """This session's results no longer describe what Analyze would run: drop them, and the answer of
+        any disk look-up still running (it was asked under the old models or before the cache was cleared)."""
         self.cache.clear()
+        self.lookup_generation += 1
 
     # -- what can be analysed ----------------------------------------------------------------------
     def target(self):
@@ -219,16 +235,10 @@ class AnalysisController(QObject):
         if key in self.cache:
             self.show_result(self.cache[key], cached=True)
             return
+        self.lookup_generation += 1  # a look-up still running for the shown image: the job below reads it too
         from ..analysis import run
 
-        if target[0] == "mammo":
-            kind = "mammo-exam"
-            sources = {name: (series.uid, volume) for name, (series, volume) in target[2].items()}
-            study_uid = target[1]
-        else:
-            kind = (target[2].info.modality or "").lower()  # what analyze_volume calls its result
-            sources = {target[1].key: (target[1].uid, target[2])}
-            study_uid = target[2].info.study_uid
+        kind, study_uid, sources = self.sources(target)
 
         def job(progress, should_stop):
             def report(fraction: float, _what: str) -> None:
@@ -236,13 +246,21 @@ class AnalysisController(QObject):
 
             notes: list[str] = []
             store = AnalysisCache()
-            planned = planned_cards(kind)
+            try:
+                planned = planned_cards(kind)
+            except NoModel as exc:
+                if target[0] != "mammo":
+                    raise
+                return key, self._density_only(target, exc, notes), False, notes
             disk_key = entry_key(kind, study_uid, sources, {role: card_id(c) for role, c in planned.items()})
             hit = store.load(disk_key, {name: vol for name, (_uid, vol) in sources.items()}, notes.append)
             if hit is not None:
                 return key, hit, True, notes
             if target[0] == "mammo":
-                result = run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
+                try:
+                    result = run.analyze_mammo_exam(target[2], target[1], "auto", report, should_stop)
+                except NoModel as exc:  # every classifier failed to load
+                    return key, self._density_only(target, exc, notes), False, notes
             else:
                 result = run.analyze_volume(target[1], target[2], device="auto", progress=report,
                                             should_stop=should_stop)
@@ -255,6 +273,66 @@ class AnalysisController(QObject):
 
         label = "Analyzing the mammography exam" if target[0] == "mammo" else f"Analyzing {target[1].label()}"
         self.window.tasks.start(label, job, self._finished)
+
+    @staticmethod
+    def sources(target) -> tuple[str, str, dict]:
+        """(result kind, study UID, {result-series name: (series UID, Volume)}) of an analysis target: what
+        the disk cache's key is made of."""
+        if target[0] == "mammo":
+            return "mammo-exam", target[1], {name: (series.uid, volume) for name, (series, volume) in target[2].items()}
+        kind = (target[2].info.modality or "").lower()  # what analyze_volume calls its result
+        return kind, target[2].info.study_uid, {target[1].key: (target[1].uid, target[2])}
+
+    @staticmethod
+    def _density_only(target, exc: Exception, notes: list[str]) -> AnalysisResult:
+        """No mammography classifier: the exam's density still needs none (worker thread)."""
+        from ..analysis import run
+
+        result = run.density_only(target[2], target[1], str(exc))
+        notes += result.warnings
+        return result
+
+    # -- results kept on disk, shown when their image is ---------------------------------------------
+    def show_stored(self) -> bool:
+        """Show at once what Analyze would show for the image now on screen when the disk cache holds it
+        for exactly the models Analyze would run now (their versions and weights are in the key). The
+        look-up (pixel fingerprints, the npz) runs on a worker and never runs a model; its answer is
+        dropped when another image, study or model took over meanwhile. True when a look-up started."""
+        target = self.target()
+        if target[0] is None:
+            return False
+        key = self.cache_key(target)
+        if key in self.cache:
+            return False  # refresh_overlays shows it
+        kind, study_uid, sources = self.sources(target)
+        volumes = {name: vol for name, (_uid, vol) in sources.items()}
+        self.lookup_generation += 1
+        generation = self.lookup_generation
+
+        def job(_progress, _should_stop):
+            try:
+                planned = planned_cards(kind)
+            except NoModel:
+                return None, []  # nothing was ever stored for a model that is not there
+            notes: list[str] = []
+            disk_key = entry_key(kind, study_uid, sources, {role: card_id(c) for role, c in planned.items()})
+            return AnalysisCache().load(disk_key, volumes, notes.append), notes
+
+        self.lookups.start(job, "stored AI results",
+                           on_finished=lambda got: self._stored_found(generation, key, volumes, *got),
+                           on_failed=lambda _msg: self.stored_checked.emit(None))
+        return True
+
+    def _stored_found(self, generation: int, key: str, volumes: dict, result, notes: list[str]) -> None:
+        target = self.target()
+        still = (generation == self.lookup_generation and target[0] is not None and self.cache_key(target) == key
+                 and all(vol is volumes.get(name) for name, (_uid, vol) in self.sources(target)[2].items()))
+        if not still or result is None:
+            self.stored_checked.emit(None)
+            return
+        self.cache[key] = result
+        self.show_result(result, cached=True, notes=notes)
+        self.stored_checked.emit(result)
 
     def _finished(self, payload) -> None:
         key, result, cached, notes = payload
@@ -346,11 +424,22 @@ class AnalysisController(QObject):
             view.legend.set_warning("")
         labels = next((o for o in sr.overlays if o.kind == "labels"), None)
         layer = view.layer(LABEL_LAYER)
-        edited = view.layer(EDIT_LAYER_NAME) is not None  # the segment editor's map replaces the AI's
+        edited = self._edit_replaces_ai(view)
         if labels is not None and not edited and (layer is None or layer.array is not labels.array):
             view.add_layer(LABEL_LAYER, LabelLayer(labels.array, opacity=p.labels_opacity, outline=p.labels_outline))
         if HEAT_LAYER in view.layers and LABEL_LAYER in view.layers:
             self._heat_on_top(view)
+        edit = view.layer(EDIT_LAYER_NAME)
+        if edit is not None and LABEL_LAYER in view.layers:  # the user's strokes stay above the AI's map
+            edit.item.setZValue(max(edit.item.zValue(), view.layer(LABEL_LAYER).item.zValue() + 1))
+
+    def _edit_replaces_ai(self, view: SliceView) -> bool:
+        """The segment editor's map replaces the AI's label layer where it started from it (or from a file);
+        a map drawn from nothing, before the AI's result was there, does not hide it."""
+        editor = getattr(self.window, "editor", None)
+        if editor is None:
+            return view.layer(EDIT_LAYER_NAME) is not None
+        return editor.session.replaces_ai(view)
 
     @staticmethod
     def _heat_on_top(view: SliceView) -> None:

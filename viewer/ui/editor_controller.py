@@ -4,7 +4,9 @@
 first edit: from the AI segmentation of that image when there is one, else empty),
 shows it as an ``edit:labels`` layer on every view of that image (the AI's own
 label layer is hidden there: the map being edited replaces it), and redraws only
-when the map says it changed. Edits autosave in the background
+when the map says it changed. A map started empty because the AI's result was not
+there yet (a reopened study's stored result still being read) is remade from that
+result when it arrives if nothing was drawn on it, and never hides the AI's map. Edits autosave in the background
 (``core.recovery.Autosaver``): every finished edit (mouse release of a stroke, a
 fill, undo/redo, a label-table change) asks for a save that starts at once —
 requests arriving while one is written coalesce into the next — plus every 30 s
@@ -95,6 +97,7 @@ class EditorSession(QObject):
         self.volumes: dict[str, object] = {}
         self.sources: dict[str, str] = {}  # map key -> folder/file the study was opened from
         self.origins: dict[str, tuple[object, str]] = {}  # map key -> (AI label array it started from, model)
+        self.blank: set[str] = set()  # map keys started empty, with no AI segmentation to start from
         # map key -> (voxels as opened, {value: Segment}) of a label file another tool made: saving
         # keeps its segments' codes and algorithm (export.dicom_seg.edited_segments)
         self.opened: dict[str, tuple[np.ndarray, dict]] = {}
@@ -143,6 +146,7 @@ class EditorSession(QObject):
         vol = view.volume
         sr = self.window.analysis.result_for(view)
         seg = sr.overlay("segmentation") if sr is not None else None
+        self.blank.discard(map_key(vol))
         if seg is not None:
             lm = LabelMap.from_label_array(seg.array.copy(), vol, seg.classes, algorithm="AUTOMATIC",
                                            algorithm_name=seg.model)
@@ -152,8 +156,33 @@ class EditorSession(QObject):
         else:
             lm = LabelMap(vol)
             lm.add_label("Segment 1")
+            self.blank.add(map_key(vol))
         lm.mark_saved()
         return lm
+
+    def replaces_ai(self, view: SliceView) -> bool:
+        """Whether the map edited in ``view`` takes the place of the AI's label layer there: yes when it
+        started from the AI's map (or from a file, or a recovery); a map started empty does not hide it."""
+        if view.volume is None or view.layer(EDIT_LAYER) is None:
+            return False
+        key = map_key(view.volume)
+        return key in self.maps and key not in self.blank
+
+    def start_from_ai(self, _result=None) -> list[str]:
+        """An AI result is now shown: each map that started empty and was never drawn on starts again from
+        the AI's segmentation of its image (as when the first edit comes after Analyze). Keys remade."""
+        remade = []
+        for key in sorted(self.blank):
+            lm = self.maps.get(key)
+            view = next(iter(self.views_of(key)), None)
+            if lm is None or view is None or lm.dirty or lm.array.any() or self.effects.busy_with(key):
+                continue
+            sr = self.window.analysis.result_for(view)
+            if sr is None or sr.overlay("segmentation") is None:
+                continue
+            self.adopt(self._new_map(view), view.volume, source=self.sources.get(key))
+            remade.append(key)
+        return remade
 
     def adopt(self, lm: LabelMap, volume, source: str | None = None) -> None:
         key = map_key(volume)
@@ -193,7 +222,7 @@ class EditorSession(QObject):
             layer = view.layer(EDIT_LAYER)
             if layer is None or layer.labelmap is not lm:
                 view.add_layer(EDIT_LAYER, EditLayer(lm))
-            if view.layer(AI_LABEL_LAYER) is not None:
+            if view.layer(AI_LABEL_LAYER) is not None and self.replaces_ai(view):
                 view.remove_layer(AI_LABEL_LAYER)
         self.window.apply_layer_visibility()
 
@@ -351,6 +380,7 @@ class EditorController(QObject):
         self._stats_timer.setInterval(250)
         self._stats_timer.timeout.connect(self.refresh_panel)
         window.image_shown.connect(self._image_shown)
+        window.analysis.analysis_finished.connect(self.session.start_from_ai)
         self._options()
 
         self.autosaver = recovery.Autosaver(self.session.snapshots, interval_s=AUTOSAVE_S,
@@ -650,6 +680,7 @@ class EditorController(QObject):
             if lb.value in named:
                 named[lb.value] = replace(named[lb.value], label=lb.name)
         self.session.origins.pop(key, None)
+        self.session.blank.discard(key)  # another tool's map: it replaces the AI's layer
         self.session.opened[key] = (lm.array.copy(), named)
         self.session.adopt(lm, vol, source=str(opened.path))
         self.window.set_segmentation_visible(True)
@@ -889,6 +920,7 @@ class EditorController(QObject):
             lm = LabelMap(vol, snap.array, labels)
             lm.version = snap.version
             lm._new_token()  # unsaved: differs from the (never) saved state
+            self.session.blank.discard(map_key(vol))
             self.session.adopt(lm, vol, source=info.source_path)
             self.pending_restore = None
             self.window.show_message(f"Restored unsaved segmentation of {info.description or info.series_uid}")
