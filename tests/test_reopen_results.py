@@ -230,5 +230,5 @@ def test_density_without_a_mammo_model_in_the_window(qtbot, cache, mg_dir, new_s
     assert set(result.breast_density()) == {"R", "L"}
     panel_text = " ".join(f"{k} {v}" for k, v in w.analysis.panel.score_texts().items())
     assert "density" in panel_text.lower() and "%" in panel_text
-    assert "density only" in w.message.toolTip()
+    assert "density only" in w.message.toolTip() and "density (estimate) R " in w.message.text()
     w.grab().save("/tmp/d1-density-no-model.png")

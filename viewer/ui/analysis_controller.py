@@ -351,6 +351,10 @@ class AnalysisController(QObject):
         self.refresh_overlays()
         scores = (", ".join(f"{s} {p:.2f}" for s, p in result.exam_scores.items()) if result.exam_scores
                   else "; ".join(f"{k} {v:.0f}" for sr in result.series.values() for k, v in sr.scores.items()))
+        if not scores and result.kind == "mammo-exam":  # no classifier: the density is what there is
+            scores = "density (estimate) " + ", ".join(
+                f"{side} {d['percent']:.0f} % ({d['category']})" for side, d in result.breast_density().items()
+                if isinstance(d, dict) and "percent" in d)
         estimated = [w for w in result.warnings if "spacing estimated" in w]  # never silently 1 mm
         extra = f" ({'; '.join((notes or []) + estimated)})" if notes or estimated else ""
         out = [sr.title for sr in result.series.values() if sr.out_of_domain]
