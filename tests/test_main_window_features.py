@@ -82,7 +82,7 @@ def test_ct_presets_in_menu_by_action_and_f_key(qtbot, window, tmp_path):
     i = next(i for i in range(w.preset_combo.count()) if w.preset_combo.itemText(i).startswith("Lung"))
     w.preset_combo.activated.emit(i)
     assert w.slice_view.window == LUNG
-    assert w.preset_combo.currentIndex() == 0
+    assert w.preset_combo.currentIndex() == i  # the combo names the preset in effect (issue 14)
 
     # MPR: all three views get it
     w.layout_mpr_action.trigger()

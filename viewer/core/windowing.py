@@ -166,6 +166,26 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
+def window_value_text(v: float) -> str:
+    """A window number as a reader writes it: whole numbers from 100 up ("13680", never "1.368e+04"),
+    three significant digits below that, where MR/PET windows live ("2.5", "0.0123")."""
+    v = float(v)
+    if not np.isfinite(v):
+        return str(v)
+    if abs(v) >= 100 or v == round(v):
+        return str(int(round(v)))
+    return np.format_float_positional(v, precision=3, fractional=False, trim="-")
+
+
+def window_matches(window, center: float, width: float) -> bool:
+    """True when ``window`` (center, width) is this preset's, to a hair (presets are computed in float64)."""
+    if window is None:
+        return False
+    c, w = float(window[0]), float(window[1])
+    tol = 1e-6 * max(1.0, abs(width))
+    return abs(c - center) <= tol and abs(w - width) <= tol
+
+
 def presets_for(volume) -> list[Preset]:
     """The presets offered for this volume; computed ones are evaluated now."""
     modality = (volume.info.modality or "").upper()

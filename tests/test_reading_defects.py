@@ -1,0 +1,79 @@
+"""Issue 14 §2 reading defects: the W/L preset box names the preset in effect, window numbers print plainly,
+the heatmap threshold is kept per map, File ▸ Open adds to the browser, Open Recent keeps the path as opened."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+pytest.importorskip("pyqtgraph")
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QApplication
+from test_main_window_features import load, press, write_ct
+
+from viewer.core.windowing import Preset, window_value_text
+from viewer.ui import settings as app_settings
+from viewer.ui.analysis_panel import AnalysisPanel
+from viewer.ui.main_window import MainWindow
+from viewer.ui.presets import CUSTOM, preset_label
+from qt_helpers import shown
+
+
+@pytest.fixture(autouse=True)
+def temp_settings(tmp_path_factory):
+    where = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(where))
+    yield where
+
+
+@pytest.fixture
+def window(qtbot):
+    w = shown(qtbot, MainWindow(), (1100, 800))
+    yield w
+    w.shutdown()
+
+
+# -- W/L labels and the preset box ------------------------------------------------------------------
+@pytest.mark.parametrize("value,text", [(13680.0, "13680"), (4000.0, "4000"), (-600.0, "-600"),
+                                        (13679.6, "13680"), (2.5, "2.5"), (0.0123, "0.0123"),
+                                        (12.345, "12.3"), (0.00001, "0.00001")])
+def test_window_values_print_as_plain_numbers(value, text):
+    assert window_value_text(value) == text
+
+
+def test_cr_preset_label_has_no_scientific_notation():
+    label = preset_label(Preset("Full range", 13680.0, 4000.0))
+    assert label == "Full range  (W 4000 / L 13680)"
+    assert "e+" not in label
+
+
+def combo_text(w) -> str:
+    return w.preset_combo.currentText()
+
+
+def test_preset_box_names_the_preset_in_effect(qtbot, window, tmp_path):
+    w = window
+    load(qtbot, w, write_ct(tmp_path / "ct", window=(40.0, 400.0)))  # the source's window is Soft tissue's
+    assert combo_text(w).startswith("Soft tissue"), combo_text(w)
+    press(qtbot, w, Qt.Key.Key_F2)
+    assert combo_text(w).startswith("Lung")
+    w.preset_action("Bone").trigger()
+    assert combo_text(w).startswith("Bone")
+    i = next(i for i in range(w.preset_combo.count()) if w.preset_combo.itemText(i).startswith("Liver"))
+    w.preset_combo.activated.emit(i)
+    assert combo_text(w).startswith("Liver")
+    w.slice_view.set_window(123.0, 456.0)  # as a right-drag does
+    assert combo_text(w) == CUSTOM and w.preset_combo.currentIndex() == 0
+    w.slice_view.set_window(-600.0, 1500.0)
+    assert combo_text(w).startswith("Lung")
+
+
+def test_preset_box_custom_for_a_window_that_is_no_preset(qtbot, window, tmp_path):
+    w = window
+    load(qtbot, w, write_ct(tmp_path / "ct", window=(35.0, 333.0)))
+    assert combo_text(w) == CUSTOM
