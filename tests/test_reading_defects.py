@@ -77,3 +77,44 @@ def test_preset_box_custom_for_a_window_that_is_no_preset(qtbot, window, tmp_pat
     w = window
     load(qtbot, w, write_ct(tmp_path / "ct", window=(35.0, 333.0)))
     assert combo_text(w) == CUSTOM
+
+
+# -- heatmap threshold per map kind -------------------------------------------------------------------
+def test_heatmap_threshold_is_kept_per_map_kind(qtbot):
+    panel = AnalysisPanel()
+    qtbot.addWidget(panel)
+    styled = []
+    panel.heatmap_style_changed.connect(lambda: styled.append(panel.heatmap_threshold))
+    panel.set_heatmaps(["mass", "calcification"], "mass")  # the mammograms
+    panel.threshold.setValue(53)
+    assert panel.heatmap_threshold == pytest.approx(0.53)
+    panel.set_heatmaps(["lesion probability"], "lesion probability")  # the next study: a CT lesion map
+    assert panel.heatmap_threshold == pytest.approx(0.30)  # never adjusted: the default, not 0.53
+    assert styled[-1] == pytest.approx(0.30)  # the layers on screen are told
+    assert panel.threshold_label.text() == "0.30"
+    panel.threshold.setValue(40)
+    panel.set_heatmaps(["mass", "calcification"], "mass")  # back to the mammograms: their 0.53
+    assert panel.heatmap_threshold == pytest.approx(0.53)
+    panel.heatmap_combo.setCurrentText("calcification")  # another kind in the same result
+    assert panel.heatmap_threshold == pytest.approx(0.30)
+    panel.heatmap_combo.setCurrentText("mass")
+    assert panel.heatmap_threshold == pytest.approx(0.53)
+    assert panel.threshold_for("lesion probability") == pytest.approx(0.40)
+
+
+# -- Open Recent keeps the path as opened -----------------------------------------------------------
+def test_open_recent_keeps_the_path_as_opened_and_merges_links(tmp_path, monkeypatch):
+    real = tmp_path / "archive" / "ct-2024"
+    real.mkdir(parents=True)
+    link = tmp_path / "today"
+    link.symlink_to(real, target_is_directory=True)
+    app_settings.remember_recent(link)
+    assert app_settings.recent_paths() == [str(link)]  # not the resolved archive path
+    app_settings.remember_recent(real)  # the same folder by its real name: one entry, the newest
+    assert app_settings.recent_paths() == [str(real)]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    app_settings.remember_recent("~/today")
+    assert app_settings.recent_paths() == [str(link)]  # ~ expanded, link kept
+    monkeypatch.chdir(tmp_path)
+    app_settings.remember_recent("archive")
+    assert app_settings.recent_paths() == [str(tmp_path / "archive"), str(link)]

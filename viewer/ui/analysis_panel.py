@@ -98,6 +98,9 @@ def _slider(lo: int, hi: int, value: int, tip: str) -> QSlider:
     return s
 
 
+DEFAULT_THRESHOLD = 30  # percent: a map kind never adjusted starts here
+
+
 class AnalysisPanel(QWidget):
     heatmap_chosen = Signal(str)  # overlay name, or NO_HEATMAP
     heatmap_style_changed = Signal()  # opacity / threshold / colormap
@@ -122,7 +125,9 @@ class AnalysisPanel(QWidget):
         self.heatmap_combo.setToolTip("Which probability map to show on the images")
         self.heatmap_combo.currentTextChanged.connect(self._heatmap_combo_changed)
         self.opacity = _slider(0, 100, 50, "Heatmap opacity")
-        self.threshold = _slider(0, 100, 30, "Hide probabilities below this value")
+        self.threshold = _slider(0, 100, DEFAULT_THRESHOLD, "Hide probabilities below this value")
+        self._thresholds: dict[str, int] = {}  # heatmap name -> its slider value, once the user moved it
+        self._threshold_of = ""  # the heatmap whose threshold the slider shows
         self.threshold_label = QLabel("0.30")
         self.colormap = QComboBox()
         self.colormap.addItems(COLORMAPS)
@@ -198,6 +203,21 @@ class AnalysisPanel(QWidget):
             self.heatmap_combo.setCurrentText(chosen)
         self.heatmap_combo.blockSignals(False)
         self.heatmap_combo.setEnabled(bool(names))
+        self._show_threshold_of(self.heatmap_combo.currentText())
+
+    def threshold_for(self, name: str) -> float:
+        """The threshold kept for heatmap ``name`` (the default for a map never adjusted)."""
+        return self._thresholds.get(name, DEFAULT_THRESHOLD) / 100.0
+
+    def _show_threshold_of(self, name: str) -> None:
+        """Another map kind is shown: the slider shows the threshold chosen for it, not the last map's
+        (0.53 set on the mammograms' mass map is no threshold for a CT lesion map)."""
+        if name == self._threshold_of:
+            return
+        self._threshold_of = name
+        value = self._thresholds.get(name, DEFAULT_THRESHOLD)
+        if self.threshold.value() != value:
+            self.threshold.setValue(value)  # -> _heat_style: the layers follow
 
     def show_result(self, result: AnalysisResult | None, cached: bool = False) -> None:
         self.scores.clear()
@@ -289,8 +309,12 @@ class AnalysisPanel(QWidget):
 
     # -- internals -------------------------------------------------------------------------------
     def _heatmap_combo_changed(self, name: str) -> None:
+        self._show_threshold_of(name)
         self.heatmap_chosen.emit(name)
 
     def _heat_style(self, *_args) -> None:
+        if self._threshold_of and self.threshold.value() != self._thresholds.get(self._threshold_of,
+                                                                                 DEFAULT_THRESHOLD):
+            self._thresholds[self._threshold_of] = self.threshold.value()
         self.threshold_label.setText(f"{self.heatmap_threshold:.2f}")
         self.heatmap_style_changed.emit()

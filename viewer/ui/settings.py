@@ -33,13 +33,29 @@ def save_recent(paths: list[str]) -> None:
     s.sync()
 
 
-def remember_recent(path) -> None:
-    """Put ``path`` first in Open Recent (resolved, so one folder is listed once)."""
+def _same_place(path: str) -> str:
+    """Where ``path`` really is (symlinks followed): two entries that land there are one folder."""
     try:
-        p = str(Path(path).expanduser().resolve())
+        return str(Path(path).expanduser().resolve())
     except (OSError, RuntimeError, ValueError):
-        p = str(path)
-    save_recent([p, *(q for q in recent_paths() if q != p)])
+        return str(path)
+
+
+def as_opened(path) -> str:
+    """The path as the user opened it: absolute and ``~`` expanded, but symlinks kept (their names mean
+    something to the user; the resolved target often does not)."""
+    p = Path(path).expanduser()
+    try:
+        return str(p if p.is_absolute() else Path.cwd() / p)
+    except OSError:
+        return str(p)
+
+
+def remember_recent(path) -> None:
+    """Put ``path`` first in Open Recent, as opened; older entries reaching the same place are dropped."""
+    p = as_opened(path)
+    here = _same_place(p)
+    save_recent([p, *(q for q in recent_paths() if q != p and _same_place(q) != here)])
 
 
 def link_scroll_enabled() -> bool:
