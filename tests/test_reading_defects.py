@@ -118,3 +118,45 @@ def test_open_recent_keeps_the_path_as_opened_and_merges_links(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     app_settings.remember_recent("archive")
     assert app_settings.recent_paths() == [str(tmp_path / "archive"), str(link)]
+
+
+# -- File ▸ Open adds to the browser ---------------------------------------------------------------
+def listed_keys(w) -> list[str]:
+    return [s.key for s in w.browser.image_series()]
+
+
+def test_opening_adds_to_the_browser_and_shows_the_new_study(qtbot, window, tmp_path):
+    w = window
+    first = write_ct(tmp_path / "first", n=6, series_description="first CT", patient_name="ONE^PATIENT",
+                     patient_id="P-1")
+    second = write_ct(tmp_path / "second", n=4, series_description="second CT", patient_name="TWO^PATIENT",
+                      patient_id="P-2")
+    load(qtbot, w, first)
+    one = listed_keys(w)
+    load(qtbot, w, second)
+    both = listed_keys(w)
+    assert len(both) == 2 and one[0] in both  # the first study is still listed
+    assert w.shown_series.info.series_description == "second CT"  # the new study is the one shown
+    assert w.slice_view.volume.shape[0] == 4
+    load(qtbot, w, first)  # the same folder again: listed once
+    assert sorted(listed_keys(w)) == sorted(both)
+    assert w.shown_series.info.series_description == "first CT"
+    load(qtbot, w, next(second.iterdir()))  # a file of a folder already open: its series is not listed twice
+    assert sorted(listed_keys(w)) == sorted(both)
+    assert len(w.workspace.scan_result.studies) == 2
+
+
+def test_close_all_studies_asks_about_unsaved_edits(qtbot, window, tmp_path, monkeypatch):
+    w = window
+    load(qtbot, w, write_ct(tmp_path / "ct"))
+    asked = []
+    monkeypatch.setattr(w.editor, "confirm_close", lambda: asked.append(1) or False)  # the user cancels
+    w.study.close_all_action.trigger()
+    assert asked and listed_keys(w) and w.slice_view.volume is not None
+    monkeypatch.setattr(w.editor, "confirm_close", lambda: True)
+    w.study.close_all_action.trigger()
+    QApplication.processEvents()
+    assert listed_keys(w) == [] and w.slice_view.volume is None and w.workspace.scan_result is None
+    assert w.preset_combo.currentText() == "W/L preset" and not w.preset_combo.isEnabled()
+    load(qtbot, w, write_ct(tmp_path / "ct2", n=3))
+    assert len(listed_keys(w)) == 1

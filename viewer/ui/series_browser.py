@@ -257,9 +257,13 @@ class SeriesBrowser(QTreeWidget):
         finally:
             self.blockSignals(False)
 
-    def select_first_image_series(self) -> Series | None:
-        """The study opens on an acquired image, not on a result (a Parametric Map) stored beside it."""
+    def select_first_image_series(self, among: list[Series] | None = None) -> Series | None:
+        """The study opens on an acquired image, not on a result (a Parametric Map) stored beside it;
+        ``among``: only these (the series a scan just added), in listing order."""
         images = self.image_series()
+        if among is not None:
+            keys = {s.key for s in among}
+            images = [s for s in images if s.key in keys]
         first = next((s for s in images if not s.is_result), None) or next(iter(images), None)
         if first is not None:
             self.select_series(first)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFileDialog
 
 from ..core.errors import describe
@@ -67,6 +68,9 @@ class StudyController(QObject):
         self.thumbnail_runner = TaskRunner(self)  # previews load beside the main task, never cancel it
         self._thumbnail_task: Worker | None = None
         self.pending_fill: list[tuple[Series, SliceView]] = []  # series queued for empty viewports
+        self.close_all_action = QAction("Close all studies", self)
+        self.close_all_action.setToolTip("Empty the series list and the views (File ▸ Open adds to the list)")
+        self.close_all_action.triggered.connect(lambda _checked=False: self.close_all())
 
     # -- opening ---------------------------------------------------------------------------
     def choose_folder(self) -> None:
@@ -111,13 +115,19 @@ class StudyController(QObject):
         w.tasks.start(f"Scanning {p.name or p}", job, self._scan_done, should_stop)
 
     def _scan_done(self, payload) -> None:
+        """List the scan beside what is open (File ▸ Open adds; the same folder again replaces its own
+        listing) and show the newly opened study's first image series."""
         w = self.window
         path, result = payload
-        self.workspace.set_scan(path, result)
-        w.browser.set_result(result)
-        images = w.browser.image_series()
+        merged = self.workspace.add_scan(path, result)
+        w.browser.set_result(merged)
+        new_keys = {s.key for s in result.series}
+        images = [s for s in w.browser.image_series() if s.key in new_keys]
         studies = len(result.studies)
         summary = f"{path}: {len(images)} image series in {studies} stud{'y' if studies == 1 else 'ies'}"
+        others = len(merged.studies) - studies
+        if others > 0:
+            summary += f" (added to the {others} stud{'y' if others == 1 else 'ies'} already listed)"
         level = "info"
         if result.problems:
             level = "warning"
@@ -127,22 +137,49 @@ class StudyController(QObject):
         if not images:
             why = str(result.problems[0]) if result.problems else "no DICOM or image files found"
             msg = f"{path}: nothing to show — {why}"
-            self.clear_viewports()
-            w.mpr_layout.clear()
-            w.views.setCurrentWidget(w.grid)
-            w.layout_mpr_action.setEnabled(False)
-            self.workspace.shown_mammo = None
-            w.presets.rebuild()
+            if not w.browser.image_series():  # nothing else is open either
+                self.clear_shown()
             w.show_message(msg, "error")
             w.task_failed.emit(msg)
             return
         w.show_message(summary, level)
         self.clear_viewports()
         self.workspace.shown_mammo = None
-        self.start_thumbnails(images)
-        first = w.browser.select_first_image_series()  # -> load_series
+        self.start_thumbnails(w.browser.image_series())
+        first = w.browser.select_first_image_series(images)  # -> load_series
         if first is not None and self.workspace.layout_mode in GRID_MODES and self.workspace.layout_mode != "1x1":
             self.pending_fill = self.fill_plan(exclude=first)
+
+    def clear_shown(self) -> None:
+        """Empty every view and the presets: nothing is shown."""
+        w = self.window
+        self.clear_viewports()
+        w.mpr_layout.clear()
+        w.views.setCurrentWidget(w.grid)
+        w.layout_mpr_action.setEnabled(False)
+        self.workspace.shown_mammo = None
+        w.presets.rebuild()
+
+    def close_all(self) -> bool:
+        """File ▸ Close all studies: empty the browser and the views, a fresh start. Unsaved segmentation
+        edits are asked about first, as on closing the window; False when the user cancelled."""
+        w = self.window
+        if w.busy or not w.editor.confirm_close():
+            if w.busy:
+                w.show_message("Wait for the current task to finish (or Cancel it) before closing the studies",
+                               "warning")
+            return False
+        w.stop_cine()
+        self.pending_fill = []
+        if self._thumbnail_task is not None:
+            self._thumbnail_task.cancel()
+        self.clear_shown()
+        self.workspace.close_all()
+        w.browser.set_result(ScanResult())
+        self.show_scan_problems(ScanResult())
+        self.set_title()
+        w.show_message("All studies closed")
+        return True
 
     def show_scan_problems(self, result: ScanResult) -> None:
         label = self.window.problems_label
@@ -163,8 +200,7 @@ class StudyController(QObject):
         put each re-read volume ({series key: (Series, Volume)}) on the viewports showing that series, at
         the same slice position and window, without clearing the views first (remote_panel.EarlyDisplay)."""
         w, cells = self.window, self.workspace.cell_series
-        self.workspace.set_scan(path, result)
-        w.browser.set_result(result)
+        w.browser.set_result(self.workspace.add_scan(path, result))
         self.show_scan_problems(result)
         for view, shown in list(cells.items()):
             new = volumes.get(shown.key)
