@@ -160,3 +160,21 @@ def test_close_all_studies_asks_about_unsaved_edits(qtbot, window, tmp_path, mon
     assert w.preset_combo.currentText() == "W/L preset" and not w.preset_combo.isEnabled()
     load(qtbot, w, write_ct(tmp_path / "ct2", n=3))
     assert len(listed_keys(w)) == 1
+
+
+def test_preset_box_on_the_mammography_hanging(qtbot, window, tmp_path):
+    from test_mammo_layout import write_shuffled_exam
+
+    w = window
+    with qtbot.waitSignal(w.image_shown, timeout=15000):
+        w.open_path(write_shuffled_exam(tmp_path / "mg"))
+    assert w.views.currentWidget() is w.mammo_layout
+    w.mammo_layout.preset_actions["Dense"].trigger()
+    QApplication.processEvents()
+    assert combo_text(w).startswith("Dense"), combo_text(w)
+    w.mammo_layout.preset_actions["Full range"].trigger()
+    assert combo_text(w).startswith("Full range")
+    cell = next(c for c in w.mammo_layout.cells.values() if c.volume is not None)
+    c, width = cell.window
+    cell.set_window(c + 17.0, width * 0.7)  # dragged away from both
+    assert combo_text(w) == CUSTOM
