@@ -241,11 +241,14 @@ class AnalysisPanel(QWidget):
         self._show_breast_density(result)
         for sr in result.series.values():
             state = domain_state(sr)  # said on the image's own row, across both columns
-            item = QTreeWidgetItem([f"{sr.title}  ·  {'⚠ ' if state == 'out' else ''}{DOMAIN_WORDS[state]}"])
+            no_model = not sr.domain and not result.models  # density only: there is no model to judge by
+            words = "" if no_model else f"  ·  {'⚠ ' if state == 'out' else ''}{DOMAIN_WORDS[state]}"
+            item = QTreeWidgetItem([f"{sr.title}{words}"])
             item.setData(0, TITLE_ROLE, sr.title)
-            item.setData(0, DOMAIN_ROLE, DOMAIN_WORDS[state])
-            item.setToolTip(0, domain_detail(sr))
-            if state != "in":
+            item.setData(0, DOMAIN_ROLE, "" if no_model else DOMAIN_WORDS[state])
+            if not no_model:
+                item.setToolTip(0, domain_detail(sr))
+            if state != "in" and not no_model:
                 item.setForeground(0, QColor(DOMAIN_COLOURS[state]))
             if state == "out":
                 font = item.font(0)

@@ -43,6 +43,7 @@ def build_file_menu(w) -> None:
     w.file_menu.addAction(w.open_folder_action)
     w.file_menu.addAction(w.open_file_action)
     w.recent_menu = w.file_menu.addMenu("Open &Recent")
+    w.file_menu.addAction(w.study.close_all_action)  # File ▸ Open adds; this starts fresh
     w.recent_menu.aboutToShow.connect(lambda: w.study.rebuild_recent_menu())
     w.file_menu.addSeparator()
     w.file_menu.addAction(w.quit_action)
