@@ -178,3 +178,22 @@ def test_preset_box_on_the_mammography_hanging(qtbot, window, tmp_path):
     c, width = cell.window
     cell.set_window(c + 17.0, width * 0.7)  # dragged away from both
     assert combo_text(w) == CUSTOM
+
+
+# -- MPR opens at the slice being read (issue 14: "pressing M at image 71 opened at 60") ---------------
+def test_mpr_opens_and_reopens_at_the_slice_being_read(qtbot, window, tmp_path):
+    w = window
+    load(qtbot, w, write_ct(tmp_path / "ct", n=12))
+    view = w.slice_view
+    view.set_slice(9)  # the centre would be 6
+    expected = np.asarray(view.reading_point(), dtype=float)  # the mouse is not on the image: the slice centre
+    press(qtbot, w, Qt.Key.Key_M)
+    assert w.views.currentWidget() is w.mpr_layout
+    np.testing.assert_allclose(w.mpr_layout.crosshair_world, expected, atol=1e-6)
+    centre_z = view.volume.index_to_world(np.array([6.0, 0.0, 0.0]))[2]
+    assert abs(w.mpr_layout.crosshair_world[2] - centre_z) > 1.0
+    w.set_layout("1x1")
+    view.set_slice(2)
+    expected = np.asarray(view.reading_point(), dtype=float)
+    w.set_layout("mpr")  # the same volume again: the crosshair follows the reader, not the last MPR visit
+    np.testing.assert_allclose(w.mpr_layout.crosshair_world, expected, atol=1e-6)
