@@ -225,6 +225,10 @@ def test_results_panel_shows_density_as_an_estimate(qtbot):
     breasts = result.breast_density()
     for side, word in (("R", "Right"), ("L", "Left")):
         text = texts[f"{DENSITY_TITLE}/{word} breast"]
-        assert text == f"{breasts[side]['percent']:.0f} % · BI-RADS {breasts[side]['category']} (est.)"
+        assert text == f"{breasts[side]['percent']:.0f} % · {breasts[side]['category']} (est.)"
     assert texts["RCC/density"].endswith("(est.)") and "LCC spot/density" in texts
+    from viewer.ui.analysis_panel import density_tip
+
+    tip = density_tip(result.series["RCC"].notes["density"])
+    assert tip.startswith(f"BI-RADS density category {result.series['RCC'].notes['density']['category']}")
     panel.grab().save("/tmp/h3-density-panel-test.png")

@@ -75,10 +75,11 @@ SIDE_WORDS = {"R": "Right breast", "L": "Left breast"}
 
 
 def density_text(entry: dict) -> str:
-    """'48 % · BI-RADS c (est.)' for a density entry, or why there is none."""
+    """'48 % · c (est.)' for a density entry (short: the score column of a docked panel is narrow; the
+    tooltip names BI-RADS and the method), or why there is none."""
     if "percent" not in entry:
         return f"n/a: {entry.get('error', 'not measured')}"
-    return f"{float(entry['percent']):.0f} % · BI-RADS {entry['category']} (est.)"
+    return f"{float(entry['percent']):.0f} % · {entry['category']} (est.)"
 
 
 def density_tip(entry: dict) -> str:
@@ -86,7 +87,8 @@ def density_tip(entry: dict) -> str:
 
     if "percent" not in entry:
         return str(entry.get("error", ""))
-    return (f"{entry.get('category_words', '')}; dense {entry.get('dense_area_mm2')} of "
+    return (f"BI-RADS density category {entry.get('category')} (estimate): "
+            f"{entry.get('category_words', '')}; dense {entry.get('dense_area_mm2')} of "
             f"{entry.get('breast_area_mm2')} mm² breast. An estimate, not a reading: {METHOD}")
 
 
