@@ -14,7 +14,6 @@ nor are patient name, ID, birth date, accession number, institution or dates.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from .atomic import write_bytes
 from .export.deid import profile_action
+from .study import study_file_stem
 
 FORMAT = "lightbox-key-images"
 VERSION = 1
@@ -141,9 +141,7 @@ def study_key(study_uid: str, source: str | Path | None = None) -> str:
 
 def study_file(folder: Path, key: str) -> Path:
     """``<folder>/<uid>.key-images.json``; a key that is no plain UID (a folder) is hashed."""
-    if not (key and len(key) <= 64 and re.fullmatch(r"[0-9.]+", key)):
-        key = "study-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
-    return Path(folder) / f"{key}{SUFFIX}"
+    return Path(folder) / f"{study_file_stem(key)}{SUFFIX}"
 
 
 def read_study(path: Path) -> list[KeyImage]:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .mpr import display_to_index
+
 KINDS = ("ruler", "rect", "ellipse", "angle", "cobb", "arrow", "text")
 POINT_COUNTS = {"ruler": 2, "rect": 2, "ellipse": 2, "angle": 3, "cobb": 4, "arrow": 2, "text": 1}
 TWO_POINT_KINDS = ("ruler", "rect", "ellipse")  # kept as two points, saved as an outline
@@ -67,15 +69,6 @@ class MeasurementRecord:
 
 
 # -- geometry: a view's slice plane <-> the volume's (z, y, x) grid -----------------------------
-def display_to_index(geometry, k: float, row: float, col: float) -> np.ndarray:
-    """(z, y, x) index of slice ``k``'s display pixel (row, col) (fractions allowed)."""
-    idx = np.zeros(3)
-    idx[geometry.axis] = k
-    idx[geometry.row_axis] = (geometry.n_rows - 1 - row) if geometry.flip_rows else row
-    idx[geometry.col_axis] = (geometry.n_cols - 1 - col) if geometry.flip_cols else col
-    return idx
-
-
 def index_to_display(geometry, idx) -> tuple[float, float, float]:
     """(slice, row, col) of a (z, y, x) index in a view's plane, all continuous."""
     idx = np.asarray(idx, dtype=float)

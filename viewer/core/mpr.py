@@ -128,13 +128,18 @@ def _index(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
     return arr[tuple(sl)]
 
 
-def pixel_to_world(volume, geometry: PlaneGeometry, index, row, col) -> np.ndarray:
-    """Screen pixel (fractions allowed) on slice `index` to LPS millimetres."""
+def display_to_index(geometry: PlaneGeometry, k: float, row: float, col: float) -> np.ndarray:
+    """Continuous (z, y, x) array index of display (row, col) on slice ``k`` (pixel centres at integers)."""
     idx = np.zeros(3)
-    idx[geometry.axis] = index
+    idx[geometry.axis] = k
     idx[geometry.row_axis] = (geometry.n_rows - 1 - row) if geometry.flip_rows else row
     idx[geometry.col_axis] = (geometry.n_cols - 1 - col) if geometry.flip_cols else col
-    return volume.index_to_world(idx)
+    return idx
+
+
+def pixel_to_world(volume, geometry: PlaneGeometry, index, row, col) -> np.ndarray:
+    """Screen pixel (fractions allowed) on slice `index` to LPS millimetres."""
+    return volume.index_to_world(display_to_index(geometry, index, row, col))
 
 
 def world_to_pixel(volume, geometry: PlaneGeometry, world_lps) -> tuple[int, float, float]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .mpr import PlaneGeometry
+from .mpr import PlaneGeometry, display_to_index
 
 
 @dataclass(frozen=True)
@@ -30,15 +30,6 @@ class Probe:
     oriented: bool  # the volume knows its patient orientation (else positions are image mm only)
     overlays: dict[str, float] = field(default_factory=dict)  # overlay name -> its value at this voxel
     image_mm: tuple[float, float] = (0.0, 0.0)  # (x, y) mm from the first pixel's centre along columns / rows
-
-
-def display_to_index(geometry: PlaneGeometry, k: float, row: float, col: float) -> np.ndarray:
-    """Continuous (z, y, x) array index of display (row, col) on slice ``k`` (pixel centres at integers)."""
-    idx = np.zeros(3)
-    idx[geometry.axis] = k
-    idx[geometry.row_axis] = (geometry.n_rows - 1 - row) if geometry.flip_rows else row
-    idx[geometry.col_axis] = (geometry.n_cols - 1 - col) if geometry.flip_cols else col
-    return idx
 
 
 def inside(geometry: PlaneGeometry, row: float, col: float) -> bool:

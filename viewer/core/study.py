@@ -6,12 +6,23 @@ browsing a big folder fast.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .volume import SourceInfo
+
+
+def study_file_stem(study_key: str) -> str:
+    """A study's UID as a file name stem for what is kept per study (measurement SR, key images);
+    anything that is not a plain UID (a folder standing for a study, a hostile value) is hashed."""
+    key = str(study_key or "")
+    if key and len(key) <= 64 and re.fullmatch(r"[0-9.]+", key):
+        return key
+    return "study-" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass

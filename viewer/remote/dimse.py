@@ -33,7 +33,7 @@ from pynetdicom.status import (QR_FIND_SERVICE_CLASS_STATUS, QR_GET_SERVICE_CLAS
 from viewer.core.errors import Cancelled
 
 from .base import Progress, Query, RemoteError, SeriesHit, Server, Sink, StopCheck, StoreReport, StudyHit
-from .dimse_get import CGetAssociation
+from .dimse_get import PENDING, CGetAssociation
 
 logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 _config.LOG_HANDLER_LEVEL = "none"
@@ -43,7 +43,6 @@ _config.LOG_RESPONSE_IDENTIFIERS = False
 MAX_PDU = 0  # the PDU size we accept: 0 = no limit, so the server sends its largest (pynetdicom's
 # per-PDU cost bounds a retrieve: its default 16 kB meant 5x as many PDUs and a 1.3x slower C-GET)
 POLL_S = 1e-4  # pynetdicom's reactor sleep when the socket is empty (default 1 ms) during a retrieve
-PENDING = (0xFF00, 0xFF01)
 WARNING_STORE = (0xB000, 0xB006, 0xB007)
 UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 

@@ -135,10 +135,8 @@ class Outcome:
     """What a C-GET ended with: the final response's status, or lost=True."""
     status: int | None = None
     failed: int = 0
-    comment: str = ""
     lost: bool = False
     reason: str = ""  # why it was lost, when we know
-    received: int = 0
 
 
 class _Link:
@@ -420,7 +418,6 @@ class CGetAssociation:
             self._store_response(context_id, cmd, 0x0000)
             meta = file_meta(str(cmd.get(AFFECTED_CLASS) or abstract), str(cmd.get(AFFECTED_INSTANCE, "")),
                              syntax, self.server.called_ae)
-            outcome.received += 1
             on_instance(b"".join([meta, *data_parts]))
             return False
         if field_ == C_GET_RSP:
@@ -429,7 +426,6 @@ class CGetAssociation:
                 return False
             outcome.status = status
             outcome.failed = int(cmd.get(N_FAILED, 0) or 0)
-            outcome.comment = str(cmd.get(ERROR_COMMENT, ""))
             return True
         raise ConnectionLost(f"unexpected DIMSE command 0x{int(field_ or 0):04X} during C-GET")
 

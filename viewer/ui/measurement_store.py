@@ -20,12 +20,10 @@ referenced by an SR: its measurements are not saved and the status bar says so o
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +37,7 @@ from ..core.errors import describe
 from ..core.export.measurement_sr import (SR_SOP_CLASSES, MeasurementSRError, read_measurements_sr,
                                           write_measurements_sr)
 from ..core.measure_records import MeasurementRecord, from_display_points, to_display_points
+from ..core.study import study_file_stem
 from .measure_tools import restore_measurement
 
 log = logging.getLogger(__name__)
@@ -55,10 +54,7 @@ def measurements_dir() -> Path:
 
 def autosave_path(study_uid: str, folder=None) -> Path:
     """One SR per study; a UID that is no safe file name is hashed."""
-    uid = str(study_uid or "")
-    if not (uid and len(uid) <= 64 and re.fullmatch(r"[0-9.]+", uid)):
-        uid = "study-" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:16]
-    return Path(folder or measurements_dir()) / f"{uid}.dcm"
+    return Path(folder or measurements_dir()) / f"{study_file_stem(study_uid)}.dcm"
 
 
 def _merged_path(autosave: Path) -> Path:
