@@ -100,16 +100,16 @@ def _sphere_probe() -> np.ndarray:
 _PROBE = np.vstack([np.zeros((1, 3)), _sphere_probe(), 0.5 * _sphere_probe()])
 
 
-def _place_spheres(rng, inside, box_lo, box_hi, radii, placed, margin=2.0, tries=400):
+def _place_spheres(rng, inside, box_lo, box_hi, radii, placed, margin=2.0, tries=400, min_radius=4.0):
     """Rejection-sample sphere centres fully inside a region and clear of earlier spheres.
 
-    A sphere that cannot be placed is shrunk (not below 4 mm) and finally
+    A sphere that cannot be placed is shrunk (not below `min_radius` mm) and finally
     dropped, so tiny fields of view still produce a valid phantom.
     """
     out = []
     for r in radii:
         r = float(r)
-        while r >= 4.0:
+        while r >= min_radius:
             for _ in range(tries):
                 c = rng.uniform(box_lo, box_hi)
                 pts = c + _PROBE * (r + margin)
@@ -172,7 +172,12 @@ class CTPhantom:
     so every organ appears whatever the slice count.
     """
 
-    def __init__(self, shape, spacing, seed: int):
+    LIVER_HU = 58.0  # mean liver attenuation the lesion contrast is measured against
+
+    def __init__(self, shape, spacing, seed: int, lesion_contrast_hu: float | None = None,
+                 lesion_radius_mm: float | None = None):
+        """lesion_contrast_hu: liver lesions' HU minus the liver's (default about -43, hypodense);
+        lesion_radius_mm: radius of every lesion (+-10 %); None keeps the seed's own draws."""
         self.shape = tuple(int(v) for v in shape)
         self.spacing = np.asarray(spacing, dtype=float)
         self.origin = _centred_origin(self.shape, self.spacing)
@@ -218,8 +223,10 @@ class CTPhantom:
         n_liver = n // 2
         placed: list = []
         spheres = []
+        liver_hu = 15.0 if lesion_contrast_hu is None else self.LIVER_HU + float(lesion_contrast_hu)
+        size_rng = _rng(seed, 5)  # its own stream: the default draws stay where they were
         for organ, count, rlo, rhi, hu in (("lungs", n - n_liver, 4.0, 9.0, 30.0),
-                                           ("liver", n_liver, 6.0, 15.0, 15.0)):
+                                           ("liver", n_liver, 6.0, 15.0, liver_hu)):
             boxes = self.lungs if organ == "lungs" else [self.liver]
             lo = np.min([np.subtract(c, r) for c, r in boxes], axis=0)
             hi = np.max([np.add(c, r) for c, r in boxes], axis=0)
@@ -227,7 +234,11 @@ class CTPhantom:
             def inside(px, py, pz, organ=organ):
                 return self.regions(px, py, pz)[organ]
 
-            got = _place_spheres(rng, inside, lo, hi, rng.uniform(rlo, rhi, count), placed)
+            radii, min_r = rng.uniform(rlo, rhi, count), 4.0
+            if lesion_radius_mm is not None:
+                radii = float(lesion_radius_mm) * size_rng.uniform(0.9, 1.1, count)
+                min_r = min(4.0, 0.8 * float(lesion_radius_mm))
+            got = _place_spheres(rng, inside, lo, hi, radii, placed, min_radius=min_r)
             placed += got
             spheres += [(c, r, hu + rng.normal(0, 3)) for c, r in got]
         self.lesions = spheres
@@ -378,13 +389,15 @@ class CTPhantom:
         return np.rint(v).astype(np.int16), {k: m.astype(np.uint8) for k, m in masks.items()}
 
 
-def ct_phantom(shape=(120, 256, 256), spacing=(2.5, 1.4, 1.4), seed=0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def ct_phantom(shape=(120, 256, 256), spacing=(2.5, 1.4, 1.4), seed=0, *, lesion_contrast_hu: float | None = None,
+               lesion_radius_mm: float | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Chest/abdomen CT in HU (int16) with masks body, lungs, liver, bone, lesions.
 
     Geometry is the one write_ct_study uses: body centred on x = y = 0, slices
-    from -(nz-1)*sz up to 0 mm, standard axial direction.
+    from -(nz-1)*sz up to 0 mm, standard axial direction. The lesion keywords grade
+    difficulty (see CTPhantom); None keeps today's pixels exactly.
     """
-    return CTPhantom(shape, spacing, seed).render()
+    return CTPhantom(shape, spacing, seed, lesion_contrast_hu, lesion_radius_mm).render()
 
 
 # --------------------------------------------------------------------------
@@ -394,7 +407,12 @@ class MRPhantom:
     """Analytic head: scalp, skull with diploe, CSF, folded cortex, white matter,
     deep grey nuclei, lateral and third ventricles and one ring-enhancing lesion."""
 
-    def __init__(self, shape, spacing, seed: int):
+    LIVER_HU = 58.0  # mean liver attenuation the lesion contrast is measured against
+
+    def __init__(self, shape, spacing, seed: int, lesion_contrast_hu: float | None = None,
+                 lesion_radius_mm: float | None = None):
+        """lesion_contrast_hu: liver lesions' HU minus the liver's (default about -43, hypodense);
+        lesion_radius_mm: radius of every lesion (+-10 %); None keeps the seed's own draws."""
         self.shape = tuple(int(v) for v in shape)
         self.spacing = np.asarray(spacing, dtype=float)
         self.origin = _centred_origin(self.shape, self.spacing)
@@ -592,6 +610,60 @@ class _Breast:
         self.calc_gain = rng.uniform(1800.0, 2300.0, n_calc)
         self.mass_site = self._site(rng, self.mass_r + 8.0, None)
         self.calc_site = self._site(rng, 12.0, self.mass_site)
+        self.spicule_scale = 1.0  # spicule length factor; set_difficulty grades it
+        self._seed, self._lat = seed, laterality
+
+    def set_difficulty(self, mass_contrast=None, mass_radius_mm=None, spiculation=None, calc_count=None,
+                       calc_radius_mm=None, calc_contrast=None) -> None:
+        """Replace this breast's drawn lesion parameters (None keeps the draw) for a difficulty ladder.
+
+        Lesion sites and shapes stay the seed's own, so one seed at two difficulties differs only
+        in what was asked. New draws come from their own stream, so the defaults never move.
+        """
+        rng = _rng(self._seed, 23, {"R": 1, "L": 2}[self._lat])
+        if mass_contrast is not None:
+            self.mass_gain = float(mass_contrast)
+        if mass_radius_mm is not None:
+            if mass_radius_mm <= 0:
+                raise ValueError(f"mass_radius_mm must be positive, got {mass_radius_mm}")
+            self.mass_r = float(mass_radius_mm)
+        if spiculation is not None:
+            if not 0.0 <= spiculation <= 1.0:
+                raise ValueError(f"spiculation must be within 0 (smooth) .. 1 (strongly spiculated), got {spiculation}")
+            angles, lengths, _n = self.spicules
+            self.spiculated = spiculation > 0
+            self.spicules = (angles, lengths, max(1, int(round(12 * spiculation))))
+            self.spicule_scale = 2.0 * float(spiculation)  # 0.5 ~ the drawn lengths, 1 twice as long
+        if calc_count is not None:
+            if int(calc_count) < 1:
+                raise ValueError(f"calc_count must be at least 1, got {calc_count}")
+            n = int(calc_count)
+            self.calc_r = rng.uniform(0.1, 0.25, n)
+            self.calc_gain = rng.uniform(1800.0, 2300.0, n)
+            self.calc_offsets = self._spread_offsets(rng, n, 2.0 * float(np.max(self.calc_r)) + 1.2)
+        n = len(self.calc_r)
+        if calc_radius_mm is not None:
+            if calc_radius_mm <= 0:
+                raise ValueError(f"calc_radius_mm must be positive, got {calc_radius_mm}")
+            self.calc_r = float(calc_radius_mm) * rng.uniform(0.8, 1.2, n)
+        if calc_contrast is not None:
+            self.calc_gain = float(calc_contrast) * rng.uniform(0.9, 1.1, n)
+
+    def _spread_offsets(self, rng, n: int, gap_mm: float) -> np.ndarray:
+        """Cluster offsets (~8 mm cluster) whose dots stay `gap_mm` apart in both projections,
+        so a cluster of n calcifications shows n separate dots (and n mask components)."""
+        sigma = 2.0
+        out: list[np.ndarray] = []
+        while len(out) < n:
+            for _ in range(200):
+                off = rng.normal(0.0, sigma, 3)
+                if all(np.hypot(*np.subtract(self.project(off, mlo), self.project(o, mlo))) > gap_mm
+                       for o in out for mlo in (False, True)):
+                    out.append(off)
+                    break
+            else:
+                sigma *= 1.15  # crowded: widen the cluster a little
+        return np.array(out)
 
     def _view(self, mlo: bool):
         """(v0, depth, half extent up, half extent down, droop) of the outline."""
@@ -670,7 +742,11 @@ def mammo_image(laterality: str, view: str, size=(1664, 1280), seed=0, mass=Fals
 
 
 def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0, mass=False,
-                           calcifications=False, density_bias: float | None = None
+                           calcifications=False, density_bias: float | None = None, *,
+                           fibroglandular_fraction: float | None = None, mass_contrast: float | None = None,
+                           mass_radius_mm: float | None = None, spiculation: float | None = None,
+                           calc_count: int | None = None, calc_radius_mm: float | None = None,
+                           calc_contrast: float | None = None,
                            ) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
     """:func:`mammo_image` (the same pixels) plus the generator's own fibroglandular truth, so an
     area-based density estimate can be validated against what was drawn.
@@ -682,6 +758,20 @@ def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0
 
     ``density_bias`` replaces the breast's drawn fibroglandular bias (-0.3 .. 0.7, fatty .. dense) to
     reach the fatty and extremely dense ends a validation needs; None keeps the seed's own breast.
+
+    Difficulty keywords (the phantom ladder, inference.ladder); None keeps the seed's own draw and
+    the pixels bit-identical:
+    - ``fibroglandular_fraction`` (0..1): the bias is solved per view so that exactly this fraction of
+      the breast (pectoralis excluded) is dense, i.e. truth["percent_dense"] == 100 * fraction;
+    - ``mass_contrast``: peak brightness the mass adds over the tissue around it, in stored values
+      (drawn 750..950; the quantum noise is ~25..35 and the tissue texture some hundreds);
+    - ``mass_radius_mm``: mass radius (drawn 4..7.5 mm);
+    - ``spiculation``: 0 smooth .. 1 strongly spiculated (more and longer spicules);
+    - ``calc_count``: calcifications in the cluster, spread so each is its own dot;
+    - ``calc_radius_mm`` / ``calc_contrast``: their radius (drawn 0.1..0.25) and peak brightness
+      (drawn 1800..2300).
+    The masks stay exact: "mass" is the lobulated core (spicules are not part of it),
+    "calcification" each dot grown by ~1.5 pixels.
     """
     laterality, view = laterality.upper(), view.upper()
     if laterality not in ("R", "L") or view not in ("CC", "MLO"):
@@ -689,9 +779,16 @@ def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0
     mlo = view == "MLO"
     rows, cols = (int(n) for n in size)
     spacing = mammo_spacing((rows, cols))
+    if density_bias is not None and fibroglandular_fraction is not None:
+        raise ValueError("give density_bias or fibroglandular_fraction, not both")
+    if fibroglandular_fraction is not None and not 0.0 <= fibroglandular_fraction <= 1.0:
+        raise ValueError(f"fibroglandular_fraction must be within 0..1, got {fibroglandular_fraction}")
     breast = _Breast(laterality, seed)
+    breast.set_difficulty(mass_contrast, mass_radius_mm, spiculation, calc_count, calc_radius_mm, calc_contrast)
     if density_bias is not None:
         breast.density = float(density_bias)
+    if fibroglandular_fraction is not None:
+        breast.density = 0.0  # solved below, once the tissue field is known
     rng = _rng(seed, 22, {"R": 1, "L": 2}[laterality], int(mlo))
     v = ((np.arange(rows, dtype=np.float32) + 0.5) * np.float32(spacing[0]))[:, None]
     u = ((np.arange(cols, dtype=np.float32) + 0.5) * np.float32(spacing[1]))[None, :]
@@ -706,6 +803,11 @@ def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0
     g = 0.8 * coarse + 0.45 * mid + 0.3 * fine
     g += np.float32(breast.density + 1.0) - np.float32(2.2 / breast.A) * u
     g -= 2.0 * np.exp(-np.maximum(edge, 0) / np.float32(10.0))
+    if fibroglandular_fraction is not None:  # dense <=> g >= 0, so the bias is a quantile of g
+        tissue = inside & ~breast.pectoral(u, v, mlo)
+        bias = _fraction_bias(g[tissue], float(fibroglandular_fraction))
+        g += np.float32(bias)
+        breast.density = bias
     dense = 1.0 / (1.0 + np.exp(-1.5 * g))
     # Cooper's ligaments: thin curvilinear lines along the zero sheet of `mid`, seen in fat.
     ligaments = np.exp(-(mid / np.float32(0.12)) ** 2) * (1.0 - dense)
@@ -737,10 +839,23 @@ def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0
     return np.rint(img).astype(np.uint16), {k: m.astype(np.uint8) for k, m in masks.items()}, truth
 
 
+def _fraction_bias(g_tissue: np.ndarray, fraction: float) -> float:
+    """The shift that makes exactly `fraction` of these field values non-negative."""
+    if g_tissue.size == 0:
+        return 0.0
+    vals = np.sort(g_tissue.astype(np.float64))
+    k = int(round(fraction * vals.size))  # pixels that must end up dense
+    if k <= 0:
+        return float(-vals[-1] - 1.0)
+    if k >= vals.size:
+        return float(-vals[0] + 1.0)
+    return float(-(vals[-k] + vals[-k - 1]) / 2.0)  # midway: float32 rounding cannot flip either side
+
+
 def _render_mass(img, mask, breast: _Breast, spacing, mlo: bool) -> None:
     """Lobulated round mass, optionally spiculated, added as extra density."""
     r = breast.mass_r
-    reach = r * (1.3 + (2.2 if breast.spiculated else 0.0))
+    reach = r * (1.3 + (2.2 * max(1.0, breast.spicule_scale) if breast.spiculated else 0.0))
     sl, du, dv = _local(img.shape, spacing, breast.project(breast.mass_site, mlo), reach)
     rho = np.sqrt(du ** 2 + dv ** 2)
     phi = np.arctan2(dv, du)
@@ -754,6 +869,7 @@ def _render_mass(img, mask, breast: _Breast, spacing, mlo: bool) -> None:
     if breast.spiculated:
         angles, lengths, n = breast.spicules
         for ang, ln in zip(angles[:n], lengths[:n]):
+            ln = ln if breast.spicule_scale == 1.0 else ln * breast.spicule_scale
             d = np.array([np.cos(ang), np.sin(ang)], dtype=np.float32)
             along = du * d[0] + dv * d[1]
             across = np.abs(-du * d[1] + dv * d[0])

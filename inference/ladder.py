@@ -1,0 +1,271 @@
+"""The phantom difficulty ladder: graded synthetic cases and the statistics to score models on them.
+
+On the default phantoms every shipped model is perfect (view AUC 1.000), so they cannot tell
+one training method from another. The ladder renders the same phantoms at rising difficulty:
+fainter, smaller, smooth masses in denser breasts; fewer, tinier, fainter calcifications;
+CT liver lesions closer to the liver's own attenuation. Each rung is a fixed set of the
+generator's difficulty keywords (inference.phantoms), so a rung is reproducible from its name
+and a seed, and every case keeps its exact masks and true class. Rungs share case seeds: two
+rungs differ only in difficulty, not in which breasts were drawn.
+
+Scores get 95 % bootstrap intervals (percentile, stratified by class for the AUC), because a
+rung of a few dozen cases has wide error bars and a comparison must say so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from inference import phantoms
+
+MAMMO_SIZE = (832, 640)  # half the demo matrix, same 233 x 179 mm field of view: fast to render
+CT_SHAPE, CT_SPACING = (60, 128, 128), (5.0, 2.8, 2.8)  # the demo CT's field of view, coarser
+_CASE_SEED0 = 700_000  # disjoint from the training (1000+) and held-out (900000+) phantom seeds
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One difficulty step: the phantom keywords that make it, and what a reader would see."""
+
+    name: str
+    level: int  # 0 = obvious; higher = harder
+    kind: str  # "mass" | "calcification" | "ct-lesion"
+    params: dict = field(hash=False)  # difficulty keywords of mammo_image_with_truth / ct_phantom
+    description: str = ""
+
+
+MAMMO_RUNGS: tuple[Rung, ...] = (
+    Rung("mass-0", 0, "mass", dict(mass_contrast=900.0, mass_radius_mm=7.0, spiculation=0.6,
+                                   fibroglandular_fraction=0.15),
+         "obvious: 14 mm spiculated mass, bright, fatty breast"),
+    Rung("mass-1", 1, "mass", dict(mass_contrast=450.0, mass_radius_mm=5.0, spiculation=0.3,
+                                   fibroglandular_fraction=0.3),
+         "10 mm mildly spiculated mass, half contrast, scattered density"),
+    Rung("mass-2", 2, "mass", dict(mass_contrast=220.0, mass_radius_mm=4.0, spiculation=0.1,
+                                   fibroglandular_fraction=0.5),
+         "8 mm near-smooth mass, faint, heterogeneously dense"),
+    Rung("mass-3", 3, "mass", dict(mass_contrast=110.0, mass_radius_mm=3.0, spiculation=0.0,
+                                   fibroglandular_fraction=0.7),
+         "6 mm smooth mass, very faint, dense breast"),
+    Rung("mass-4", 4, "mass", dict(mass_contrast=50.0, mass_radius_mm=2.5, spiculation=0.0,
+                                   fibroglandular_fraction=0.85),
+         "a radiologist would miss it: 5 mm smooth mass within the noise, extremely dense"),
+    Rung("calc-0", 0, "calcification", dict(calc_count=12, calc_radius_mm=0.25, calc_contrast=2000.0,
+                                            fibroglandular_fraction=0.15),
+         "obvious: 12 bright 0.5 mm calcifications, fatty breast"),
+    Rung("calc-1", 1, "calcification", dict(calc_count=8, calc_radius_mm=0.2, calc_contrast=1000.0,
+                                            fibroglandular_fraction=0.3),
+         "8 calcifications of 0.4 mm, half brightness"),
+    Rung("calc-2", 2, "calcification", dict(calc_count=5, calc_radius_mm=0.15, calc_contrast=500.0,
+                                            fibroglandular_fraction=0.5),
+         "5 faint 0.3 mm calcifications, heterogeneously dense"),
+    Rung("calc-3", 3, "calcification", dict(calc_count=3, calc_radius_mm=0.12, calc_contrast=250.0,
+                                            fibroglandular_fraction=0.7),
+         "3 very faint 0.25 mm calcifications, dense breast"),
+    Rung("calc-4", 4, "calcification", dict(calc_count=2, calc_radius_mm=0.1, calc_contrast=120.0,
+                                            fibroglandular_fraction=0.85),
+         "a radiologist would miss it: 2 tiny calcifications at noise level, extremely dense"),
+)
+
+CT_RUNGS: tuple[Rung, ...] = (
+    Rung("ct-0", 0, "ct-lesion", dict(lesion_contrast_hu=-60.0, lesion_radius_mm=14.0),
+         "obvious: 28 mm liver lesions 60 HU below the liver"),
+    Rung("ct-1", 1, "ct-lesion", dict(lesion_contrast_hu=-40.0, lesion_radius_mm=10.0),
+         "20 mm lesions, -40 HU"),
+    Rung("ct-2", 2, "ct-lesion", dict(lesion_contrast_hu=-25.0, lesion_radius_mm=8.0),
+         "16 mm lesions, -25 HU"),
+    Rung("ct-3", 3, "ct-lesion", dict(lesion_contrast_hu=-15.0, lesion_radius_mm=6.0),
+         "12 mm lesions, -15 HU (about the noise)"),
+    Rung("ct-4", 4, "ct-lesion", dict(lesion_contrast_hu=-8.0, lesion_radius_mm=5.0),
+         "a radiologist would miss it: 10 mm lesions 8 HU below the liver, under the noise"),
+)
+
+
+def rungs(kind: str | None = None) -> tuple[Rung, ...]:
+    """Every rung (mammography then CT), or those of one kind, obvious first."""
+    every = MAMMO_RUNGS + CT_RUNGS
+    return every if kind is None else tuple(r for r in every if r.kind == kind)
+
+
+def rung_named(name: str) -> Rung:
+    for r in MAMMO_RUNGS + CT_RUNGS:
+        if r.name == name:
+            return r
+    raise ValueError(f"no ladder rung {name!r}; rungs are {', '.join(r.name for r in rungs())}")
+
+
+# --------------------------------------------------------------------------
+# cases
+# --------------------------------------------------------------------------
+@dataclass
+class LadderView:
+    """One synthetic view of a rung, with its exact truth."""
+
+    image: np.ndarray  # (rows, cols) uint16 modality values, raw orientation (chest wall left)
+    spacing: tuple[float, float]  # (row, col) mm
+    laterality: str  # "R" | "L"
+    view: str  # "CC" | "MLO"
+    label: int  # 1 = the rung's lesion is present, 0 = normal
+    masks: dict  # "breast", "mass", "calcification": uint8 0/1 on the image grid, exact
+    seed: int
+    rung: str
+
+
+def _case(i: int, seed: int) -> tuple[int, str, str]:
+    """(phantom seed, laterality, view) of case i: sides and views alternate evenly."""
+    return _CASE_SEED0 + 10_000 * int(seed) + i, "RL"[i % 2], ("CC", "MLO")[(i // 2) % 2]
+
+
+def mammo_cases(rung: Rung | str, n_positive: int, n_normal: int, seed: int = 0, size=MAMMO_SIZE,
+                should_stop=None) -> list[LadderView]:
+    """n_positive views with the rung's lesion and n_normal without, positives first.
+
+    Normals get the rung's breast density too (a dense-breast rung has dense normals), so
+    density alone never gives the answer. Positives and normals come from different breasts.
+    """
+    r = rung_named(rung) if isinstance(rung, str) else rung
+    if r.kind not in ("mass", "calcification"):
+        raise ValueError(f"rung {r.name!r} is a {r.kind} rung, not a mammography one")
+    spacing = phantoms.mammo_spacing(size)
+    lesion_keys = {"mass": ("mass_contrast", "mass_radius_mm", "spiculation"),
+                   "calcification": ("calc_count", "calc_radius_mm", "calc_contrast")}[r.kind]
+    out = []
+    for i in range(int(n_positive) + int(n_normal)):
+        if should_stop is not None and should_stop():
+            break
+        positive = i < n_positive
+        case_seed, side, view = _case(i, seed)
+        kw = {k: v for k, v in r.params.items() if positive or k not in lesion_keys}
+        img, masks, _truth = phantoms.mammo_image_with_truth(
+            side, view, size, case_seed, mass=positive and r.kind == "mass",
+            calcifications=positive and r.kind == "calcification", **kw)
+        out.append(LadderView(img, spacing, side, view, int(positive), masks, case_seed, r.name))
+    return out
+
+
+def ct_cases(rung: Rung | str, n: int, seed: int = 0, shape=CT_SHAPE, spacing=CT_SPACING):
+    """n CT phantoms of a CT rung as (hu, masks, spacing); every phantom has liver lesions."""
+    r = rung_named(rung) if isinstance(rung, str) else rung
+    if r.kind != "ct-lesion":
+        raise ValueError(f"rung {r.name!r} is a {r.kind} rung, not a CT one")
+    for i in range(int(n)):
+        hu, masks = phantoms.ct_phantom(shape, spacing, _CASE_SEED0 + 10_000 * int(seed) + i, **r.params)
+        yield hu, masks, tuple(spacing)
+
+
+# --------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------
+def _percentile_interval(samples: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.nanpercentile(samples, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def auc(scores, labels) -> float:
+    """Area under the ROC curve (Mann-Whitney; ties count half); nan without both classes."""
+    s, y = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    return float(_pair_matrix(pos, neg).mean())
+
+
+def _pair_matrix(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """1 where a positive outscores a negative, 0.5 on ties, 0 otherwise."""
+    return (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+
+
+def bootstrap_auc(scores, labels, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(AUC, lo95, hi95): positives and negatives resampled separately (each rung keeps its
+    case mix), percentile interval. Exact per resample through the pair matrix, no ranking loop."""
+    s, y = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        raise ValueError(f"an AUC needs positives and normals, got {len(pos)} and {len(neg)}")
+    m = _pair_matrix(pos, neg)
+    rng = np.random.default_rng(seed)
+    cp = np.stack([np.bincount(rng.integers(0, len(pos), len(pos)), minlength=len(pos)) for _ in range(n_boot)])
+    cn = np.stack([np.bincount(rng.integers(0, len(neg), len(neg)), minlength=len(neg)) for _ in range(n_boot)])
+    boots = np.einsum("bi,ij,bj->b", cp, m, cn) / (len(pos) * len(neg))
+    return (float(m.mean()), *_percentile_interval(boots))
+
+
+def bootstrap_mean(values, n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo95, hi95) of per-case values (e.g. Dice), percentile bootstrap interval."""
+    v = np.asarray(values, float)
+    if v.size == 0:
+        raise ValueError("a mean needs at least one value")
+    rng = np.random.default_rng(seed)
+    boots = v[rng.integers(0, v.size, (n_boot, v.size))].mean(axis=1)
+    return (float(v.mean()), *_percentile_interval(boots))
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty (nothing to find, nothing found)."""
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    denom = int(p.sum()) + int(t.sum())
+    return 1.0 if denom == 0 else 2.0 * float((p & t).sum()) / denom
+
+
+# --------------------------------------------------------------------------
+# scoring a view with any installed mammography classifier
+# --------------------------------------------------------------------------
+CLASSIFIER_TASKS = ("exam-classifier", "patch-classifier")
+
+
+@lru_cache(maxsize=8)
+def _loaded(name: str, version: str | None, device: str):
+    from inference import registry
+
+    card = registry.find_model(name, version)
+    model, card = registry.load_model(card, device=device)
+    return model, card
+
+
+def load_classifier(card_or_name, device: str = "cpu"):
+    """(model, card) of a mammography classifier given a card or "NAME[:VERSION]"; cached."""
+    from inference import registry
+
+    if isinstance(card_or_name, registry.ModelCard):
+        name, version = card_or_name.name, card_or_name.version
+    else:
+        name, _, version = str(card_or_name).partition(":")
+    model, card = _loaded(name, version or None, str(device))
+    if card.task not in CLASSIFIER_TASKS or card.modality.upper() != "MG":
+        raise ValueError(f"{card.name} {card.version} is a {card.modality} {card.task}, "
+                         f"not a mammography classifier ({' / '.join(CLASSIFIER_TASKS)})")
+    if card.imported:
+        raise ValueError(f"{card.name} {card.version} is an imported model; the ladder scores Lightbox's "
+                         "own mammography classifiers (their card says how a view is prepared)")
+    return model, card
+
+
+def view_score(card_or_name, image, spacing, laterality, view, device: str = "cpu") -> float:
+    """Suspicion score of one raw view by any installed mammography classifier.
+
+    Exam classifiers give their view probability. A patch classifier has no view output, so its
+    score is the highest lesion probability (every class but background and normal) over patch
+    centres inside the breast: a view is as suspicious as its most suspicious patch.
+    """
+    from inference import classify
+    from inference import heatmap as hm
+    from inference.preprocess.mammo import prepare
+
+    model, card = load_classifier(card_or_name, device)
+    inp = card.input or {}
+    prepared = prepare(image, spacing, laterality, view, target_spacing=float(inp.get("spacing_mm", 0.42)),
+                       margin=int(inp.get("crop_margin_px", 26)), normalization=card.normalization or None)
+    if card.task == "exam-classifier":
+        return float(classify.view_probability(model, prepared.image, device=device))
+    probs = hm.dense_heatmap(model, prepared.image, device=device)
+    lesion = [i for i, c in enumerate(card.classes) if str(c).lower() not in ("background", "normal")]
+    if not lesion:
+        raise ValueError(f"{card.name} {card.version} has no lesion class among {card.classes}")
+    p = probs[lesion].sum(axis=0)
+    origin, step = hm.centers(model.patch_size, model.stride)
+    rows = np.clip(np.rint(origin + step * np.arange(p.shape[0])).astype(int), 0, prepared.breast.shape[0] - 1)
+    cols = np.clip(np.rint(origin + step * np.arange(p.shape[1])).astype(int), 0, prepared.breast.shape[1] - 1)
+    inside = prepared.breast[np.ix_(rows, cols)]
+    return float(p[inside].max()) if inside.any() else float(p.max())
