@@ -1,8 +1,9 @@
 """The Train dialog's augmentation preview, computed off the UI thread: a few training views of the chosen
 dataset, prepared by the fine-tuning path's own loaders (``finetune_seg2d.load_view``,
-``finetune_exam.load_prepared``), handed to the same synthesis a training run uses
-(``finetune_seg2d.with_synthetic`` / ``finetune_augment.synthesize``), drawn by ``inference.augment.grid_image``.
-So what the user judges is what training would add, not a look-alike. Qt-free; nothing is written."""
+``finetune_patch.prepare_patch_view``, ``finetune_exam.load_prepared``), handed to the synthesis a training
+run uses (``finetune_seg2d.with_synthetic`` / ``finetune_augment.synthesize``), drawn by
+``inference.augment.grid_image``. So what the user judges is what training would add, not a look-alike.
+Qt-free; nothing is written."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -30,10 +31,10 @@ def preview_grid(dataset, checked, method: str, n: int, progress: Callable[[str,
     dev = pick_device(device)
     card = checked.card
     try:
-        if card.task == "exam-classifier":
-            real, aug = _exam(checked, method, n, dev, progress, should_stop)
-        else:
-            real, aug = _segmentation(checked, method, n, dev, progress, should_stop)
+        paths = {"exam-classifier": _exam, "patch-classifier": _patches, "segmentation-2d": _segmentation}
+        if card.task not in paths:
+            raise FinetuneError(f"{card.name} is a {card.modality} {card.task} model: no synthetic positives for it")
+        real, aug = paths[card.task](checked, method, n, dev, progress, should_stop)
     except Stopped as exc:
         raise Cancelled(str(exc)) from exc
     if aug.synthetic is None or not len(aug.synthetic):
@@ -72,53 +73,75 @@ def _augment_progress(progress):
     return lambda record: progress(str(record["stage"]), int(record["done"]), int(record["total"]))
 
 
-def _enough(method: str, normals: int, positives: int) -> bool:
-    if method == "cgan":
-        return normals >= PREVIEW_NORMALS and positives >= PREVIEW_POSITIVES
-    return positives >= PREVIEW_POSITIVES
+def _gather(order: list[int], load, positive, method: str, progress, should_stop) -> tuple[list, list]:
+    """(normals, positives) loaded from the training views in ``order`` until the method has enough of what it
+    needs (cGAN: normals to infill into; both: real positives to show), reading at most PREVIEW_READ views."""
+    normals, positives = [], []
+    total = min(len(order), PREVIEW_READ)
+    for k, i in enumerate(order[:total]):
+        _step(progress, should_stop, k, total)
+        item = load(i)
+        pool, cap = (positives, PREVIEW_POSITIVES) if positive(item) else (normals, PREVIEW_NORMALS)
+        if len(pool) < cap:
+            pool.append(item)
+        if len(positives) >= PREVIEW_POSITIVES and (method != "cgan" or len(normals) >= PREVIEW_NORMALS):
+            break
+    return normals, positives
+
+
+def _training_order(checked, n_items: int) -> list[int]:
+    return [int(i) for i in checked.train_idx] or list(range(n_items))
 
 
 def _segmentation(checked, method, n, dev, progress, should_stop):
-    """Views of a segmentation dataset (lesion U-Net, patch classifier) as finetune_seg2d loads them."""
+    """Views of a segmentation dataset as the lesion U-Net's fine-tuning loads and augments them."""
     from inference.finetune_augment import lesion_mask
     from inference.finetune_seg2d import load_view, with_synthetic
 
     _meta, pairs, lut = checked.data
-    card, classes = checked.card, list(checked.card.classes)
-    order = [int(i) for i in checked.train_idx] or list(range(len(pairs)))
-    views, normals, positives = [], 0, 0
-    for k, i in enumerate(order[:PREVIEW_READ]):
-        _step(progress, should_stop, k, min(len(order), PREVIEW_READ))
-        view = load_view(*pairs[i], card, lut)
-        has_lesion = bool(int(view.y.max()))
-        if (has_lesion and positives >= PREVIEW_POSITIVES) or (not has_lesion and normals >= PREVIEW_NORMALS):
-            continue
-        views.append(view)
-        positives, normals = positives + has_lesion, normals + (not has_lesion)
-        if _enough(method, normals, positives):
-            break
-    _made, aug = with_synthetic(views, card, method, n, SEED, dev, _augment_progress(progress), should_stop)
-    real = [(v.x[0].numpy(), lesion_mask(v.y.numpy(), classes)) for v in views if int(v.y.max())]
-    return real, aug
+    card = checked.card
+    normals, positives = _gather(_training_order(checked, len(pairs)), lambda i: load_view(*pairs[i], card, lut),
+                                 lambda v: bool(int(v.y.max())), method, progress, should_stop)
+    _views, aug = with_synthetic(normals + positives, card, method, n, SEED, dev, _augment_progress(progress),
+                                 should_stop)
+    return [(v.x[0].numpy(), lesion_mask(v.y.numpy(), list(card.classes))) for v in positives], aug
+
+
+def _patches(checked, method, n, dev, progress, should_stop):
+    """Views of a segmentation dataset as the patch classifier's fine-tuning prepares them (lesion masks
+    1 mass / 2 calcification on the model grid)."""
+    from inference.finetune_augment import synthesize
+    from inference.finetune_common import check_label_values, read_view
+    from inference.finetune_patch import prepare_patch_view
+
+    _meta, pairs, lut = checked.data
+    card = checked.card
+    patch = int(card.input.get("patch_size", 52))
+
+    def load(i: int):
+        pixels, labels, spacing = read_view(*pairs[i])
+        check_label_values(labels, lut, pairs[i][1])
+        _view, prep, mask = prepare_patch_view(i, pairs[i][1].name, pixels, lut[labels], spacing, card, patch)
+        return prep, mask
+
+    normals, positives = _gather(_training_order(checked, len(pairs)), load, lambda item: bool(item[1].any()),
+                                 method, progress, should_stop)
+    aug = synthesize(method, [p.image for p, _m in normals], [(p.image, m) for p, m in positives],
+                     len(normals) + len(positives), n, SEED, dev, _augment_progress(progress), should_stop,
+                     breast_masks=[p.breast for p, _m in normals])
+    return [(p.image, m) for p, m in positives], aug
 
 
 def _exam(checked, method, n, dev, progress, should_stop):
-    """Views of a classification dataset as finetune_exam prepares them: no lesion masks, only view labels."""
+    """Views of a classification dataset as the exam classifier's fine-tuning prepares them: view labels,
+    no lesion masks."""
     from inference.finetune_augment import synthesize
     from inference.finetune_exam import load_prepared
 
     views, _skipped = checked.data
-    order = [int(i) for i in checked.train_idx] or list(range(len(views)))
-    normals, positives = [], []
-    for k, i in enumerate(order[:PREVIEW_READ]):
-        _step(progress, should_stop, k, min(len(order), PREVIEW_READ))
-        positive = views[i].target == 1.0
-        if (positive and len(positives) >= PREVIEW_POSITIVES) or (not positive and len(normals) >= PREVIEW_NORMALS):
-            continue
-        (positives if positive else normals).append(load_prepared(views[i], checked.card))
-        if _enough(method, len(normals), len(positives)):
-            break
-    aug = synthesize(method, [p.image for p in normals], [(p.image, None) for p in positives],
+    normals, positives = _gather(_training_order(checked, len(views)), lambda i: (views[i], load_prepared(views[i],
+                                 checked.card)), lambda item: item[0].target == 1.0, method, progress, should_stop)
+    aug = synthesize(method, [p.image for _v, p in normals], [(p.image, None) for _v, p in positives],
                      len(normals) + len(positives), n, SEED, dev, _augment_progress(progress), should_stop,
-                     breast_masks=[p.breast for p in normals])
-    return [p.image for p in positives], aug
+                     breast_masks=[p.breast for _v, p in normals])
+    return [p.image for _v, p in positives], aug
