@@ -36,35 +36,37 @@ class Rung:
     description: str = ""
 
 
+# Calibrated on the shipped models and by eye (docs/ladder.md): contrast is what the models feel most,
+# so it falls fastest; size, spiculation and density fall with it, as in a real hard case.
 MAMMO_RUNGS: tuple[Rung, ...] = (
     Rung("mass-0", 0, "mass", dict(mass_contrast=900.0, mass_radius_mm=7.0, spiculation=0.6,
                                    fibroglandular_fraction=0.15),
          "obvious: 14 mm spiculated mass, bright, fatty breast"),
-    Rung("mass-1", 1, "mass", dict(mass_contrast=450.0, mass_radius_mm=5.0, spiculation=0.3,
+    Rung("mass-1", 1, "mass", dict(mass_contrast=600.0, mass_radius_mm=5.0, spiculation=0.4,
                                    fibroglandular_fraction=0.3),
-         "10 mm mildly spiculated mass, half contrast, scattered density"),
-    Rung("mass-2", 2, "mass", dict(mass_contrast=220.0, mass_radius_mm=4.0, spiculation=0.1,
+         "10 mm spiculated mass, two thirds contrast, scattered density"),
+    Rung("mass-2", 2, "mass", dict(mass_contrast=420.0, mass_radius_mm=4.0, spiculation=0.2,
                                    fibroglandular_fraction=0.5),
-         "8 mm near-smooth mass, faint, heterogeneously dense"),
-    Rung("mass-3", 3, "mass", dict(mass_contrast=110.0, mass_radius_mm=3.0, spiculation=0.0,
+         "8 mm mildly spiculated mass, faint, heterogeneously dense"),
+    Rung("mass-3", 3, "mass", dict(mass_contrast=250.0, mass_radius_mm=3.0, spiculation=0.0,
                                    fibroglandular_fraction=0.7),
          "6 mm smooth mass, very faint, dense breast"),
-    Rung("mass-4", 4, "mass", dict(mass_contrast=50.0, mass_radius_mm=2.5, spiculation=0.0,
+    Rung("mass-4", 4, "mass", dict(mass_contrast=80.0, mass_radius_mm=2.5, spiculation=0.0,
                                    fibroglandular_fraction=0.85),
-         "a radiologist would miss it: 5 mm smooth mass within the noise, extremely dense"),
+         "a radiologist would miss it: 5 mm smooth mass at noise level, extremely dense"),
     Rung("calc-0", 0, "calcification", dict(calc_count=12, calc_radius_mm=0.25, calc_contrast=2000.0,
                                             fibroglandular_fraction=0.15),
          "obvious: 12 bright 0.5 mm calcifications, fatty breast"),
-    Rung("calc-1", 1, "calcification", dict(calc_count=8, calc_radius_mm=0.2, calc_contrast=1000.0,
+    Rung("calc-1", 1, "calcification", dict(calc_count=8, calc_radius_mm=0.2, calc_contrast=900.0,
                                             fibroglandular_fraction=0.3),
-         "8 calcifications of 0.4 mm, half brightness"),
-    Rung("calc-2", 2, "calcification", dict(calc_count=5, calc_radius_mm=0.15, calc_contrast=500.0,
+         "8 calcifications of 0.4 mm, under half brightness"),
+    Rung("calc-2", 2, "calcification", dict(calc_count=5, calc_radius_mm=0.15, calc_contrast=600.0,
                                             fibroglandular_fraction=0.5),
          "5 faint 0.3 mm calcifications, heterogeneously dense"),
-    Rung("calc-3", 3, "calcification", dict(calc_count=3, calc_radius_mm=0.12, calc_contrast=250.0,
+    Rung("calc-3", 3, "calcification", dict(calc_count=3, calc_radius_mm=0.12, calc_contrast=400.0,
                                             fibroglandular_fraction=0.7),
          "3 very faint 0.25 mm calcifications, dense breast"),
-    Rung("calc-4", 4, "calcification", dict(calc_count=2, calc_radius_mm=0.1, calc_contrast=120.0,
+    Rung("calc-4", 4, "calcification", dict(calc_count=2, calc_radius_mm=0.1, calc_contrast=150.0,
                                             fibroglandular_fraction=0.85),
          "a radiologist would miss it: 2 tiny calcifications at noise level, extremely dense"),
 )
@@ -210,29 +212,44 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------
-# scoring a view with any installed mammography classifier
+# models: any installed one, by card or "NAME[:VERSION]" (the active version when none is given)
 # --------------------------------------------------------------------------
 CLASSIFIER_TASKS = ("exam-classifier", "patch-classifier")
+_MODELS: dict = {}
 
 
-@lru_cache(maxsize=8)
-def _loaded(name: str, version: str | None, device: str):
-    from inference import registry
+def resolve(name_or_card):
+    """A card from a ModelCard or "NAME[:VERSION]"; without a version, the one Analyze would use."""
+    from inference import activation, registry
 
-    card = registry.find_model(name, version)
-    model, card = registry.load_model(card, device=device)
-    return model, card
+    if isinstance(name_or_card, registry.ModelCard):
+        return name_or_card
+    name, _, version = str(name_or_card).partition(":")
+    if version:
+        return registry.find_model(name, version)
+    card, _why = activation.active_version(name, registry.available_models())
+    if card is None:
+        return registry.find_model(name)  # raises with the folders searched when absent
+    return card
 
 
-def load_classifier(card_or_name, device: str = "cpu"):
-    """(model, card) of a mammography classifier given a card or "NAME[:VERSION]"; cached."""
-    from inference import registry
+def load(model_or_card, device: str = "cpu"):
+    """(model, card) from "NAME[:VERSION]", a card, or an already loaded (model, card) pair; cached,
+    so scoring a rung view by view loads each model once."""
+    if isinstance(model_or_card, tuple):
+        return model_or_card
+    card = resolve(model_or_card)
+    key = (card.name, str(card.version), str(card.path), str(device))
+    if key not in _MODELS:
+        from inference import registry
 
-    if isinstance(card_or_name, registry.ModelCard):
-        name, version = card_or_name.name, card_or_name.version
-    else:
-        name, _, version = str(card_or_name).partition(":")
-    model, card = _loaded(name, version or None, str(device))
+        _MODELS[key] = registry.load_model(card, device=device)
+    return _MODELS[key]
+
+
+def load_classifier(model_or_card, device: str = "cpu"):
+    """(model, card) of a Lightbox mammography classifier; a clear error for anything else."""
+    model, card = load(model_or_card, device)
     if card.task not in CLASSIFIER_TASKS or card.modality.upper() != "MG":
         raise ValueError(f"{card.name} {card.version} is a {card.modality} {card.task}, "
                          f"not a mammography classifier ({' / '.join(CLASSIFIER_TASKS)})")
@@ -245,6 +262,7 @@ def load_classifier(card_or_name, device: str = "cpu"):
 def view_score(card_or_name, image, spacing, laterality, view, device: str = "cpu") -> float:
     """Suspicion score of one raw view by any installed mammography classifier.
 
+    card_or_name: "NAME[:VERSION]", a ModelCard, or a (model, card) pair (e.g. fresh from fine-tuning).
     Exam classifiers give their view probability. A patch classifier has no view output, so its
     score is the highest lesion probability (every class but background and normal) over patch
     centres inside the breast: a view is as suspicious as its most suspicious patch.
@@ -269,3 +287,93 @@ def view_score(card_or_name, image, spacing, laterality, view, device: str = "cp
     cols = np.clip(np.rint(origin + step * np.arange(p.shape[1])).astype(int), 0, prepared.breast.shape[1] - 1)
     inside = prepared.breast[np.ix_(rows, cols)]
     return float(p[inside].max()) if inside.any() else float(p.max())
+
+
+# --------------------------------------------------------------------------
+# one model on one rung
+# --------------------------------------------------------------------------
+@dataclass
+class RungScore:
+    """A model's number on a rung, with its 95 % interval; value None (and a note) when not scorable."""
+
+    rung: str
+    description: str
+    model: str  # "name version"
+    metric: str  # "view AUC" | "mass Dice" | "liver-lesion Dice" ...
+    value: float | None
+    lo: float | None
+    hi: float | None
+    n_cases: int
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"rung": self.rung, "description": self.description, "model": self.model, "metric": self.metric,
+                "value": _round(self.value), "ci95": [_round(self.lo), _round(self.hi)],
+                "n_cases": self.n_cases, "note": self.note}
+
+
+def _round(x):
+    return None if x is None else round(float(x), 4)
+
+
+def _class_index(card, kind: str) -> int | None:
+    """Index of the card's class for a rung kind ("mass", "calcification", "ct-lesion")."""
+    wanted = {"mass": ("mass",), "calcification": ("calcification", "calcifications", "calc"),
+              "ct-lesion": ("lesions", "lesion", "tumor", "tumour")}[kind]
+    names = [str(c).lower() for c in card.classes]
+    return next((names.index(w) for w in wanted if w in names), None)
+
+
+def applies(card, r: Rung) -> bool:
+    """Whether the ladder has a number for this model on this rung's modality at all."""
+    if card.imported:
+        return False
+    if r.kind == "ct-lesion":
+        return card.task == "segmentation-3d" and card.modality.upper() == "CT"
+    return card.modality.upper() == "MG" and card.task in CLASSIFIER_TASKS + ("segmentation-2d",)
+
+
+def score_rung(model_or_card, r: Rung | str, n: int, seed: int = 0, device: str = "cpu", n_boot: int = 1000,
+               cases: list | None = None, should_stop=None) -> RungScore:
+    """Score a model on a rung: view AUC (n lesion views vs n normals) for a classifier, Dice of the
+    rung's lesion class on the n lesion views for a 2D segmenter, liver-lesion Dice on n CT phantoms
+    for a 3D segmenter. `cases` reuses mammo_cases(r, n, n, seed) made for another model."""
+    r = rung_named(r) if isinstance(r, str) else r
+    model, card = load(model_or_card, device)
+    who = f"{card.name} {card.version}"
+    if not applies(card, r):
+        raise ValueError(f"{who} ({card.modality} {card.task}) has no score on rung {r.name} ({r.kind})")
+    if card.task in CLASSIFIER_TASKS:
+        cases = cases if cases is not None else mammo_cases(r, n, n, seed, should_stop=should_stop)
+        scores = [view_score((model, card), c.image, c.spacing, c.laterality, c.view, device) for c in cases]
+        value, lo, hi = bootstrap_auc(scores, [c.label for c in cases], n_boot, seed)
+        return RungScore(r.name, r.description, who, "view AUC", value, lo, hi, len(cases))
+    idx = _class_index(card, r.kind)
+    label = {"mass": "mass Dice", "calcification": "calcification Dice", "ct-lesion": "liver-lesion Dice"}[r.kind]
+    if idx is None:
+        return RungScore(r.name, r.description, who, label, None, None, None, 0,
+                         f"no {r.kind} class among {list(card.classes)}")
+    if r.kind == "ct-lesion":
+        values = _ct_dice(model, card, idx, r, n, seed, device)
+    else:
+        from inference import segment
+
+        cases = cases if cases is not None else mammo_cases(r, n, 0, seed, should_stop=should_stop)
+        values = []
+        for c in (c for c in cases if c.label == 1):
+            labels, _p = segment.segment_image(model, card, c.image, c.spacing, c.laterality, c.view, device)
+            values.append(dice(labels == idx, c.masks[r.kind]))
+    value, lo, hi = bootstrap_mean(values, n_boot, seed)
+    return RungScore(r.name, r.description, who, label, value, lo, hi, len(values))
+
+
+def _ct_dice(model, card, idx: int, r: Rung, n: int, seed: int, device: str) -> list[float]:
+    """Lesion Dice inside the liver (the rung grades the liver lesions; the lung nodules stay easy)."""
+    from inference import segment
+
+    values = []
+    for hu, masks, spacing in ct_cases(r, n, seed):
+        labels, _p = segment.segment_volume(model, card, hu, spacing, device=device, probabilities="none")
+        liver = masks["liver"].astype(bool)
+        values.append(dice((labels == idx) & liver, masks["lesions"].astype(bool) & liver))
+    return values
