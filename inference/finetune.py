@@ -1,11 +1,13 @@
 """Fine-tune a model from its current weights on an exported dataset, writing a new version.
 
-    python -m inference.finetune DATASET [--model NAME] --epochs 5 [--device auto]
+    python -m inference.finetune DATASET [--model NAME] --epochs 5 [--device auto] [--augment classic|cgan]
 
 :func:`finetune` dispatches on the model's task: 3D segmentation (here), 2D segmentation
-(``finetune_seg2d``) and the mammography exam classifier (``finetune_exam``); they share the
-dataset reading, the training run, versioning and card writing in ``finetune_common``
-(:func:`save_version`), which none of them imports back.
+(``finetune_seg2d``), the mammography exam classifier (``finetune_exam``) and patch classifier
+(``finetune_patch``); they share the dataset reading, the training run, versioning and card writing
+in ``finetune_common`` (:func:`save_version`), which none of them imports back. Imported models go
+to ``finetune_imported``, the lesion infill cGAN to ``infill.finetune_infill``. The three mammography
+fine-tuners can add synthetic positives to their training split (``--augment``, ``finetune_augment``).
 
 3D segmentation reads ``DATASET/dataset.json`` (channel names, labels) and the ``imagesTr``/``labelsTr`` NIfTI
 pairs, maps the dataset's label names onto the model's classes, splits cases into training and
@@ -57,6 +59,7 @@ import torch
 
 from inference import activation, registry
 from inference.device import DeviceError, pick_device
+from inference.finetune_augment import METHODS, check_augment
 from inference.preprocess import ct as ctp
 from inference.finetune_common import (  # noqa: F401 - the public names callers import from here
     Progress,
@@ -68,6 +71,7 @@ from inference.finetune_common import (  # noqa: F401 - the public names callers
     read_dataset,
     label_values,
     label_remap,
+    check_modality,
     dice_per_class,
     LabelCheck,
     label_counts,
@@ -120,25 +124,40 @@ def plan(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Plan:
     """The checked plan of fine-tuning ``card`` on ``dataset`` (reads dataset.json and the label maps
     or the classification rows; no image is prepared). Raises FinetuneError for a dataset this model
     cannot learn from at all."""
+    if card.imported:
+        return imported_module().plan_imported(dataset, card, val_fraction, seed)
     if card.task == "exam-classifier":
         from inference.finetune_exam import plan_exam
 
         return plan_exam(dataset, card, val_fraction, seed)
-    if card.task not in SEGMENTATION_TASKS:
+    if card.task not in SEGMENTATION_TASKS + ("patch-classifier",):
         raise FinetuneError(f"{card.name} is a {card.task} model; fine-tuning supports 3D and 2D segmentation "
-                            "models and the exam classifier")
+                            "models, the patch and exam classifiers and the lesion infill cGAN")
     meta, pairs = read_dataset(dataset)
-    if card.task == "segmentation-2d":
-        from inference.finetune_seg2d import check_modality
-
-        check_modality(meta, card, dataset)
-    else:
+    if card.task == "segmentation-3d":
         check_channels(meta, card)
-    lut = label_remap(meta.get("labels", {}), list(card.classes))
-    labels = segmentation_labels(meta, pairs, card)
+    else:
+        check_modality(meta, card, dataset)
+    learns = card  # whose classes the dataset's labels map to; a patch model learns mass/calcification masks
+    if card.task == "patch-classifier":
+        from inference.finetune_patch import label_card
+
+        learns = label_card(card)
+    lut = label_remap(meta.get("labels", {}), list(learns.classes))
+    labels = segmentation_labels(meta, pairs, learns)
     train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
-    unit = "views" if card.task == "segmentation-2d" else "cases"
+    unit = "cases" if card.task == "segmentation-3d" else "views"
     return Plan(card, labels, train_idx, val_idx, len(val_idx), len(pairs), unit, (meta, pairs, lut))
+
+
+def imported_module():
+    """inference.finetune_imported (fine-tuning MONAI bundles and nnU-Net folders), or FinetuneError
+    naming what is missing in an installation without it."""
+    try:
+        from inference import finetune_imported
+    except ImportError as exc:
+        raise FinetuneError(f"fine-tuning imported models is not available in this installation ({exc})") from exc
+    return finetune_imported
 
 
 def preflight(dataset, model: str | None = None, val_fraction: float = 0.2, seed: int = 0) -> Plan:
@@ -179,7 +198,8 @@ def check_arguments(epochs: int, steps_per_epoch: int, lr: float = 2e-4, batch: 
 def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch: int = 20,
              lr: float = 2e-4, batch: int = 2, val_fraction: float = 0.2, seed: int = 0, device: str = "auto",
              out_dir=None, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-             allow_no_validation: bool = False, ignore_extra_labels: bool = False, warn: Warn | None = None):
+             allow_no_validation: bool = False, ignore_extra_labels: bool = False, warn: Warn | None = None,
+             augment: str = "none", augment_count: int | None = None):
     """Fine-tune ``model`` (default: :func:`default_model`) from the version Analyze uses now on
     ``dataset``; returns the new ModelCard (saved in ``out_dir`` or the user's model folder), or None
     in a torchrun worker other than rank 0.
@@ -189,27 +209,53 @@ def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch
     dataset does not label (trained as background). The new card's ``extra["activation"]`` says
     whether it beat its parent on the same validation cases (see :mod:`inference.activation`).
 
+    ``augment`` ("none", "classic", "cgan"; mammography lesion U-Net, exam and patch classifiers only)
+    adds ``augment_count`` synthetic positives (default: enough to bring the positives to about a third
+    of the training items, see ``finetune_augment.default_count``) to the TRAINING split; the card's
+    ``extra["augmentation"]`` records the method, count and, for "cgan", the infill model and its
+    training data, and names the real-vs-synthetic grid PNG written beside the weights.
+
     ``progress`` gets a record after each epoch: {"epoch", "loss"} plus "val_dice": {class: dice}
-    for segmentation models or "val_auc": {name: auc} for classifiers.
+    for segmentation models or "val_auc": {name: auc} for classifiers; while synthetic positives are
+    made, {"stage": "augment", "done", "total"}.
+
+    Imported models (MONAI bundles, nnU-Net folders) go to ``inference.finetune_imported``; the lesion
+    infill cGAN to ``inference.infill.finetune_infill``.
     """
     check_arguments(epochs, steps_per_epoch, lr, batch, val_fraction)
     card = parent_card(model or default_model(dataset))
+    args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch, "seed": seed,
+            "device": device, "out_dir": out_dir, "progress": progress, "should_stop": should_stop}
+    whole = {**args, "val_fraction": val_fraction, "allow_no_validation": allow_no_validation,
+             "ignore_extra_labels": ignore_extra_labels, "warn": warn}
+    check_augment(None if card.imported else card, augment, augment_count)  # imported: its fine-tuner decides
+    if card.imported:
+        return imported_module().finetune_imported(dataset, card, **whole, augment=augment)
+    if card.task == "lesion-infill":
+        try:
+            from inference.infill import finetune_infill
+        except ImportError as exc:
+            raise FinetuneError(f"this installation cannot train {card.name} ({exc})") from exc
+        return finetune_infill(dataset, card, **whole)
     checked = plan(dataset, card, val_fraction, seed)
     checked.require(allow_no_validation, ignore_extra_labels)
     for text in checked.labels.warnings():
         if warn is not None:
             warn(text)
-    args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch, "seed": seed,
-            "device": device, "out_dir": out_dir, "progress": progress, "should_stop": should_stop}
     if card.task == "segmentation-3d":
         return _finetune_seg3d(dataset, checked, **args)
+    augmented = {**args, "augment": augment, "augment_count": augment_count}
     if card.task == "segmentation-2d":
         from inference.finetune_seg2d import finetune_seg2d
 
-        return finetune_seg2d(dataset, checked, **args)
+        return finetune_seg2d(dataset, checked, **augmented)
+    if card.task == "patch-classifier":
+        from inference.finetune_patch import finetune_patch
+
+        return finetune_patch(dataset, checked, **augmented)
     from inference.finetune_exam import finetune_exam
 
-    return finetune_exam(dataset, checked, **args)
+    return finetune_exam(dataset, checked, **augmented)
 
 
 def _finetune_seg3d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
@@ -287,12 +333,28 @@ def describe_metrics(record: dict) -> str:
     return "; ".join(parts) or "no validation"
 
 
+AUGMENT_HELP = ("add synthetic positives to the training split (mammography lesion U-Net, exam and patch "
+                "classifiers): classic = flips, rotations, zoom and intensity jitter of the training positives; "
+                "cgan = lesions infilled into the training normals by the mammo-infill-cgan model (Wu et al.); "
+                "none (default). The new version's card records which, and a real-vs-synthetic grid PNG is "
+                "written beside its weights")
+AUGMENT_COUNT_HELP = ("how many synthetic positives (default: enough to bring the positives to about a third of "
+                      "the training views, at most 64)")
+
+
+def add_augment_options(ap: argparse.ArgumentParser) -> None:
+    """--augment and --augment-count, shared by `lightbox train` and `python -m inference.finetune`."""
+    ap.add_argument("--augment", choices=METHODS, default="none", help=AUGMENT_HELP)
+    ap.add_argument("--augment-count", type=int, default=None, metavar="N", help=AUGMENT_COUNT_HELP)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="lightbox train", description=__doc__.splitlines()[0])
     ap.add_argument("dataset")
     ap.add_argument("--model", default=None,
                     help="model to fine-tune (default: by the dataset: CT -> ct-organs-unet3d, MG masks -> "
-                         "mammo-lesion-unet2d, classification only -> mammo-exam)")
+                         "mammo-lesion-unet2d, classification only -> mammo-exam; MG masks also train "
+                         "mammo-patch and mammo-infill-cgan; imported models by name)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     ap.add_argument("--device", default="auto")
@@ -303,9 +365,11 @@ def main(argv=None) -> int:
                          "'unvalidated' and Analyze never uses it unless you choose it")
     ap.add_argument("--ignore-extra-labels", action="store_true",
                     help="train even when the dataset has labels the model lacks (they become background)")
+    add_augment_options(ap)
     args = ap.parse_args(argv)
     try:  # before any data is read or anything written: a typo must not cost a training run
         check_arguments(args.epochs, args.steps)
+        check_augment(None, args.augment, args.augment_count)
         pick_device(args.device)
     except (FinetuneError, DeviceError) as exc:
         print(f"lightbox: {exc}", file=sys.stderr)
@@ -316,13 +380,18 @@ def main(argv=None) -> int:
             print(f"lightbox: warning: {text}", file=sys.stderr, flush=True)
 
     def report(r: dict) -> None:
+        if r.get("stage") == "augment":
+            if r["done"] in (0, r["total"]):  # start and end: a line per synthetic item would drown the epochs
+                print(f"lightbox: augment: {r['done']}/{r['total']} synthetic positives", file=sys.stderr, flush=True)
+            return
         print(f"lightbox: epoch {r['epoch']}: loss {r['loss']:.4f}; {describe_metrics(r)}", file=sys.stderr,
               flush=True)
 
     try:
         card = finetune(args.dataset, args.model, args.epochs, args.steps, seed=args.seed, device=args.device,
                         out_dir=args.out, progress=report, allow_no_validation=args.allow_no_validation,
-                        ignore_extra_labels=args.ignore_extra_labels, warn=warn)
+                        ignore_extra_labels=args.ignore_extra_labels, warn=warn, augment=args.augment,
+                        augment_count=args.augment_count)
     except (FinetuneError, registry.ModelError, DeviceError) as exc:
         print(f"lightbox: {exc}", file=sys.stderr)
         return 2

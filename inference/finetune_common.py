@@ -57,6 +57,51 @@ def read_dataset(root) -> tuple[dict, list[tuple[Path, Path]]]:
     return meta, pairs
 
 
+# --- 2D mammography views (the lesion U-Net and the patch classifier read the same exports) ---
+def check_modality(meta: dict, card, root) -> None:
+    """A CT or MR dataset must not silently train a mammography model: refuse, naming the channel."""
+    channels = {str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {}).items()}
+    wanted = str(card.modality).upper()
+    if channels and not any(v.upper() == wanted for v in channels.values()):
+        named = ", ".join(f"channel {k} is {v!r}" for k, v in channels.items())
+        raise FinetuneError(f"{Path(root) / 'dataset.json'}: {named}; {card.name} reads {wanted} "
+                            f"(mammography) views, not this modality")
+
+
+def read_view(image: Path, label: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """(pixels (rows, cols), labels (rows, cols), spacing (row, col) mm) of one exported view."""
+    import SimpleITK as sitk
+
+    def read(path: Path):
+        try:
+            return sitk.ReadImage(str(path))
+        except RuntimeError as exc:  # ITK's I/O errors: name the file, keep ITK's last line
+            raise FinetuneError(f"{path}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
+
+    img, lab = read(image), read(label)
+    if img.GetSize() != lab.GetSize():
+        raise FinetuneError(f"{label.name}: size {lab.GetSize()} differs from its image {img.GetSize()}")
+    pixels = sitk.GetArrayFromImage(img)
+    labels = sitk.GetArrayFromImage(lab)
+    spacing = tuple(float(s) for s in reversed(img.GetSpacing()))  # array order
+    if pixels.ndim == 3:
+        if pixels.shape[0] != 1:
+            raise FinetuneError(f"{image.name}: a volume of {pixels.shape[0]} slices; a 2D model trains on "
+                                "single views of shape (1, rows, cols)")
+        pixels, labels, spacing = pixels[0], labels[0], spacing[1:]
+    if pixels.ndim != 2:
+        raise FinetuneError(f"{image.name}: shape {pixels.shape} is not one 2D view")
+    return pixels, labels, (float(spacing[0]), float(spacing[1]))
+
+
+def check_label_values(labels: np.ndarray, lut: np.ndarray, label: Path) -> None:
+    """Every value of a label map must be one of dataset.json's labels (``lut``: value -> model class)."""
+    if labels.size and int(labels.max()) >= len(lut):
+        raise FinetuneError(f"{label.name}: label value {int(labels.max())} is not in dataset.json")
+    if labels.size and int(labels.min()) < 0:
+        raise FinetuneError(f"{label.name}: negative label values")
+
+
 def label_values(dataset_labels: dict) -> dict[int, str]:
     """{value: name} of dataset.json's labels; region-based labels (lists of values) are refused."""
     values = {}
@@ -329,27 +374,34 @@ def version_domain(card, net: torch.nn.Module, own: DomainCases | None, dataset)
 
 
 def save_version(net: torch.nn.Module, checked: Plan, dataset, summary: str, metrics: dict, verdict: dict,
-                 out_dir=None, extra=None, domain_cases: DomainCases | None = None):
+                 out_dir=None, extra=None, domain_cases: DomainCases | None = None, augmentation=None):
     """Write ``net`` as a new version of the plan's parent (side by side with the older ones) and return
     its card. ``summary`` describes the training data; the parent's metrics are kept in the card;
     ``verdict`` (:func:`inference.activation.record`) decides whether Analyze may use it. The domain
     description is recomputed from ``domain_cases`` (:func:`version_domain`); ``extra["domain_note"]``
-    says what it was fitted on, or why the parent's was kept."""
+    says what it was fitted on, or why the parent's was kept. ``extra["augmentation"]`` says which
+    synthetic positives joined training (``finetune_augment.Augmentation``; none given: {"augment": "none"}),
+    with their real-vs-synthetic grid PNG beside the weights."""
     card = checked.card
     folder = Path(out_dir) if out_dir is not None else registry.user_models_dir()
     domain, domain_note = version_domain(card, net, domain_cases, dataset)
-    inherited = {k: v for k, v in card.extra.items() if k not in ("activation", "label_warnings", "domain_note")}
+    version = free_version(card, folder)
+    stem = f"{card.name}-{version}"
+    augmented = (augmentation.record(folder, stem) if augmentation is not None
+                 else {"augment": "none", "n_synthetic": 0})
+    inherited = {k: v for k, v in card.extra.items()
+                 if k not in ("activation", "label_warnings", "domain_note", "augmentation")}
     notes = {"label_warnings": checked.labels.warnings()} if checked.labels.warnings() else {}
     if checked.labels.unknown:
         notes["ignored_labels"] = dict(checked.labels.unknown)
-    new = replace(card, version=free_version(card, folder), sha256="", path=None, domain=domain,
+    new = replace(card, version=version, sha256="", path=None, domain=domain,
                   training_data=(f"fine-tuned from {card.name} {card.version} on {Path(dataset).name}: {summary}; "
                                  f"parent: {card.training_data}"),
                   metrics={**metrics, "parent_metrics": card.metrics},
                   extra={**inherited, "parent": f"{card.name} {card.version}", **(extra or {}), **notes,
-                         "activation": verdict, "domain_note": domain_note,
+                         "augmentation": augmented, "activation": verdict, "domain_note": domain_note,
                          "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    path = registry.save_model(net.cpu(), new, folder, stem=f"{new.name}-{new.version}")
+    path = registry.save_model(net.cpu(), new, folder, stem=stem)
     return registry.load_card(path)
 
 

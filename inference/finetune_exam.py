@@ -50,7 +50,8 @@ from inference.finetune_common import (
     save_version,
     start_run,
 )
-from inference.preprocess.mammo import prepare
+from inference.finetune_augment import NONE, synthesize
+from inference.preprocess.mammo import PreparedMammo, prepare
 from inference.train_mammo import auc
 
 POSITIVE = ("malignant", "abnormal", "positive", "1")
@@ -157,6 +158,11 @@ def labelled_views(root, class_name: str, unknown: dict[str, int] | None = None
 
 def load_view(v: LabelledView, card) -> np.ndarray:
     """The view's image prepared for the model exactly as inference prepares it (float32 (h, w))."""
+    return load_prepared(v, card).image
+
+
+def load_prepared(v: LabelledView, card) -> PreparedMammo:
+    """The view prepared as inference prepares it, with its breast mask (where a synthetic lesion may go)."""
     import SimpleITK as sitk
 
     try:
@@ -176,7 +182,7 @@ def load_view(v: LabelledView, card) -> np.ndarray:
                            margin=int(inp.get("crop_margin_px", 26)), normalization=card.normalization or None)
     except ValueError as exc:
         raise FinetuneError(f"{v.image}: {exc}") from exc
-    return prepared.image
+    return prepared
 
 
 def split_cases(views: list[LabelledView], val_fraction: float, seed: int) -> tuple[list[int], list[int], str]:
@@ -239,12 +245,17 @@ def plan_exam(dataset, card, val_fraction: float, seed: int) -> Plan:
 
 
 def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
-                  device: str, out_dir, progress: Progress | None, should_stop):
+                  device: str, out_dir, progress: Progress | None, should_stop, augment: str = "none",
+                  augment_count: int | None = None):
     """Fine-tune the plan's exam classifier on ``dataset``; returns the new card (None on torchrun ranks > 0).
 
     ``progress`` gets {"epoch", "loss", "val_auc": {class: auc}, "val_accuracy"} after each epoch
     (val_auc is empty and the card says why when validation lacks a class; val_accuracy is None
     without validation cases).
+
+    ``augment`` ("classic", "cgan") adds synthetic positive views made from the TRAINING split
+    ("cgan": lesions infilled into its negative views; "classic": its positive views transformed) with
+    target 1; their trunk features are cached like the real views'. Validation is untouched.
     """
     card = checked.card
     name = card.classes[0]
@@ -261,14 +272,35 @@ def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr:
 
     feats: dict[int, list[torch.Tensor]] = {}  # view -> trunk features [as is, mirrored up-down]
     training = set(train_idx)
+    prepared: dict[int, PreparedMammo] = {}  # training views, kept only while synthesizing from them
+
+    def cache(i: int, image: np.ndarray, mirrored_too: bool) -> None:
+        if should_stop is not None and should_stop():
+            raise Stopped("fine-tuning cancelled")
+        x = torch.from_numpy(np.asarray(image, np.float32)).to(dev)[None, None]
+        feats[i] = [net.trunk(x)] + ([net.trunk(x.flip(2))] if mirrored_too else [])
+
     with torch.no_grad():
         for i, v in enumerate(views):
-            if should_stop is not None and should_stop():
-                raise Stopped("fine-tuning cancelled")
-            x = torch.from_numpy(load_view(v, card)).to(dev)[None, None]
-            feats[i] = [net.trunk(x)] + ([net.trunk(x.flip(2))] if i in training else [])
-    targets = torch.tensor([v.target for v in views], device=dev)
+            prep = load_prepared(v, card)
+            cache(i, prep.image, i in training)
+            if augment != "none" and i in training:
+                prepared[i] = prep
+    aug = NONE
+    if augment != "none":
+        normals = [i for i in train_idx if views[i].target == 0.0]
+        positives = [i for i in train_idx if views[i].target == 1.0]
+        aug = synthesize(augment, [prepared[i].image for i in normals], [(prepared[i].image, None) for i in positives],
+                         len(train_idx), augment_count, seed, dev, progress if rank == 0 else None, should_stop,
+                         breast_masks=[prepared[i].breast for i in normals])
+        prepared.clear()
+        with torch.no_grad():
+            for j, image in enumerate(aug.synthetic.images):
+                cache(len(views) + j, image, True)
+    synthetic_idx = list(range(len(views), len(views) + aug.count))
+    targets = torch.tensor([v.target for v in views] + [1.0] * aug.count, device=dev)
     by_class = [[i for i in train_idx if views[i].target == t] for t in (1.0, 0.0)]
+    by_class[0] += synthetic_idx
 
     def logit(i: int, mirrored: bool = False) -> torch.Tensor:
         return net.score_map(None, features=feats[i][int(mirrored)]).flatten(1).amax(1)
@@ -319,14 +351,16 @@ def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr:
         return None
     n_cases = len({v.case for v in views})
     n_val_cases = len({views[i].case for i in val_idx})
-    summary = (f"{len(train_idx)} training and {len(val_idx)} validation views of {n_cases - n_val_cases} and "
-               f"{n_val_cases} cases, {epochs} epochs x {steps_per_epoch} steps of {batch} views (seed {seed})"
+    synthetic = f" + {aug.count} synthetic positive ({augment})" if aug.count else ""
+    summary = (f"{len(train_idx)} training{synthetic} and {len(val_idx)} validation views of "
+               f"{n_cases - n_val_cases} and {n_val_cases} cases, {epochs} epochs x {steps_per_epoch} steps of {batch} views (seed {seed})"
                + (f"; skipped {', '.join(f'{n} {k}' for k, n in sorted(skipped.items()))}" if skipped else ""))
     metrics = {"val_auc_before": auc_before, "val_accuracy_before": acc_before,
                "val_auc": history[-1]["val_auc"] if history else auc_before,
                "val_accuracy": history[-1]["val_accuracy"] if history else acc_before,
                "n_train_views": len(train_idx), "n_val_views": len(val_idx),
-               "n_positive_train_views": len(by_class[0]), "skipped_rows": skipped, "epochs": history}
+               "n_positive_train_views": len(by_class[0]) - aug.count, "n_synthetic_train_views": aug.count,
+               "skipped_rows": skipped, "epochs": history}
     if note:
         metrics["val_auc_note"] = note
     metric, old_score, new_score = activation.classifier_scores(metrics["val_auc_before"], metrics["val_auc"],
@@ -334,6 +368,6 @@ def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr:
     verdict = activation.record(metric, old_score, new_score, n_val_cases, f"{card.name} {card.version}")
     new = save_version(net, checked, dataset, summary, metrics, verdict, out_dir,
                        {"processes": world, "finetune": "trunk frozen; top and score trained, BatchNorm statistics "
-                                                         "kept"}, exam_view_cases(net, card, views, dev))
+                                                         "kept"}, exam_view_cases(net, card, views, dev), aug)
     run.close()
     return new

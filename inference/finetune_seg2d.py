@@ -24,15 +24,17 @@ import torch
 from inference import registry
 from inference.finetune_common import (
     DomainCases,
-    FinetuneError,
     Plan,
     Progress,
+    check_label_values,
     dice_per_class,
     judge_segmentation,
+    read_view,
     save_version,
     start_run,
     train_segmentation,
 )
+from inference.finetune_augment import NONE, Augmentation, lesion_mask, model_labels, synthesize
 from inference.preprocess import mammo as mgp
 
 
@@ -48,42 +50,7 @@ class View:
     image: np.ndarray | None = None  # source pixels (rows, cols), modality values
     labels: np.ndarray | None = None  # source labels (rows, cols) in model classes
     spacing: tuple[float, float] = (1.0, 1.0)  # source (row, col) mm
-
-
-def check_modality(meta: dict, card, root) -> None:
-    """A CT or MR dataset must not silently train a mammography model: refuse, naming the channel."""
-    channels = {str(k): str(v) for k, v in (meta.get("channel_names") or meta.get("modality") or {}).items()}
-    wanted = str(card.modality).upper()
-    if channels and not any(v.upper() == wanted for v in channels.values()):
-        named = ", ".join(f"channel {k} is {v!r}" for k, v in channels.items())
-        raise FinetuneError(f"{Path(root) / 'dataset.json'}: {named}; {card.name} segments {wanted} "
-                            f"(mammography) views, not this modality")
-
-
-def read_view(image: Path, label: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-    """(pixels (rows, cols), labels (rows, cols), spacing (row, col) mm) of one exported view."""
-    import SimpleITK as sitk
-
-    def read(path: Path):
-        try:
-            return sitk.ReadImage(str(path))
-        except RuntimeError as exc:  # ITK's I/O errors: name the file, keep ITK's last line
-            raise FinetuneError(f"{path}: cannot be read ({str(exc).strip().splitlines()[-1]})") from exc
-
-    img, lab = read(image), read(label)
-    if img.GetSize() != lab.GetSize():
-        raise FinetuneError(f"{label.name}: size {lab.GetSize()} differs from its image {img.GetSize()}")
-    pixels = sitk.GetArrayFromImage(img)
-    labels = sitk.GetArrayFromImage(lab)
-    spacing = tuple(float(s) for s in reversed(img.GetSpacing()))  # array order
-    if pixels.ndim == 3:
-        if pixels.shape[0] != 1:
-            raise FinetuneError(f"{image.name}: a volume of {pixels.shape[0]} slices; a 2D model trains on "
-                                "single views of shape (1, rows, cols)")
-        pixels, labels, spacing = pixels[0], labels[0], spacing[1:]
-    if pixels.ndim != 2:
-        raise FinetuneError(f"{image.name}: shape {pixels.shape} is not one 2D view")
-    return pixels, labels, (float(spacing[0]), float(spacing[1]))
+    breast: np.ndarray | None = None  # bool (h, w) on the model grid: where synthetic lesions may go
 
 
 def labels_to_model(labels: np.ndarray, geometry: mgp.MammoGeometry, n_classes: int) -> np.ndarray:
@@ -102,16 +69,13 @@ def prepare_view(name: str, pixels: np.ndarray, labels: np.ndarray, spacing, car
     pad = float(np.median(background)) if background.size else float(prep.image.min())
     y = labels_to_model(labels, prep.geometry, len(card.classes))
     return View(name, torch.from_numpy(prep.image)[None], torch.from_numpy(y), pad, prep.geometry,
-                pixels if keep_source else None, labels if keep_source else None, tuple(spacing))
+                pixels if keep_source else None, labels if keep_source else None, tuple(spacing), prep.breast)
 
 
 def load_view(image: Path, label: Path, card, lut: np.ndarray, keep_source: bool = False) -> View:
     """One exported case as a View in the model's classes (dataset values mapped by ``lut``)."""
     pixels, labels, spacing = read_view(image, label)
-    if labels.size and int(labels.max()) >= len(lut):
-        raise FinetuneError(f"{label.name}: label value {int(labels.max())} is not in dataset.json")
-    if labels.size and int(labels.min()) < 0:
-        raise FinetuneError(f"{label.name}: negative label values")
+    check_label_values(labels, lut, label)
     return prepare_view(label.name, pixels, lut[labels], spacing, card, keep_source)
 
 
@@ -140,9 +104,32 @@ def view_cases(net: torch.nn.Module, card, pairs: list[tuple[Path, Path]], devic
     return DomainCases(len(pairs), cases, "views", device)
 
 
+def with_synthetic(train_views: list[View], card, method: str, count: int | None, seed: int, device,
+                   progress: Progress | None, should_stop) -> tuple[list[View], Augmentation]:
+    """The training views plus synthetic ones made from them (``finetune_augment.synthesize``): "cgan"
+    infills lesions into the views without a lesion, "classic" transforms those with one. The infill
+    mask is the label, mapped to the model's classes (a kind it lacks becomes background)."""
+    if method == "none":
+        return train_views, NONE
+    classes = list(card.classes)
+    normals = [v for v in train_views if not int(v.y.max())]
+    positives = [v for v in train_views if int(v.y.max())]
+    aug = synthesize(method, [v.x[0].numpy() for v in normals],
+                     [(v.x[0].numpy(), lesion_mask(v.y.numpy(), classes)) for v in positives], len(train_views),
+                     count, seed, device, progress, should_stop, breast_masks=[v.breast for v in normals])
+    pool = normals if method == "cgan" else positives
+    made = [View(f"synthetic {i + 1}", torch.from_numpy(np.asarray(image, np.float32))[None],
+                 torch.from_numpy(model_labels(mask, classes)), pool[src].pad_value, pool[src].geometry)
+            for i, (image, mask, src) in enumerate(zip(aug.synthetic.images, aug.synthetic.masks,
+                                                        aug.synthetic.sources))]
+    return train_views + made, aug
+
+
 def finetune_seg2d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr: float, batch: int, seed: int,
-                   device: str, out_dir, progress: Progress | None, should_stop):
-    """Fine-tune the plan's "segmentation-2d" card on ``dataset``; the new ModelCard (None on torchrun ranks > 0)."""
+                   device: str, out_dir, progress: Progress | None, should_stop, augment: str = "none",
+                   augment_count: int | None = None):
+    """Fine-tune the plan's "segmentation-2d" card on ``dataset``; the new ModelCard (None on torchrun ranks > 0).
+    ``augment`` adds synthetic views to the training split only (:func:`with_synthetic`)."""
     from inference.train_seg import random_crop
 
     _meta, pairs, lut = checked.data
@@ -152,6 +139,9 @@ def finetune_seg2d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr
     views = [load_view(*pairs[i], card, lut, keep_source=i in val_set and run.rank == 0) for i in range(len(pairs))]
     train_views = [views[int(i)] for i in run.train_idx] or views[:1]
     val_views = [views[int(i)] for i in run.val_idx]
+    real_train = len(train_views)
+    train_views, aug = with_synthetic(train_views, card, augment, augment_count, seed, run.device,
+                                      progress if run.rank == 0 else None, should_stop)
     net, card = registry.load_model(card, device=run.device)
     patch = tuple(int(p) for p in card.input["patch_size"])
     counts = [sum(int((v.y == k).sum()) for v in train_views) for k in range(len(card.classes))]
@@ -176,13 +166,15 @@ def finetune_seg2d(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr
     if run.finished_worker():
         return None
     after = history[-1]["val_dice"] if history else before
-    summary = (f"{len(run.train_idx)} training and {len(run.val_idx)} validation views, {epochs} epochs x "
-               f"{steps_per_epoch} steps (seed {seed})")
+    synthetic = f" + {aug.count} synthetic ({augment})" if aug.count else ""
+    summary = (f"{len(run.train_idx)} training{synthetic} and {len(run.val_idx)} validation views, {epochs} epochs "
+               f"x {steps_per_epoch} steps (seed {seed})")
     metrics = {"val_dice_before": before, "val_dice": after, "n_val_cases": len(val_views), "epochs": history,
-               "val_dice_on": "each validation view's source grid, segmented by segment_image"}
+               "val_dice_on": "each validation view's source grid, segmented by segment_image",
+               "n_train_views": real_train, "n_synthetic_train_views": aug.count}
     verdict = judge_segmentation(card, before, after, len(val_views))
     new = save_version(net, checked, dataset, summary, metrics, verdict, out_dir,
                        {"processes": run.world, "chest_wall": "found from the pixels (the NIfTI has no laterality)"},
-                       view_cases(net, card, pairs, run.device))
+                       view_cases(net, card, pairs, run.device), aug)
     run.close()
     return new

@@ -407,7 +407,9 @@ def cmd_train(args) -> int:
             "--seed", str(args.seed)] + (["--out", args.out] if args.out else []) \
         + (["--model", args.model] if args.model else []) \
         + (["--allow-no-validation"] if args.allow_no_validation else []) \
-        + (["--ignore-extra-labels"] if args.ignore_extra_labels else [])
+        + (["--ignore-extra-labels"] if args.ignore_extra_labels else []) \
+        + ["--augment", args.augment] \
+        + (["--augment-count", str(args.augment_count)] if args.augment_count is not None else [])
     return finetune_main(argv)
 
 
@@ -475,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the user's model folder")
     p.add_argument("dataset")
     p.add_argument("--model", default=None, help="default: by the dataset (CT -> ct-organs-unet3d, MG masks -> "
-                                                 "mammo-lesion-unet2d, classification only -> mammo-exam)")
+                                                 "mammo-lesion-unet2d, classification only -> mammo-exam); MG "
+                                                 "masks also train mammo-patch and mammo-infill-cgan; imported "
+                                                 "models by name")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -486,6 +490,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "never uses it unless you pin it")
     p.add_argument("--ignore-extra-labels", action="store_true",
                    help="train even when the dataset has labels the model lacks (they become background)")
+    from inference.augment import METHODS as AUGMENT_METHODS  # numpy only: no torch for `lightbox info`
+
+    p.add_argument("--augment", choices=AUGMENT_METHODS, default="none",
+                   help="add synthetic positives to the training views (mammography lesion U-Net, exam and patch "
+                        "classifiers): classic = flips, rotations, zoom, intensity jitter of the training "
+                        "positives; cgan = lesions infilled into the training normals by mammo-infill-cgan; "
+                        "recorded in the new card, with a real-vs-synthetic grid PNG beside its weights")
+    p.add_argument("--augment-count", type=int, default=None, metavar="N",
+                   help="how many synthetic positives (default: enough to bring positives to about a third of "
+                        "the training views, at most 64)")
     p.set_defaults(func=cmd_train)
 
     from .cli_models import add_parser as add_models_parser
