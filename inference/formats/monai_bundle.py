@@ -475,7 +475,7 @@ class BundleRunner:
 
         stage(0.0)
         with tempfile.TemporaryDirectory(prefix="lightbox-monai-") as tmp:
-            paths = self._write_input(image, Path(tmp))
+            paths = self.write_input(image, Path(tmp))
             stage(0.05)
             with self._failing("preprocessing"):
                 data = self.preprocessing({self.input_key: paths[0] if len(paths) == 1 else paths})
@@ -511,8 +511,9 @@ class BundleRunner:
             raise RuntimeError(f"MONAI bundle {self.card.name} {self.card.version}: its {stage} failed: "
                                f"{inner.__class__.__name__}: {inner}") from exc
 
-    def _write_input(self, image: VolumeImage, tmp: Path) -> list[str]:
-        """One NIfTI per channel, read back by the bundle's own LoadImaged."""
+    def write_input(self, image: VolumeImage, tmp: Path, stem: str = "image") -> list[str]:
+        """One NIfTI per channel, read back by the bundle's own LoadImaged (fine-tuning writes its
+        label maps through here too, so they reach the bundle on the very grid its images do)."""
         import SimpleITK as sitk
 
         arr = np.asarray(image.array)
@@ -524,7 +525,7 @@ class BundleRunner:
                 if channel.shape[0] != 1:
                     raise ValueError(f"{self.card.name} is a 2D model; it takes one slice, got {channel.shape[0]}")
                 itk = itk[:, :, 0]
-            path = tmp / f"image_{i:04d}.nii.gz"
+            path = tmp / f"{stem}_{i:04d}.nii.gz"
             sitk.WriteImage(itk, str(path))
             paths.append(str(path))
         return paths
