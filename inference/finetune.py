@@ -6,7 +6,7 @@
 (``finetune_seg2d``), the mammography exam classifier (``finetune_exam``) and patch classifier
 (``finetune_patch``); they share the dataset reading, the training run, versioning and card writing
 in ``finetune_common`` (:func:`save_version`), which none of them imports back. Imported models go
-to ``finetune_imported``, the lesion infill cGAN to ``infill.finetune_infill``. The three mammography
+to ``finetune_imported``, the lesion infill cGAN to ``infill_finetune``. The three mammography
 fine-tuners can add synthetic positives to their training split (``--augment``, ``finetune_augment``).
 
 3D segmentation reads ``DATASET/dataset.json`` (channel names, labels) and the ``imagesTr``/``labelsTr`` NIfTI
@@ -130,6 +130,8 @@ def plan(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Plan:
         from inference.finetune_exam import plan_exam
 
         return plan_exam(dataset, card, val_fraction, seed)
+    if card.task == "lesion-infill":
+        return infill_module().plan_infill(dataset, card, val_fraction, seed)
     if card.task not in SEGMENTATION_TASKS + ("patch-classifier",):
         raise FinetuneError(f"{card.name} is a {card.task} model; fine-tuning supports 3D and 2D segmentation "
                             "models, the patch and exam classifiers and the lesion infill cGAN")
@@ -148,6 +150,16 @@ def plan(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Plan:
     train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
     unit = "cases" if card.task == "segmentation-3d" else "views"
     return Plan(card, labels, train_idx, val_idx, len(val_idx), len(pairs), unit, (meta, pairs, lut))
+
+
+def infill_module():
+    """inference.infill_finetune (training the lesion infill cGAN on a dataset's positives), or
+    FinetuneError naming what is missing in an installation without it."""
+    try:
+        from inference import infill_finetune
+    except ImportError as exc:
+        raise FinetuneError(f"training the lesion infill cGAN is not available here ({exc})") from exc
+    return infill_finetune
 
 
 def imported_module():
@@ -220,23 +232,17 @@ def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch
     made, {"stage": "augment", "done", "total"}.
 
     Imported models (MONAI bundles, nnU-Net folders) go to ``inference.finetune_imported``; the lesion
-    infill cGAN to ``inference.infill.finetune_infill``.
+    infill cGAN to ``inference.infill_finetune`` (its plan and its training).
     """
     check_arguments(epochs, steps_per_epoch, lr, batch, val_fraction)
     card = parent_card(model or default_model(dataset))
     args = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "batch": batch, "seed": seed,
             "device": device, "out_dir": out_dir, "progress": progress, "should_stop": should_stop}
-    whole = {**args, "val_fraction": val_fraction, "allow_no_validation": allow_no_validation,
-             "ignore_extra_labels": ignore_extra_labels, "warn": warn}
     check_augment(None if card.imported else card, augment, augment_count)  # imported: its fine-tuner decides
     if card.imported:
-        return imported_module().finetune_imported(dataset, card, **whole, augment=augment)
-    if card.task == "lesion-infill":
-        try:
-            from inference.infill import finetune_infill
-        except ImportError as exc:
-            raise FinetuneError(f"this installation cannot train {card.name} ({exc})") from exc
-        return finetune_infill(dataset, card, **whole)
+        return imported_module().finetune_imported(
+            dataset, card, **args, val_fraction=val_fraction, allow_no_validation=allow_no_validation,
+            ignore_extra_labels=ignore_extra_labels, warn=warn, augment=augment)
     checked = plan(dataset, card, val_fraction, seed)
     checked.require(allow_no_validation, ignore_extra_labels)
     for text in checked.labels.warnings():
@@ -244,6 +250,8 @@ def finetune(dataset, model: str | None = None, epochs: int = 5, steps_per_epoch
             warn(text)
     if card.task == "segmentation-3d":
         return _finetune_seg3d(dataset, checked, **args)
+    if card.task == "lesion-infill":
+        return infill_module().finetune_infill(dataset, checked, **args)
     augmented = {**args, "augment": augment, "augment_count": augment_count}
     if card.task == "segmentation-2d":
         from inference.finetune_seg2d import finetune_seg2d

@@ -353,7 +353,8 @@ def finetune_exam(dataset, checked: Plan, epochs: int, steps_per_epoch: int, lr:
     n_val_cases = len({views[i].case for i in val_idx})
     synthetic = f" + {aug.count} synthetic positive ({augment})" if aug.count else ""
     summary = (f"{len(train_idx)} training{synthetic} and {len(val_idx)} validation views of "
-               f"{n_cases - n_val_cases} and {n_val_cases} cases, {epochs} epochs x {steps_per_epoch} steps of {batch} views (seed {seed})"
+               f"{n_cases - n_val_cases} and {n_val_cases} cases, {epochs} epochs x {steps_per_epoch} steps of "
+               f"{batch} views (seed {seed})"
                + (f"; skipped {', '.join(f'{n} {k}' for k, n in sorted(skipped.items()))}" if skipped else ""))
     metrics = {"val_auc_before": auc_before, "val_accuracy_before": acc_before,
                "val_auc": history[-1]["val_auc"] if history else auc_before,

@@ -27,6 +27,7 @@ from inference.finetune_common import (
     Plan,
     Progress,
     check_label_values,
+    check_modality,  # noqa: F401 - moved to finetune_common; still importable from here
     dice_per_class,
     judge_segmentation,
     read_view,
