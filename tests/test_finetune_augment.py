@@ -205,3 +205,15 @@ def test_cli_passes_augment_options_through(seg_dataset, tmp_path, capsys):
     card = json.loads(path.read_text())
     assert card["extra"]["augmentation"]["augment"] == "classic" and card["extra"]["augmentation"]["n_synthetic"] == 2
     assert (tmp_path / card["extra"]["augmentation"]["grid"]).is_file()
+
+
+def test_train_reaches_the_infill_cgan_and_refuses_augmenting_it(seg_dataset, tmp_path, infill):
+    """`lightbox train DATASET --model mammo-infill-cgan` trains a new cGAN version from the dataset's lesions
+    (inference.infill_finetune); synthetic lesions to train the lesion maker itself are refused."""
+    with pytest.raises(FinetuneError, match="mammo-infill-cgan is a MG lesion-infill model"):
+        finetune(seg_dataset, "mammo-infill-cgan", augment="classic", out_dir=tmp_path / "m")
+    card = finetune(seg_dataset, "mammo-infill-cgan", epochs=1, steps_per_epoch=1, batch=2, val_fraction=0.4,
+                    out_dir=tmp_path / "m")
+    assert card.name == "mammo-infill-cgan" and card.task == "lesion-infill" and card.version == "0.2"
+    assert card.extra["parent"] == "mammo-infill-cgan 0.1" and card.extra["activation"]["status"]
+    registry.load_model(tmp_path / "m" / "mammo-infill-cgan-0.2.json")
