@@ -74,14 +74,14 @@ MAMMO_RUNGS: tuple[Rung, ...] = (
 CT_RUNGS: tuple[Rung, ...] = (
     Rung("ct-0", 0, "ct-lesion", dict(lesion_contrast_hu=-60.0, lesion_radius_mm=14.0),
          "obvious: 28 mm liver lesions 60 HU below the liver"),
-    Rung("ct-1", 1, "ct-lesion", dict(lesion_contrast_hu=-40.0, lesion_radius_mm=10.0),
-         "20 mm lesions, -40 HU"),
-    Rung("ct-2", 2, "ct-lesion", dict(lesion_contrast_hu=-25.0, lesion_radius_mm=8.0),
-         "16 mm lesions, -25 HU"),
-    Rung("ct-3", 3, "ct-lesion", dict(lesion_contrast_hu=-15.0, lesion_radius_mm=6.0),
-         "12 mm lesions, -15 HU (about the noise)"),
-    Rung("ct-4", 4, "ct-lesion", dict(lesion_contrast_hu=-8.0, lesion_radius_mm=5.0),
-         "a radiologist would miss it: 10 mm lesions 8 HU below the liver, under the noise"),
+    Rung("ct-1", 1, "ct-lesion", dict(lesion_contrast_hu=-45.0, lesion_radius_mm=11.0),
+         "22 mm liver lesions, -45 HU"),
+    Rung("ct-2", 2, "ct-lesion", dict(lesion_contrast_hu=-35.0, lesion_radius_mm=9.0),
+         "18 mm liver lesions, -35 HU"),
+    Rung("ct-3", 3, "ct-lesion", dict(lesion_contrast_hu=-25.0, lesion_radius_mm=7.0),
+         "14 mm liver lesions, -25 HU (twice the noise)"),
+    Rung("ct-4", 4, "ct-lesion", dict(lesion_contrast_hu=-10.0, lesion_radius_mm=5.0),
+         "a radiologist would miss it: 10 mm liver lesions 10 HU below the liver, under the noise"),
 )
 
 

@@ -614,11 +614,12 @@ class _Breast:
         self._seed, self._lat = seed, laterality
 
     def set_difficulty(self, mass_contrast=None, mass_radius_mm=None, spiculation=None, calc_count=None,
-                       calc_radius_mm=None, calc_contrast=None) -> None:
+                       calc_radius_mm=None, calc_contrast=None, pixel_mm: float = 0.07) -> None:
         """Replace this breast's drawn lesion parameters (None keeps the draw) for a difficulty ladder.
 
         Lesion sites and shapes stay the seed's own, so one seed at two difficulties differs only
         in what was asked. New draws come from their own stream, so the defaults never move.
+        pixel_mm: the image's (largest) pixel size, so a counted cluster's dots stay apart on its grid.
         """
         rng = _rng(self._seed, 23, {"R": 1, "L": 2}[self._lat])
         if mass_contrast is not None:
@@ -640,12 +641,14 @@ class _Breast:
             n = int(calc_count)
             self.calc_r = rng.uniform(0.1, 0.25, n)
             self.calc_gain = rng.uniform(1800.0, 2300.0, n)
-            self.calc_offsets = self._spread_offsets(rng, n, 2.0 * float(np.max(self.calc_r)) + 1.2)
         n = len(self.calc_r)
         if calc_radius_mm is not None:
             if calc_radius_mm <= 0:
                 raise ValueError(f"calc_radius_mm must be positive, got {calc_radius_mm}")
             self.calc_r = float(calc_radius_mm) * rng.uniform(0.8, 1.2, n)
+        if calc_count is not None:  # dots (mask: radius + 1.5 px) a pixel clear of each other
+            gap = 2.0 * (float(np.max(self.calc_r)) + 1.5 * pixel_mm) + max(pixel_mm, 0.6)
+            self.calc_offsets = self._spread_offsets(rng, n, gap)
         if calc_contrast is not None:
             self.calc_gain = float(calc_contrast) * rng.uniform(0.9, 1.1, n)
 
@@ -784,7 +787,8 @@ def mammo_image_with_truth(laterality: str, view: str, size=(1664, 1280), seed=0
     if fibroglandular_fraction is not None and not 0.0 <= fibroglandular_fraction <= 1.0:
         raise ValueError(f"fibroglandular_fraction must be within 0..1, got {fibroglandular_fraction}")
     breast = _Breast(laterality, seed)
-    breast.set_difficulty(mass_contrast, mass_radius_mm, spiculation, calc_count, calc_radius_mm, calc_contrast)
+    breast.set_difficulty(mass_contrast, mass_radius_mm, spiculation, calc_count, calc_radius_mm, calc_contrast,
+                          pixel_mm=float(max(spacing)))
     if density_bias is not None:
         breast.density = float(density_bias)
     if fibroglandular_fraction is not None:
