@@ -50,7 +50,7 @@ def test_a_worse_run_from_the_app_is_kept_and_analyze_keeps_the_version_in_use(q
     dialog = window.analysis.show_train()
     assert dialog.model.itemText(0) == "Automatic (by dataset)" and dialog.model.currentData() is None
     assert {"ct-organs-unet3d", "mammo-exam"} <= set(dialog.model_names())
-    assert "mammo-patch" not in dialog.model_names()  # a patch classifier cannot be fine-tuned here
+    assert "mammo-patch" in dialog.model_names()  # issue 17: the patch classifier fine-tunes too
     assert "only if it scores at least as well as the version in use on the same validation cases" in \
         dialog.rule.text()
     dialog.select_model("ct-organs-unet3d")

@@ -43,9 +43,12 @@ def model_entries(cards) -> list[ModelEntry]:
 
 def untrainable(card) -> str | None:
     """Why an imported model cannot be fine-tuned (None: it can)."""
-    from inference.finetune_imported import trainable
+    from inference.finetune import FinetuneError, imported_module
 
-    return trainable(card)
+    try:
+        return imported_module().trainable(card)
+    except FinetuneError as exc:  # an installation without the imported-model fine-tuners: say so
+        return str(exc)
 
 
 def augment_reason(card) -> str | None:
@@ -65,12 +68,14 @@ def augment_reason(card) -> str | None:
 
 
 def infill_card():
-    """The cGAN version synthesis would use now (pinned or the newest eligible), or None when none is installed
-    or every version is kept out of use."""
-    from inference import activation, registry
+    """The cGAN version synthesis would use now (``inference.infill.infill_card``: pinned or the newest
+    eligible), or None when none is installed or every version is kept out of use."""
+    from inference import infill, registry
 
-    cards = [c for c in registry.available_models() if c.name == INFILL_MODEL]
-    return activation.active_version(INFILL_MODEL, cards)[0] if cards else None
+    try:
+        return infill.infill_card()
+    except registry.ModelError:
+        return None
 
 
 def augment_tooltips(infill) -> dict[str, str]:
