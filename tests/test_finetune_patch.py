@@ -76,6 +76,9 @@ def test_patch_classifier_fine_tunes_into_a_reloadable_version_with_its_verdict(
         assert rec["status"] == ("better" if m["val_lesion_auc"] >= m["val_lesion_auc_before"] else "not better")
     assert card.extra["augmentation"] == {"augment": "none", "n_synthetic": 0}
     assert activation.describe(card).startswith(rec["status"])
+    # its own domain description: this network on the 6 exported views plus the demo subset it came from
+    assert card.domain["kind"] == "embedding" and card.domain["fit"]["own_cases"] == 6
+    assert "6 exported views of" in card.extra["domain_note"]
 
     net, loaded = registry.load_model(tmp_path / f"{MODEL}-{card.version}.json")  # checksum verified
     pixels, _ = lesion_view(3106, True, False)
