@@ -142,6 +142,15 @@ def test_nnunet_fine_tunes_reloads_and_runs(models_dir, tmp_path):
     image, _ = synthetic_case((22, 26, 18), (1.0, 1.0, 2.0), "CT", np.random.default_rng(5))
     pred = runner.predict(VolumeImage(image, (1.0, 1.0, 2.0)))
     assert pred.labels.shape == image.shape and pred.probabilities.shape == (2, *image.shape)
+    # nnU-Net's own predictor loads the new folder too, and agrees
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=torch.device("cpu"),
+                                perform_everything_on_device=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(Path(new.weights_path) / new.extra["nnunet"]["model_dir"]),
+                                                   ("0",))
+    theirs = predictor.predict_single_npy_array(image[None], {"spacing": [1.0, 1.0, 2.0]}, None, None, False)
+    assert np.mean(theirs == pred.labels) > 0.999
 
 
 def test_nnunet_region_based_card_is_refused():
