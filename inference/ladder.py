@@ -14,7 +14,6 @@ rung of a few dozen cases has wide error bars and a comparison must say so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -148,7 +147,8 @@ def mammo_cases(rung: Rung | str, n_positive: int, n_normal: int, seed: int = 0,
 
 
 def ct_cases(rung: Rung | str, n: int, seed: int = 0, shape=CT_SHAPE, spacing=CT_SPACING):
-    """n CT phantoms of a CT rung as (hu, masks, spacing); every phantom has liver lesions."""
+    """n CT phantoms of a CT rung as (hu, masks, spacing); the liver lesions are the rung's (the
+    generator drops a lesion that does not fit, so a rare phantom may have none)."""
     r = rung_named(rung) if isinstance(rung, str) else rung
     if r.kind != "ct-lesion":
         raise ValueError(f"rung {r.name!r} is a {r.kind} rung, not a CT one")
@@ -375,5 +375,7 @@ def _ct_dice(model, card, idx: int, r: Rung, n: int, seed: int, device: str) -> 
     for hu, masks, spacing in ct_cases(r, n, seed):
         labels, _p = segment.segment_volume(model, card, hu, spacing, device=device, probabilities="none")
         liver = masks["liver"].astype(bool)
-        values.append(dice((labels == idx) & liver, masks["lesions"].astype(bool) & liver))
+        truth = masks["lesions"].astype(bool) & liver
+        if truth.any():  # a lesion that did not fit the liver is dropped; nothing found then scores nothing
+            values.append(dice((labels == idx) & liver, truth))
     return values
