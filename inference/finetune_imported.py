@@ -260,6 +260,24 @@ def _batches(training: Training, examples: list, batch: int, rng: np.random.Gene
     return sample_batch
 
 
+def freeze_unused(net: torch.nn.Module, x: torch.Tensor) -> list[str]:
+    """Stop training parameters the forward pass never uses (nnU-Net's deep-supervision heads when it
+    runs without them): DistributedDataParallel refuses parameters that get no gradient, and they
+    would not change anyway. Probed in eval mode, so no normalisation statistics move."""
+    was_training = net.training
+    net.eval()
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    (out[0] if isinstance(out, (list, tuple)) else out).float().sum().backward()
+    unused = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in net.named_parameters():
+        if n in unused:
+            p.requires_grad_(False)
+    net.zero_grad(set_to_none=True)
+    net.train(was_training)
+    return unused
+
+
 # --------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------
@@ -305,6 +323,7 @@ def run_imported(dataset, checked: Plan, *, epochs: int, steps_per_epoch: int, l
     before = validate(training.runner, val_cases, classes, should_stop) if val_cases else {}
     history: list[dict] = []
     for index, (name, net) in enumerate(training.networks):
+        freeze_unused(net, sample_batch()[0][:1].to(run.device))
         runner = training.runner_with(index, net)
         calls = [0]
 

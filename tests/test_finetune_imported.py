@@ -223,3 +223,24 @@ def test_torchscript_fine_tunes_and_a_frozen_one_is_refused(models_dir, tmp_path
     assert "no trainable parameters" in trainable(frozen)
     with pytest.raises(FinetuneError, match="frozen-ts 1 cannot be fine-tuned: the TorchScript file holds no"):
         run(dataset, frozen)
+
+
+def test_parameters_the_forward_pass_never_uses_are_frozen_for_ddp():
+    """nnU-Net built without deep supervision keeps its lower-resolution heads; DDP refuses them."""
+    from inference.finetune_imported import freeze_unused
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.head = torch.nn.Conv3d(1, 2, 1), torch.nn.Conv3d(1, 2, 1)
+            self.norm = torch.nn.BatchNorm3d(2)
+
+        def forward(self, x):
+            return self.norm(self.used(x))
+
+    net = Net().train()
+    stats = net.norm.running_mean.clone()
+    assert freeze_unused(net, torch.ones(1, 1, 4, 4, 4)) == ["head.weight", "head.bias"]
+    assert net.training and all(p.requires_grad for p in net.used.parameters())
+    assert not any(p.requires_grad for p in net.head.parameters()) and net.used.weight.grad is None
+    assert torch.equal(net.norm.running_mean, stats)  # probed in eval mode
