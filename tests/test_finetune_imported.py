@@ -244,3 +244,30 @@ def test_parameters_the_forward_pass_never_uses_are_frozen_for_ddp():
     assert net.training and all(p.requires_grad for p in net.used.parameters())
     assert not any(p.requires_grad for p in net.head.parameters()) and net.used.weight.grad is None
     assert torch.equal(net.norm.running_mean, stats)  # probed in eval mode
+
+
+def test_2d_bundle_fine_tunes_on_mammography_views(models_dir, tmp_path):
+    """A 2D lesion bundle on single views (1, rows, cols), as the app exports mammograms."""
+    import SimpleITK as sitk
+
+    card = formats.install(formats.inspect(make_bundle(tmp_path, name="mg_lesion", spatial_dims=2)), confirmed=True)
+    root = tmp_path / "Dataset_mg"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:60, :50]
+    for i in range(4):
+        lesion = ((yy - 30 - rng.integers(-5, 5)) ** 2 + (xx - 25) ** 2 < 64).astype(np.uint8)
+        image = (1500 + 300 * rng.normal(size=lesion.shape) + 1500.0 * lesion).astype(np.float32)
+        for arr, path in ((image, root / "imagesTr" / f"v{i}_0000.nii.gz"),
+                          (lesion, root / "labelsTr" / f"v{i}.nii.gz")):
+            img = sitk.GetImageFromArray(arr[None])
+            img.SetSpacing((0.3, 0.3, 1.0))
+            sitk.WriteImage(img, str(path))
+    meta = {"channel_names": {"0": "MG"}, "labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    records = []
+    new = run(root, card, progress=records.append, epochs=2, steps_per_epoch=3)
+    check_new_version(card, new, records, root)
+    pred = formats.load(new, "cpu").predict(VolumeImage(image[None], (1.0, 0.3, 0.3)))
+    assert pred.labels.shape == (1, 60, 50)
