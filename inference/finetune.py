@@ -392,7 +392,8 @@ def main(argv=None) -> int:
             if r["done"] in (0, r["total"]):  # start and end: a line per synthetic item would drown the epochs
                 print(f"lightbox: augment: {r['done']}/{r['total']} synthetic positives", file=sys.stderr, flush=True)
             return
-        print(f"lightbox: epoch {r['epoch']}: loss {r['loss']:.4f}; {describe_metrics(r)}", file=sys.stderr,
+        network = f"{r['network']}, " if "network" in r else ""  # a multi-fold nnU-Net trains each fold in turn
+        print(f"lightbox: {network}epoch {r['epoch']}: loss {r['loss']:.4f}; {describe_metrics(r)}", file=sys.stderr,
               flush=True)
 
     try:
