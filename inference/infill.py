@@ -286,7 +286,8 @@ def train_demo(out_dir, steps: int = DEMO_STEPS, seed: int = 0, device="cpu", gr
     if grid is not None:
         from inference.augment import save_grid
 
-        save_grid([(im, lab) for im, lab in val_views], made, grid)
+        real = [(im, np.where(lab == (1 + i % 2), lab, 0)) for i, (im, lab) in enumerate(val_views)]
+        save_grid(real, made, grid)  # real masses and calcification clusters in turn
     return path
 
 

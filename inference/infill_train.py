@@ -3,8 +3,9 @@
 A training example is a real lesion patch (PATCH px around one mass or calcification cluster, so the
 rest of the patch is the normal tissue around it), the region to repaint (the lesion grown by GROW px),
 and the lesion's mask. The generator learns to repaint the region from the context and the mask:
-LSGAN loss against a two-scale PatchGAN, plus L1 to the real pixels in the region (weight L1_WEIGHT)
-and on the coarse half-resolution output, as pix2pix / Wu et al. pair an adversarial and an L1 term.
+LSGAN loss against a two-scale PatchGAN, plus L1 to the real pixels in the region (weight L1_WEIGHT;
+lesion pixels weighted LESION_WEIGHT) and on the coarse half-resolution output, as pix2pix / Wu et al.
+pair an adversarial and an L1 term.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from inference.models.infill_gan import InfillGAN, composite
 PATCH = 64  # px at 0.42 mm: 27 mm, room for a 15 mm mass and its surroundings
 GROW = {"mass": 8, "calcification": 5}  # px the region extends beyond the lesion mask
 BORDER = 4  # px of real context always kept around the region
-L1_WEIGHT, COARSE_WEIGHT = 20.0, 10.0
+L1_WEIGHT, COARSE_WEIGHT, LESION_WEIGHT = 20.0, 10.0, 5.0
 PSNR_RANGE = 4.0  # normalized units spanned by mammogram tissue ((value - 2000) / 1000)
 
 
@@ -93,10 +94,33 @@ def extract_patches(image: np.ndarray, label: np.ndarray, patch: int = PATCH) ->
     return InfillPatches.concat(parts)
 
 
+FILL_SIGMA = 8.0  # px: the smooth background guess inside the region
+
+
+def smooth_fill(real: torch.Tensor, region: torch.Tensor, sigma: float = FILL_SIGMA) -> torch.Tensor:
+    """The region's pixels replaced by a Gaussian-weighted mean of the pixels around it (normalized
+    convolution); the real pixels inside the region never enter."""
+    radius = int(3 * sigma)
+    t = torch.arange(-radius, radius + 1, dtype=real.dtype, device=real.device)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+
+    def blur(a: torch.Tensor) -> torch.Tensor:
+        a = F.conv2d(F.pad(a, (radius, radius, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        return F.conv2d(F.pad(a, (0, 0, radius, radius), mode="replicate"), k.view(1, 1, -1, 1))
+
+    keep = 1 - region
+    num, den = blur(real * keep), blur(keep)
+    mean = (real * keep).sum((-1, -2), keepdim=True) / keep.sum((-1, -2), keepdim=True).clamp_min(1.0)
+    guess = torch.where(den > 1e-4, num / den.clamp_min(1e-4), mean)
+    return real * keep + guess * region
+
+
 def conditioning(real: torch.Tensor, region: torch.Tensor, mass: torch.Tensor, calc: torch.Tensor,
                  noise: torch.Tensor) -> torch.Tensor:
-    """(N, 5, P, P) generator input from (N, 1, P, P) tensors; the region's pixels are set to 0."""
-    return torch.cat([real * (1 - region), region, mass, calc, noise * region], 1)
+    """(N, 5, P, P) generator input from (N, 1, P, P) tensors; the region's real pixels are hidden
+    (replaced by :func:`smooth_fill`'s guess from the surroundings)."""
+    return torch.cat([smooth_fill(real, region), region, mass, calc, noise * region], 1)
 
 
 def _tensors(p: InfillPatches, idx, device) -> tuple[torch.Tensor, ...]:
@@ -155,9 +179,10 @@ def train_infill(patches: InfillPatches, steps: int, seed: int, device="cpu",
         d_opt.step()
         # generator: fool D, match the real pixels in the region at both scales
         adv = sum(F.mse_loss(o, torch.ones_like(o)) for o in net.discriminator(torch.cat([cond, fake], 1)))
-        l1 = region_l1(fake_full, real, region)
-        half = F.avg_pool2d(region, 2)
-        coarse_l1 = region_l1(coarse, F.avg_pool2d(real, 2), half)
+        # lesion pixels count LESION_WEIGHT times: calcification dots are a few pixels of a larger region
+        weight = region * (1 + (LESION_WEIGHT - 1) * torch.clamp(mass + calc, max=1))
+        l1 = region_l1(fake_full, real, weight)
+        coarse_l1 = region_l1(coarse, F.avg_pool2d(real, 2), F.avg_pool2d(weight, 2))
         g_loss = adv + L1_WEIGHT * l1 + COARSE_WEIGHT * coarse_l1
         g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -174,7 +199,7 @@ def train_infill(patches: InfillPatches, steps: int, seed: int, device="cpu",
 
 
 def region_l1(pred: torch.Tensor, real: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference over the region's pixels only."""
+    """Mean absolute difference over the region's pixels only (``region`` may weight them)."""
     return ((pred - real).abs() * region).sum() / region.sum().clamp_min(1.0)
 
 

@@ -3,7 +3,9 @@ for data augmentation in mammogram classification"), registered as "infill-cgan"
 
 Generator: pix2pix-style U-Nets in a cascade, as Wu et al. refine coarse to fine. A coarse U-Net sees the
 conditioning at half resolution; its upsampled output joins the conditioning at full resolution, where
-a second U-Net refines it. Input channels (N, 5, P, P): the patch with the region set to 0, the region,
+a second U-Net refines it; both add corrections to the first input channel. Input channels (N, 5, P, P):
+the patch with the region filled smoothly from its surroundings (a background guess, so the networks
+learn the lesion and the texture, not the whole tissue: what lets them train in minutes), the region,
 the mass mask, the calcification mask, and noise inside the region (texture differs from call to call;
 the seed decides it). Output: the whole patch; callers keep the real pixels outside the region
 (:func:`composite`).
@@ -72,9 +74,10 @@ class InfillGenerator(nn.Module):
         self.refine = SmallUNet(IN_CHANNELS + 1, 1, widths)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coarse = self.coarse(F.avg_pool2d(x, 2))
+        small = F.avg_pool2d(x, 2)
+        coarse = small[:, :1] + self.coarse(small)  # a correction of the smoothly filled patch
         up = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.refine(torch.cat([x, up], 1)) + up, coarse
+        return up + self.refine(torch.cat([x, up], 1)), coarse
 
 
 class PatchDiscriminator(nn.Module):
