@@ -77,13 +77,14 @@ def test_the_choice_applies_to_mammography_lesion_models_and_says_why_not_elsewh
     dialog.select_model("ct-organs-unet3d")
     assert not dialog.augment.isEnabled() and not dialog.augment_count.isEnabled()
     assert dialog.augment_method() == "none" and not dialog.preview_button.isEnabled()
+    assert not dialog.preview.isVisibleTo(dialog)  # no preview hint where nothing can be previewed
     assert "ct-organs-unet3d is a CT 3D segmentation model: synthetic lesions are made for the mammography" in \
         dialog.augment.toolTip()
     dialog.select_model("mammo-infill-cgan")  # the generator itself trains on real lesions only
     assert not dialog.augment.isEnabled() and "the lesion generator itself" in dialog.augment.toolTip()
     for model in (U_NET, "mammo-exam", "mammo-patch"):
         dialog.select_model(model)
-        assert dialog.augment.isEnabled(), model
+        assert dialog.augment.isEnabled() and dialog.preview.isVisibleTo(dialog), model
     dialog.augment.setCurrentIndex(dialog.augment.findData("classic"))
     assert dialog.preview_button.isEnabled()
     tips = {dialog.augment.itemData(i): dialog.augment.itemData(i, Qt.ItemDataRole.ToolTipRole)

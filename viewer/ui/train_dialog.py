@@ -136,6 +136,7 @@ class TrainDialog(QDialog):
         self.preview = GridPreview(PREVIEW_HINT)
 
         self.plot = pg.PlotWidget(background="w")
+        self.plot.setMinimumHeight(200)
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "training loss")
         for side in ("left", "bottom"):
@@ -285,6 +286,7 @@ class TrainDialog(QDialog):
             widget.setEnabled(usable)
         self.augment.setToolTip(tips[self.augment.currentData()] if usable else f"Not available: {reason}")
         self._augment_changed()
+        self.preview.setVisible(usable or self.preview.image is not None)  # no preview hint for a CT model
 
     def _preview_key(self) -> tuple:
         return self.dataset.text().strip(), self.model.currentData(), self.augment_method()
