@@ -1,6 +1,6 @@
 """The lesion-infill cGAN as a registry model: loading it, infilling lesions into normals, the demo version.
 
-    python -m inference.infill demo --out resources/models [--steps 1200] [--seed 0]
+    python -m inference.infill demo --out resources/models [--steps 1000] [--seed 0]
 
 ``mammo-infill-cgan`` (task "lesion-infill", modality "MG") repaints a region of a normal mammogram
 patch with a mass or a calcification cluster of a given mask (Wu et al. 2018; architecture in
@@ -44,7 +44,7 @@ CLASSES = ["background", "mass", "calcification"]
 AIR_LEVEL = -1.6  # normalized: modality value 400, well above air and below any breast tissue
 DEMO_SIZE = (1109, 853)  # 0.21 mm phantom pixels, as inference.train_mammo renders them
 DEMO_TRAIN_SEEDS, DEMO_VAL_SEEDS = range(5000, 5036), range(5900, 5906)
-DEMO_STEPS = 1500
+DEMO_STEPS = 1000
 ARCH = {"widths": [16, 32, 64], "coarse_widths": [16, 32, 48], "disc_width": 24, "disc_scales": 2}
 REFERENCE = ("Wu E, Wu K, Cox D, Lotter W. Conditional infilling GANs for data augmentation in mammogram "
              "classification. MICCAI workshop (RAMBO) 2018")
