@@ -55,7 +55,7 @@ class Settings:
     normals: int = 50  # normal exams
     seeds: int = 2
     train_level: int | None = None  # ladder level of the training lesions (None: the middle one)
-    test_n: int = 16  # test views per class per rung
+    test_n: int = 12  # test views per class per rung
     epochs: int = 4
     steps: int = 15
     augment_count: int | None = None  # synthetic positives (None: the fine-tuner's default rule)
