@@ -5,6 +5,7 @@ One module per architecture, plain nn.Modules configured by constructor argument
 """
 from inference.models import (
     exam_net,  # noqa: F401  (mammography whole-image classifier)
+    infill_gan,  # noqa: F401  (mammography lesion-infill cGAN)
     patch_net,  # noqa: F401  (mammography patch classifier)
     unet,  # noqa: F401  (2D/3D U-Net segmentation)
 )
