@@ -64,8 +64,9 @@ class AnalysisController(QObject):
         self.models_action.triggered.connect(self.show_models)
         self.models_dialog = None
         self.train_action = QAction("Train…", window)
-        self.train_action.setToolTip("Fine-tune a model (CT or mammography segmentation, exam classifier) on an "
-                                     "exported dataset; writes a new version")
+        self.train_action.setToolTip("Fine-tune a model (CT or mammography segmentation, patch or exam classifier, "
+                                     "an imported model) on an exported dataset, optionally with synthetic "
+                                     "lesions; writes a new version")
         self.train_action.triggered.connect(self.show_train)
         self.train_dialog = None
         self.import_action = QAction("Import model…", window)
