@@ -239,7 +239,7 @@ def load(model_or_card, device: str = "cpu"):
     if isinstance(model_or_card, tuple):
         return model_or_card
     card = resolve(model_or_card)
-    key = (card.name, str(card.version), str(card.path), str(device))
+    key = (card.name, str(card.version), str(card.path), str(getattr(card, "sha256", "")), str(device))  # same path, new weights: reload
     if key not in _MODELS:
         from inference import registry
 
