@@ -239,7 +239,8 @@ def load(model_or_card, device: str = "cpu"):
     if isinstance(model_or_card, tuple):
         return model_or_card
     card = resolve(model_or_card)
-    key = (card.name, str(card.version), str(card.path), str(getattr(card, "sha256", "")), str(device))  # same path, new weights: reload
+    # the weights' sha256 too: a new version written to the same path must not get the old network
+    key = (card.name, str(card.version), str(card.path), str(card.sha256), str(device))
     if key not in _MODELS:
         from inference import registry
 
