@@ -33,16 +33,19 @@ def quick(monkeypatch):
     monkeypatch.setattr(domain_fit, "DEMO_SUBSET", {})
 
 
+TINY_VERSION = "1000.1"  # sorts after any shipped mammo-infill-cgan version
+
+
 @pytest.fixture
 def infill(models_dir):
-    """A tiny untrained infill cGAN in the test's user model folder (when no trained one is shipped, it is
-    the active version): these tests check the plumbing, tests/test_infill.py the lesions."""
+    """A tiny untrained infill cGAN in the test's user model folder, versioned above the shipped one so it
+    is the active version: these tests check the plumbing, tests/test_infill.py the lesions."""
     from inference.infill import new_card
     from inference.models.infill_gan import infill_cgan
     from test_augment import TINY
 
     torch.manual_seed(0)
-    registry.save_model(infill_cgan(**TINY), new_card(dict(TINY), "tiny test cGAN", {}, {}, version="0.1"),
+    registry.save_model(infill_cgan(**TINY), new_card(dict(TINY), "tiny test cGAN", {}, {}, version=TINY_VERSION),
                         models_dir)
 
 
@@ -214,6 +217,6 @@ def test_train_reaches_the_infill_cgan_and_refuses_augmenting_it(seg_dataset, tm
         finetune(seg_dataset, "mammo-infill-cgan", augment="classic", out_dir=tmp_path / "m")
     card = finetune(seg_dataset, "mammo-infill-cgan", epochs=1, steps_per_epoch=1, batch=2, val_fraction=0.4,
                     out_dir=tmp_path / "m")
-    assert card.name == "mammo-infill-cgan" and card.task == "lesion-infill" and card.version == "0.2"
-    assert card.extra["parent"] == "mammo-infill-cgan 0.1" and card.extra["activation"]["status"]
-    registry.load_model(tmp_path / "m" / "mammo-infill-cgan-0.2.json")
+    assert card.name == "mammo-infill-cgan" and card.task == "lesion-infill" and card.version == "1000.2"
+    assert card.extra["parent"] == f"mammo-infill-cgan {TINY_VERSION}" and card.extra["activation"]["status"]
+    registry.load_model(tmp_path / "m" / "mammo-infill-cgan-1000.2.json")
