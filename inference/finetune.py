@@ -78,6 +78,8 @@ from inference.finetune_common import (  # noqa: F401 - the public names callers
     segmentation_labels,
     Plan,
     split_indices,
+    split_by_exam,
+    exam_of_pairs,
     parent_card,
     judge_segmentation,
     next_version,
@@ -147,9 +149,9 @@ def plan(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Plan:
         learns = label_card(card)
     lut = label_remap(meta.get("labels", {}), list(learns.classes))
     labels = segmentation_labels(meta, pairs, learns)
-    train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
+    train_idx, val_idx, val_exams = split_by_exam(exam_of_pairs(dataset, pairs), val_fraction, seed)
     unit = "cases" if card.task == "segmentation-3d" else "views"
-    return Plan(card, labels, train_idx, val_idx, len(val_idx), len(pairs), unit, (meta, pairs, lut))
+    return Plan(card, labels, train_idx, val_idx, val_exams, len(pairs), unit, (meta, pairs, lut))
 
 
 def infill_module():

@@ -252,6 +252,40 @@ def split_indices(n_cases: int, val_fraction: float, seed: int) -> tuple[list[in
     return [int(i) for i in order[n_val:]], [int(i) for i in order[:n_val]]
 
 
+def exam_of_pairs(root, pairs: list[tuple[Path, Path]]) -> list[str]:
+    """Each (image, label) pair's exam: the ``exam_case`` its provenance line names (a view exported with
+    its exam by ``export_exam``), else the pair's own case. Views of one woman must not straddle the split:
+    her other view of the same lesion would make validation an easy look-up."""
+    exam_of: dict[str, str] = {}
+    path = Path(root) / "provenance.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        lines = []  # provenance is optional here: without it every view is its own exam
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        extra = record.get("extra") if isinstance(record, dict) else None
+        if isinstance(extra, dict) and extra.get("exam_case") and record.get("case"):
+            exam_of[str(record["case"])] = str(extra["exam_case"])
+    cases = [image.name.rsplit("_0000", 1)[0] for image, _label in pairs]
+    return [exam_of.get(case, case) for case in cases]
+
+
+def split_by_exam(exams: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int], int]:
+    """(training, validation) item indices and the number of validation exams: :func:`split_indices` over
+    the exams, each exam's items kept together (items that are their own exams split exactly as before)."""
+    order = list(dict.fromkeys(exams))
+    members: dict[str, list[int]] = {e: [] for e in order}
+    for i, e in enumerate(exams):
+        members[e].append(i)
+    train_g, val_g = split_indices(len(order), val_fraction, seed)
+    return ([i for g in train_g for i in members[order[g]]], [i for g in val_g for i in members[order[g]]],
+            len(val_g))
+
+
 def parent_card(name: str):
     """The version of ``name`` Analyze uses now (pinned, or the newest eligible): fine-tuning starts
     from it and is judged against it."""

@@ -46,12 +46,13 @@ from inference.finetune_common import (
     Progress,
     Warn,
     dice_per_class,
+    exam_of_pairs,
     free_version,
     judge_segmentation,
     label_remap,
     read_dataset,
     segmentation_labels,
-    split_indices,
+    split_by_exam,
     start_run,
     train_segmentation,
 )
@@ -174,11 +175,11 @@ def plan_imported(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Pl
     check_channels(meta, card, dataset)
     lut = label_remap(meta.get("labels", {}), list(card.classes))
     labels = segmentation_labels(meta, pairs, card)
-    train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
+    train_idx, val_idx, val_exams = split_by_exam(exam_of_pairs(dataset, pairs), val_fraction, seed)
     notes = [f"imported {card.architecture} model: trained with its own preprocessing, validated with its own "
              "inference"]
     unit = "views" if card.task == "segmentation-2d" else "cases"
-    return Plan(card, labels, train_idx, val_idx, len(val_idx), len(pairs), unit, (meta, pairs, lut), notes)
+    return Plan(card, labels, train_idx, val_idx, val_exams, len(pairs), unit, (meta, pairs, lut), notes)
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Called by :func:`inference.finetune.finetune` for "patch-classifier" cards. The dataset is the one
 the lesion U-Net trains on (nnU-Net layout, one MG view per case, labels named "mass" and/or
-"calcification"); the plan, split (by view), label checks and versioning are the shared ones.
+"calcification"); the plan, split (by exam where the export recorded one, else by view), label checks and versioning are the shared ones.
 What is particular to patches comes from ``train_mammo``, the script that trained the shipped model,
 so a fine-tuned version learns exactly what its parent learned:
 

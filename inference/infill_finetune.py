@@ -20,12 +20,13 @@ from inference.finetune_common import (
     FinetuneError,
     Plan,
     Progress,
+    exam_of_pairs,
     label_counts,
     label_remap,
     read_dataset,
     save_version,
     segmentation_labels,
-    split_indices,
+    split_by_exam,
 )
 from inference.infill_train import InfillPatches, extract_patches, train_infill, validate_infill
 from inference.preprocess import mammo as mgp
@@ -41,7 +42,7 @@ def plan_infill(dataset, card, val_fraction: float = 0.2, seed: int = 0) -> Plan
     check_modality(meta, card, dataset)
     lut = label_remap(meta.get("labels") or {}, list(card.classes))
     labels = segmentation_labels(meta, pairs, card)
-    train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
+    train_idx, val_idx, _val_exams = split_by_exam(exam_of_pairs(dataset, pairs), val_fraction, seed)
     with_lesion = [bool(any(n for v, n in label_counts(label).items() if v < len(lut) and lut[v]))
                    for _image, label in pairs]
     if not any(with_lesion[i] for i in train_idx or range(len(pairs))):
