@@ -183,25 +183,64 @@ def finetune_all(dataset: Path, settings: Settings, out: Path, log) -> tuple[dic
 # scoring on the ladder
 # ----------------------------------------------------------------------------------------------
 def score_ladder(models: dict[str, list], settings: Settings, log) -> dict:
-    """{rung name: {"labels": (n,), "scores": {key: (seeds, n)}}} for every mammography rung; the
-    models of each key score the same test views."""
+    """{rung name: {"labels": (n,), "scores": {key: (seeds, n)}, "lesion_scores": {key: (seeds, n)}}} for
+    every mammography rung; the models of each key score the same test views.
+
+    "scores" are view scores (a view's most suspicious patch). "lesion_scores" ask whether the model's
+    response AT the lesion rises above normal tissue, which the view score cannot show once the lesion is
+    fainter than the densest tissue: a positive view's score is its highest patch on the lesion, a normal
+    view's the highest patch of a window of the same size at a random place in its breast (positive k and
+    normal k are paired by size; the place is fixed by the test seed, the same for every model). Patch
+    classifiers only (an exam classifier has no patches): else "lesion_scores" is empty."""
     from inference.device import pick_device
-    from inference.ladder import MAMMO_RUNGS, load_classifier, mammo_cases, view_score
+    from inference.ladder import MAMMO_RUNGS, lesion_map, load_classifier, mammo_cases, view_score
 
     device = str(pick_device(settings.device))
     for cards in models.values():
         for card in cards:  # the ladder caches models by name and version: make sure it holds THIS one
             if load_classifier(card, device)[1].sha256 != card.sha256:
                 raise RuntimeError(f"{card.name} {card.version}: the ladder holds other weights of that version")
+    patchy = all(card.task == "patch-classifier" for cards in models.values() for card in cards)
     out = {}
     for rung in MAMMO_RUNGS:
         t0 = time.perf_counter()
         cases = mammo_cases(rung, settings.test_n, settings.test_n, seed=TEST_SEED, size=settings.size)
         labels = np.array([c.label for c in cases], bool)
-        scores = {key: np.array([[view_score(card, c.image, c.spacing, c.laterality, c.view, device=device)
-                                  for c in cases] for card in cards]) for key, cards in models.items()}
-        out[rung.name] = {"rung": rung, "labels": labels, "scores": scores}
+        scores, lesion_scores = {}, {}
+        for key, cards in models.items():
+            if not patchy:
+                scores[key] = np.array([[view_score(card, c.image, c.spacing, c.laterality, c.view, device=device)
+                                         for c in cases] for card in cards])
+                continue
+            view_rows, lesion_rows = [], []
+            for card in cards:
+                maps = [lesion_map(card, c.image, c.spacing, c.laterality, c.view, device=device) for c in cases]
+                view_rows.append([m.view_score() for m in maps])
+                lesion_rows.append(lesion_window_scores(cases, maps, rung.kind))
+            scores[key], lesion_scores[key] = np.array(view_rows), np.array(lesion_rows)
+        out[rung.name] = {"rung": rung, "labels": labels, "scores": scores, "lesion_scores": lesion_scores}
         log(f"  scored {rung.name} ({len(cases)} views) in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def lesion_window_scores(cases, maps, kind: str) -> list[float]:
+    """Each view's lesion-window score (see :func:`score_ladder`): positives first, as mammo_cases gives
+    them; normal k borrows the window size of positive k (cycling when there are more normals)."""
+    positives = [i for i, c in enumerate(cases) if c.label]
+    windows = {}
+    for i in positives:
+        window = maps[i].lesion_window(cases[i].masks[kind])
+        if window is None:
+            raise RuntimeError(f"rung {cases[i].rung} view {i}: a positive view without its {kind} mask")
+        windows[i] = window
+    out = []
+    for i, (case, m) in enumerate(zip(cases, maps)):
+        if case.label:
+            out.append(m.window_score(windows[i]))
+        else:
+            k = (i - len(positives)) % len(positives) if positives else 0
+            like = windows[positives[k]] if positives else (0, 1, 0, 1)
+            out.append(m.window_score(m.random_window(like, np.random.default_rng([TEST_SEED, case.seed]))))
     return out
 
 
@@ -248,11 +287,11 @@ def cell(value) -> str:
     return f"{auc:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def table(results: dict, start_key: str) -> list[str]:
+def table(results: dict, start_key: str, metric: str = "auc") -> list[str]:
     head = f"{'rung':28s} | {'start':21s} | {'none':21s} | {'classic':21s} | {'cgan':21s} | cgan - classic"
     lines = [head, "-" * len(head)]
     for name, r in results.items():
-        row = r["auc"]
+        row = r[metric]
         diff = row.get("cgan-classic")
         lines.append(f"{name:28s} | " + " | ".join(cell(row.get(k)) for k in (start_key, *METHODS))
                      + " | " + (f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]" if diff else "-"))
@@ -319,8 +358,10 @@ def run(settings: Settings, log=lambda text: print(text, file=sys.stderr, flush=
     results = {}
     for name, r in scored.items():
         auc = paired_bootstrap(r["labels"], r["scores"], settings.n_boot)
+        lesion_auc = paired_bootstrap(r["labels"], r["lesion_scores"], settings.n_boot) if r["lesion_scores"] else {}
         results[name] = {"level": r["rung"].level, "kind": r["rung"].kind, "description": r["rung"].description,
-                         "n_positive": int(r["labels"].sum()), "n_normal": int((~r["labels"]).sum()), "auc": auc}
+                         "n_positive": int(r["labels"].sum()), "n_normal": int((~r["labels"]).sum()), "auc": auc,
+                         "lesion_auc": lesion_auc}
     return {"settings": {**asdict(settings), "size": list(settings.size)}, "start_model": f"{start.name} "
             f"{start.version}", "start_key": start_key, "dataset": summary, "versions": registry_note,
             "augmentation": {m: {k: v for k, v in a.items() if k != "grid"} for m, a in augmentation.items()},
@@ -339,6 +380,10 @@ def report(out: dict) -> str:
              f"test views per rung at {s['size'][0]}x{s['size'][1]}; device {s['device']}",
              "view AUC, mean over seeds [95 % stratified bootstrap of the test views, paired across methods]", ""]
     lines += table(out["rungs"], out["start_key"])
+    if any(r.get("lesion_auc") for r in out["rungs"].values()):
+        lines += ["", "lesion-patch AUC: the highest patch on the lesion vs the highest patch of a same-size window at a "
+                  "random place in a normal breast (does the model respond AT the lesion?), same bootstrap", ""]
+        lines += table(out["rungs"], out["start_key"], "lesion_auc")
     lines += [f"{m}: not run: {why}" for m, why in out["not_run"].items()]
     t = out["seconds"]
     lines += ["", f"time: dataset {t['dataset']:.0f} s, fine-tuning {t['finetune']:.0f} s, scoring {t['score']:.0f} s, "

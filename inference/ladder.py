@@ -269,25 +269,89 @@ def view_score(card_or_name, image, spacing, laterality, view, device: str = "cp
     centres inside the breast: a view is as suspicious as its most suspicious patch.
     """
     from inference import classify
-    from inference import heatmap as hm
-    from inference.preprocess.mammo import prepare
 
     model, card = load_classifier(card_or_name, device)
-    inp = card.input or {}
-    prepared = prepare(image, spacing, laterality, view, target_spacing=float(inp.get("spacing_mm", 0.42)),
-                       margin=int(inp.get("crop_margin_px", 26)), normalization=card.normalization or None)
     if card.task == "exam-classifier":
-        return float(classify.view_probability(model, prepared.image, device=device))
+        return float(classify.view_probability(model, _prepare(card, image, spacing, laterality, view).image,
+                                               device=device))
+    return lesion_map((model, card), image, spacing, laterality, view, device).view_score()
+
+
+def _prepare(card, image, spacing, laterality, view):
+    from inference.preprocess.mammo import prepare
+
+    inp = card.input or {}
+    return prepare(image, spacing, laterality, view, target_spacing=float(inp.get("spacing_mm", 0.42)),
+                   margin=int(inp.get("crop_margin_px", 26)), normalization=card.normalization or None)
+
+
+@dataclass
+class LesionMap:
+    """A patch classifier's lesion probability at every patch centre of one view, with where the
+    centres lie: the view score and a window's score (a lesion's own patches) both come from it."""
+
+    prob: np.ndarray  # (H', W') summed probability of the lesion classes
+    inside: np.ndarray  # bool (H', W'): the centre lies inside the breast
+    rows: np.ndarray  # (H',) centre row on the model grid
+    cols: np.ndarray  # (W',)
+    prepared: object  # preprocess.mammo.PreparedMammo
+
+    def view_score(self) -> float:
+        return float(self.prob[self.inside].max()) if self.inside.any() else float(self.prob.max())
+
+    def lesion_window(self, mask: np.ndarray) -> tuple[int, int, int, int] | None:
+        """(r0, r1, c0, c1) heatmap cells whose patch centre lies on the lesion of ``mask`` (raw image
+        grid, nonzero = lesion) or within half a stride of its bounding box; None if the mask is empty."""
+        from inference.preprocess.mammo import to_model
+
+        on_model = to_model(np.asarray(mask, np.float32), self.prepared.geometry) > 0
+        if not on_model.any():
+            return None
+        rr, cc = np.nonzero(on_model)
+        half = (self.rows[1] - self.rows[0]) / 2.0 if len(self.rows) > 1 else 0.0
+
+        def span(centres, lo, hi):
+            near = np.flatnonzero((centres >= lo - half) & (centres <= hi + half))
+            if not len(near):  # a lesion between two centres: the nearest one
+                near = np.array([int(np.argmin(np.abs(centres - (lo + hi) / 2.0)))])
+            return int(near[0]), int(near[-1]) + 1
+
+        return (*span(self.rows, rr.min(), rr.max()), *span(self.cols, cc.min(), cc.max()))
+
+    def window_score(self, window: tuple[int, int, int, int]) -> float:
+        r0, r1, c0, c1 = window
+        return float(self.prob[r0:r1, c0:c1].max())
+
+    def random_window(self, like: tuple[int, int, int, int], rng) -> tuple[int, int, int, int]:
+        """A window the size of ``like`` centred on a random in-breast patch centre: the normal view's
+        counterpart of a lesion window."""
+        h, w = like[1] - like[0], like[3] - like[2]
+        cells = np.argwhere(self.inside) if self.inside.any() else np.argwhere(np.ones_like(self.inside))
+        r, c = cells[int(rng.integers(len(cells)))]
+        r0 = int(np.clip(r - h // 2, 0, max(0, self.prob.shape[0] - h)))
+        c0 = int(np.clip(c - w // 2, 0, max(0, self.prob.shape[1] - w)))
+        return r0, r0 + h, c0, c0 + w
+
+
+def lesion_map(card_or_name, image, spacing, laterality, view, device: str = "cpu") -> LesionMap:
+    """The :class:`LesionMap` of one raw view by a mammography patch classifier (dense heatmap)."""
+    from inference import heatmap as hm
+
+    model, card = load_classifier(card_or_name, device)
+    if card.task != "patch-classifier":
+        raise ValueError(f"{card.name} {card.version} is a {card.task}: only a patch classifier has a lesion map")
+    prepared = _prepare(card, image, spacing, laterality, view)
     probs = hm.dense_heatmap(model, prepared.image, device=device)
     lesion = [i for i, c in enumerate(card.classes) if str(c).lower() not in ("background", "normal")]
     if not lesion:
         raise ValueError(f"{card.name} {card.version} has no lesion class among {card.classes}")
     p = probs[lesion].sum(axis=0)
     origin, step = hm.centers(model.patch_size, model.stride)
-    rows = np.clip(np.rint(origin + step * np.arange(p.shape[0])).astype(int), 0, prepared.breast.shape[0] - 1)
-    cols = np.clip(np.rint(origin + step * np.arange(p.shape[1])).astype(int), 0, prepared.breast.shape[1] - 1)
-    inside = prepared.breast[np.ix_(rows, cols)]
-    return float(p[inside].max()) if inside.any() else float(p.max())
+    rows = origin + step * np.arange(p.shape[0])
+    cols = origin + step * np.arange(p.shape[1])
+    ri = np.clip(np.rint(rows).astype(int), 0, prepared.breast.shape[0] - 1)
+    ci = np.clip(np.rint(cols).astype(int), 0, prepared.breast.shape[1] - 1)
+    return LesionMap(p, prepared.breast[np.ix_(ri, ci)], rows, cols, prepared)
 
 
 # --------------------------------------------------------------------------

@@ -75,6 +75,8 @@ def test_quick_run_fine_tunes_three_ways_and_scores_every_rung(tmp_path, monkeyp
         for key in (out["start_key"], *(m for m in bench_augment.METHODS if m not in out["not_run"])):
             auc, lo, hi, _sd = rung["auc"][key]
             assert 0.0 <= auc <= 1.0 and 0.0 <= lo <= hi <= 1.0, (name, key)
+            auc, lo, hi, _sd = rung["lesion_auc"][key]  # the patch classifier's response at the lesion
+            assert 0.0 <= auc <= 1.0 and 0.0 <= lo <= hi <= 1.0, (name, key)
         if "cgan-classic" in rung["auc"]:
             diff, lo, hi, _ = rung["auc"]["cgan-classic"]
             assert -1.0 <= lo <= hi <= 1.0 and -1.0 <= diff <= 1.0

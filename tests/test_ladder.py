@@ -212,6 +212,29 @@ def test_view_score_separates_the_obvious_rung():
         ladder.view_score("mammo-lesion-unet2d", cases[0].image, cases[0].spacing, "R", "CC")
 
 
+def test_lesion_map_windows_sit_on_the_lesion_and_in_the_breast():
+    """The lesion window covers the mass's patch centres and responds there; a normal view's random window of
+    the same size lies in its breast and does not; the map's view score is view_score's."""
+    from inference.preprocess.mammo import to_model
+
+    pos, normal = ladder.mammo_cases("mass-0", 1, 1, seed=0)
+    m = ladder.lesion_map("mammo-patch", pos.image, pos.spacing, pos.laterality, pos.view)
+    assert m.view_score() == ladder.view_score("mammo-patch", pos.image, pos.spacing, pos.laterality, pos.view)
+    r0, r1, c0, c1 = m.lesion_window(pos.masks["mass"])
+    on_model = to_model(pos.masks["mass"].astype(np.float32), m.prepared.geometry) > 0
+    rr, cc = np.nonzero(on_model)
+    assert m.rows[r0] <= rr.mean() <= m.rows[r1 - 1] and m.cols[c0] <= cc.mean() <= m.cols[c1 - 1]
+    assert m.window_score((r0, r1, c0, c1)) > 0.5
+    assert m.lesion_window(np.zeros_like(pos.masks["mass"])) is None
+    n = ladder.lesion_map("mammo-patch", normal.image, normal.spacing, normal.laterality, normal.view)
+    windows = [n.random_window((r0, r1, c0, c1), np.random.default_rng(k)) for k in range(20)]
+    for w in windows:
+        assert (w[1] - w[0], w[3] - w[2]) == (r1 - r0, c1 - c0) and n.inside[(w[0] + w[1]) // 2, (w[2] + w[3]) // 2]
+    assert max(n.window_score(w) for w in windows) < 0.5
+    with pytest.raises(ValueError, match="only a patch classifier"):
+        ladder.lesion_map("mammo-exam", pos.image, pos.spacing, pos.laterality, pos.view)
+
+
 def test_bench_ladder_end_to_end(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_ladder
