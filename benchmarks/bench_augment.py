@@ -15,8 +15,10 @@ so fine-tuning reads exactly what a user's export holds.
 The same starting model is then fine-tuned three ways, ``inference.finetune.finetune(dataset, model,
 augment=none|classic|cgan, seed=s)``, once per seed (the seed drives the split, the draws and the
 synthetic lesions), and every new version plus the starting model scores the views of every ladder
-rung (``inference.ladder.mammo_cases``, fixed test seed, never the training seeds) with
-``inference.ladder.view_score``.
+rung (``inference.ladder.mammo_cases``, fixed test seed, never the training seeds): the view AUC (a
+view's most suspicious patch) and, for patch classifiers, the lesion-patch AUC (the patch on the lesion
+vs a same-size window in a normal breast; see :func:`score_ladder`), both from one
+``inference.ladder.lesion_map`` per view and model.
 
 Pooling over seeds: a method's AUC on a rung is the MEAN over seeds of the per-seed view AUC (each seed
 is one fine-tuned model; pooling raw scores across models would mix their calibrations). Its 95 %
