@@ -75,6 +75,22 @@ def autocast(device: torch.device | str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def free_bytes(device: torch.device | str) -> int | None:
+    """Free memory on a CUDA device (driver's view, other processes included); None elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    try:
+        return int(torch.cuda.mem_get_info(device)[0])
+    except (RuntimeError, AssertionError):
+        return None
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether an exception is the accelerator running out of memory (worth a smaller retry)."""
+    return _is_oom(exc)
+
+
 def _is_oom(exc: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
@@ -105,3 +121,25 @@ def run_with_cpu_fallback(fn: Callable[[torch.device], T], device: torch.device 
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return fn(torch.device("cpu"))
+
+
+def halving_batch(fn: Callable[[int], T], batch: int, device: torch.device | str,
+                  notify: Callable[[str], None] | None = None) -> T:
+    """fn(batch); when the accelerator runs out of memory, fn(batch // 2), down to 1, then the error
+    goes up (run_with_cpu_fallback then moves to the CPU). Fewer windows at a time cost a GPU a little
+    speed; the CPU costs it most of it, so that comes last."""
+    device = torch.device(device)
+    while True:
+        try:
+            return fn(batch)
+        except Exception as exc:
+            if batch <= 1 or not _is_oom(exc):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            batch //= 2
+            message = f"{device.type.upper()} ran out of memory; retrying with {batch} window(s) at a time"
+            if notify is not None:
+                notify(message)
+            else:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference.device import autocast, pick_device
+from inference.device import autocast, halving_batch, pick_device
 from inference.preprocess import ct as ctp
 
 Progress = Callable[[float], None]
@@ -162,13 +162,16 @@ def _fit_roi(roi: Sequence[int], size: Sequence[int], divisor: int) -> tuple[int
 def segment_volume(model: nn.Module, card, volume_zyx, spacing_zyx: Sequence[float], device="auto",
                    progress: Progress | None = None, cancel: Cancel | None = None, *,
                    probabilities: str = "lazy", sw_batch_size: int = 4, overlap: float | None = None,
-                   chunk: int = 16):
+                   chunk: int | None = None, notify: Callable[[str], None] | None = None):
     """(labels uint8 (Z,Y,X), probabilities) of a 3D model on a volume, both on the volume's grid.
 
     volume_zyx: HU, any real dtype; spacing_zyx: mm per array axis. Labels index
     card.classes (0 = background). probabilities="lazy" gives a GridProbabilities
     (resampled per class / slab on demand; np.asarray() for all), "full" a float32
     (C,Z,Y,X) array, "none" None. Raises Cancelled if cancel() turns True.
+    chunk: slices per resampling slab (default: 16 on a CPU, the whole volume where the GPU
+    holds it, ctp.slab_chunk). A GPU that runs out of memory in the windows retries with half
+    as many at a time (`notify` is told) before the caller's CPU fallback.
     """
     from inference.models.unet import divisor
 
@@ -179,17 +182,23 @@ def segment_volume(model: nn.Module, card, volume_zyx, spacing_zyx: Sequence[flo
     if len(shape) != 3:
         raise ValueError(f"segment_volume needs a (z, y, x) volume, got shape {shape}")
     _check(cancel)
-    x = ctp.to_model_grid(volume_zyx, spacing_zyx, spacing_model, card.normalization, chunk=chunk, device=dev)
+    if chunk is None:  # per source slice: the larger of the input and class slabs, with temporaries
+        width = max(len(card.classes), len(ctp.hu_windows(card.normalization)), 2)
+        chunk = ctp.slab_chunk(dev, 3 * 4 * width * shape[1] * shape[2])
+    source = ctp.on_device(volume_zyx, dev)
+    x = ctp.to_model_grid(source, spacing_zyx, spacing_model, card.normalization, chunk=chunk, device=dev)
+    del source
     if progress:
         progress(0.1)
     _check(cancel)
     roi = _fit_roi(_card_input(card, "patch_size"), x.shape[1:], divisor(card))
     ov = float(overlap if overlap is not None else (card.input or {}).get("overlap", 0.25))
-    logits = sliding_window(model, x[None], roi, overlap=ov, sw_batch_size=sw_batch_size,
-                            pad_value=ctp.air_value(card.normalization),
-                            progress=_stage(progress, 0.1, 0.9), cancel=cancel)
+    logits = halving_batch(lambda batch: sliding_window(
+        model, x[None], roi, overlap=ov, sw_batch_size=batch, pad_value=ctp.air_value(card.normalization),
+        progress=_stage(progress, 0.1, 0.9), cancel=cancel), sw_batch_size, dev, notify)
     probs = torch.softmax(logits[0], dim=0)
-    del logits, x
+    del logits
+    x = None  # the model-grid input is not needed any more (the lambda above still names it)
     _check(cancel)
     labels = ctp.labels_to_grid(probs, shape, chunk=chunk)
     if progress:
@@ -198,7 +207,7 @@ def segment_volume(model: nn.Module, card, volume_zyx, spacing_zyx: Sequence[flo
     if probabilities == "none":
         out = None
     elif probabilities == "lazy":
-        out = ctp.GridProbabilities(probs, shape, classes, chunk=chunk)
+        out = ctp.GridProbabilities(probs, shape, classes, chunk=16)  # kept on the host: CPU-sized slabs
     elif probabilities == "full":
         out = ctp.resample(probs, shape, chunk=chunk, antialias=False, device=dev).cpu().numpy()
     else:
@@ -211,10 +220,23 @@ def segment_volume(model: nn.Module, card, volume_zyx, spacing_zyx: Sequence[flo
 # --------------------------------------------------------------------------
 # mammograms
 # --------------------------------------------------------------------------
+def labels_over_background(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 labels, P(any foreground)) from foreground probabilities (K-1, H, W), background being
+    1 - their sum: argmax over [background, fg...] (first maximum wins) by running comparisons, on the
+    tensor's device and without stacking a K-channel copy of a full-field map."""
+    lesion = fg[0] if fg.shape[0] == 1 else fg.sum(0)
+    best = 1.0 - lesion
+    labels = (fg[0] > best).to(torch.uint8)  # masked_fill_ is several times slower on a CPU
+    for c in range(1, fg.shape[0]):
+        torch.maximum(best, fg[c - 1], out=best)
+        labels = torch.where(fg[c] > best, torch.tensor(c + 1, dtype=torch.uint8, device=fg.device), labels)
+    return labels, lesion
+
+
 def segment_image(model: nn.Module, card, image, spacing_yx: Sequence[float], laterality: str | None = None,
                   view: str | None = None, device="auto", progress: Progress | None = None,
                   cancel: Cancel | None = None, *, chest_wall: str | None = None, sw_batch_size: int = 4,
-                  overlap: float | None = None):
+                  overlap: float | None = None, notify: Callable[[str], None] | None = None):
     """(labels uint8 (H,W), lesion probability float32 (H,W)) of a 2D model, on the image as given.
 
     The image goes through inference.preprocess.mammo.prepare (resample to the
@@ -245,12 +267,15 @@ def segment_image(model: nn.Module, card, image, spacing_yx: Sequence[float], la
     x = torch.from_numpy(prep.image).to(dev)[None, None]
     roi = _fit_roi(_card_input(card, "patch_size"), x.shape[2:], divisor(card))
     ov = float(overlap if overlap is not None else (card.input or {}).get("overlap", 0.25))
-    logits = sliding_window(model, x, roi, overlap=ov, sw_batch_size=sw_batch_size, pad_value=pad_value,
-                            progress=_stage(progress, 0.1, 0.9), cancel=cancel)
-    probs = torch.softmax(logits[0], dim=0).cpu().numpy()
+    logits = halving_batch(lambda batch: sliding_window(
+        model, x, roi, overlap=ov, sw_batch_size=batch, pad_value=pad_value,
+        progress=_stage(progress, 0.1, 0.9), cancel=cancel), sw_batch_size, dev, notify)
+    probs = torch.softmax(logits[0], dim=0)
+    del logits
     _check(cancel)
+    # back on the source grid where the network ran: only uint8 labels and one float map reach the host
     fg = mgp.to_source(probs[1:], prep.geometry, fill=0.0)  # outside the crop: background
-    labels = np.concatenate([(1.0 - fg.sum(0))[None], fg]).argmax(0).astype(np.uint8)
+    labels, lesion = labels_over_background(fg)
     if progress:
         progress(1.0)
-    return labels, fg.sum(0).astype(np.float32)
+    return labels.cpu().numpy(), lesion.cpu().numpy()

@@ -48,6 +48,8 @@ def isolated_user_state(tmp_path_factory):
     # Analyze keeps the demo models on torch unless a test asks for the measured ONNX Runtime choice
     # (tests/test_onnx_default.py): exporting and timing each model costs tens of seconds per session.
     os.environ.setdefault("LIGHTBOX_ONNXRUNTIME", "0")
+    # nor does each window load every model in the background at start (tests/test_warmup.py does)
+    os.environ.setdefault("LIGHTBOX_WARMUP", "0")
     os.environ["XDG_CONFIG_HOME"] = str(root / "config")  # also for the GUI subprocesses' QSettings
     try:
         from PySide6.QtCore import QSettings

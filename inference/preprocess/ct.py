@@ -49,6 +49,33 @@ def _as_tensor(a) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
 
 
+def slab_chunk(device: torch.device | str, slice_bytes: int, default: int = 16) -> int:
+    """Slices per slab. On a CPU `default`: float32 temporaries stay tens of MB. On a GPU as many as a
+    quarter of its free memory holds, usually the whole volume: one large kernel per stage instead of
+    a Python loop of small ones with host work between them."""
+    from inference.device import free_bytes
+
+    free = free_bytes(device)
+    if free is None:
+        return default
+    return max(default, int(free // 4 // max(int(slice_bytes), 1)))
+
+
+def on_device(volume, device: torch.device | str):
+    """The volume as a tensor on `device` in its own dtype (int16 CT: half the bytes of float32) when a
+    quarter of the GPU's free memory holds it, so resampling reads it there; otherwise (CPU, too big)
+    unchanged and slabs are copied over one by one."""
+    from inference.device import free_bytes
+
+    free = free_bytes(device)
+    if free is None:
+        return volume
+    t = _as_tensor(volume)
+    if t.element_size() * t.numel() > free // 4:
+        return volume
+    return t.to(device)
+
+
 def iter_resampled(volume, out_shape: Sequence[int], *, chunk: int = 16, antialias: bool = True,
                    device: torch.device | str = "cpu") -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield (z0, z1, float32 tensor (C, z1-z0, Y', X')) covering the resampled volume.

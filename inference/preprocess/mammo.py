@@ -193,10 +193,11 @@ def to_source(values: np.ndarray, geometry: MammoGeometry, origin=0.0, step=1.0,
     (origin/step may be per axis): origin 0, step 1 for a map the size of the prepared
     image; a heatmap puts each value at its patch centre ((patch-1)/2, stride). Values
     are interpolated bilinearly (held constant beyond the first/last sample), and
-    source pixels outside the crop get `fill`. Leading axes (classes) are kept.
+    source pixels outside the crop get `fill`. Leading axes (classes) are kept. A torch tensor
+    is mapped on its own device and comes back as a tensor there.
     """
     g = geometry
-    v = np.asarray(values, dtype=np.float32)
+    v = values if isinstance(values, torch.Tensor) else np.asarray(values, dtype=np.float32)
     oy, ox = np.broadcast_to(np.asarray(origin, dtype=float), (2,))
     sy, sx = np.broadcast_to(np.asarray(step, dtype=float), (2,))
     fy, fx = g.scale

@@ -9,6 +9,7 @@ Both the CLI (`lightbox analyze`) and the viewer's Analyze button call it.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,6 +29,7 @@ StopCheck = Callable[[], bool]
 # Patch-classifier classes that are not findings: no heatmap is offered for them.
 NOT_FINDINGS = {"background", "normal", "tissue", "normal tissue"}
 _MODELS: dict[tuple, tuple[object, object]] = {}  # (name, version, sha256, device) -> (module, card)
+_LOAD_LOCK = threading.RLock()
 
 
 class NoModel(LookupError):
@@ -75,10 +77,18 @@ def pick_card(task: str, modality: str, skipped: list[str] | None = None):
 
 
 def load(card, device: str):
-    """A model loaded once per process and device (weights verified against the card on first load)."""
+    """A model loaded once per process and device (weights verified against the card on first load).
+
+    Thread-safe: the start-up warm-up (viewer.analysis.warmup) and an early Analyze may ask for the
+    same model at once; the second waits for the first instead of loading it again."""
     from inference.registry import load_model
 
     key = (card.name, card.version, card.sha256, str(device))
+    with _LOAD_LOCK:
+        return _load_locked(key, card, device, load_model)
+
+
+def _load_locked(key, card, device, load_model):
     if key not in _MODELS:
         module, card = load_model(card, device=device)
         if not card.imported:  # ONNX Runtime where this machine runs it faster with the same outputs

@@ -13,6 +13,7 @@ the three MPR planes, the four mammography cells) as overlay layers named
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -24,7 +25,7 @@ from ..analysis.results import AnalysisResult, SeriesResult
 from ..analysis.run import NoModel
 from .analysis_panel import NO_HEATMAP, OUT_OF_DOMAIN, AnalysisPanel, domain_detail
 from .overlays import EDIT_LAYER_NAME, HEAT_LAYER, LABEL_LAYER, LabelLayer, ProbabilityLayer
-from .settings import settings
+from .settings import remember_warm_up, settings, warm_up_enabled
 from .workers import TaskRunner
 
 if TYPE_CHECKING:
@@ -77,6 +78,14 @@ class AnalysisController(QObject):
         self.clear_cache_action = QAction("Clear cached results", window)
         self.clear_cache_action.setToolTip("Delete the AI results kept on disk (Analyze runs the models again)")
         self.clear_cache_action.triggered.connect(self.clear_disk_cache)
+        self.warm_action = QAction("Prepare models at start", window)
+        self.warm_action.setCheckable(True)
+        self.warm_action.setChecked(warm_up_enabled())
+        self.warm_action.setToolTip("Load the AI models and start the GPU in the background when Lightbox "
+                                    "starts, so the first Analyze is as fast as the next ones")
+        self.warm_action.toggled.connect(remember_warm_up)
+        self.warmers = TaskRunner(self)  # the start-up warm-up: beside the main task, never blocks it
+        self.warm_report = None  # viewer.analysis.warmup.WarmUp once it ended
         self._load_preferred_versions()
         self.panel.heatmap_chosen.connect(self._heatmap_chosen)
         self.panel.heatmap_style_changed.connect(self._restyle)
@@ -131,8 +140,31 @@ class AnalysisController(QObject):
         self.window.show_message(self.import_dialog.message if self.import_dialog is not None
                                  else f"Imported {card.name} {card.version}")
 
+    def start_warm_up(self) -> bool:
+        """Prepare the models in the background (viewer.analysis.warmup) when the setting is on and
+        LIGHTBOX_WARMUP is not 0 (tests, scripts); True when it started."""
+        if not self.warm_action.isChecked() or os.environ.get("LIGHTBOX_WARMUP", "1").strip() == "0":
+            return False
+        from ..analysis.warmup import warm_up
+
+        self.warmers.start(lambda _progress, should_stop: warm_up("auto", should_stop=should_stop), "warm-up",
+                           on_finished=self._warmed,
+                           on_failed=lambda message: self._warmed(None, message))
+        return True
+
+    def _warmed(self, report, failure: str | None = None) -> None:
+        self.warm_report = report
+        if self.window.busy:  # the user's own task keeps the status line
+            return
+        if report is None:
+            self.window.show_message(f"AI warm-up failed: {failure}; Analyze will load the models itself",
+                                     "warning")
+        elif not report.stopped:
+            self.window.show_message(report.summary(), "warning" if report.problems else "info")
+
     def shutdown(self) -> None:
         """Wait for the look-ups and the dialogs' workers (no thread may outlive the window)."""
+        self.warmers.shutdown()
         self.lookups.shutdown()
         for dialog in (self.train_dialog, self.import_dialog):
             if dialog is not None:

@@ -50,6 +50,8 @@ def run(path: str | None = None, screenshot: str | None = None) -> int:
             window.open_path(path)
         else:
             window.open_demo()
+        if not screenshot:
+            window.analysis.start_warm_up()  # models loaded and run once while the user reads
 
     QTimer.singleShot(0, start)
     try:

@@ -163,7 +163,8 @@ def build_ai_menu(w) -> QMenu:
     menu = QMenu("&AI", w)
     w.menuBar().insertMenu(w.help_menu.menuAction(), menu)
     for act in (w.analysis.action, w.analysis.dock.toggleViewAction(), w.analysis.models_action,
-                w.analysis.import_action, w.analysis.train_action, w.analysis.clear_cache_action):
+                w.analysis.import_action, w.analysis.train_action, w.analysis.clear_cache_action,
+                w.analysis.warm_action):
         menu.addAction(act)
     w.dicom_results = DicomResults(w)  # Parametric Maps / AI report SRs of the opened folder, shown
     menu.addAction(w.dicom_results.report_action)

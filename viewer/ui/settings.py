@@ -12,6 +12,7 @@ from PySide6.QtCore import QSettings
 MAX_RECENT = 8
 RECENT_KEY = "recent/paths"
 LINK_SCROLL_KEY = "view/link_scroll"
+WARM_UP_KEY = "ai/warm_up"
 
 
 def settings() -> QSettings:
@@ -65,4 +66,15 @@ def link_scroll_enabled() -> bool:
 def remember_link_scroll(on: bool) -> None:
     s = settings()
     s.setValue(LINK_SCROLL_KEY, bool(on))
+    s.sync()
+
+
+def warm_up_enabled() -> bool:
+    """AI ▸ Prepare models at start (on by default): load and run the models in the background."""
+    return settings().value(WARM_UP_KEY, True, type=bool)
+
+
+def remember_warm_up(on: bool) -> None:
+    s = settings()
+    s.setValue(WARM_UP_KEY, bool(on))
     s.sync()

@@ -1,0 +1,125 @@
+"""Make the first Analyze as fast as the second: load and run the models before the user asks.
+
+A fresh process pays, on its first Analyze, for importing the network code (MONAI alone takes
+seconds), reading and verifying the weights, starting CUDA and letting cuDNN pick its kernels.
+None of that depends on the study, so the app does it in the background at start (a setting,
+on by default) while the user is reading: every model Analyze would pick is loaded through
+``run.load`` (its per-process cache, so the real run reuses it) and run once on a small input
+of the card's own shape. Nothing here raises: a model that cannot be loaded is reported and
+left for Analyze to explain.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+StopCheck = Callable[[], bool]
+
+
+@dataclass
+class WarmUp:
+    """What a warm-up did: seconds per step, models made ready, problems met (none fatal)."""
+
+    device: str = ""
+    steps: dict[str, float] = field(default_factory=dict)
+    ready: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(self.steps.values()))
+
+    def summary(self) -> str:
+        if self.stopped:
+            return "AI warm-up stopped"
+        if not self.ready:
+            return "AI warm-up: no model to prepare" + (f" ({self.problems[0]})" if self.problems else "")
+        return f"AI models ready on {self.device} in {self.seconds:.1f} s ({', '.join(self.ready)})"
+
+
+def _timed(report: WarmUp, step: str, fn):
+    t0 = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        report.steps[step] = report.steps.get(step, 0.0) + time.perf_counter() - t0
+
+
+def _probe(card):
+    """A small input the network accepts, on the card's own channels and patch shape."""
+    import torch
+
+    inp = card.input or {}
+    declared = inp.get("channels")
+    channels = int(declared) if isinstance(declared, (int, float)) else \
+        int((card.arch_kwargs or {}).get("in_channels", 1))
+    if card.task == "segmentation-3d":
+        from inference.preprocess import ct as ctp
+
+        channels = ctp.normalization_channels(card.normalization)
+        size = [int(v) for v in inp.get("patch_size", (32, 32, 32))]
+    elif card.task == "segmentation-2d":
+        size = [int(v) for v in inp.get("patch_size", (128, 128))][-2:]
+    else:  # mammography classifiers: a small view, as many patches wide as a real breast is
+        size = [256, 192]
+    return torch.zeros((1, channels, *size))
+
+
+def _run_once(module, card, device) -> None:
+    """One forward pass at inference settings: CUDA kernels chosen, ONNX/oneDNN sessions primed."""
+    import torch
+
+    from inference.device import autocast
+
+    x = _probe(card).to(device)
+    with torch.inference_mode(), autocast(device):
+        module(x)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def roles(modalities=("MG", "CT")) -> list[tuple[str, str]]:
+    """(task, modality) of every model Analyze may pick for these modalities."""
+    from .run import MAMMO_ROLES
+
+    out: list[tuple[str, str]] = []
+    for modality in modalities:
+        if modality.upper() == "MG":
+            out += [(task, "MG") for _role, task in MAMMO_ROLES]
+        else:
+            out.append(("segmentation-3d", modality.upper()))
+    return out
+
+
+def warm_up(device: str = "auto", modalities=("MG", "CT"), should_stop: StopCheck | None = None) -> WarmUp:
+    """Load (once per process, through ``run.load``) and run once every model Analyze would pick."""
+    from . import run
+
+    report = WarmUp()
+    try:
+        dev = _timed(report, "device", lambda: run.resolve_device(device))
+        report.device = dev
+        if dev.startswith("cuda"):
+            import torch
+
+            _timed(report, "CUDA context", lambda: (torch.zeros(1, device=dev) + 1).cpu())
+    except Exception as exc:  # noqa: BLE001 - a warm-up never stops the app; Analyze will say it
+        report.problems.append(f"device: {exc}")
+        return report
+    for task, modality in roles(modalities):
+        if should_stop is not None and should_stop():
+            report.stopped = True
+            break
+        try:
+            card = _timed(report, "choose models", lambda t=task, m=modality: run.pick_card(t, m))
+            if card is None:
+                continue
+            module, card = _timed(report, "load weights", lambda c=card: run.load(c, dev))
+            if not card.imported:  # imported runners take whole images, not a probe tensor
+                _timed(report, "first pass", lambda: _run_once(module, card, dev))
+            report.ready.append(run.model_id(card))
+        except Exception as exc:  # noqa: BLE001 - reported; Analyze meets the same model and explains
+            report.problems.append(f"{task} {modality}: {exc.__class__.__name__}: {exc}")
+    return report
