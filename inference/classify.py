@@ -67,16 +67,23 @@ class ViewAnalysis:
     heatmap_grid: tuple[float, float]  # (origin, step) in prepared pixels
     cam: np.ndarray | None = None  # (h'', w'') Grad-CAM in [0, 1]
     cam_grid: tuple[float, float] | None = None
+    device: str = "cpu"  # where the maps were made: a GPU also spreads them onto the full-field grid
 
     def heatmap_on_source(self, cls: str) -> np.ndarray:
         """float32 probability of class `cls` on the source image grid (0 outside the crop)."""
         c = self.classes.index(cls)
-        return to_source(self.heatmap[c], self.prepared.geometry, *self.heatmap_grid)
+        return self._on_source(self.heatmap[c], self.heatmap_grid)
 
     def cam_on_source(self) -> np.ndarray:
         if self.cam is None:
             raise ValueError("no Grad-CAM was computed for this view (explain=False)")
-        return to_source(self.cam, self.prepared.geometry, *self.cam_grid)
+        return self._on_source(self.cam, self.cam_grid)
+
+    def _on_source(self, values: np.ndarray, grid) -> np.ndarray:
+        if torch.device(self.device).type == "cpu":
+            return to_source(values, self.prepared.geometry, *grid)
+        small = torch.as_tensor(np.asarray(values, dtype=np.float32), device=self.device)
+        return to_source(small, self.prepared.geometry, *grid).cpu().numpy()
 
 
 @dataclass
@@ -103,7 +110,8 @@ def analyze_view(name: str, image: np.ndarray, spacing, patch_model, patch_card,
         probability, cam_grid = sigmoid(logit), cam_centers(exam_model)
     else:
         probability = view_probability(exam_model, prepared.image, device=device)
-    return ViewAnalysis(name.upper(), prepared, probability, probs, list(patch_card.classes), grid, cam, cam_grid)
+    return ViewAnalysis(name.upper(), prepared, probability, probs, list(patch_card.classes), grid, cam, cam_grid,
+                        str(model_device(patch_model, device)))
 
 
 def analyze_exam(images: dict, patch_model, patch_card, exam_model, exam_card, device="cpu",

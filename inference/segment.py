@@ -236,7 +236,8 @@ def labels_over_background(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def segment_image(model: nn.Module, card, image, spacing_yx: Sequence[float], laterality: str | None = None,
                   view: str | None = None, device="auto", progress: Progress | None = None,
                   cancel: Cancel | None = None, *, chest_wall: str | None = None, sw_batch_size: int = 4,
-                  overlap: float | None = None, notify: Callable[[str], None] | None = None):
+                  overlap: float | None = None, notify: Callable[[str], None] | None = None,
+                  prepared=None):
     """(labels uint8 (H,W), lesion probability float32 (H,W)) of a 2D model, on the image as given.
 
     The image goes through inference.preprocess.mammo.prepare (resample to the
@@ -245,7 +246,8 @@ def segment_image(model: nn.Module, card, image, spacing_yx: Sequence[float], la
     probabilities come back with its to_source. chest_wall ("left"/"right") is
     found from the pixels when not given; laterality alone does not say it (raw
     and hung images differ). Labels index card.classes; the probability map is
-    1 - P(background), i.e. P(lesion) for a binary model.
+    1 - P(background), i.e. P(lesion) for a binary model. ``prepared``: the view as another model of
+    the exam already prepared it (inference.classify); used when it is what this card would make.
     """
     from inference.models.unet import divisor
     from inference.preprocess import mammo as mgp
@@ -257,8 +259,13 @@ def segment_image(model: nn.Module, card, image, spacing_yx: Sequence[float], la
         raise ValueError(f"segment_image needs a 2D image, got shape {img.shape}")
     _check(cancel)
     spacing_model = [float(s) for s in np.atleast_1d(_card_input(card, "spacing_mm"))]
-    prep = mgp.prepare(img, spacing_yx, laterality, view, chest_wall=chest_wall,
-                       target_spacing=spacing_model[0], normalization=card.normalization or None)
+    margin = int((card.input or {}).get("crop_margin_px", 26))
+    if prepared is not None and prepared.fits(img.shape, spacing_yx, spacing_model[0], margin,
+                                              card.normalization or None, chest_wall):
+        prep = prepared
+    else:
+        prep = mgp.prepare(img, spacing_yx, laterality, view, chest_wall=chest_wall, target_spacing=spacing_model[0],
+                           margin=margin, normalization=card.normalization or None)
     background = prep.image[~prep.breast]
     pad_value = float(np.median(background)) if background.size else float(prep.image.min())
     if progress:

@@ -191,3 +191,44 @@ def test_segment_volume_retries_with_smaller_batches_and_gives_the_same_labels(c
     assert flaky.batches[0] > 1 and flaky.batches == sorted(flaky.batches, reverse=True)
     assert flaky.batches[-1] == 1 and len(told) == 2  # sw_batch_size 4 -> 2 -> 1
     assert (got == want).all()
+
+
+# --------------------------------------------------------------------------
+# the exam: one preparation per view, density beside the models on a GPU
+# --------------------------------------------------------------------------
+def test_segment_image_reuses_the_classifiers_preparation_only_when_it_is_the_same():
+    from inference.phantoms import mammo_image, mammo_spacing
+    from inference.registry import find_model, load_model
+
+    model, card = load_model(find_model("mammo-lesion-unet2d"), device="cpu")
+    size = (832, 640)
+    image = mammo_image("R", "MLO", size=size, seed=2, mass=True)[0]
+    spacing = mammo_spacing(size)
+    own = segment_image(model, card, image, spacing, "R", "MLO", device="cpu")
+    same = mgp.prepare(image, spacing, "R", "MLO", target_spacing=0.42, margin=26,
+                       normalization={"kind": "linear", "offset": 2000.0, "scale": 1000.0})
+    assert same.fits(image.shape, spacing, 0.42, 26, card.normalization)
+    reused = segment_image(model, card, image, spacing, "R", "MLO", device="cpu", prepared=same)
+    assert (reused[0] == own[0]).all() and np.array_equal(reused[1], own[1])
+    other = mgp.prepare(image, spacing, "R", "MLO", target_spacing=0.84)  # another grid: must not be used
+    assert not other.fits(image.shape, spacing, 0.42, 26, card.normalization)
+    ignored = segment_image(model, card, image, spacing, "R", "MLO", device="cpu", prepared=other)
+    assert (ignored[0] == own[0]).all() and np.array_equal(ignored[1], own[1])
+
+
+def test_density_beside_the_models_gives_the_loops_numbers():
+    from inference.phantoms import mammo_image, mammo_spacing
+    from viewer.analysis.run import _DensityBeside, density_entry
+
+    size = (832, 640)
+    views = {n: mammo_image(n[0], n[1:], size=size, seed=i)[0] for i, n in enumerate(("RCC", "LMLO"))}
+    want = {n: density_entry(im, mammo_spacing(size), n, None) for n, im in views.items()}
+    for device in ("cpu", "cuda"):  # "cuda": host threads (no GPU is touched)
+        with _DensityBeside(device) as beside:
+            assert (beside.pool is None) == (device == "cpu")
+            for n, im in views.items():
+                beside.start(n, im, mammo_spacing(size), n, None)
+            got = {n: beside.result(n) for n in views}
+        for n in views:
+            assert {k: v for k, v in got[n].items() if k != "seconds"} == \
+                   {k: v for k, v in want[n].items() if k != "seconds"}

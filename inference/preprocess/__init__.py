@@ -50,8 +50,16 @@ def sample_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_
     else:
         y0, y1, wy = _axis_weights(rows, h)
         x0, x1, wx = _axis_weights(cols, w)
-        r = v[..., y0, :] * (1 - wy)[:, None] + v[..., y1, :] * wy[:, None]
-        out = r[..., x0] * (1 - wx) + r[..., x1] * wx
+        # columns first on the small map, then whole rows (contiguous copies), in place: two full-size
+        # arrays instead of five (each fresh full-field array is page-faulted in, every call)
+        c = v[..., x0] * (1 - wx)
+        c += v[..., x1] * wx
+        out = c[..., y0, :]
+        out *= (1 - wy)[:, None]
+        upper = c[..., y1, :]
+        upper *= wy[:, None]
+        out += upper
+        del upper
         if row_valid is not None:
             out[..., ~np.asarray(row_valid, bool), :] = 0
         if col_valid is not None:

@@ -58,6 +58,19 @@ class PreparedMammo:
     geometry: MammoGeometry
     laterality: str | None = None
     view: str | None = None
+    normalization: dict | None = None  # as applied (the default filled in)
+    margin: int | None = None
+
+    def fits(self, image_shape, spacing, target_spacing: float, margin: int, normalization: dict | None,
+             chest_wall: str | None = None) -> bool:
+        """Whether prepare() with these arguments would make this same input: a second model of an
+        exam (the lesion U-Net after the classifiers) then reuses it instead of preparing the view again."""
+        g = self.geometry
+        spacing = (float(spacing[-2]), float(spacing[-1]))
+        return (tuple(image_shape) == g.source_shape and spacing == g.source_spacing
+                and resampled_shape(image_shape, spacing, target_spacing) == g.resampled_shape
+                and margin == self.margin and _scaling(normalization) == _scaling(self.normalization)
+                and (chest_wall is None or (chest_wall == "right") == g.flipped))
 
 
 # --------------------------------------------------------------------------
@@ -112,6 +125,12 @@ def chest_wall_from_orientation(patient_orientation) -> str | None:
         return None
     first = str(patient_orientation[0]).upper()[:1]
     return {"A": "left", "P": "right"}.get(first)
+
+
+def _scaling(normalization: dict | None) -> tuple:
+    """What of a normalization changes the pixels (cards also carry notes)."""
+    n = normalization or DEFAULT_NORMALIZATION
+    return n.get("kind", "linear"), float(n.get("offset", 0.0)), float(n.get("scale", 1.0))
 
 
 def normalize(image: np.ndarray, normalization: dict | None = None) -> np.ndarray:
@@ -170,7 +189,7 @@ def prepare(image: np.ndarray, spacing, laterality: str | None = None, view: str
     # Crop/flip through the same code path the maps use, so they cannot drift apart.
     out = _crop_flip(normalize(small, n), geometry, fill=float(normalize(np.float32(background), n)))
     breast = _crop_flip(mask.astype(np.float32), geometry, fill=0.0) > 0.5
-    return PreparedMammo(out, breast, geometry, laterality, view)
+    return PreparedMammo(out, breast, geometry, laterality, view, dict(n), int(margin))
 
 
 def _crop_flip(small: np.ndarray, g: MammoGeometry, fill: float) -> np.ndarray:

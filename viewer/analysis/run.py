@@ -276,9 +276,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     score from its hung CC and MLO. A breast without a hung view gets no score, and the result
     says why. A view without PixelSpacing is analysed at an estimated spacing, named in the result.
     """
-    from inference import domain
-    from inference.classify import analyze_view, exam_scores
-    from inference.device import run_with_cpu_fallback
+    from inference.classify import exam_scores
     from inference.preprocess.mammo import chest_wall_from_orientation
 
     from ..core.mammo import FOUR_VIEWS, bright_is_dense, estimate_spacing
@@ -295,10 +293,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     loaded = {role: load_role(task, "MG", dev, notes, models) for role, task in MAMMO_ROLES}
     if loaded["patch"] is None or loaded["exam"] is None:
         raise _no_model(NO_MAMMO, notes)
-    patch_model, patch_card = loaded["patch"]
-    exam_model, exam_card = loaded["exam"]
-    seg = loaded["segmentation"]
-    seg_model, seg_card = seg if seg is not None else (None, None)
+    patch_card, exam_card, seg = loaded["patch"][1], loaded["exam"][1], loaded["segmentation"]
     used = {role: pair[1] for role, pair in loaded.items() if pair is not None}
     verified, unverified = trust_notes(used)
     result = AnalysisResult("mammo-exam", study_uid, {}, models={role: model_id(c) for role, c in used.items()},
@@ -309,6 +304,77 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
     findings = [c for c in patch_card.classes if c.lower() not in NOT_FINDINGS]
     names = sorted(views, key=lambda n: ("RCC", "LCC", "RMLO", "LMLO").index(n) if n in
                    ("RCC", "LCC", "RMLO", "LMLO") else 9)
+    inputs = {}
+    for name in names:
+        series, volume = views[name]
+        image = bright_is_dense(volume, series)[0]  # MONOCHROME1 inverted: the models assume MONOCHROME2
+        spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
+        estimate = estimate_spacing(series, volume.shape)
+        if estimate is not None:  # never the loader's 1 mm: every model input would be wrong
+            spacing = (estimate.mm, estimate.mm)
+        chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
+        inputs[name] = (image, spacing, estimate, chest_wall)
+    with _DensityBeside(dev) as densities:  # on a GPU the host measures density while the models run
+        for name in names:
+            image, spacing, _estimate, chest_wall = inputs[name]
+            densities.start(name, image, spacing, model_names[name], chest_wall)
+        _analyze_views(names, views, inputs, model_names, densities, loaded, result, dev, findings, progress,
+                       should_stop)
+    hung = {n: s.scores["malignancy"] for n, s in result.series.items() if n in FOUR_VIEWS}
+    result.exam_scores = exam_scores(hung, exam_card.extra.get("exam_combine", "mean"))
+    result.exam = dict(exam or {})
+    no_score = {side: f"no {word} breast view (CC or MLO) in this exam: no score"
+                for side, word in (("R", "right"), ("L", "left")) if side not in result.exam_scores}
+    if no_score:
+        result.exam["no_score"] = no_score
+        result.warnings += [f"{side} breast: {why}" for side, why in no_score.items()]
+    result.seconds = time.perf_counter() - t0
+    if progress:
+        progress(1.0, "done")
+    return result
+
+
+class _DensityBeside:
+    """Breast density per view (numpy/SciPy on the host, no model): computed in the loop on a CPU, where
+    every core already runs the models, but on host threads beside the models when they run on a GPU."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.pool = None
+        if torch.device(device).type != "cpu":
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, (os.cpu_count() or 2) - 1)),
+                                           thread_name_prefix="lightbox-density")
+        self.jobs: dict = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, name, *args) -> None:
+        self.jobs[name] = self.pool.submit(density_entry, *args) if self.pool is not None else args
+
+    def result(self, name) -> dict:
+        job = self.jobs[name]
+        return job.result() if self.pool is not None else density_entry(*job)
+
+
+def _analyze_views(names, views, inputs, model_names, densities, loaded, result, dev, findings, progress,
+                   should_stop) -> None:
+    """The per-view part of analyze_mammo_exam: classifiers, maps, lesion U-Net, density, domain."""
+    from inference import domain
+    from inference.classify import analyze_view
+    from inference.device import run_with_cpu_fallback
+
+    patch_model, patch_card = loaded["patch"]
+    exam_model, exam_card = loaded["exam"]
+    seg = loaded["segmentation"]
+    seg_model, seg_card = seg if seg is not None else (None, None)
     steps = len(names) * (2 if seg is not None else 1)
     done = 0
     for name in names:
@@ -316,13 +382,9 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         _check(should_stop)
         if progress:
             progress(done / steps, f"{name}: heatmap and classification")
-        image = bright_is_dense(volume, series)[0]  # MONOCHROME1 inverted: the models assume MONOCHROME2
-        spacing = (float(volume.spacing[1]), float(volume.spacing[2]))
-        estimate = estimate_spacing(series, volume.shape)
-        if estimate is not None:  # never the loader's 1 mm: every model input would be wrong
-            spacing = (estimate.mm, estimate.mm)
+        image, spacing, estimate, chest_wall = inputs[name]
+        if estimate is not None:
             result.warnings.append(f"{name}: {estimate.note}")
-        chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
         model_name = model_names[name]
         with domain.watch(patch_card, patch_model) as patch_watch, domain.watch(exam_card, exam_model) as exam_watch:
             va = run_with_cpu_fallback(_afresh(
@@ -332,7 +394,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         judged = {model_id(patch_card): patch_watch.result(), model_id(exam_card): exam_watch.result()}
         done += 1
         sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
-        sr.notes["density"] = density_entry(image, spacing, model_name, chest_wall)
+        sr.notes["density"] = densities.result(name)
         if estimate is not None:
             sr.notes["spacing_estimated"] = estimate.summary()
         if model_name != name:
@@ -354,7 +416,7 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
                     labels, prob = run_with_cpu_fallback(_afresh(
                         lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
                             segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
-                            cancel=_stop_guard(should_stop), chest_wall=cw),
+                            cancel=_stop_guard(should_stop), chest_wall=cw, prepared=va.prepared),
                         seg_watch), dev, result.warnings.append)
                 judged[model_id(seg_card)] = seg_watch.result()
             done += 1
@@ -369,18 +431,6 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         if sr.out_of_domain:
             result.warnings.append(domain_warning(name, sr.domain))
         result.series[name] = sr
-    hung = {n: s.scores["malignancy"] for n, s in result.series.items() if n in FOUR_VIEWS}
-    result.exam_scores = exam_scores(hung, exam_card.extra.get("exam_combine", "mean"))
-    result.exam = dict(exam or {})
-    no_score = {side: f"no {word} breast view (CC or MLO) in this exam: no score"
-                for side, word in (("R", "right"), ("L", "left")) if side not in result.exam_scores}
-    if no_score:
-        result.exam["no_score"] = no_score
-        result.warnings += [f"{side} breast: {why}" for side, why in no_score.items()]
-    result.seconds = time.perf_counter() - t0
-    if progress:
-        progress(1.0, "done")
-    return result
 
 
 def density_entry(image: np.ndarray, spacing_yx, model_name: str, chest_wall: str | None) -> dict:

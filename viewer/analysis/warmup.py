@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 StopCheck = Callable[[], bool]
 
 
@@ -80,6 +82,36 @@ def _run_once(module, card, device) -> None:
         torch.cuda.synchronize()
 
 
+def synthetic_view(size=(3328, 2560)) -> np.ndarray:
+    """A full-field detector-sized 'breast': a bright half-ellipse on the chest-wall edge, 12-bit."""
+    rows, cols = np.ogrid[:size[0], :size[1]]
+    inside = ((rows - size[0] / 2) / (0.42 * size[0])) ** 2 + (cols / (0.6 * size[1])) ** 2 < 1
+    return np.where(inside, 2300, 300).astype(np.uint16)
+
+
+def _first_view(loaded: dict, device) -> None:
+    """One whole view at detector size through what Analyze does per view (classifiers, maps on the
+    source grid, lesion U-Net, density): the first full-size allocations, ONNX Runtime's and oneDNN's
+    plans for real sizes and the lazily imported SciPy/SimpleITK are paid here, not by the user."""
+    from inference.classify import analyze_view
+    from inference.segment import segment_image
+
+    from .run import NOT_FINDINGS, density_entry
+
+    image, spacing = synthetic_view(), (0.07, 0.07)
+    (patch, patch_card), exam = loaded["patch-classifier"], loaded["exam-classifier"][0]
+    va = analyze_view("LCC", image, spacing, patch, patch_card, exam, "left", device, True)
+    for cls in patch_card.classes:
+        if cls.lower() not in NOT_FINDINGS:
+            va.heatmap_on_source(cls)
+    va.cam_on_source()
+    seg = loaded.get("segmentation-2d")
+    if seg is not None and not seg[1].imported:
+        segment_image(seg[0], seg[1], image, spacing, "L", "CC", device=device, chest_wall="left",
+                      prepared=va.prepared)
+    density_entry(image, spacing, "LCC", "left")
+
+
 def roles(modalities=("MG", "CT")) -> list[tuple[str, str]]:
     """(task, modality) of every model Analyze may pick for these modalities."""
     from .run import MAMMO_ROLES
@@ -108,10 +140,11 @@ def warm_up(device: str = "auto", modalities=("MG", "CT"), should_stop: StopChec
     except Exception as exc:  # noqa: BLE001 - a warm-up never stops the app; Analyze will say it
         report.problems.append(f"device: {exc}")
         return report
+    mammo: dict = {}
     for task, modality in roles(modalities):
         if should_stop is not None and should_stop():
             report.stopped = True
-            break
+            return report
         try:
             card = _timed(report, "choose models", lambda t=task, m=modality: run.pick_card(t, m))
             if card is None:
@@ -119,7 +152,14 @@ def warm_up(device: str = "auto", modalities=("MG", "CT"), should_stop: StopChec
             module, card = _timed(report, "load weights", lambda c=card: run.load(c, dev))
             if not card.imported:  # imported runners take whole images, not a probe tensor
                 _timed(report, "first pass", lambda: _run_once(module, card, dev))
+            if modality == "MG":
+                mammo[task] = (module, card)
             report.ready.append(run.model_id(card))
         except Exception as exc:  # noqa: BLE001 - reported; Analyze meets the same model and explains
             report.problems.append(f"{task} {modality}: {exc.__class__.__name__}: {exc}")
+    if "patch-classifier" in mammo and "exam-classifier" in mammo and not (should_stop and should_stop()):
+        try:
+            _timed(report, "full-size view", lambda: _first_view(mammo, dev))
+        except Exception as exc:  # noqa: BLE001 - as above
+            report.problems.append(f"full-size mammogram pass: {exc.__class__.__name__}: {exc}")
     return report
