@@ -118,7 +118,7 @@ print(json.dumps({{"first_analyze_s": time.perf_counter() - t, "import_torch_s":
 
 def cold_run(folder: Path, dev: str, warm: bool) -> dict:
     code = _COLD.format(root=str(ROOT), folder=str(folder), dev=dev, warm=bool(warm))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"cold run failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inference.density import largest_component  # one breast region for the models and density
 from inference.density import otsu as otsu_threshold  # one Otsu for breast masks and density
 from inference.preprocess import sample_bilinear
 
@@ -86,17 +87,6 @@ def resample(array: np.ndarray, out_shape) -> np.ndarray:
     if tuple(out_shape) == array.shape:
         return t[0, 0].numpy().copy()
     return F.interpolate(t, size=tuple(out_shape), mode="area")[0, 0].numpy()
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """Largest 8-connected region with its holes filled (drops labels, markers and noise)."""
-    import SimpleITK as sitk
-
-    if not mask.any():
-        return mask.astype(bool)
-    cc = sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True)
-    largest = sitk.RelabelComponent(cc) == 1
-    return sitk.GetArrayFromImage(sitk.BinaryFillhole(largest, fullyConnected=True)) > 0
 
 
 def breast_mask(image: np.ndarray) -> np.ndarray:

@@ -6,14 +6,24 @@ Volume round-trips through any of these formats with its patient geometry.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..atomic import replacing
 from ..volume import SourceInfo, Volume
 
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _sitk():
+    """SimpleITK, imported when an image file is first read or written (not by every DICOM-only run)."""
+    import SimpleITK
+
+    return SimpleITK
 
 
 def is_image_file(path) -> bool:
@@ -30,7 +40,7 @@ def _check_dims(dim: int, components: int, path) -> None:
 
 def read_header(path) -> dict:
     """Size and geometry without reading voxels (fast, for scans and `info`)."""
-    reader = sitk.ImageFileReader()
+    reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     dim = reader.GetDimension()
@@ -63,14 +73,14 @@ def from_sitk(image: sitk.Image, info: SourceInfo | None = None) -> Volume:
     _check_dims(image.GetDimension(), image.GetNumberOfComponentsPerPixel(), "")
     geo = _geometry(image.GetDimension(), image.GetSize(), image.GetSpacing(), image.GetOrigin(),
                     image.GetDirection())
-    array = sitk.GetArrayFromImage(image)
+    array = _sitk().GetArrayFromImage(image)
     if array.ndim == 2:
         array = array[np.newaxis]
     return Volume(array, geo["spacing"], geo["origin"], geo["direction"], info or SourceInfo())
 
 
 def to_sitk(volume: Volume) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    image = _sitk().GetImageFromArray(np.ascontiguousarray(volume.array))
     image.SetSpacing(volume.itk_spacing)
     image.SetOrigin(tuple(float(v) for v in volume.origin))
     image.SetDirection(volume.itk_direction)
@@ -79,7 +89,7 @@ def to_sitk(volume: Volume) -> sitk.Image:
 
 def read_volume(path) -> Volume:
     path = Path(path)
-    image = sitk.ReadImage(str(path))
+    image = _sitk().ReadImage(str(path))
     info = SourceInfo(series_uid=f"file:{path.resolve()}", series_description=path.name, files=(str(path),))
     return from_sitk(image, info)
 
@@ -89,8 +99,8 @@ def write_volume(volume: Volume, path, compress: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.lower().endswith((".mhd", ".nhdr")):  # header names its data file: no rename trick
-        sitk.WriteImage(to_sitk(volume), str(path), useCompression=compress)
+        _sitk().WriteImage(to_sitk(volume), str(path), useCompression=compress)
         return path
     with replacing(path) as tmp:
-        sitk.WriteImage(to_sitk(volume), str(tmp), useCompression=compress)
+        _sitk().WriteImage(to_sitk(volume), str(tmp), useCompression=compress)
     return path
