@@ -166,6 +166,7 @@ def build_ai_menu(w) -> QMenu:
                 w.analysis.import_action, w.analysis.train_action, w.analysis.clear_cache_action,
                 w.analysis.warm_action):
         menu.addAction(act)
+    menu.insertSeparator(w.analysis.warm_action)  # a setting, not a command
     w.dicom_results = DicomResults(w)  # Parametric Maps / AI report SRs of the opened folder, shown
     menu.addAction(w.dicom_results.report_action)
     w.ai_toolbar = toolbar(w, "AI", "ai-toolbar")
