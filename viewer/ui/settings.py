@@ -29,9 +29,7 @@ def recent_paths() -> list[str]:
 
 
 def save_recent(paths: list[str]) -> None:
-    s = settings()
-    s.setValue(RECENT_KEY, paths[:MAX_RECENT])
-    s.sync()
+    _remember(RECENT_KEY, paths[:MAX_RECENT])
 
 
 def _same_place(path: str) -> str:
@@ -59,14 +57,18 @@ def remember_recent(path) -> None:
     save_recent([p, *(q for q in recent_paths() if q != p and _same_place(q) != here)])
 
 
+def _remember(key: str, value) -> None:
+    s = settings()
+    s.setValue(key, value)
+    s.sync()
+
+
 def link_scroll_enabled() -> bool:
     return settings().value(LINK_SCROLL_KEY, True, type=bool)
 
 
 def remember_link_scroll(on: bool) -> None:
-    s = settings()
-    s.setValue(LINK_SCROLL_KEY, bool(on))
-    s.sync()
+    _remember(LINK_SCROLL_KEY, bool(on))
 
 
 def warm_up_enabled() -> bool:
@@ -75,6 +77,4 @@ def warm_up_enabled() -> bool:
 
 
 def remember_warm_up(on: bool) -> None:
-    s = settings()
-    s.setValue(WARM_UP_KEY, bool(on))
-    s.sync()
+    _remember(WARM_UP_KEY, bool(on))
