@@ -86,11 +86,6 @@ def free_bytes(device: torch.device | str) -> int | None:
         return None
 
 
-def is_oom(exc: BaseException) -> bool:
-    """Whether an exception is the accelerator running out of memory (worth a smaller retry)."""
-    return _is_oom(exc)
-
-
 def _is_oom(exc: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom is not None and isinstance(exc, oom):
@@ -112,12 +107,8 @@ def run_with_cpu_fallback(fn: Callable[[torch.device], T], device: torch.device 
     except Exception as exc:
         if device.type == "cpu" or not _is_oom(exc):
             raise
-        message = (f"{device.type.upper()} ran out of memory ({str(exc).splitlines()[0][:120]}); "
-                   "retrying on the CPU, which is slower")
-        if notify is not None:
-            notify(message)
-        else:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        _tell(f"{device.type.upper()} ran out of memory ({str(exc).splitlines()[0][:120]}); "
+              "retrying on the CPU, which is slower", notify)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return fn(torch.device("cpu"))
@@ -138,8 +129,13 @@ def halving_batch(fn: Callable[[int], T], batch: int, device: torch.device | str
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             batch //= 2
-            message = f"{device.type.upper()} ran out of memory; retrying with {batch} window(s) at a time"
-            if notify is not None:
-                notify(message)
-            else:
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
+            _tell(f"{device.type.upper()} ran out of memory; retrying with {batch} window(s) at a time", notify)
+
+
+def _tell(message: str, notify: Callable[[str], None] | None) -> None:
+    """A retry the user should know of: to `notify` (status bar, CLI stderr), else a RuntimeWarning
+    pointing at the caller of the function that retried."""
+    if notify is not None:
+        notify(message)
+    else:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)

@@ -116,11 +116,11 @@ def test_slab_size_is_the_cpu_default_without_a_gpu_and_grows_with_gpu_memory(mo
     assert ctp.slab_chunk("cpu", 10_000_000) == 16
     vol = np.zeros((4, 5, 6), np.int16)
     assert ctp.on_device(vol, "cpu") is vol  # a CPU run converts slab by slab, never the whole volume
-    monkeypatch.setattr(devmod, "free_bytes", lambda device: 8 << 30)
+    monkeypatch.setattr(ctp, "free_bytes", lambda device: 8 << 30)
     assert ctp.slab_chunk("cuda", 4 * 512 * 512 * 12) == (8 << 30) // 4 // (4 * 512 * 512 * 12)
     moved = ctp.on_device(vol, "cpu")
     assert isinstance(moved, torch.Tensor) and moved.dtype == torch.int16  # its own dtype, not float32
-    monkeypatch.setattr(devmod, "free_bytes", lambda device: 100)
+    monkeypatch.setattr(ctp, "free_bytes", lambda device: 100)
     assert ctp.slab_chunk("cuda", 10_000) == 16
     assert ctp.on_device(vol, "cpu") is vol  # too big for a quarter of what is free: stays where it is
 
@@ -128,7 +128,7 @@ def test_slab_size_is_the_cpu_default_without_a_gpu_and_grows_with_gpu_memory(mo
 def test_whole_volume_slab_equals_the_sliced_path(ct_case, monkeypatch):
     net, card, vol, spacing = ct_case
     want, want_p = segment_volume(net, card, vol, spacing, "cpu", probabilities="full", chunk=16)
-    monkeypatch.setattr(devmod, "free_bytes", lambda device: 64 << 30)  # as on a large GPU: one slab
+    monkeypatch.setattr(ctp, "free_bytes", lambda device: 64 << 30)  # as on a large GPU: one slab
     got, got_p = segment_volume(net, card, vol, spacing, "cpu", probabilities="full")
     assert (got == want).mean() >= 0.9999
     np.testing.assert_allclose(got_p, want_p, atol=1e-4)

@@ -84,7 +84,7 @@ def _sample_bilinear_torch(values: torch.Tensor, rows, cols, row_valid, col_vali
 
     y0, y1, wy = axis(rows, h)
     x0, x1, wx = axis(cols, w)
-    # columns first, on the small map; rows then gather whole contiguous rows (much faster on a CPU)
+    # columns first, on the small map; the full-size output is then made of whole-row gathers
     c = torch.lerp(v.index_select(-1, x0), v.index_select(-1, x1), wx)
     out = torch.lerp(c.index_select(-2, y0), c.index_select(-2, y1), wy[:, None])
     for valid, dim in ((row_valid, -2), (col_valid, -1)):

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inference.device import free_bytes
+
 DEFAULT_WINDOWS = ((-1000.0, 1000.0), (-160.0, 240.0))  # wide (air..bone) + soft tissue
 
 
@@ -53,8 +55,6 @@ def slab_chunk(device: torch.device | str, slice_bytes: int, default: int = 16) 
     """Slices per slab. On a CPU `default`: float32 temporaries stay tens of MB. On a GPU as many as a
     quarter of its free memory holds, usually the whole volume: one large kernel per stage instead of
     a Python loop of small ones with host work between them."""
-    from inference.device import free_bytes
-
     free = free_bytes(device)
     if free is None:
         return default
@@ -65,8 +65,6 @@ def on_device(volume, device: torch.device | str):
     """The volume as a tensor on `device` in its own dtype (int16 CT: half the bytes of float32) when a
     quarter of the GPU's free memory holds it, so resampling reads it there; otherwise (CPU, too big)
     unchanged and slabs are copied over one by one."""
-    from inference.device import free_bytes
-
     free = free_bytes(device)
     if free is None:
         return volume

@@ -85,18 +85,14 @@ def load(card, device: str):
 
     key = (card.name, card.version, card.sha256, str(device))
     with _LOAD_LOCK:
-        return _load_locked(key, card, device, load_model)
+        if key not in _MODELS:
+            module, card = load_model(card, device=device)
+            if not card.imported:  # ONNX Runtime where this machine runs it faster with the same outputs
+                from inference.onnx_backend import accelerate
 
-
-def _load_locked(key, card, device, load_model):
-    if key not in _MODELS:
-        module, card = load_model(card, device=device)
-        if not card.imported:  # ONNX Runtime where this machine runs it faster with the same outputs
-            from inference.onnx_backend import accelerate
-
-            module = accelerate(module, card, device, differentiable=card.task == "exam-classifier")
-        _MODELS[key] = (module, card)
-    return _MODELS[key]
+                module = accelerate(module, card, device, differentiable=card.task == "exam-classifier")
+            _MODELS[key] = (module, card)
+        return _MODELS[key]
 
 
 def _afresh(attempt: Callable, *watches) -> Callable:

@@ -55,14 +55,15 @@ def _probe(card):
 
     inp = card.input or {}
     declared = inp.get("channels")
-    channels = int(declared) if isinstance(declared, (int, float)) else \
-        int((card.arch_kwargs or {}).get("in_channels", 1))
-    if card.task == "segmentation-3d":
+    if card.task == "segmentation-3d":  # channels from the normalisation (one per HU window)
         from inference.preprocess import ct as ctp
 
         channels = ctp.normalization_channels(card.normalization)
         size = [int(v) for v in inp.get("patch_size", (32, 32, 32))]
-    elif card.task == "segmentation-2d":
+        return torch.zeros((1, channels, *size))
+    channels = int(declared) if isinstance(declared, (int, float)) else \
+        int((card.arch_kwargs or {}).get("in_channels", 1))
+    if card.task == "segmentation-2d":
         size = [int(v) for v in inp.get("patch_size", (128, 128))][-2:]
     else:  # mammography classifiers: a small view, as many patches wide as a real breast is
         size = [256, 192]
@@ -92,7 +93,7 @@ def synthetic_view(size=(3328, 2560)) -> np.ndarray:
 def _first_view(loaded: dict, device) -> None:
     """One whole view at detector size through what Analyze does per view (classifiers, maps on the
     source grid, lesion U-Net, density): the first full-size allocations, ONNX Runtime's and oneDNN's
-    plans for real sizes and the lazily imported SciPy/SimpleITK are paid here, not by the user."""
+    plans for real sizes and the lazily imported SciPy are paid here, not by the user."""
     from inference.classify import analyze_view
     from inference.segment import segment_image
 
