@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from inference import heatmap as hm
-from inference.device import autocast, model_device, pick_device, run_with_cpu_fallback
+from inference.device import in_precision, model_device, pick_device, run_with_cpu_fallback
 from inference.explain import cam_centers, grad_cam
 from inference.preprocess.mammo import PreparedMammo, prepare, to_source
 
@@ -39,8 +39,7 @@ def view_probability(exam_model, image, device=None) -> float:
     """Probability that a prepared view contains a suspicious finding."""
     dev = model_device(exam_model, device)
     x = torch.as_tensor(np.asarray(image, dtype=np.float32), device=dev)[None, None]
-    with autocast(dev):
-        return sigmoid(float(exam_model(x).float()[0]))
+    return sigmoid(float(in_precision(lambda: exam_model(x).float(), dev)[0]))
 
 
 def exam_scores(view_probs: dict[str, float], combine: str = "mean") -> dict[str, float]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.device import autocast, model_device
+from inference.device import in_precision, model_device
 from inference.preprocess import sample_bilinear
 
 
@@ -58,8 +58,9 @@ def dense_heatmap(model, image, stride: int | None = None, device=None) -> np.nd
     if gh == 0 or gw == 0:
         raise ValueError(f"image {tuple(x.shape[-2:])} is smaller than one patch ({P} px)")
     k = S // stride
-    out = None
-    with autocast(dev):
+
+    def stitch() -> torch.Tensor:
+        out = None
         for a in range(k):
             for b in range(k):
                 sub = x[..., a * stride:, b * stride:]
@@ -70,7 +71,9 @@ def dense_heatmap(model, image, stride: int | None = None, device=None) -> np.nd
                     out = torch.zeros((logits.shape[0], gh, gw), dtype=torch.float32, device=dev)
                 hi, wi = len(range(a, gh, k)), len(range(b, gw, k))
                 out[:, a::k, b::k] = torch.softmax(logits[:, :hi, :wi], dim=0)
-    return out.cpu().numpy()
+        return out
+
+    return in_precision(stitch, dev).cpu().numpy()
 
 
 @torch.no_grad()
@@ -85,12 +88,15 @@ def naive_heatmap(model, image, stride: int | None = None, device=None, batch_si
         raise ValueError(f"image {tuple(x.shape)} is smaller than one patch ({P} px)")
     # (gh, gw, P, P) view of all patches, no copy until a batch is taken
     windows = x.unfold(0, P, stride).unfold(1, P, stride)[:gh, :gw].reshape(gh * gw, 1, P, P)
-    probs = []
-    with autocast(dev):
+
+    def classify() -> torch.Tensor:
+        probs = []
         for i in range(0, gh * gw, batch_size):
             logits = model(windows[i:i + batch_size].contiguous()).float().flatten(1)
             probs.append(torch.softmax(logits, dim=1))
-    return torch.cat(probs).T.reshape(-1, gh, gw).cpu().numpy()
+        return torch.cat(probs)
+
+    return in_precision(classify, dev).T.reshape(-1, gh, gw).cpu().numpy()
 
 
 def to_image_grid(probs: np.ndarray, image_shape, patch_size: int, stride: int) -> np.ndarray:

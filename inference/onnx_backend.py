@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
-import statistics
-import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from inference import measured
+from inference.measured import atomic_target
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +183,6 @@ class OrtModule:
 # --------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
 class _Tapped(torch.nn.Module):
     """``net`` returning (its output, the output of its layer ``name``) for export."""
 
@@ -236,7 +228,7 @@ def export(module, example_input: torch.Tensor, path, *, tap: str | None = None,
         module = _Tapped(copy.deepcopy(module), tap).eval()
     names = ["output", "embedding"] if tap else ["output"]
     nd = example_input.ndim
-    tmp = _atomic_target(path)
+    tmp = atomic_target(path)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter():
             warnings.simplefilter("ignore")
@@ -279,11 +271,7 @@ def export(module, example_input: torch.Tensor, path, *, tap: str | None = None,
 # --------------------------------------------------------------------------
 def cache_dir() -> Path:
     """Beside the app's other caches: $LIGHTBOX_CACHE_DIR/onnx, else $XDG_CACHE_HOME/lightbox/onnx."""
-    own = os.environ.get("LIGHTBOX_CACHE_DIR")
-    if own:
-        return Path(own).expanduser() / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "lightbox" / "onnx"
+    return measured.cache_dir("onnx")
 
 
 def wanted() -> bool:
@@ -292,8 +280,7 @@ def wanted() -> bool:
 
 
 def cached_onnx(card) -> Path:
-    safe = "".join(c if c.isalnum() or c in "._+-" else "-" for c in f"{card.name}-{card.version}")
-    return cache_dir() / f"{safe}-{(card.sha256 or 'nosha')[:12]}.onnx"
+    return cache_dir() / f"{measured.model_stem(card)}.onnx"
 
 
 def _in_channels(module, card) -> int:
@@ -322,16 +309,6 @@ def as_probabilities(y: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(y)
 
 
-def _median_seconds(fn, x, repeats: int) -> float:
-    fn(x)  # warm-up: first calls allocate and (ONNX Runtime) plan
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _pooled(output: torch.Tensor) -> torch.Tensor:
     """Per-channel mean and spread over space: what the domain check keeps of an embedding."""
     o = output.detach().float().flatten(2)
@@ -358,8 +335,8 @@ def compare(module, ort_module: OrtModule, x: torch.Tensor, repeats: int = 3) ->
                 a, b = seen["torch"][0], seen["ort"][0]
                 measure["embedding_diff"] = (float((a - b).abs().max() / max(1.0, float(a.abs().max())))
                                              if a.shape == b.shape else float("inf"))
-            t_torch = _median_seconds(module, x, repeats)
-        t_ort = _median_seconds(ort_module, x, repeats)
+            t_torch = measured.median_seconds(module, x, repeats)
+        t_ort = measured.median_seconds(ort_module, x, repeats)
     finally:
         for h in handles:
             h.remove()
@@ -373,33 +350,31 @@ def prefer_ort(measure: dict) -> bool:
             and measure["ort_s"] <= SPEEDUP * measure["torch_s"])
 
 
-def _environment() -> dict:
+def _environment(module) -> dict:
+    """What the measurement depends on; the torch side's layout too (inference.layout may have made it
+    channels-last, which changes its speed)."""
     import onnxruntime as ort
 
-    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort.__version__}
+    from inference.layout import layout_of
+
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+            "torch_layout": layout_of(module)}
 
 
 def _decision(card, module, onnx_path: Path, repeats: int) -> dict:
     """The cached measurement for this machine's thread count and library versions, else a new one."""
     record_path = onnx_path.with_suffix(".json")
-    env = _environment()
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("environment") == env:
-            return record
+    env = _environment(module)
+    record = measured.read_record(record_path, env)
+    if record is not None:
+        return record
     x = probe_input(module, card)
     ort_module = OrtModule(onnx_path, "cpu")
     measure = compare(module, ort_module, x, repeats)
     record = {"model": f"{card.name} {card.version}", "environment": env, "probe_shape": list(x.shape),
               "tap": ort_module.tap.name if ort_module.tap else None,
               **measure, "backend": "onnxruntime" if prefer_ort(measure) else "torch"}
-    tmp = _atomic_target(record_path)
-    try:
-        tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
-        os.replace(tmp, record_path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    measured.write_record(record_path, record)
     return record
 
 

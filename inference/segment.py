@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference.device import autocast, halving_batch, pick_device
+from inference.device import halving_batch, in_precision, pick_device
 from inference.preprocess import ct as ctp
 
 Progress = Callable[[float], None]
@@ -90,27 +90,29 @@ def sliding_window(net: nn.Module, image: torch.Tensor, roi: Sequence[int], *, o
     starts = list(itertools.product(*(window_starts(s, r, overlap) for s, r in zip(size, roi))))
     device = image.device
     weight = gaussian_weight(roi, sigma_scale, device)
-    out = None
     norm = torch.zeros(size, dtype=torch.float32, device=device)
     for st in starts:
         norm[tuple(slice(a, a + r) for a, r in zip(st, roi))] += weight
     n = len(starts)
-    with torch.inference_mode():
+
+    def blend() -> torch.Tensor:
+        out = None
         for b0 in range(0, n, sw_batch_size):
             _check(cancel)
             batch = starts[b0:b0 + sw_batch_size]
             sls = [tuple(slice(a, a + r) for a, r in zip(st, roi)) for st in batch]
             x = torch.cat([image[(slice(None), slice(None)) + sl] for sl in sls])
-            with autocast(device):
-                y = net(x)
-            y = y.float()
+            y = net(x).float()
             if out is None:
                 out = torch.zeros((1, y.shape[1], *size), dtype=torch.float32, device=device)
             for k, sl in enumerate(sls):
                 out[(0, slice(None)) + sl].addcmul_(y[k], weight)
             if progress is not None:
                 progress(min(1.0, (b0 + len(batch)) / n))
-        out /= norm
+        return out.div_(norm)
+
+    with torch.inference_mode():
+        out = in_precision(blend, device)
     if any(pads):
         out = out[(slice(None), slice(None)) + tuple(slice(p // 2, p // 2 + s) for p, s in zip(pads, size0))]
     return out

@@ -48,6 +48,9 @@ def isolated_user_state(tmp_path_factory):
     # Analyze keeps the demo models on torch unless a test asks for the measured ONNX Runtime choice
     # (tests/test_onnx_default.py): exporting and timing each model costs tens of seconds per session.
     os.environ.setdefault("LIGHTBOX_ONNXRUNTIME", "0")
+    # Channels-last weights everywhere Analyze loads a model: what "auto" measures to be faster on these
+    # CPUs, fixed so no test depends on a timing (tests/test_layout.py tests the measured choice)
+    os.environ.setdefault("LIGHTBOX_CHANNELS_LAST", "1")
     # nor does each window load every model in the background at start (tests/test_warmup.py does)
     os.environ.setdefault("LIGHTBOX_WARMUP", "0")
     os.environ["XDG_CONFIG_HOME"] = str(root / "config")  # also for the GUI subprocesses' QSettings

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from inference.device import autocast, pick_device
+from inference.device import in_precision, pick_device
 from inference.formats.base import Prediction, VolumeImage
 from inference.preprocess import ct as ctp
 from inference.segment import Cancelled, sliding_window
@@ -258,9 +258,9 @@ class DescribedRunner:
         if progress:
             progress(0.3)
         _check(cancel)
-        with torch.inference_mode(), autocast(self.device):
-            y = self.net(x[None].to(self.device))
-        y = y.float().reshape(1, -1)
+        with torch.inference_mode():
+            y = in_precision(lambda: self.net(x[None].to(self.device)).float(), self.device)
+        y = y.reshape(1, -1)
         if y.shape[1] == 1:
             p = torch.sigmoid(y) if spec.output == "logits" else y
         else:

@@ -87,9 +87,11 @@ def load(card, device: str):
     with _LOAD_LOCK:
         if key not in _MODELS:
             module, card = load_model(card, device=device)
-            if not card.imported:  # ONNX Runtime where this machine runs it faster with the same outputs
+            if not card.imported:  # the layout, then the engine, this machine runs faster with the same outputs
+                from inference.layout import fastest_layout
                 from inference.onnx_backend import accelerate
 
+                module = fastest_layout(module, card, device)
                 module = accelerate(module, card, device, differentiable=card.task == "exam-classifier")
             _MODELS[key] = (module, card)
         return _MODELS[key]
