@@ -169,6 +169,48 @@ def test_runs_on_a_real_dicom_file():
         assert math.isfinite(est.percent) and 0 <= est.percent <= 100 and est.breast_area_mm2 > 0
 
 
+def _plain_block_mean(image):
+    """The block mean as first written: NaN/inf to 0 over the whole image, then a mean over a 4D view."""
+    from inference.density import WORK_SIZE
+
+    x = np.nan_to_num(np.asarray(image).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    f = max(1, int(np.ceil(max(x.shape) / WORK_SIZE)))
+    rows, cols = (x.shape[0] // f) * f, (x.shape[1] // f) * f
+    return x[:rows, :cols].reshape(rows // f, f, cols // f, f).mean(axis=(1, 3)), f
+
+
+@pytest.mark.parametrize("kind", ["uint16", "int16", "float-with-nan", "small", "odd-size", "pydicom-CT", "pydicom-MR"])
+def test_block_mean_is_the_plain_mean_of_the_blocks(kind):
+    from inference.density import _shrink
+
+    rng = np.random.default_rng(5)
+    if kind.startswith("pydicom"):
+        pydicom_data = pytest.importorskip("pydicom.data")
+        import pydicom
+
+        name = {"pydicom-CT": "CT_small.dcm", "pydicom-MR": "MR_small.dcm"}[kind]
+        image = pydicom.dcmread(pydicom_data.get_testdata_file(name)).pixel_array
+        image = np.tile(image, (11, 9))  # a full-field sized image of real pixels (signed CT values)
+    elif kind == "uint16":
+        image = (rng.random((3328, 2560)) * 4095).astype(np.uint16)
+    elif kind == "int16":
+        image = (rng.random((2000, 1500)) * 4000 - 2000).astype(np.int16)
+    elif kind == "float-with-nan":
+        image = rng.random((1700, 1300)).astype(np.float32) * 1000
+        image[::97, ::89] = np.nan
+        image[5, 7], image[900, 3] = np.inf, -np.inf
+    elif kind == "small":
+        image = (rng.random((300, 200)) * 4095).astype(np.uint16)  # already small: factor 1
+    else:
+        image = (rng.random((1333, 1001)) * 4095).astype(np.uint16)  # not a multiple of the factor
+    got, f = _shrink(image)
+    want, f_want = _plain_block_mean(image)
+    assert f == f_want and got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.abs(want).max()))
+    if np.issubdtype(image.dtype, np.integer):
+        assert np.array_equal(got, want)  # integer pixels sum exactly in float32
+
+
 def test_full_field_view_is_cheap():
     import time
 
