@@ -100,7 +100,8 @@ def analyze_view(name: str, image: np.ndarray, spacing, patch_model, patch_card,
     inp = patch_card.input
     prepared = prepare(image, spacing, side, view, chest_wall=chest_wall,
                        target_spacing=float(inp.get("spacing_mm", 0.42)),
-                       margin=int(inp.get("crop_margin_px", 26)), normalization=patch_card.normalization or None)
+                       margin=int(inp.get("crop_margin_px", 26)), normalization=patch_card.normalization or None,
+                       device=model_device(patch_model, device))
     probs = hm.dense_heatmap(patch_model, prepared.image, device=device)
     grid = hm.centers(patch_model.patch_size, patch_model.stride)
     cam = cam_grid = None

@@ -267,7 +267,7 @@ def segment_image(model: nn.Module, card, image, spacing_yx: Sequence[float], la
         prep = prepared
     else:
         prep = mgp.prepare(img, spacing_yx, laterality, view, chest_wall=chest_wall, target_spacing=spacing_model[0],
-                           margin=margin, normalization=card.normalization or None)
+                           margin=margin, normalization=card.normalization or None, device=dev)
     background = prep.image[~prep.breast]
     pad_value = float(np.median(background)) if background.size else float(prep.image.min())
     if progress:

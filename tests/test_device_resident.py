@@ -49,6 +49,26 @@ def test_to_source_keeps_a_tensor_a_tensor_with_the_same_values():
     np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "uint16", "int16", "uint8", "bool", "float64"])
+def test_the_full_field_image_resampled_where_it_was_uploaded_is_the_hosts(dtype, monkeypatch):
+    """prepare(device=<GPU>) uploads the image in its own dtype and averages it there; run here on the
+    CPU through the same code, it must give the host path's model input."""
+    rng = np.random.default_rng(2)
+    image = (rng.random((1333, 1001)) * (1 if dtype == "bool" else 4000)).astype(dtype)
+    if dtype == "bool":
+        image = rng.random((1333, 1001)) > 0.5
+    want = mgp.resample(image, (190, 143))
+    got = mgp._resample_uploaded(image, (190, 143), "cpu")
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-3)
+    np.testing.assert_array_equal(mgp._resample_uploaded(image, image.shape, "cpu"), mgp.resample(image, image.shape))
+    seen = []
+    monkeypatch.setattr(mgp, "_resample_uploaded", lambda a, shape, device: seen.append(device) or mgp.resample(a, shape))
+    prep = mgp.prepare(image.astype(np.float32), (0.1, 0.1), "R", "CC", device="cuda")  # a GPU's: asked for
+    assert seen == ["cuda"] and prep.image.ndim == 2
+    assert mgp.prepare(image.astype(np.float32), (0.1, 0.1), "R", "CC", device="cpu") is not None and seen == ["cuda"]
+
+
 # --------------------------------------------------------------------------
 # labels from foreground probabilities
 # --------------------------------------------------------------------------

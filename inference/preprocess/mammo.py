@@ -81,12 +81,30 @@ def resampled_shape(shape, spacing, target_spacing: float = MODEL_SPACING_MM) ->
     return tuple(max(1, round(n * s / target_spacing)) for n, s in zip(shape, spacing))
 
 
-def resample(array: np.ndarray, out_shape) -> np.ndarray:
-    """Area (box) average to `out_shape`: the right low-pass for shrinking, keeps mask fractions."""
+_UPLOADED_AS_IS = (np.float32, np.float16, np.float64, np.uint8, np.int8, np.int16, np.int32)
+
+
+def resample(array: np.ndarray, out_shape, device: torch.device | str | None = None) -> np.ndarray:
+    """Area (box) average to `out_shape`: the right low-pass for shrinking, keeps mask fractions.
+
+    On a GPU ``device`` the full-field image goes over in its own dtype and is averaged there; only
+    the small result comes back (uint16, which torch's GPU kernels barely support, goes as int32)."""
+    if device is not None and torch.device(device).type != "cpu":
+        return _resample_uploaded(array, out_shape, device)
     t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
     if tuple(out_shape) == array.shape:
         return t[0, 0].numpy().copy()
     return F.interpolate(t, size=tuple(out_shape), mode="area")[0, 0].numpy()
+
+
+def _resample_uploaded(array: np.ndarray, out_shape, device) -> np.ndarray:
+    a = np.asarray(array)
+    a = np.ascontiguousarray(a if a.dtype.type in _UPLOADED_AS_IS else a.astype(
+        np.int32 if np.issubdtype(a.dtype, np.integer) else np.float32))
+    t = torch.from_numpy(a).to(device).float()[None, None]
+    if tuple(out_shape) != a.shape:
+        t = F.interpolate(t, size=tuple(out_shape), mode="area")
+    return t[0, 0].cpu().numpy()
 
 
 def breast_mask(image: np.ndarray) -> np.ndarray:
@@ -143,12 +161,13 @@ def to_model(array: np.ndarray, geometry: MammoGeometry, fill: float = 0.0) -> n
 
 def prepare(image: np.ndarray, spacing, laterality: str | None = None, view: str | None = None,
             chest_wall: str | None = None, target_spacing: float = MODEL_SPACING_MM, margin: int = 26,
-            normalization: dict | None = None) -> PreparedMammo:
+            normalization: dict | None = None, device: torch.device | str | None = None) -> PreparedMammo:
     """Source mammogram (rows, cols; modality values) -> PreparedMammo on the model grid.
 
     chest_wall: "left"/"right" when known (e.g. chest_wall_from_orientation), else found
     from the pixels. margin: model pixels kept around the breast (half a patch, so the
-    heatmap reaches the skin line).
+    heatmap reaches the skin line). device: where the full-field image is resampled (the model's;
+    the small steps after it run on the host).
     """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[0] == 1:
@@ -161,7 +180,7 @@ def prepare(image: np.ndarray, spacing, laterality: str | None = None, view: str
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise ValueError(f"pixel spacing must be positive millimetres, got {spacing}")
     rshape = resampled_shape(img.shape, spacing, target_spacing)
-    small = resample(img, rshape)
+    small = resample(img, rshape, device)
     mask = breast_mask(small)
     if chest_wall is None:
         chest_wall = chest_wall_side(mask)
