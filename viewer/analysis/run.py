@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -311,13 +312,19 @@ def analyze_mammo_exam(views: dict[str, tuple[Series, Volume]], study_uid: str =
         if estimate is not None:  # never the loader's 1 mm: every model input would be wrong
             spacing = (estimate.mm, estimate.mm)
         chest_wall = chest_wall_from_orientation(_orientation_letters(volume.info.patient_orientation))
-        inputs[name] = (image, spacing, estimate, chest_wall)
+        inputs[name] = _ViewInput(series, volume, image, spacing, estimate, chest_wall, model_names[name])
+    exam_run = _ExamRun(loaded, dev, findings, result.warnings, should_stop)
     with _DensityBeside(dev) as densities:  # on a GPU the host measures density while the models run
         for name in names:
-            image, spacing, _estimate, chest_wall = inputs[name]
-            densities.start(name, image, spacing, model_names[name], chest_wall)
-        _analyze_views(names, views, inputs, model_names, densities, loaded, result, dev, findings, progress,
-                       should_stop)
+            v = inputs[name]
+            densities.start(name, v.image, v.spacing, v.model_name, v.chest_wall)
+        for i, name in enumerate(names):
+            _check(should_stop)
+            stage = None if progress is None else (
+                lambda f, what, i=i, name=name: progress((i + f) / len(names), f"{name}: {what}"))
+            sr = exam_run.view(name, inputs[name], stage)
+            sr.notes = {"density": densities.result(name), **sr.notes}
+            result.series[name] = sr
     hung = {n: s.scores["malignancy"] for n, s in result.series.items() if n in FOUR_VIEWS}
     result.exam_scores = exam_scores(hung, exam_card.extra.get("exam_combine", "mean"))
     result.exam = dict(exam or {})
@@ -362,73 +369,94 @@ class _DensityBeside:
         return job.result() if self.pool is not None else density_entry(*job)
 
 
-def _analyze_views(names, views, inputs, model_names, densities, loaded, result, dev, findings, progress,
-                   should_stop) -> None:
-    """The per-view part of analyze_mammo_exam: classifiers, maps, lesion U-Net, density, domain."""
-    from inference import domain
-    from inference.classify import analyze_view
-    from inference.device import run_with_cpu_fallback
+@dataclass
+class _ViewInput:
+    """One view as the models see it: pixels with dense tissue bright, the spacing used (an estimate
+    when the file had none), the chest wall side when the orientation says it, the view it is analysed as."""
 
-    patch_model, patch_card = loaded["patch"]
-    exam_model, exam_card = loaded["exam"]
-    seg = loaded["segmentation"]
-    seg_model, seg_card = seg if seg is not None else (None, None)
-    steps = len(names) * (2 if seg is not None else 1)
-    done = 0
-    for name in names:
-        series, volume = views[name]
-        _check(should_stop)
-        if progress:
-            progress(done / steps, f"{name}: heatmap and classification")
-        image, spacing, estimate, chest_wall = inputs[name]
-        if estimate is not None:
-            result.warnings.append(f"{name}: {estimate.note}")
-        model_name = model_names[name]
+    series: Series
+    volume: Volume
+    image: np.ndarray
+    spacing: tuple[float, float]
+    estimate: object | None
+    chest_wall: str | None
+    model_name: str
+
+
+@dataclass
+class _ExamRun:
+    """What every view of one exam's analysis shares: the loaded models, the device, the finding classes,
+    the result's warnings (a view retried on the CPU or out of domain adds one) and the stop check."""
+
+    loaded: dict
+    device: str
+    findings: list
+    warnings: list
+    should_stop: StopCheck | None
+
+    def view(self, name: str, v: _ViewInput, stage: Callable[[float, str], None] | None) -> SeriesResult:
+        """Classifiers, maps and the lesion U-Net of one view, each model's domain judged on it."""
+        from inference import domain
+        from inference.classify import analyze_view
+        from inference.device import run_with_cpu_fallback
+
+        patch_model, patch_card = self.loaded["patch"]
+        exam_model, exam_card = self.loaded["exam"]
+        seg = self.loaded["segmentation"]
+        if stage:
+            stage(0.0, "heatmap and classification")
+        if v.estimate is not None:
+            self.warnings.append(f"{name}: {v.estimate.note}")
         with domain.watch(patch_card, patch_model) as patch_watch, domain.watch(exam_card, exam_model) as exam_watch:
             va = run_with_cpu_fallback(_afresh(
-                lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: analyze_view(
-                    n, im, sp, patch_model.to(d), patch_card, exam_model.to(d), cw, d, True),
-                patch_watch, exam_watch), dev, result.warnings.append)
+                lambda d: analyze_view(v.model_name, v.image, v.spacing, patch_model.to(d), patch_card,
+                                       exam_model.to(d), v.chest_wall, d, True),
+                patch_watch, exam_watch), self.device, self.warnings.append)
         judged = {model_id(patch_card): patch_watch.result(), model_id(exam_card): exam_watch.result()}
-        done += 1
-        sr = SeriesResult(series.key, series.uid, name, volume, scores={"malignancy": va.probability})
-        sr.notes["density"] = densities.result(name)
-        if estimate is not None:
-            sr.notes["spacing_estimated"] = estimate.summary()
-        if model_name != name:
-            sr.notes["analysed_as"] = model_name
-        for cls in findings:
+        sr = SeriesResult(v.series.key, v.series.uid, name, v.volume, scores={"malignancy": va.probability})
+        if v.estimate is not None:
+            sr.notes["spacing_estimated"] = v.estimate.summary()
+        if v.model_name != name:
+            sr.notes["analysed_as"] = v.model_name
+        for cls in self.findings:
             sr.overlays.append(Overlay(cls, "probability", va.heatmap_on_source(cls)[np.newaxis],
                                        model_id(patch_card)))
         sr.overlays.append(Overlay("Grad-CAM", "probability", va.cam_on_source()[np.newaxis], model_id(exam_card)))
         if seg is not None:
-            from inference.segment import segment_image
-
-            _check(should_stop)
-            if progress:
-                progress(done / steps, f"{name}: lesion segmentation")
-            if seg_card.imported:  # a 2D model from another tool: it sees the view as stored
-                labels, prob, judged[model_id(seg_card)] = _imported_2d(seg_model, image, spacing, should_stop)
-            else:
-                with domain.watch(seg_card, seg_model) as seg_watch:
-                    labels, prob = run_with_cpu_fallback(_afresh(
-                        lambda d, n=model_name, im=image, sp=spacing, cw=chest_wall: _engine_call(
-                            segment_image, seg_model, seg_card, im, sp, n[0], n[1:], device=d,
-                            cancel=_stop_guard(should_stop), chest_wall=cw, prepared=va.prepared),
-                        seg_watch), dev, result.warnings.append)
-                judged[model_id(seg_card)] = seg_watch.result()
-            done += 1
-            sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
-                                       list(seg_card.classes)))
-            sr.overlays.append(Overlay("lesion probability", "probability", prob[np.newaxis], model_id(seg_card)))
-            px_mm2 = spacing[0] * spacing[1]
-            sr.scores["lesion area mm2"] = float((labels > 0).sum() * px_mm2)
+            _check(self.should_stop)
+            if stage:
+                stage(0.5, "lesion segmentation")
+            self._lesions(sr, v, va.prepared, judged)
         verdict = domain.combine(judged)
         sr.domain = {**verdict.as_dict(), "model": domain.furthest(judged) or ", ".join(judged),
                      "models": {m: r.as_dict() for m, r in judged.items()}}
         if sr.out_of_domain:
-            result.warnings.append(domain_warning(name, sr.domain))
-        result.series[name] = sr
+            self.warnings.append(domain_warning(name, sr.domain))
+        return sr
+
+    def _lesions(self, sr: SeriesResult, v: _ViewInput, prepared, judged: dict) -> None:
+        """The lesion U-Net's labels and probability on the view (reusing the classifiers' preparation
+        when it is the same), and the lesion area."""
+        from inference import domain
+        from inference.device import run_with_cpu_fallback
+        from inference.segment import segment_image
+
+        seg_model, seg_card = self.loaded["segmentation"]
+        if seg_card.imported:  # a 2D model from another tool: it sees the view as stored
+            labels, prob, judged[model_id(seg_card)] = _imported_2d(seg_model, v.image, v.spacing, self.should_stop)
+        else:
+            n = v.model_name
+            with domain.watch(seg_card, seg_model) as seg_watch:
+                labels, prob = run_with_cpu_fallback(_afresh(
+                    lambda d: _engine_call(segment_image, seg_model, seg_card, v.image, v.spacing, n[0], n[1:],
+                                           device=d, cancel=_stop_guard(self.should_stop), chest_wall=v.chest_wall,
+                                           prepared=prepared),
+                    seg_watch), self.device, self.warnings.append)
+            judged[model_id(seg_card)] = seg_watch.result()
+        sr.overlays.append(Overlay("segmentation", "labels", labels[np.newaxis], model_id(seg_card),
+                                   list(seg_card.classes)))
+        sr.overlays.append(Overlay("lesion probability", "probability", prob[np.newaxis], model_id(seg_card)))
+        sr.scores["lesion area mm2"] = float((labels > 0).sum() * v.spacing[0] * v.spacing[1])
 
 
 def density_entry(image: np.ndarray, spacing_yx, model_name: str, chest_wall: str | None) -> dict:
