@@ -3,7 +3,8 @@
 #   bash scripts/gpu_wheels.sh            # here, once: .whl/ (ignored by git)
 #   run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=540)
 # Prints bench_gpu's table (4-view exam warm/cold, heatmap, CT vs MONAI-on-device, peak memory) and
-# the CPU-vs-GPU agreement of the device-resident path; logs and JSON land in $OUT.
+# the CPU-vs-GPU agreement of the device-resident path (fp16, and bf16 for comparison), the layouts
+# chosen; logs and JSON land in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -20,3 +21,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 python3 benchmarks/bench_gpu.py --device "$DEVICE" --repeats 3 --memory --json "$OUT/bench_gpu.json" ${BENCH_ARGS:-} \
   2>&1 | tee "$OUT/bench_gpu.log"
 python3 benchmarks/gpu_agreement.py --device "$DEVICE" ${AGREE_ARGS:-} 2>&1 | tee "$OUT/agreement.log"
+# what the device chose: channels-last per model (inference/layout.py), and bf16 beside the app's fp16
+for f in /tmp/lightbox-cache/layout/*.json; do
+  [ -e "$f" ] && python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['model'], r['environment']['device'], r['layout'], 'ratio %.2f' % r['ratio'])" "$f"
+done 2>&1 | tee "$OUT/layout.log"
+python3 benchmarks/gpu_agreement.py --device "$DEVICE" --precision bf16 --quick 2>&1 | tee "$OUT/agreement_bf16.log"
