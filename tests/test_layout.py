@@ -178,3 +178,20 @@ def test_ct_labels_are_the_same_channels_last():
     got, got_p = segment_volume(net_last, card, vol, spacing, "cpu", probabilities="full")
     assert (want > 0).any() and (got == want).mean() >= 0.9999
     np.testing.assert_allclose(got_p, want_p, atol=1e-4)
+
+
+@pytest.mark.parametrize("speedup", [layout.SPEEDUP, 0.0])  # whichever layout the measurement leaves
+def test_a_measured_model_still_gives_gradients(cache, monkeypatch, speedup):
+    """The measurement runs under inference_mode; the weights it leaves must still take Grad-CAM's
+    backward pass (inference tensors cannot)."""
+    from inference.explain import grad_cam
+    from inference.registry import find_model, load_model
+
+    monkeypatch.setattr(layout, "SPEEDUP", speedup)
+    model, card = load_model(find_model("mammo-exam"), "cpu")
+    model = layout.fastest_layout(model, card, "cpu", repeats=1)
+    assert list(cache.glob("*.json"))  # it was measured, not skipped
+    assert not any(p.is_inference() for p in model.parameters())
+    image = np.random.default_rng(0).random((400, 300)).astype(np.float32)
+    cam, logit = grad_cam(model, image, device="cpu")
+    assert np.isfinite(cam).all() and np.isfinite(logit)
