@@ -38,6 +38,30 @@ def test_torch_sampler_matches_numpy(small):
         np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("small", [(2, 37, 29), (2, 150, 140)])
+@pytest.mark.parametrize("masks", ["crop", "scattered", "none-valid", "no-masks"])
+def test_only_the_valid_rectangle_is_interpolated_and_the_rest_filled(small, masks):
+    """The numpy sampler interpolates only inside a crop's rows/columns; what it gives must equal
+    interpolating everything and then filling the invalid rows and columns."""
+    rng = np.random.default_rng(4)
+    values = rng.random(small, dtype=np.float32)
+    rows = np.linspace(-3.0, small[1] + 2.0, 301)
+    cols = np.linspace(-1.5, small[2] + 4.0, 257)
+    row_valid = {"crop": (rows > 2) & (rows < small[1] - 4), "scattered": rng.random(301) > 0.3,
+                 "none-valid": np.zeros(301, bool), "no-masks": None}[masks]
+    col_valid = {"crop": cols < small[2] - 1, "scattered": (cols < 5) | (cols > 9),
+                 "none-valid": np.ones(257, bool), "no-masks": None}[masks]
+    for fill in (0.0, -2.5):
+        want = sample_bilinear(values, rows, cols)
+        if row_valid is not None:
+            want[:, ~row_valid, :] = fill
+        if col_valid is not None:
+            want[:, :, ~col_valid] = fill
+        got = sample_bilinear(values, rows, cols, row_valid, col_valid, fill)
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_to_source_keeps_a_tensor_a_tensor_with_the_same_values():
     img = np.full((600, 480), 500, np.float32)
     img[100:500, :300] = 2500.0

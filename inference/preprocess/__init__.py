@@ -19,23 +19,42 @@ def _axis_weights(coord: np.ndarray, n: int):
     return i0, i1, (c - i0).astype(np.float32)
 
 
-def _weight_matrix(coord: np.ndarray, n: int, valid: np.ndarray | None) -> np.ndarray:
+def _weight_matrix(coord: np.ndarray, n: int, valid) -> np.ndarray:
+    """Rows of interpolation weights; an invalid output's row is zero (its value 0 for free)."""
     i0, i1, w = _axis_weights(coord, n)
     m = np.zeros((len(i0), n), np.float32)
     r = np.arange(len(i0))
     np.add.at(m, (r, i0), 1 - w)
     np.add.at(m, (r, i1), w)
     if valid is not None:
-        m[~valid] = 0
+        m[~np.asarray(valid, bool)] = 0
     return m
+
+
+def _span(valid, n: int) -> slice | None:
+    """The valid outputs along one axis as a slice when they are one run (a crop's are), else None."""
+    if valid is None:
+        return slice(0, n)
+    idx = np.flatnonzero(np.asarray(valid, bool))
+    if idx.size == 0:
+        return slice(0, 0)
+    return slice(int(idx[0]), int(idx[-1]) + 1) if idx[-1] - idx[0] + 1 == idx.size else None
+
+
+def _fill_outside(out, rs: slice, cs: slice, fill: float) -> None:
+    out[..., :rs.start, :] = fill
+    out[..., rs.stop:, :] = fill
+    out[..., rs, :cs.start] = fill
+    out[..., rs, cs.stop:] = fill
 
 
 def sample_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_valid=None, col_valid=None,
                     fill: float = 0.0) -> np.ndarray:
     """values[..., r, c] at fractional index coordinates rows x cols (an axis-aligned grid).
 
-    Held constant beyond the edges. Output rows/cols whose *_valid is False get `fill`.
-    Separable: a small map becomes Wy @ values @ Wx.T (BLAS, one full-size output), a
+    Held constant beyond the edges. Output rows/cols whose *_valid is False get `fill`; when the
+    valid ones are one run per axis (a crop), only that rectangle is interpolated (a mammogram's crop
+    is about two thirds of the image). Separable: a small map becomes Wy @ values @ Wx.T (BLAS), a
     large one two gathers, so a 3328x2560 overlay costs tens of milliseconds.
     """
     if isinstance(values, torch.Tensor):
@@ -44,32 +63,43 @@ def sample_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_
         # on a CPU numpy's gathers are about twice as fast as torch's; from_numpy shares the memory
         return torch.from_numpy(sample_bilinear(values.detach().numpy(), rows, cols, row_valid, col_valid, fill))
     v = np.asarray(values, dtype=np.float32)
+    rows, cols = np.asarray(rows), np.asarray(cols)
     h, w = v.shape[-2:]
-    if max(h, w) <= _MATMUL_MAX:
-        out = _weight_matrix(rows, h, row_valid) @ v @ _weight_matrix(cols, w, col_valid).T
-    else:
-        y0, y1, wy = _axis_weights(rows, h)
-        x0, x1, wx = _axis_weights(cols, w)
-        # columns first on the small map, then whole rows (contiguous copies), in place: two full-size
-        # arrays instead of five (each fresh full-field array is page-faulted in, every call)
-        c = v[..., x0] * (1 - wx)
-        c += v[..., x1] * wx
-        out = c[..., y0, :]
-        out *= (1 - wy)[:, None]
-        upper = c[..., y1, :]
-        upper *= wy[:, None]
-        out += upper
-        del upper
-        if row_valid is not None:
-            out[..., ~np.asarray(row_valid, bool), :] = 0
-        if col_valid is not None:
-            out[..., ~np.asarray(col_valid, bool)] = 0
-    if fill:
+    rs, cs = _span(row_valid, len(rows)), _span(col_valid, len(cols))
+    if max(h, w) <= _MATMUL_MAX or rs is None or cs is None:  # interpolate all, then fill
+        if max(h, w) <= _MATMUL_MAX:  # BLAS writes the whole output at once, invalid ones 0
+            out = _weight_matrix(rows, h, row_valid) @ v @ _weight_matrix(cols, w, col_valid).T
+            if not fill:
+                return out
+        else:
+            out = np.empty(v.shape[:-2] + (len(rows), len(cols)), np.float32)
+            _gather_into(out, v, rows, cols)
         if row_valid is not None:
             out[..., ~np.asarray(row_valid, bool), :] = np.float32(fill)
         if col_valid is not None:
             out[..., ~np.asarray(col_valid, bool)] = np.float32(fill)
+        return out
+    out = np.empty(v.shape[:-2] + (len(rows), len(cols)), np.float32)
+    _fill_outside(out, rs, cs, np.float32(fill))
+    if rs.stop > rs.start and cs.stop > cs.start:
+        _gather_into(out[..., rs, cs], v, rows[rs], cols[cs])
     return out
+
+
+def _gather_into(dst: np.ndarray, v: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+    """dst[...] = v bilinearly at rows x cols by two gathers (dst may be a view into a larger array)."""
+    h, w = v.shape[-2:]
+    y0, y1, wy = _axis_weights(rows, h)
+    x0, x1, wx = _axis_weights(cols, w)
+    # columns first on the small map, then whole rows, written in place: one full-size temporary
+    # (each fresh full-field array is page-faulted in, every call)
+    c = v[..., x0] * (1 - wx)
+    c += v[..., x1] * wx
+    np.take(c, y0, axis=-2, out=dst, mode="clip")
+    dst *= (1 - wy)[:, None]
+    upper = np.take(c, y1, axis=-2, mode="clip")
+    upper *= wy[:, None]
+    dst += upper
 
 
 def _sample_bilinear_torch(values: torch.Tensor, rows, cols, row_valid, col_valid, fill: float) -> torch.Tensor:
