@@ -111,6 +111,22 @@ def test_labels_over_background_is_argmax_with_first_maximum_winning(classes):
     assert (labels.numpy()[4:] == want[4:]).all()
 
 
+def test_binary_labels_at_one_half_are_the_argmax_of_background_and_lesion():
+    """A binary model's labels come from p > 0.5; around one half, where 1 - p rounds, they must still be
+    argmax([1 - p, p]) with background winning a tie."""
+    half = np.float32(0.5)
+    near = [half]
+    for direction in (0.0, 1.0):
+        x = half
+        for _ in range(64):
+            x = np.nextafter(x, np.float32(direction))
+            near.append(x)
+    p = torch.tensor(np.array(near + [0.0, 1.0, 0.25, 0.75], np.float32))[None, :, None]
+    want = torch.stack([1.0 - p[0], p[0]]).argmax(0)
+    labels, lesion = labels_over_background(p)
+    assert torch.equal(labels.long(), want) and torch.equal(lesion, p[0])
+
+
 def _segment_image_on_the_host(model, card, image, spacing, chest_wall):
     """What segment_image did before its post-processing moved onto the model's device."""
     from inference.models.unet import divisor
