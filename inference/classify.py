@@ -98,10 +98,11 @@ def analyze_view(name: str, image: np.ndarray, spacing, patch_model, patch_card,
     """Preprocess one view, then heatmap + probability (+ Grad-CAM)."""
     side, view = split_view_name(name)
     inp = patch_card.input
+    dev = model_device(patch_model, device)
     prepared = prepare(image, spacing, side, view, chest_wall=chest_wall,
                        target_spacing=float(inp.get("spacing_mm", 0.42)),
                        margin=int(inp.get("crop_margin_px", 26)), normalization=patch_card.normalization or None,
-                       device=model_device(patch_model, device))
+                       device=dev)
     probs = hm.dense_heatmap(patch_model, prepared.image, device=device)
     grid = hm.centers(patch_model.patch_size, patch_model.stride)
     cam = cam_grid = None
@@ -111,7 +112,7 @@ def analyze_view(name: str, image: np.ndarray, spacing, patch_model, patch_card,
     else:
         probability = view_probability(exam_model, prepared.image, device=device)
     return ViewAnalysis(name.upper(), prepared, probability, probs, list(patch_card.classes), grid, cam, cam_grid,
-                        str(model_device(patch_model, device)))
+                        str(dev))
 
 
 def analyze_exam(images: dict, patch_model, patch_card, exam_model, exam_card, device="cpu",

@@ -226,9 +226,9 @@ def labels_over_background(fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     """(uint8 labels, P(any foreground)) from foreground probabilities (K-1, H, W), background being
     1 - their sum: argmax over [background, fg...] (first maximum wins) by running comparisons, on the
     tensor's device and without stacking a K-channel copy of a full-field map."""
-    lesion = fg[0] if fg.shape[0] == 1 else fg.sum(0)
     if fg.shape[0] == 1:  # a binary model: p > 1 - p is p > 0.5, also in float32 (every value checked)
-        return (lesion > 0.5).to(torch.uint8), lesion
+        return (fg[0] > 0.5).to(torch.uint8), fg[0]
+    lesion = fg.sum(0)
     best = 1.0 - lesion
     labels = (fg[0] > best).to(torch.uint8)  # masked_fill_ is several times slower on a CPU
     for c in range(1, fg.shape[0]):

@@ -65,25 +65,28 @@ def sample_bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, row_
     v = np.asarray(values, dtype=np.float32)
     rows, cols = np.asarray(rows), np.asarray(cols)
     h, w = v.shape[-2:]
-    rs, cs = _span(row_valid, len(rows)), _span(col_valid, len(cols))
-    if max(h, w) <= _MATMUL_MAX or rs is None or cs is None:  # interpolate all, then fill
-        if max(h, w) <= _MATMUL_MAX:  # BLAS writes the whole output at once, invalid ones 0
-            out = _weight_matrix(rows, h, row_valid) @ v @ _weight_matrix(cols, w, col_valid).T
-            if not fill:
-                return out
-        else:
-            out = np.empty(v.shape[:-2] + (len(rows), len(cols)), np.float32)
-            _gather_into(out, v, rows, cols)
-        if row_valid is not None:
-            out[..., ~np.asarray(row_valid, bool), :] = np.float32(fill)
-        if col_valid is not None:
-            out[..., ~np.asarray(col_valid, bool)] = np.float32(fill)
+    if max(h, w) <= _MATMUL_MAX:  # BLAS writes the whole output at once, invalid ones 0
+        out = _weight_matrix(rows, h, row_valid) @ v @ _weight_matrix(cols, w, col_valid).T
+        if fill:
+            _fill_invalid(out, row_valid, col_valid, fill)
         return out
     out = np.empty(v.shape[:-2] + (len(rows), len(cols)), np.float32)
+    rs, cs = _span(row_valid, len(rows)), _span(col_valid, len(cols))
+    if rs is None or cs is None:  # scattered valid rows or columns: interpolate all, then fill
+        _gather_into(out, v, rows, cols)
+        _fill_invalid(out, row_valid, col_valid, fill)
+        return out
     _fill_outside(out, rs, cs, np.float32(fill))
     if rs.stop > rs.start and cs.stop > cs.start:
         _gather_into(out[..., rs, cs], v, rows[rs], cols[cs])
     return out
+
+
+def _fill_invalid(out: np.ndarray, row_valid, col_valid, fill: float) -> None:
+    if row_valid is not None:
+        out[..., ~np.asarray(row_valid, bool), :] = np.float32(fill)
+    if col_valid is not None:
+        out[..., ~np.asarray(col_valid, bool)] = np.float32(fill)
 
 
 def _gather_into(dst: np.ndarray, v: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
