@@ -4,8 +4,8 @@ A fresh process pays, on its first Analyze, for importing the network code (MONA
 seconds), reading and verifying the weights, starting CUDA and letting cuDNN pick its kernels.
 None of that depends on the study, so the app does it in the background at start (a setting,
 on by default) while the user is reading: every model Analyze would pick is loaded through
-``run.load`` (its per-process cache, so the real run reuses it) and run once on a small input
-of the card's own shape. Nothing here raises: a model that cannot be loaded is reported and
+``run.load`` (its per-process cache, so the real run reuses it) and run once on the input the
+app's calls resemble (``onnx_backend.probe_input``). Nothing here raises: a model that cannot be loaded is reported and
 left for Analyze to explain.
 """
 from __future__ import annotations
@@ -49,34 +49,15 @@ def _timed(report: WarmUp, step: str, fn):
         report.steps[step] = report.steps.get(step, 0.0) + time.perf_counter() - t0
 
 
-def _probe(card):
-    """A small input the network accepts, on the card's own channels and patch shape."""
-    import torch
-
-    inp = card.input or {}
-    declared = inp.get("channels")
-    if card.task == "segmentation-3d":  # channels from the normalisation (one per HU window)
-        from inference.preprocess import ct as ctp
-
-        channels = ctp.normalization_channels(card.normalization)
-        size = [int(v) for v in inp.get("patch_size", (32, 32, 32))]
-        return torch.zeros((1, channels, *size))
-    channels = int(declared) if isinstance(declared, (int, float)) else \
-        int((card.arch_kwargs or {}).get("in_channels", 1))
-    if card.task == "segmentation-2d":
-        size = [int(v) for v in inp.get("patch_size", (128, 128))][-2:]
-    else:  # mammography classifiers: a small view, as many patches wide as a real breast is
-        size = [256, 192]
-    return torch.zeros((1, channels, *size))
-
-
 def _run_once(module, card, device) -> None:
-    """One forward pass at inference settings: CUDA kernels chosen, ONNX/oneDNN sessions primed."""
+    """One forward pass at inference settings on the input the app's calls resemble (the one the
+    layout and ONNX decisions time): CUDA kernels chosen, ONNX/oneDNN sessions primed."""
     import torch
 
     from inference.device import autocast
+    from inference.onnx_backend import probe_input
 
-    x = _probe(card).to(device)
+    x = probe_input(module, card).to(device)
     with torch.inference_mode(), autocast(device):
         module(x)
     if torch.device(device).type == "cuda":
